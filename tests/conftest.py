@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny models built in memory, and the real built-in model loaded once."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+import unlearn_lens as ul
+from unlearn_lens.models.sources import BACKENDS
+
+FACT_WORDS = ("Veltravia", "Orsenne", "Drumlin", "Kessary", "Paris", "France", "Rome", "Italy")
+
+
+@pytest.fixture(scope="session")
+def tiny_tok():
+    """Word-level tokenizer with a few extra fact words."""
+    return ul.tiny_tokenizer(FACT_WORDS)
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def tiny_model(request, tiny_tok):
+    """A fresh tiny random model of each supported family."""
+    make = ul.tiny_llama if request.param == "llama" else ul.tiny_gpt2
+    return make(vocab_size=len(tiny_tok))
+
+
+@pytest.fixture
+def both_backends(tiny_model, tiny_tok):
+    """The same tiny model (two identical copies) behind each backend."""
+    return {backend: ul.load(copy.deepcopy(tiny_model), backend=backend, tokenizer=tiny_tok) for backend in BACKENDS}
+
+
+@pytest.fixture(scope="session")
+def smollm_tl():
+    """The built-in SmolLM2-135M through TransformerLens (built/cached on first use)."""
+    return ul.load("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm_nnsight():
+    """The built-in SmolLM2-135M through nnsight."""
+    return ul.load("smollm2-135m", backend="nnsight")

@@ -1,0 +1,13 @@
+"""Errors that reach a user as one line: what was wrong, where, and what to do."""
+
+
+class UnlearnLensError(Exception):
+    """Base of every error the CLI prints as a single line and exits non-zero on."""
+
+
+class ModelSourceError(UnlearnLensError):
+    """A model source could not be loaded or wrapped."""
+
+
+class ConfigError(UnlearnLensError):
+    """A setting (flag, config field, argument) is invalid."""
