@@ -1,0 +1,291 @@
+"""Diagonal empirical Fisher information from per-example gradients, and its per-layer summary.
+
+`F_i = E_x[(∂ log p_θ(x) / ∂θ_i)²]` squares each example's own gradient; the square of a
+batch-mean gradient is a different (and much smaller) quantity. For a linear layer the
+per-example weight gradient is `Σ_t g_t ⊗ a_t` over the example's tokens, with `a_t` the
+layer's input and `g_t` the gradient at its output, both available from one batched
+backward pass (the trick Opacus and BackPACK use).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+QUANTILE_LEVELS = (0.05, 0.25, 0.75, 0.95)
+"""Quantiles reported by [`summarise_fisher`][unlearn_lens.metrics.summarise_fisher]:
+the body (quartiles) and the tails (5 % and 95 %) of a layer's distribution."""
+
+_CHUNK_ELEMENTS = 2**25
+"""Per-example gradients are built a few examples at a time so that the float64
+`[chunk, d_out, d_in]` buffer stays near 256 MiB."""
+
+
+def per_example_linear_grad_sq(
+    inputs: Float[Tensor, "batch seq d_in"],
+    grad_outputs: Float[Tensor, "batch seq d_out"],
+    token_mask: Bool[Tensor, "batch seq"] | None = None,
+) -> Float[Tensor, "d_out d_in"]:
+    """Sum over examples of the squared per-example weight gradient of a linear layer.
+
+    Returns `Σ_b (Σ_t m[b, t] · g[b, t] ⊗ a[b, t])²` (square taken elementwise), laid out
+    like `torch.nn.Linear.weight`, `[d_out, d_in]`. Divide the sum, accumulated over all
+    batches, by the number of examples to get the diagonal empirical Fisher.
+
+    The output gradients must come from one backward pass of the *sum* over examples of
+    each example's log-likelihood (or NLL: the sign is squared away), not of a batch mean;
+    a mean scales every per-example gradient by `1 / batch`. Computed in float64.
+
+    **Arguments:**
+
+    - `inputs`: the layer's input activations `a`, per token.
+    - `grad_outputs`: the gradients `g` of the loss with respect to the layer's output.
+    - `token_mask`: tokens that belong to their example (`False` for padding); `None`
+      counts every token.
+    """
+    if inputs.ndim != 3 or grad_outputs.ndim != 3 or inputs.shape[:2] != grad_outputs.shape[:2]:
+        raise ValueError(
+            "inputs and grad_outputs must be [batch, seq, features] with the same batch and seq, "
+            f"got {tuple(inputs.shape)} and {tuple(grad_outputs.shape)}"
+        )
+    if token_mask is not None and token_mask.shape != inputs.shape[:2]:
+        raise ValueError(
+            f"token_mask must be [batch, seq] = {tuple(inputs.shape[:2])}, got {tuple(token_mask.shape)}"
+        )
+    a = inputs.detach().to(torch.float64)
+    g = grad_outputs.detach().to(torch.float64)
+    if token_mask is not None:
+        g = g * token_mask.to(device=g.device, dtype=torch.float64).unsqueeze(-1)
+    batch, d_out, d_in = a.shape[0], g.shape[-1], a.shape[-1]
+    chunk = max(1, _CHUNK_ELEMENTS // (d_out * d_in))
+    total = torch.zeros(d_out, d_in, dtype=torch.float64, device=a.device)
+    for start in range(0, batch, chunk):
+        per_example = torch.einsum("bso,bsi->boi", g[start : start + chunk], a[start : start + chunk])
+        total += (per_example * per_example).sum(dim=0)
+    return total
+
+
+@dataclass(frozen=True)
+class FisherSummary:
+    """One layer's Fisher values in a few numbers and a log-scale histogram.
+
+    **Fields:**
+
+    - `n`: number of values; `n_zero`: how many are exactly 0 (no sensitivity at all).
+    - `mean`, `median`, `quantiles` (level → value, levels
+      [`QUANTILE_LEVELS`][unlearn_lens.metrics.QUANTILE_LEVELS]): over all values, zeros
+      included; quantiles interpolate linearly, as numpy's default.
+    - `edges`: log10-spaced histogram edges (`bins + 1`; empty when no value is positive);
+      `counts`: positive values per bin, each bin `[edges[i], edges[i + 1])`, the last closed.
+    - `n_below`, `n_above`: positive values outside the edges (only with a `value_range`).
+    """
+
+    n: int
+    n_zero: int
+    mean: float
+    median: float
+    quantiles: dict[float, float]
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+    n_below: int
+    n_above: int
+
+
+@dataclass(frozen=True)
+class FisherComparison:
+    """How a layer's Fisher distribution changed between two models (original → updated).
+
+    **Fields:**
+
+    - `log10_mean_ratio`: `log10(mean_updated / mean_original)`; negative means the layer
+      lost sensitivity. `log10_median_ratio`: the same for medians. Both are 0 when the two
+      values are equal (zeros included) and ±inf when only one is 0.
+    - `histogram_tv_distance`: total-variation distance, in [0, 1], between the two
+      histograms as proportions, with zeros and out-of-range values as extra bins.
+    - `ks_statistic`: two-sample Kolmogorov–Smirnov statistic (largest gap between the
+      empirical CDFs) of the raw values; `None` when only summaries were given.
+    - `original`, `updated`: the two summaries, on the same bins.
+    """
+
+    log10_mean_ratio: float
+    log10_median_ratio: float
+    histogram_tv_distance: float
+    ks_statistic: float | None
+    original: FisherSummary
+    updated: FisherSummary
+
+
+def _as_fisher_values(values: Tensor) -> Tensor:
+    flat = values.detach().flatten().to(torch.float64)
+    if flat.numel() == 0:
+        raise ValueError("no Fisher values to summarise (empty tensor)")
+    if not torch.isfinite(flat).all():
+        raise ValueError("Fisher values contain NaN or infinite values")
+    if flat.min() < 0:
+        raise ValueError(
+            f"Fisher values are squared gradients and cannot be negative, got minimum {float(flat.min()):.3g}"
+        )
+    return flat
+
+
+def shared_value_range(*values: Tensor) -> tuple[float, float] | None:
+    """Smallest positive and largest value over several Fisher tensors, or `None` if no value
+    is positive.
+
+    Pass it as `value_range` to [`summarise_fisher`][unlearn_lens.metrics.summarise_fisher]
+    for each tensor so that their histograms share the same bins.
+    """
+    positives = [v.detach().flatten().to(torch.float64) for v in values]
+    positives = [v[v > 0] for v in positives]
+    positives = [v for v in positives if v.numel() > 0]
+    if not positives:
+        return None
+    return min(float(v.min()) for v in positives), max(float(v.max()) for v in positives)
+
+
+def _quantiles(sorted_values: Tensor, levels: tuple[float, ...]) -> list[float]:
+    """Linear-interpolation quantiles of sorted values (numpy's default method); unlike
+    `torch.quantile`, no limit on the input size."""
+    last = sorted_values.numel() - 1
+    result = []
+    for level in levels:
+        position = level * last
+        below = math.floor(position)
+        above = min(below + 1, last)
+        low, high = float(sorted_values[below]), float(sorted_values[above])
+        result.append(low + (position - below) * (high - low))
+    return result
+
+
+def _log_edges(value_range: tuple[float, float], bins: int, device: torch.device) -> Tensor:
+    low, high = value_range
+    if not 0 < low <= high:
+        raise ValueError(f"value_range must satisfy 0 < low <= high for a log-scale histogram, got {value_range}")
+    if low == high:
+        # A single positive value: give it a bin one decade wide around it.
+        low, high = low / math.sqrt(10.0), high * math.sqrt(10.0)
+    edges = torch.logspace(math.log10(low), math.log10(high), bins + 1, dtype=torch.float64, device=device)
+    # Pin the ends exactly, so that rounding in 10**x cannot push the extremes out of range.
+    edges[0], edges[-1] = low, high
+    return edges
+
+
+def summarise_fisher(
+    values: Float[Tensor, "..."], bins: int = 30, value_range: tuple[float, float] | None = None
+) -> FisherSummary:
+    """Summarise one layer's Fisher values (any shape; flattened): mean, median, quantiles
+    and a log10-spaced histogram of the positive values.
+
+    **Arguments:**
+
+    - `values`: non-negative Fisher values.
+    - `bins`: number of histogram bins.
+    - `value_range`: `(low, high)`, positive, the histogram's outer edges; `None` uses this
+      tensor's smallest positive and largest value. Give two models the same range (see
+      [`shared_value_range`][unlearn_lens.metrics.shared_value_range]) to compare them.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    flat = _as_fisher_values(values)
+    sorted_values = flat.sort().values
+    median, *quantiles = _quantiles(sorted_values, (0.5, *QUANTILE_LEVELS))
+    positives = flat[flat > 0]
+    if value_range is None and positives.numel() > 0:
+        value_range = (float(positives.min()), float(positives.max()))
+    if value_range is None:
+        warnings.warn(
+            f"all {flat.numel()} Fisher values are 0 (no parameter affects the log-likelihood "
+            "of these examples): the log-scale histogram is empty.",
+            UserWarning,
+        )
+        edges, counts, n_below, n_above = (), (), 0, 0
+    else:
+        edge_tensor = _log_edges(value_range, bins, flat.device)
+        below = positives < edge_tensor[0]
+        above = positives > edge_tensor[-1]
+        inside = positives[~below & ~above]
+        bin_index = (torch.bucketize(inside, edge_tensor, right=True) - 1).clamp(max=bins - 1)
+        edges = tuple(edge_tensor.tolist())
+        counts = tuple(torch.bincount(bin_index, minlength=bins).tolist())
+        n_below, n_above = int(below.sum()), int(above.sum())
+    return FisherSummary(
+        n=flat.numel(),
+        n_zero=int((flat == 0).sum()),
+        mean=float(flat.mean()),
+        median=median,
+        quantiles=dict(zip(QUANTILE_LEVELS, quantiles)),
+        edges=edges,
+        counts=counts,
+        n_below=n_below,
+        n_above=n_above,
+    )
+
+
+def _log10_ratio(updated: float, original: float) -> float:
+    if updated == original:
+        return 0.0
+    if original == 0.0:
+        return math.inf
+    if updated == 0.0:
+        return -math.inf
+    return math.log10(updated / original)
+
+
+def _histogram_tv_distance(original: FisherSummary, updated: FisherSummary) -> float:
+    """`½ Σ |p - q|` over all bins, in exact integer arithmetic until one final division."""
+
+    def bins(summary: FisherSummary) -> tuple[int, ...]:
+        return (summary.n_zero, summary.n_below, *summary.counts, summary.n_above)
+
+    gap = sum(abs(p * updated.n - q * original.n) for p, q in zip(bins(original), bins(updated)))
+    return gap / (2 * original.n * updated.n)
+
+
+def _ks_statistic(original: Tensor, updated: Tensor) -> float:
+    original, updated = original.sort().values, updated.sort().values
+    grid = torch.cat([original, updated])
+    cdf_original = torch.searchsorted(original, grid, right=True).to(torch.float64) / original.numel()
+    cdf_updated = torch.searchsorted(updated, grid, right=True).to(torch.float64) / updated.numel()
+    return float((cdf_original - cdf_updated).abs().max())
+
+
+def compare_fisher(
+    original: FisherSummary | Tensor, updated: FisherSummary | Tensor, bins: int = 30
+) -> FisherComparison:
+    """Compare two models' Fisher distributions for one layer (e.g. original vs unlearned).
+
+    Give either both raw value tensors (summarised here on shared bins, `bins` of them;
+    the KS statistic is exact) or both summaries made with the same edges (`bins` is then
+    unused and `ks_statistic` is `None`).
+    """
+    if isinstance(original, Tensor) and isinstance(updated, Tensor):
+        value_range = shared_value_range(original, updated)
+        original_summary = summarise_fisher(original, bins, value_range)
+        updated_summary = summarise_fisher(updated, bins, value_range)
+        ks = _ks_statistic(_as_fisher_values(original), _as_fisher_values(updated))
+    elif isinstance(original, FisherSummary) and isinstance(updated, FisherSummary):
+        if original.edges != updated.edges:
+            raise ValueError(
+                "the two Fisher summaries have different histogram edges; summarise both with "
+                "the same bins and value_range=shared_value_range(original, updated), or pass "
+                "the raw values"
+            )
+        original_summary, updated_summary, ks = original, updated, None
+    else:
+        raise TypeError(
+            "compare_fisher needs two Fisher value tensors or two FisherSummary objects, got "
+            f"{type(original).__name__} and {type(updated).__name__}"
+        )
+    return FisherComparison(
+        log10_mean_ratio=_log10_ratio(updated_summary.mean, original_summary.mean),
+        log10_median_ratio=_log10_ratio(updated_summary.median, original_summary.median),
+        histogram_tv_distance=_histogram_tv_distance(original_summary, updated_summary),
+        ks_statistic=ks,
+        original=original_summary,
+        updated=updated_summary,
+    )
