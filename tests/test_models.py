@@ -209,3 +209,15 @@ def test_offline_hub_id_and_nonsense_sources(monkeypatch):
         ul.load("no-such-org/no-such-model")
     with pytest.raises(ul.ModelSourceError, match="unknown model source"):
         ul.load("not a model!")
+
+
+def test_saved_checkpoint_loads_back_identically(tmp_path, both_backends):
+    subject = both_backends["transformer_lens"]
+    with torch.no_grad():
+        for param in subject.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    ul.save_checkpoint(subject, tmp_path / "ckpt")
+    reloaded = ul.load(tmp_path / "ckpt", backend="nnsight")
+    assert reloaded.keys() == subject.keys()
+    for key in subject.keys():
+        torch.testing.assert_close(reloaded.weight(key), subject.weight(key), atol=0, rtol=0)

@@ -4,6 +4,7 @@ from unlearn_lens.models.architecture import COMPONENTS, ModelShape, WeightSpec
 from unlearn_lens.models.bridge_backend import BridgeSubject
 from unlearn_lens.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL, cache_root, ensure_builtin_cache
 from unlearn_lens.models.nnsight_backend import NNsightSubject
+from unlearn_lens.models.saving import save_checkpoint
 from unlearn_lens.models.sources import BACKENDS, load, wrap
 from unlearn_lens.models.subject import RunOutput, Snapshot, Subject, SubjectInfo
 from unlearn_lens.models.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
@@ -24,6 +25,7 @@ __all__ = [
     "cache_root",
     "ensure_builtin_cache",
     "load",
+    "save_checkpoint",
     "tiny_gpt2",
     "tiny_llama",
     "tiny_tokenizer",
