@@ -1,0 +1,44 @@
+"""Atomic file writes: a reader (or a crash) never sees a half-written results file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def json_safe(payload: Any) -> Any:
+    """`payload` with every non-finite float (JSON has no NaN or infinity) replaced by None."""
+    if isinstance(payload, float):
+        return payload if math.isfinite(payload) else None
+    if isinstance(payload, dict):
+        return {key: json_safe(value) for key, value in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [json_safe(value) for value in payload]
+    return payload
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """Write `payload` as indented JSON, atomically; non-finite floats are written as null."""
+    text = json.dumps(json_safe(payload), indent=2, allow_nan=False)
+    return write_bytes_atomic(path, (text + "\n").encode())

@@ -1,0 +1,73 @@
+"""One self-contained HTML file: inline CSS, figures embedded as base64 PNG, no external requests."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
+       padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
+h1 { border-bottom: 2px solid #334; padding-bottom: .3rem; }
+h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccd; padding-bottom: .2rem; }
+table { border-collapse: collapse; margin: .8rem 0 1.2rem; font-size: .9rem; }
+th, td { border: 1px solid #ccd; padding: .25rem .6rem; text-align: right; }
+th { background: #eef0f6; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #dde; }
+figcaption { font-size: .85rem; color: #555; }
+.verdict { background: #f5f7ff; border-left: 4px solid #4456aa; padding: .5rem .8rem; margin: .6rem 0; }
+pre { background: #f6f6f8; padding: .6rem; overflow-x: auto; font-size: .8rem; }
+"""
+
+
+@dataclass
+class Table:
+    """A titled table of already formatted cells."""
+
+    header: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    """A heading followed by verdict boxes, paragraphs, tables, figures and preformatted text."""
+
+    heading: str
+    verdicts: list[str] = field(default_factory=list)
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[tuple[Path, str]] = field(default_factory=list)
+    preformatted: str = ""
+
+
+def _table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
+    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    alt = html.escape(caption or Path(path).stem)
+    return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt}</figcaption></figure>'
+
+
+def render_html(title: str, sections: Sequence[Section]) -> str:
+    """The whole report as one HTML string; figures are read from disk and embedded."""
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.heading)}</h2>")
+        parts.extend(f"<div class='verdict'>{html.escape(v)}</div>" for v in section.verdicts)
+        parts.extend(f"<p>{html.escape(p)}</p>" for p in section.paragraphs)
+        parts.extend(_table(t) for t in section.tables)
+        parts.extend(_figure(path, caption) for path, caption in section.figures)
+        if section.preformatted:
+            parts.append(f"<pre>{html.escape(section.preformatted)}</pre>")
+    parts.append("</body></html>")
+    return "".join(parts)
