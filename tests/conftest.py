@@ -5,9 +5,14 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 
 import unlearn_lens as ul
 from unlearn_lens.models.sources import BACKENDS
+
+# Tiny models spend most of their time handing work between threads; one thread is ~10x faster
+# for them on this 2-core machine, and the real-model tests lose little.
+torch.set_num_threads(1)
 
 FACT_WORDS = ("Veltravia", "Orsenne", "Drumlin", "Kessary", "Paris", "France", "Rome", "Italy")
 

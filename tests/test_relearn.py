@@ -1,0 +1,102 @@
+"""Relearning attacks with their control, end to end on a tiny model that memorised its facts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from memorised import CONTROL, FORGET, RETAIN, memorised_subject
+
+from unlearn_lens.errors import ConfigError
+from unlearn_lens.metrics.token import TokenMetrics
+from unlearn_lens.unlearn import Recovery, RelearnResult, TrainConfig, budget_steps, relearn, train, unlearn
+
+RELEARN = {"steps": 8, "lr": 1e-2}
+"""The same Adam rate that memorised the facts, for a third of the memorising steps."""
+
+
+@pytest.fixture(scope="module")
+def unlearned():
+    """(subject, original forget metrics, unlearned weights): GA until nothing is answered."""
+    subject = memorised_subject()
+    result = unlearn(subject, FORGET, RETAIN, "ga", lr=3e-3, steps=30, early_stop_forget_accuracy=0.0, progress=False)
+    assert result.metrics("after", "forget").exact_match == 0.0
+    return subject, result.metrics("before", "forget"), subject.snapshot()
+
+
+@pytest.fixture
+def subject(unlearned):
+    subject, _, snapshot = unlearned
+    subject.restore(snapshot)
+    return subject
+
+
+def test_forgotten_facts_come_back_faster_than_novel_facts_are_learned(subject, unlearned):
+    result = relearn(subject, FORGET, CONTROL, original_forget=unlearned[1], progress=False, **RELEARN)
+    for metric in ("accuracy", "exact_match"):
+        rec = result.recovery[metric]
+        assert rec.original == 1.0 and rec.unlearned == 0.0
+        assert rec.recovery >= 0.75
+        assert rec.control_gain <= 0.25
+        assert rec.recovery_vs_control == pytest.approx(rec.forget_gain - rec.control_gain) and rec.recovery_vs_control >= 0.5
+    assert result.forget_after.nll < result.forget_before.nll - 1.0
+    assert result.budget_steps == 8 and result.source_run.steps_run == result.control_run.steps_run == 8
+    assert result.source_run.phase == "relearn" and result.control_run.phase == "relearn_control"
+
+
+def test_the_subject_ends_relearned_on_the_source_alone(subject, unlearned):
+    """The control run leaves no trace: the final weights equal a plain fine-tune from the start."""
+    relearn(subject, RETAIN, CONTROL, examples=8, forget_items=FORGET, lr=1e-2, batch_size=4, progress=False)
+    relearned = subject.snapshot()
+    subject.restore(unlearned[2])
+    train(subject, "finetune", RETAIN, config=TrainConfig(lr=1e-2, steps=2, batch_size=4, eval_every=0), progress=False)
+    assert all(torch.equal(relearned[k], v) for k, v in subject.snapshot().items())
+
+
+def test_recovery_is_computed_from_the_measurements(subject):
+    result = relearn(subject, FORGET, CONTROL, steps=2, lr=1e-2, progress=False)
+    for metric, rec in result.recovery.items():
+        assert rec.unlearned == getattr(result.forget_before, metric)
+        assert rec.relearned == getattr(result.forget_after, metric)
+        assert rec.control_gain == getattr(result.control_after, metric) - getattr(result.control_before, metric)
+        assert rec.recovery is None and rec.original is None  # no original metrics given
+
+
+def test_recovery_guards_a_zero_denominator():
+    metrics = TokenMetrics(accuracy=0.5, nll=1.0, perplexity=2.7, exact_match=0.5, n_tokens=4, n_sequences=4)
+    rec = Recovery.measure("accuracy", metrics, metrics, metrics, metrics, metrics)
+    assert rec.recovery is None and rec.forget_gain == rec.control_gain == rec.recovery_vs_control == 0.0
+    gained = TokenMetrics(accuracy=0.75, nll=1.0, perplexity=2.7, exact_match=0.75, n_tokens=4, n_sequences=4)
+    original = TokenMetrics(accuracy=1.0, nll=0.1, perplexity=1.1, exact_match=1.0, n_tokens=4, n_sequences=4)
+    assert Recovery.measure("accuracy", original, metrics, gained, metrics, metrics).recovery == pytest.approx(0.5)
+
+
+def test_budget_in_steps_or_examples():
+    assert budget_steps(3, None, 8) == 3
+    assert budget_steps(None, 9, 8) == 2
+    with pytest.raises(ConfigError, match="exactly one"):
+        budget_steps(3, 9, 8)
+    with pytest.raises(ConfigError, match="exactly one"):
+        budget_steps(None, None, 8)
+    with pytest.raises(ConfigError, match="at least 1"):
+        budget_steps(0, None, 8)
+
+
+def test_empty_sets_and_json_round_trip(subject, unlearned):
+    with pytest.raises(ConfigError, match="control set is empty"):
+        relearn(subject, FORGET, [], steps=1, progress=False)
+    with pytest.raises(ConfigError, match="source set is empty"):
+        relearn(subject, [], CONTROL, steps=1, progress=False)
+    result = relearn(subject, FORGET, CONTROL, steps=1, lr=1e-3, original_forget=unlearned[1], progress=False)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert RelearnResult.from_dict(data).to_dict() == result.to_dict()
+
+
+def test_ctrl_c_restores_the_starting_weights_and_propagates(subject, unlearned):
+    def interrupt(step) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        relearn(subject, FORGET, CONTROL, steps=3, callbacks=[interrupt], progress=False)
+    assert all(torch.equal(subject.snapshot()[k], v) for k, v in unlearned[2].items())

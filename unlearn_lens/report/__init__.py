@@ -1,0 +1,1 @@
+"""Rendering: rich terminal tables, PNG figures and the self-contained HTML report."""

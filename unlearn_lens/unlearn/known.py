@@ -1,0 +1,36 @@
+"""Keep only the facts the original model knows: unlearning what was never learned measures nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from unlearn_lens.data.items import Item
+from unlearn_lens.evaluation import items_correct
+from unlearn_lens.models.subject import Subject
+
+
+@dataclass(frozen=True)
+class KnownFilterReport:
+    """How many items were checked, kept (known: greedy decoding reproduces the answer) and dropped."""
+
+    n_items: int
+    n_known: int
+    n_dropped: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> KnownFilterReport:
+        """Inverse of `to_dict`."""
+        return cls(**data)
+
+
+def filter_known(subject: Subject, items: Sequence[Item]) -> tuple[list[Item], KnownFilterReport]:
+    """The items `subject` gets right by greedy exact match (in their order), and the counts."""
+    correct = items_correct(subject, items) if items else []
+    kept = [item for item, ok in zip(items, correct, strict=True) if ok]
+    return kept, KnownFilterReport(n_items=len(items), n_known=len(kept), n_dropped=len(items) - len(kept))
