@@ -136,6 +136,16 @@ class TokenMetrics:
     n_tokens: int
     n_sequences: int
 
+    def to_dict(self) -> dict[str, float | int]:
+        """JSON-ready fields."""
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float | int | None]) -> TokenMetrics:
+        """Inverse of `to_dict`; a null (how JSON stores an infinite perplexity) reads back as NaN."""
+        floats = {name: math.nan if data[name] is None else float(data[name]) for name in ("accuracy", "nll", "perplexity", "exact_match")}
+        return cls(**floats, n_tokens=int(data["n_tokens"]), n_sequences=int(data["n_sequences"]))
+
 
 class TokenMetricsAccumulator:
     """Token metrics over a dataset processed batch by batch, without keeping the logits.

@@ -46,7 +46,7 @@ class UnlearnResult:
         measured = self.run.initial_metrics if when == "before" else self.run.final_metrics
         if measured is None or part not in measured:
             return None
-        return TokenMetrics(**measured[part])
+        return TokenMetrics.from_dict(measured[part])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (snapshots excluded)."""

@@ -122,7 +122,7 @@ class RelearnResult:
     def from_dict(cls, data: dict[str, Any]) -> RelearnResult:
         """Inverse of `to_dict`."""
         def metrics(name: str) -> TokenMetrics | None:
-            return TokenMetrics(**data[name]) if data[name] is not None else None
+            return TokenMetrics.from_dict(data[name]) if data[name] is not None else None
 
         return cls(
             budget_steps=data["budget_steps"],

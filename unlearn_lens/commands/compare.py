@@ -1,0 +1,115 @@
+"""`unlearn-lens compare REFERENCE UPDATED --data FILE`: diagnostics between two checkpoints.
+
+Prints a per-layer table and the token metrics of both models; with `--out DIR`, also writes
+`comparison.json` and PNG figures there. Everything is computed before anything is written, and
+the files are written into a staging directory that replaces its target only when complete, so
+a failed run leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from unlearn_lens.diagnostics.activations import POOLINGS, TOKEN_SPANS
+from unlearn_lens.errors import ConfigError
+from unlearn_lens.evaluation import EVAL_BATCH_SIZE
+from unlearn_lens.models import BACKENDS
+
+if TYPE_CHECKING:
+    from unlearn_lens.diagnostics.compare import Comparison
+
+COMPARISON_FILE = "comparison.json"
+"""The results file in `--out`; its presence marks a finished comparison."""
+
+console = Console()
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `compare` subcommand to the `unlearn-lens` parser."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="per-layer CKA, PCA and Fisher diagnostics between two checkpoints of a model",
+        description="Compare a reference checkpoint with an updated one (unlearned, relearned) on the same items.",
+    )
+    parser.add_argument("reference", metavar="REFERENCE", help="reference model: built-in name, local directory or hub id")
+    parser.add_argument("updated", metavar="UPDATED", help="updated model: built-in name, local directory or hub id")
+    parser.add_argument("--data", required=True, type=Path, metavar="FILE", help="items to compare on (.jsonl or .txt)")
+    parser.add_argument("--pooling", default="mean", choices=POOLINGS, help="how a sequence becomes a sample (default mean)")
+    parser.add_argument("--tokens", default="all", choices=TOKEN_SPANS, help="which real tokens are pooled (default all)")
+    parser.add_argument("--backend", default="transformer_lens", choices=BACKENDS, help="hook backend (default transformer_lens)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: where transformers puts it)")
+    parser.add_argument("--device-map", default=None, help="transformers device_map for models spanning several GPUs, e.g. auto")
+    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help=f"items per forward pass (default {EVAL_BATCH_SIZE})")
+    parser.add_argument("--no-fisher", action="store_true", help="skip the Fisher information (no backward passes)")
+    parser.add_argument("--fisher-components", action="store_true", help="compare the Fisher information per component (q, k, v, o, MLP) too")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write comparison.json and PNG figures here")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing comparison in --out")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def _check_out(out: Path | None, force: bool) -> None:
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory")
+    if (out / COMPARISON_FILE).exists() and not force:
+        raise ConfigError(f"--out {out} already holds a {COMPARISON_FILE}; pass --force to overwrite it or choose another --out")
+
+
+def write_outputs(comparison: Comparison, out: Path) -> list[Path]:
+    """Write `comparison.json` and the figures into `out`, atomically as a whole.
+
+    They are written into a staging directory beside `out`; a new `out` is that directory
+    renamed, an existing one receives the files one by one (`comparison.json` last).
+    """
+    from unlearn_lens.atomic import write_json_atomic
+    from unlearn_lens.report.figures import write_comparison_figures
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()  # not tempfile.mkdtemp: the directory becomes `out`, so it gets the umask's mode, not 0700
+    try:
+        names = [path.name for path in write_comparison_figures(comparison, staging)]
+        write_json_atomic(staging / COMPARISON_FILE, comparison.to_dict())
+        names.append(COMPARISON_FILE)
+        if out.exists():
+            for name in names:
+                os.replace(staging / name, out / name)
+        else:
+            staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return [out / name for name in names]
+
+
+def run(args: argparse.Namespace) -> None:
+    """Load the items and both models, compare them, print the tables, write the outputs."""
+    from unlearn_lens.data.loaders import load_items
+    from unlearn_lens.diagnostics.compare import compare
+    from unlearn_lens.models import load
+    from unlearn_lens.report.compare_table import print_comparison
+
+    _check_out(args.out, args.force)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    items = load_items(args.data)
+    options = {"backend": args.backend, "device": args.device, "device_map": args.device_map}
+    reference = load(args.reference, **options)
+    updated = load(args.updated, **options)
+    comparison = compare(
+        reference, updated, items, pooling=args.pooling, tokens=args.tokens, batch_size=args.batch_size,
+        fisher=not args.no_fisher, fisher_components=args.fisher_components, progress=True,
+    )
+    print_comparison(console, comparison)
+    if args.out is not None:
+        written = write_outputs(comparison, args.out)
+        console.print(f"wrote {', '.join(path.name for path in written)} to {args.out}")

@@ -1,0 +1,564 @@
+"""Diagnostics between two checkpoints of one model: per-layer CKA and PCA, Fisher, token metrics.
+
+Each model (or snapshot) is passed over the items once ([`model_pass`][unlearn_lens.diagnostics.compare.model_pass]):
+one forward pass per batch collects every residual-stream position and the logits, and, when
+the Fisher information is asked for, one backward pass of the same forward gives the
+per-example gradients. [`compare_passes`][unlearn_lens.diagnostics.compare.compare_passes]
+turns two passes into a [`Comparison`][unlearn_lens.diagnostics.compare.Comparison]; an audit
+holding several snapshots passes each once and compares the passes pairwise.
+
+Inputs longer than the model's context lose tokens from the left (the prompt's start), with a
+warning; answers are kept whole whenever they fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
+
+from unlearn_lens.data.batching import encode_item
+from unlearn_lens.data.items import Item
+from unlearn_lens.diagnostics.activations import (
+    POOLINGS,
+    TOKEN_SPANS,
+    ActivationCollector,
+    Pooling,
+    TokenSpan,
+    context_length,
+)
+from unlearn_lens.diagnostics.model_fisher import FisherHooks, ModelFisher
+from unlearn_lens.errors import ConfigError
+from unlearn_lens.evaluation import EVAL_BATCH_SIZE
+from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES, cka_both
+from unlearn_lens.metrics.fisher import (
+    FisherComparison,
+    FisherSummary,
+    compare_fisher,
+    shared_value_range,
+    summarise_fisher,
+)
+from unlearn_lens.metrics.pca import pc1_similarity, pca_distance, pca_shift, subspace_similarity
+from unlearn_lens.metrics.token import TokenMetrics, TokenMetricsAccumulator
+from unlearn_lens.models.subject import Snapshot, Subject
+
+SUBSPACE_K = 5
+"""Top principal components compared by the subspace similarity: enough to see more than PC1,
+few enough to be determined by the 32-odd samples a probe set usually has."""
+
+FISHER_BINS = 30
+"""Histogram bins of each layer's Fisher values: three per decade over the ten decades a
+layer's values typically span."""
+
+TOKENIZER_PROBES = 3
+"""How many items both tokenizers must encode identically (beyond an identical vocabulary)."""
+
+
+# ----- results -------------------------------------------------------------------------------
+
+
+def _float(value: Any) -> float:
+    """A float read back from JSON, where a non-finite value was written as null."""
+    return math.nan if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class LayerComparison:
+    """Reference vs updated activations at one residual-stream position.
+
+    **Fields:**
+
+    - `stream`: 0 = after the embedding, `j` = after block `j - 1`.
+    - `cka_debiased`, `cka_biased`: linear CKA, unbiased-HSIC and plain estimators.
+    - `pc1_similarity`: |cos| of the two sets' first principal components.
+    - `subspace_similarity`: mean squared principal-angle cosine of the top-`k` PC subspaces.
+    - `delta_pc1`, `pc2`, `reference_pc2`, `reference_pc1_std`: the PCA shift (see
+      [`PCAShift`][unlearn_lens.metrics.PCAShift]).
+    - `pca_distance`: mean-to-mean distance in the reference PC1–PC2 plane, in reference PC1
+      standard deviations.
+    """
+
+    stream: int
+    cka_debiased: float
+    cka_biased: float
+    pc1_similarity: float
+    subspace_similarity: float
+    delta_pc1: float
+    pc2: float
+    reference_pc2: float
+    reference_pc1_std: float
+    pca_distance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerComparison:
+        return cls(stream=int(data["stream"]), **{name: _float(data[name]) for name in _LAYER_FLOATS})
+
+
+_LAYER_FLOATS = tuple(name for name in LayerComparison.__dataclass_fields__ if name != "stream")
+
+
+def _summary_to_dict(summary: FisherSummary) -> dict[str, Any]:
+    data = asdict(summary)
+    data["quantiles"] = [[level, value] for level, value in summary.quantiles.items()]
+    data["edges"], data["counts"] = list(summary.edges), list(summary.counts)
+    return data
+
+
+def _summary_from_dict(data: dict[str, Any]) -> FisherSummary:
+    return FisherSummary(
+        n=int(data["n"]),
+        n_zero=int(data["n_zero"]),
+        mean=_float(data["mean"]),
+        median=_float(data["median"]),
+        quantiles={float(level): _float(value) for level, value in data["quantiles"]},
+        edges=tuple(float(edge) for edge in data["edges"]),
+        counts=tuple(int(count) for count in data["counts"]),
+        n_below=int(data["n_below"]),
+        n_above=int(data["n_above"]),
+    )
+
+
+@dataclass(frozen=True)
+class FisherGroup:
+    """How the Fisher distribution of a group of weights changed (reference → updated).
+
+    `layer` is the block index (`None`: weights outside the blocks, the untied unembedding);
+    `component` is `None` for all linear weights of the layer together, else one component
+    (`q`, `k`, `v`, `o`, `mlp_*`; weight and bias together). Compared from summaries on shared
+    bins, so `comparison.ks_statistic` is `None` (see
+    [`compare_model_fisher`][unlearn_lens.diagnostics.compare.compare_model_fisher]).
+    """
+
+    layer: int | None
+    component: str | None
+    comparison: FisherComparison
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.comparison
+        return {
+            "layer": self.layer,
+            "component": self.component,
+            "log10_mean_ratio": c.log10_mean_ratio,
+            "log10_median_ratio": c.log10_median_ratio,
+            "histogram_tv_distance": c.histogram_tv_distance,
+            "ks_statistic": c.ks_statistic,
+            "reference": _summary_to_dict(c.original),
+            "updated": _summary_to_dict(c.updated),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FisherGroup:
+        comparison = FisherComparison(
+            log10_mean_ratio=_float(data["log10_mean_ratio"]),
+            log10_median_ratio=_float(data["log10_median_ratio"]),
+            histogram_tv_distance=_float(data["histogram_tv_distance"]),
+            ks_statistic=None if data["ks_statistic"] is None else float(data["ks_statistic"]),
+            original=_summary_from_dict(data["reference"]),
+            updated=_summary_from_dict(data["updated"]),
+        )
+        layer = data["layer"]
+        return cls(layer=None if layer is None else int(layer), component=data["component"], comparison=comparison)
+
+
+@dataclass
+class Comparison:
+    """Every diagnostic between a reference and an updated model on the same items.
+
+    **Fields:**
+
+    - `reference`, `updated`: labels of the two models (their sources).
+    - `pooling`, `tokens`: how sequences became samples (see
+      [`collect_activations`][unlearn_lens.diagnostics.activations.collect_activations]);
+      `n_items`, `n_samples`: items given and activation rows per layer.
+    - `subspace_k`: principal components in `subspace_similarity`.
+    - `layers`: one [`LayerComparison`][unlearn_lens.diagnostics.compare.LayerComparison] per
+      residual-stream position, in order.
+    - `mean_pca_distance`: `pca_distance` averaged over the layers (the study's summary of
+      representational drift, [`mean_pca_distance`][unlearn_lens.metrics.mean_pca_distance]).
+    - `reference_metrics`, `updated_metrics`: token metrics of each model on the items.
+    - `fisher`: [`FisherGroup`][unlearn_lens.diagnostics.compare.FisherGroup] per layer (and per
+      component when asked; empty without Fisher); `fisher_skipped`: weight keys without Fisher
+      values (norms, embeddings).
+
+    Non-finite floats (an infinite Fisher ratio when one model's values are all 0, say) are
+    written to JSON as null and read back as NaN.
+    """
+
+    reference: str
+    updated: str
+    pooling: str
+    tokens: str
+    n_items: int
+    n_samples: int
+    subspace_k: int
+    layers: list[LayerComparison]
+    mean_pca_distance: float
+    reference_metrics: TokenMetrics
+    updated_metrics: TokenMetrics
+    fisher: list[FisherGroup] = field(default_factory=list)
+    fisher_skipped: list[str] = field(default_factory=list)
+
+    def fisher_by_layer(self) -> dict[int, FisherComparison]:
+        """Block index → comparison of all its linear weights together."""
+        return {g.layer: g.comparison for g in self.fisher if g.layer is not None and g.component is None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "updated": self.updated,
+            "pooling": self.pooling,
+            "tokens": self.tokens,
+            "n_items": self.n_items,
+            "n_samples": self.n_samples,
+            "subspace_k": self.subspace_k,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "mean_pca_distance": self.mean_pca_distance,
+            "reference_metrics": asdict(self.reference_metrics),
+            "updated_metrics": asdict(self.updated_metrics),
+            "fisher": [group.to_dict() for group in self.fisher],
+            "fisher_skipped": list(self.fisher_skipped),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        return cls(
+            reference=str(data["reference"]),
+            updated=str(data["updated"]),
+            pooling=str(data["pooling"]),
+            tokens=str(data["tokens"]),
+            n_items=int(data["n_items"]),
+            n_samples=int(data["n_samples"]),
+            subspace_k=int(data["subspace_k"]),
+            layers=[LayerComparison.from_dict(d) for d in data["layers"]],
+            mean_pca_distance=_float(data["mean_pca_distance"]),
+            reference_metrics=TokenMetrics.from_dict(data["reference_metrics"]),
+            updated_metrics=TokenMetrics.from_dict(data["updated_metrics"]),
+            fisher=[FisherGroup.from_dict(d) for d in data["fisher"]],
+            fisher_skipped=[str(key) for key in data["fisher_skipped"]],
+        )
+
+
+# ----- one pass per model --------------------------------------------------------------------
+
+
+@dataclass
+class ModelPass:
+    """What one model gives on the items: pooled activations of every stream, token metrics
+    and (optionally) its Fisher information."""
+
+    label: str
+    pooling: str
+    tokens: str
+    n_items: int
+    activations: dict[int, Tensor]
+    token_metrics: TokenMetrics
+    fisher: ModelFisher | None
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def model_pass(
+    subject: Subject,
+    items: Sequence[Item],
+    pooling: Pooling = "mean",
+    tokens: TokenSpan = "all",
+    batch_size: int = EVAL_BATCH_SIZE,
+    fisher: bool = True,
+    progress: bool = False,
+    label: str | None = None,
+) -> ModelPass:
+    """Pass `subject` over `items` once: one forward per batch for activations and token metrics,
+    plus one backward of that same forward for the Fisher information when `fisher` is true.
+
+    `label` names the model in results and the progress bar (default: its source).
+    """
+    _check_settings(items, pooling, tokens, batch_size)
+    label = subject.source if label is None else label
+    collector = ActivationCollector(range(subject.n_streams), pooling, tokens)
+    metrics = TokenMetricsAccumulator()
+    with contextlib.ExitStack() as stack:
+        hooks = stack.enter_context(FisherHooks(subject)) if fisher else None
+        bar = stack.enter_context(_progress_bar()) if progress else None
+        task = bar.add_task(label, total=math.ceil(len(items) / batch_size)) if bar is not None else None
+        for batch in subject.batches(items, batch_size, max_length=context_length(subject)):
+            out = subject.run(batch, residual_layers=collector.layers, grad=fisher)
+            collector.add(batch, out.residuals)
+            metrics.update(out.logits.detach(), batch.labels)
+            if hooks is not None:
+                hooks.backward(batch, out.logits, out.residuals[0])
+            del out  # frees the logits before the next batch's forward pass
+            if bar is not None:
+                bar.advance(task)
+    return ModelPass(
+        label=label,
+        pooling=pooling,
+        tokens=tokens,
+        n_items=len(items),
+        activations=collector.result(),
+        token_metrics=metrics.result(),
+        fisher=hooks.result() if hooks is not None else None,
+    )
+
+
+# ----- comparing two passes ------------------------------------------------------------------
+
+
+def _layer_comparison(stream: int, reference: Tensor, updated: Tensor, k: int) -> LayerComparison:
+    cka = cka_both(reference, updated)
+    shift = pca_shift(reference, updated)
+    return LayerComparison(
+        stream=stream,
+        cka_debiased=cka.debiased,
+        cka_biased=cka.biased,
+        pc1_similarity=pc1_similarity(reference, updated),
+        subspace_similarity=subspace_similarity(reference, updated, k),
+        delta_pc1=shift.delta_pc1,
+        pc2=shift.pc2,
+        reference_pc2=shift.reference_pc2,
+        reference_pc1_std=shift.reference_pc1_std,
+        pca_distance=pca_distance(reference, updated),
+    )
+
+
+def _fisher_groups(fisher: ModelFisher, components: bool) -> dict[tuple[int | None, str | None], Tensor]:
+    """Flattened Fisher values per layer (component `None`) and, if asked, per (layer, component)."""
+    by_component: dict[tuple[int | None, str], list[Tensor]] = {}
+    for key, values in fisher.values.items():
+        by_component.setdefault(fisher.addresses[key], []).append(values.flatten())
+    layers: dict[int | None, list[str]] = {}
+    for layer, component in by_component:
+        layers.setdefault(layer, []).append(component)
+    groups: dict[tuple[int | None, str | None], Tensor] = {}
+    for layer in sorted(layers, key=lambda x: (x is None, x or 0)):
+        names = layers[layer]
+        groups[(layer, None)] = torch.cat([v for name in names for v in by_component[(layer, name)]])
+        if components and len(names) > 1:
+            for name in names:
+                groups[(layer, name)] = torch.cat(by_component[(layer, name)])
+    return groups
+
+
+def compare_model_fisher(
+    reference: ModelFisher, updated: ModelFisher, bins: int = FISHER_BINS, components: bool = False
+) -> list[FisherGroup]:
+    """Per layer (and, with `components`, per layer and component): both models' Fisher values
+    summarised on shared log-scale bins, and compared.
+
+    Comparisons are made from the summaries, so `ks_statistic` is `None`: the exact KS statistic
+    would sort every value a second time, and sorting (for the medians) is already what the
+    summaries of a 100M-weight model cost most.
+    """
+    reference_groups, updated_groups = _fisher_groups(reference, components), _fisher_groups(updated, components)
+    result = []
+    for address, values in reference_groups.items():
+        if address not in updated_groups:
+            continue
+        other = updated_groups[address]
+        value_range = shared_value_range(values, other)
+        comparison = compare_fisher(summarise_fisher(values, bins, value_range), summarise_fisher(other, bins, value_range))
+        result.append(FisherGroup(layer=address[0], component=address[1], comparison=comparison))
+    return result
+
+
+def compare_passes(
+    reference: ModelPass,
+    updated: ModelPass,
+    subspace_k: int = SUBSPACE_K,
+    fisher_bins: int = FISHER_BINS,
+    fisher_components: bool = False,
+) -> Comparison:
+    """The [`Comparison`][unlearn_lens.diagnostics.compare.Comparison] of two passes over the same
+    items; `fisher_components` adds a Fisher comparison per layer *and component* (q, k, ...) to
+    the per-layer ones (about doubling the cost of the Fisher summaries)."""
+    if (reference.pooling, reference.tokens, reference.n_items) != (updated.pooling, updated.tokens, updated.n_items):
+        raise ConfigError(
+            "the two passes differ in pooling, token span or number of items; pass both models over "
+            "the same items with the same settings"
+        )
+    if sorted(reference.activations) != sorted(updated.activations):
+        raise ConfigError(
+            f"the two models have {len(reference.activations)} and {len(updated.activations)} "
+            "residual-stream positions; compare checkpoints of the same architecture"
+        )
+    streams = sorted(reference.activations)
+    n_samples = reference.activations[streams[0]].shape[0]
+    if n_samples != updated.activations[streams[0]].shape[0]:
+        raise ConfigError(
+            "the two models pooled different numbers of tokens from the same items: their tokenizers differ"
+        )
+    if n_samples < MIN_DEBIASED_SAMPLES:
+        raise ConfigError(
+            f"{n_samples} samples are too few for debiased CKA (needs at least {MIN_DEBIASED_SAMPLES}); "
+            "give more items"
+        )
+    layers = [
+        _layer_comparison(stream, reference.activations[stream], updated.activations[stream], subspace_k)
+        for stream in streams
+    ]
+    fisher: list[FisherGroup] = []
+    skipped: list[str] = []
+    if reference.fisher is not None and updated.fisher is not None:
+        fisher = compare_model_fisher(reference.fisher, updated.fisher, fisher_bins, fisher_components)
+        skipped = sorted(set(reference.fisher.skipped) | set(updated.fisher.skipped))
+    return Comparison(
+        reference=reference.label,
+        updated=updated.label,
+        pooling=reference.pooling,
+        tokens=reference.tokens,
+        n_items=reference.n_items,
+        n_samples=n_samples,
+        subspace_k=subspace_k,
+        layers=layers,
+        # The study's summary: the per-layer distances above, averaged (= metrics.mean_pca_distance).
+        mean_pca_distance=sum(layer.pca_distance for layer in layers) / len(layers),
+        reference_metrics=reference.token_metrics,
+        updated_metrics=updated.token_metrics,
+        fisher=fisher,
+        fisher_skipped=skipped,
+    )
+
+
+# ----- the two entry points ------------------------------------------------------------------
+
+
+def _check_settings(items: Sequence[Item], pooling: str, tokens: str, batch_size: int) -> None:
+    if not items:
+        raise ConfigError("no items to compare the models on: give at least one item")
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if tokens not in TOKEN_SPANS:
+        raise ConfigError(f"unknown token span {tokens!r}; choose one of {', '.join(TOKEN_SPANS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be positive, got {batch_size}")
+
+
+def _check_enough_items(items: Sequence[Item], pooling: str) -> None:
+    """Fail before any pass when mean/last pooling gives too few samples for debiased CKA."""
+    if pooling != "tokens" and len(items) < MIN_DEBIASED_SAMPLES:
+        raise ConfigError(
+            f"{len(items)} items are too few for debiased CKA (needs at least {MIN_DEBIASED_SAMPLES}); give more items"
+        )
+
+
+def check_compatible(reference: Subject, updated: Subject, items: Sequence[Item]) -> None:
+    """Raise `ConfigError` unless the two models share architecture widths and tokenizer."""
+    a, b = reference.shape, updated.shape
+    differences = [
+        f"{name} {getattr(a, name)} vs {getattr(b, name)}"
+        for name in ("family", "n_layers", "d_model", "vocab_size")
+        if getattr(a, name) != getattr(b, name)
+    ]
+    if differences:
+        raise ConfigError(
+            f"the two checkpoints differ in architecture ({'; '.join(differences)}): compare a model "
+            "with an updated copy of itself"
+        )
+    if reference.tokenizer.get_vocab() != updated.tokenizer.get_vocab() or any(
+        encode_item(reference.tokenizer, item) != encode_item(updated.tokenizer, item)
+        for item in items[:TOKENIZER_PROBES]
+    ):
+        raise ConfigError(
+            "the two checkpoints have different tokenizers, so the same items would be different "
+            "inputs: compare a model with an updated copy of itself"
+        )
+
+
+def compare(
+    reference: Subject,
+    updated: Subject,
+    items: Sequence[Item],
+    pooling: Pooling = "mean",
+    tokens: TokenSpan = "all",
+    batch_size: int = EVAL_BATCH_SIZE,
+    fisher: bool = True,
+    progress: bool = True,
+    subspace_k: int = SUBSPACE_K,
+    fisher_components: bool = False,
+) -> Comparison:
+    """Every diagnostic between two loaded checkpoints of the same model on `items`.
+
+    **Arguments:**
+
+    - `pooling`, `tokens`: how sequences become samples (see
+      [`collect_activations`][unlearn_lens.diagnostics.activations.collect_activations]).
+    - `fisher`: also compute and compare the Fisher information (one backward per batch);
+      `fisher_components`: compare it per component of each layer too, not only per layer.
+    - `progress`: show a progress bar per model on stderr.
+    - `subspace_k`: principal components compared by `subspace_similarity`.
+
+    Raises `ConfigError` for an empty item list, too few samples, or models whose architecture
+    or tokenizer differ.
+    """
+    _check_settings(items, pooling, tokens, batch_size)
+    _check_enough_items(items, pooling)
+    check_compatible(reference, updated, items)
+    options = {"pooling": pooling, "tokens": tokens, "batch_size": batch_size, "fisher": fisher, "progress": progress}
+    reference_pass = model_pass(reference, items, label=reference.source, **options)
+    updated_pass = model_pass(updated, items, label=updated.source, **options)
+    return compare_passes(reference_pass, updated_pass, subspace_k, fisher_components=fisher_components)
+
+
+def _check_snapshot(subject: Subject, snapshot: Snapshot, name: str) -> None:
+    expected = set(subject.keys())
+    if set(snapshot) != expected:
+        missing, extra = sorted(expected - set(snapshot)), sorted(set(snapshot) - expected)
+        raise ConfigError(
+            f"{name} snapshot does not match the model (missing {missing[:3]}, unknown {extra[:3]}); "
+            "take snapshots with subject.snapshot() of this model"
+        )
+    for key in sorted(expected):
+        if tuple(snapshot[key].shape) != tuple(subject.weight(key).shape):
+            raise ConfigError(
+                f"{name} snapshot holds {key} with shape {tuple(snapshot[key].shape)}, the model "
+                f"{tuple(subject.weight(key).shape)}: take snapshots of this model"
+            )
+
+
+def compare_snapshots(
+    subject: Subject,
+    reference_snapshot: Snapshot,
+    updated_snapshot: Snapshot,
+    items: Sequence[Item],
+    pooling: Pooling = "mean",
+    tokens: TokenSpan = "all",
+    batch_size: int = EVAL_BATCH_SIZE,
+    fisher: bool = True,
+    progress: bool = True,
+    subspace_k: int = SUBSPACE_K,
+    fisher_components: bool = False,
+    labels: tuple[str, str] = ("reference", "updated"),
+) -> Comparison:
+    """[`compare`][unlearn_lens.diagnostics.compare.compare] for two weight snapshots of one model
+    held in memory once: each snapshot is restored into `subject` in turn.
+
+    The subject is left holding `updated_snapshot`'s weights; `labels` name the two snapshots.
+    """
+    _check_settings(items, pooling, tokens, batch_size)
+    _check_enough_items(items, pooling)
+    _check_snapshot(subject, reference_snapshot, "the reference")
+    _check_snapshot(subject, updated_snapshot, "the updated")
+    options = {"pooling": pooling, "tokens": tokens, "batch_size": batch_size, "fisher": fisher, "progress": progress}
+    subject.restore(reference_snapshot)
+    reference_pass = model_pass(subject, items, label=labels[0], **options)
+    subject.restore(updated_snapshot)
+    updated_pass = model_pass(subject, items, label=labels[1], **options)
+    return compare_passes(reference_pass, updated_pass, subspace_k, fisher_components=fisher_components)
