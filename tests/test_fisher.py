@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import unlearn_lens.metrics.fisher as fisher_module
 from unlearn_lens.metrics import (
     QUANTILE_LEVELS,
     FisherSummary,
@@ -132,10 +131,14 @@ def explicit_loop(inputs, grad_outputs, mask):
     return total
 
 
+FLOAT32_RTOL = 1e-5
+"""Float32 products and a float32 sum over a handful of examples: ~1e-6 relative error."""
+
+
 def test_matches_explicit_loop_and_masked_tokens_contribute_nothing():
     generator = torch.Generator().manual_seed(3)
-    inputs = torch.randn(4, 5, 3, generator=generator)
-    grad_outputs = torch.randn(4, 5, 2, generator=generator)  # non-zero at padding too
+    inputs = torch.randn(4, 5, 3, generator=generator, dtype=torch.float64)
+    grad_outputs = torch.randn(4, 5, 2, generator=generator, dtype=torch.float64)  # non-zero at padding too
     mask = torch.rand(4, 5, generator=generator) > 0.3
     got = per_example_linear_grad_sq(inputs, grad_outputs, mask)
     torch.testing.assert_close(got, explicit_loop(inputs, grad_outputs, mask), rtol=1e-12, atol=1e-14)
@@ -146,13 +149,30 @@ def test_matches_explicit_loop_and_masked_tokens_contribute_nothing():
     assert not torch.allclose(everything, got)
 
 
-def test_chunking_gives_the_same_result(monkeypatch):
-    generator = torch.Generator().manual_seed(4)
-    inputs = torch.randn(7, 3, 4, generator=generator)
-    grad_outputs = torch.randn(7, 3, 5, generator=generator)
-    whole = per_example_linear_grad_sq(inputs, grad_outputs)
-    monkeypatch.setattr(fisher_module, "_CHUNK_ELEMENTS", 2 * 4 * 5)  # two examples per chunk
-    torch.testing.assert_close(per_example_linear_grad_sq(inputs, grad_outputs), whole, rtol=1e-12, atol=0)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_low_precision_inputs_match_float64_loop_to_float32_rounding(dtype):
+    """Float32 work (bfloat16 upcast first) against the float64 loop on the same values."""
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(9, 12, 17, generator=generator).to(dtype)
+    grad_outputs = torch.randn(9, 12, 13, generator=generator).to(dtype)
+    mask = torch.rand(9, 12, generator=generator) > 0.2
+    got = per_example_linear_grad_sq(inputs, grad_outputs, mask)
+    assert got.dtype == torch.float64
+    expected = explicit_loop(inputs, grad_outputs, mask)
+    # atol only for entries whose per-example gradients nearly cancel to 0.
+    torch.testing.assert_close(got, expected, rtol=FLOAT32_RTOL, atol=1e-5 * float(expected.mean()))
+    assert not torch.equal(got, expected)  # really computed in float32, not float64
+
+
+def test_float32_model_matches_float64_per_example_loop(model):
+    """The whole path in float32 (forward, backward, hooks) against float64 backward passes."""
+    ids, labels, attention_mask, lengths = make_batch(6)
+    expected = brute_force_grad_sq(model, ids, labels, lengths)
+    got = hooked_grad_sq(model.float(), ids, labels, attention_mask)
+    for name in expected:
+        assert got[name].dtype == torch.float64
+        atol = 1e-5 * float(expected[name].mean())
+        torch.testing.assert_close(got[name], expected[name], rtol=FLOAT32_RTOL, atol=atol)
 
 
 def test_grad_sq_shape_errors():
@@ -186,6 +206,27 @@ def test_summary_matches_numpy():
     assert list(summary.counts) == np.histogram(positives, bins=edges)[0].tolist()
     assert sum(summary.counts) == positives.size
     assert (summary.n_below, summary.n_above) == (0, 0)
+
+
+def sort_based_quantile(values: np.ndarray, level: float) -> float:
+    """Linear interpolation between the order statistics around `level · (n - 1)`."""
+    ordered = np.sort(values)
+    position = level * (ordered.size - 1)
+    below = math.floor(position)
+    above = min(below + 1, ordered.size - 1)
+    return float(ordered[below] + (position - below) * (ordered[above] - ordered[below]))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 101, 4096, 100_003])
+def test_quantiles_match_sort_based_reference(n):
+    rng = np.random.default_rng(n)
+    values = np.exp(rng.standard_normal(n) * 3.0 - 6.0)
+    values[rng.random(n) < 0.3] = 0.0  # many ties at 0, as in real Fisher values
+    values[rng.random(n) < 0.1] = values[0]  # ties among positive values too
+    summary = summarise_fisher(torch.from_numpy(values))
+    assert summary.median == pytest.approx(sort_based_quantile(values, 0.5), rel=1e-15, abs=0)
+    for level, value in summary.quantiles.items():
+        assert value == pytest.approx(sort_based_quantile(values, level), rel=1e-15, abs=0)
 
 
 def test_summary_hand_computed():

@@ -13,6 +13,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -20,10 +21,6 @@ from torch import Tensor
 QUANTILE_LEVELS = (0.05, 0.25, 0.75, 0.95)
 """Quantiles reported by [`summarise_fisher`][unlearn_lens.metrics.summarise_fisher]:
 the body (quartiles) and the tails (5 % and 95 %) of a layer's distribution."""
-
-_CHUNK_ELEMENTS = 2**25
-"""Per-example gradients are built a few examples at a time so that the float64
-`[chunk, d_out, d_in]` buffer stays near 256 MiB."""
 
 
 def per_example_linear_grad_sq(
@@ -34,12 +31,22 @@ def per_example_linear_grad_sq(
     """Sum over examples of the squared per-example weight gradient of a linear layer.
 
     Returns `Σ_b (Σ_t m[b, t] · g[b, t] ⊗ a[b, t])²` (square taken elementwise), laid out
-    like `torch.nn.Linear.weight`, `[d_out, d_in]`. Divide the sum, accumulated over all
-    batches, by the number of examples to get the diagonal empirical Fisher.
+    like `torch.nn.Linear.weight`, `[d_out, d_in]`, as float64. Divide the sum, accumulated
+    over all batches, by the number of examples to get the diagonal empirical Fisher.
 
     The output gradients must come from one backward pass of the *sum* over examples of
     each example's log-likelihood (or NLL: the sign is squared away), not of a batch mean;
-    a mean scales every per-example gradient by `1 / batch`. Computed in float64.
+    a mean scales every per-example gradient by `1 / batch`.
+
+    **Precision.** The work runs in the inputs' precision, at least float32: float64 when
+    either tensor is float64, otherwise float32 (bfloat16 and float16 are upcast). Each
+    example's gradient is one matrix product whose square is added in place to a running
+    sum, so the scratch memory is two `[d_out, d_in]` buffers whatever the batch size. In
+    float32, each per-example gradient entry carries a rounding error of at most about
+    `seq · 2⁻²⁴ · Σ_t |g_t| |a_t|` (summation over tokens), and the sum over the batch's
+    non-negative squares adds a relative error of at most `batch · 2⁻²⁴`; against a float64
+    computation the relative difference is ~1e-6 except where a per-example gradient
+    nearly cancels to 0, and then the absolute difference is tiny.
 
     **Arguments:**
 
@@ -57,17 +64,19 @@ def per_example_linear_grad_sq(
         raise ValueError(
             f"token_mask must be [batch, seq] = {tuple(inputs.shape[:2])}, got {tuple(token_mask.shape)}"
         )
-    a = inputs.detach().to(torch.float64)
-    g = grad_outputs.detach().to(torch.float64)
+    dtype = torch.promote_types(torch.promote_types(inputs.dtype, grad_outputs.dtype), torch.float32)
+    a = inputs.detach().to(dtype)
+    g = grad_outputs.detach().to(dtype)
     if token_mask is not None:
-        g = g * token_mask.to(device=g.device, dtype=torch.float64).unsqueeze(-1)
-    batch, d_out, d_in = a.shape[0], g.shape[-1], a.shape[-1]
-    chunk = max(1, _CHUNK_ELEMENTS // (d_out * d_in))
-    total = torch.zeros(d_out, d_in, dtype=torch.float64, device=a.device)
-    for start in range(0, batch, chunk):
-        per_example = torch.einsum("bso,bsi->boi", g[start : start + chunk], a[start : start + chunk])
-        total += (per_example * per_example).sum(dim=0)
-    return total
+        g = g * token_mask.to(device=g.device, dtype=dtype).unsqueeze(-1)
+    # One example at a time: an [d_out, d_in] gradient stays in cache between the product
+    # and the square-and-add, which beats a batched product by 2-3x on CPU.
+    total = torch.zeros(g.shape[-1], a.shape[-1], dtype=dtype, device=a.device)
+    per_example = torch.empty_like(total)
+    for g_example, a_example in zip(g, a):
+        torch.mm(g_example.T, a_example, out=per_example)
+        total.addcmul_(per_example, per_example)
+    return total.to(torch.float64)
 
 
 @dataclass(frozen=True)
@@ -148,18 +157,10 @@ def shared_value_range(*values: Tensor) -> tuple[float, float] | None:
     return min(float(v.min()) for v in positives), max(float(v.max()) for v in positives)
 
 
-def _quantiles(sorted_values: Tensor, levels: tuple[float, ...]) -> list[float]:
-    """Linear-interpolation quantiles of sorted values (numpy's default method); unlike
-    `torch.quantile`, no limit on the input size."""
-    last = sorted_values.numel() - 1
-    result = []
-    for level in levels:
-        position = level * last
-        below = math.floor(position)
-        above = min(below + 1, last)
-        low, high = float(sorted_values[below]), float(sorted_values[above])
-        result.append(low + (position - below) * (high - low))
-    return result
+def _quantiles(values: Tensor, levels: tuple[float, ...]) -> list[float]:
+    """Linear-interpolation quantiles (numpy's default method) by partial partitioning in
+    numpy, O(n) rather than a full sort; unlike `torch.quantile`, no limit on the input size."""
+    return np.quantile(values.cpu().numpy(), levels).tolist()
 
 
 def _log_edges(value_range: tuple[float, float], bins: int, device: torch.device) -> Tensor:
@@ -192,8 +193,7 @@ def summarise_fisher(
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
     flat = _as_fisher_values(values)
-    sorted_values = flat.sort().values
-    median, *quantiles = _quantiles(sorted_values, (0.5, *QUANTILE_LEVELS))
+    median, *quantiles = _quantiles(flat, (0.5, *QUANTILE_LEVELS))
     positives = flat[flat > 0]
     if value_range is None and positives.numel() > 0:
         value_range = (float(positives.min()), float(positives.max()))
