@@ -41,6 +41,11 @@ def json_safe(payload: Any) -> Any:
     return payload
 
 
+def json_float(value: float | int | None) -> float:
+    """A float read back from JSON, where `json_safe` wrote a non-finite value as null (NaN here)."""
+    return math.nan if value is None else float(value)
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write `payload` as indented JSON, atomically; non-finite floats are written as null."""
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False)

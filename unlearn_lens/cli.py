@@ -12,30 +12,19 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from unlearn_lens.commands import audit, compare, report, unlearn
+from unlearn_lens.commands.common import add_model_flags
 from unlearn_lens.errors import UnlearnLensError
-from unlearn_lens.models import BACKENDS, DEFAULT_MODEL
 
 console = Console()
 error_console = Console(stderr=True)
 
 
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name, local directory or hub id (default {DEFAULT_MODEL})")
-    parser.add_argument("--backend", default="transformer_lens", choices=BACKENDS, help="hook backend (default transformer_lens)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: where transformers puts it)")
-    parser.add_argument("--device-map", default=None, help="transformers device_map for models spanning several GPUs, e.g. auto")
-
-
-def _load_subject(args: argparse.Namespace):
-    from unlearn_lens.models import load
-
-    return load(args.model, backend=args.backend, device=args.device, device_map=args.device_map)
-
-
 def _cmd_inspect(args: argparse.Namespace) -> None:
+    from unlearn_lens.models import load
     from unlearn_lens.report.inspect import print_inspection
 
-    subject = _load_subject(args)
+    subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map)
     print_inspection(console, subject, args.prompt, top_k=args.top_k)
 
 
@@ -44,10 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn-lens", description="Audit whether an unlearned LM forgot or only hides.")
     sub = parser.add_subparsers(dest="command", required=True)
     inspect = sub.add_parser("inspect", help="architecture summary and top next-token predictions for a prompt")
-    _add_model_flags(inspect)
+    add_model_flags(inspect)
     inspect.add_argument("prompt", nargs="?", default="The capital of France is", help="text to continue")
     inspect.add_argument("--top-k", type=int, default=5, help="how many predictions to show (default 5)")
     inspect.set_defaults(handler=_cmd_inspect)
+    for command in (audit, report, compare, unlearn):
+        command.register(sub)
     return parser
 
 

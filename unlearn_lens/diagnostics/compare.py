@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
+from unlearn_lens.atomic import json_float
 from unlearn_lens.data.batching import encode_item
 from unlearn_lens.data.items import Item
 from unlearn_lens.diagnostics.activations import (
@@ -64,11 +65,6 @@ TOKENIZER_PROBES = 3
 # ----- results -------------------------------------------------------------------------------
 
 
-def _float(value: Any) -> float:
-    """A float read back from JSON, where a non-finite value was written as null."""
-    return math.nan if value is None else float(value)
-
-
 @dataclass(frozen=True)
 class LayerComparison:
     """Reference vs updated activations at one residual-stream position.
@@ -101,7 +97,7 @@ class LayerComparison:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerComparison:
-        return cls(stream=int(data["stream"]), **{name: _float(data[name]) for name in _LAYER_FLOATS})
+        return cls(stream=int(data["stream"]), **{name: json_float(data[name]) for name in _LAYER_FLOATS})
 
 
 _LAYER_FLOATS = tuple(name for name in LayerComparison.__dataclass_fields__ if name != "stream")
@@ -118,9 +114,9 @@ def _summary_from_dict(data: dict[str, Any]) -> FisherSummary:
     return FisherSummary(
         n=int(data["n"]),
         n_zero=int(data["n_zero"]),
-        mean=_float(data["mean"]),
-        median=_float(data["median"]),
-        quantiles={float(level): _float(value) for level, value in data["quantiles"]},
+        mean=json_float(data["mean"]),
+        median=json_float(data["median"]),
+        quantiles={float(level): json_float(value) for level, value in data["quantiles"]},
         edges=tuple(float(edge) for edge in data["edges"]),
         counts=tuple(int(count) for count in data["counts"]),
         n_below=int(data["n_below"]),
@@ -159,9 +155,9 @@ class FisherGroup:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FisherGroup:
         comparison = FisherComparison(
-            log10_mean_ratio=_float(data["log10_mean_ratio"]),
-            log10_median_ratio=_float(data["log10_median_ratio"]),
-            histogram_tv_distance=_float(data["histogram_tv_distance"]),
+            log10_mean_ratio=json_float(data["log10_mean_ratio"]),
+            log10_median_ratio=json_float(data["log10_median_ratio"]),
+            histogram_tv_distance=json_float(data["histogram_tv_distance"]),
             ks_statistic=None if data["ks_statistic"] is None else float(data["ks_statistic"]),
             original=_summary_from_dict(data["reference"]),
             updated=_summary_from_dict(data["updated"]),
@@ -240,7 +236,7 @@ class Comparison:
             n_samples=int(data["n_samples"]),
             subspace_k=int(data["subspace_k"]),
             layers=[LayerComparison.from_dict(d) for d in data["layers"]],
-            mean_pca_distance=_float(data["mean_pca_distance"]),
+            mean_pca_distance=json_float(data["mean_pca_distance"]),
             reference_metrics=TokenMetrics.from_dict(data["reference_metrics"]),
             updated_metrics=TokenMetrics.from_dict(data["updated_metrics"]),
             fisher=[FisherGroup.from_dict(d) for d in data["fisher"]],
@@ -410,6 +406,7 @@ def compare_passes(
             f"{n_samples} samples are too few for debiased CKA (needs at least {MIN_DEBIASED_SAMPLES}); "
             "give more items"
         )
+    subspace_k = min(subspace_k, n_samples - 1)  # n centred samples span at most n − 1 directions
     layers = [
         _layer_comparison(stream, reference.activations[stream], updated.activations[stream], subspace_k)
         for stream in streams

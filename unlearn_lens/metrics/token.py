@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from unlearn_lens.atomic import json_float
 from unlearn_lens.data.batching import IGNORE_INDEX
 
 
@@ -143,7 +144,7 @@ class TokenMetrics:
     @classmethod
     def from_dict(cls, data: dict[str, float | int | None]) -> TokenMetrics:
         """Inverse of `to_dict`; a null (how JSON stores an infinite perplexity) reads back as NaN."""
-        floats = {name: math.nan if data[name] is None else float(data[name]) for name in ("accuracy", "nll", "perplexity", "exact_match")}
+        floats = {name: json_float(data[name]) for name in ("accuracy", "nll", "perplexity", "exact_match")}
         return cls(**floats, n_tokens=int(data["n_tokens"]), n_sequences=int(data["n_sequences"]))
 
 

@@ -1,0 +1,121 @@
+"""The whole study on a tiny model that memorised a few facts: results, resume, reports, CLI errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+from rich.console import Console
+
+from memorised import CONTROL, FORGET, RETAIN, memorised_subject
+from unlearn_lens.atomic import json_safe
+from unlearn_lens.cli import main
+from unlearn_lens.errors import ConfigError
+from unlearn_lens.report.render import REPORT_FILE, render_run
+from unlearn_lens.study.audit import audit
+from unlearn_lens.study.config import StudyConfig
+from unlearn_lens.study.results import AuditResults
+
+
+def _write(path, items):
+    path.write_text("".join(json.dumps(item.to_dict()) + "\n" for item in items))
+    return str(path)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    return StudyConfig(
+        model="tiny", forget=_write(tmp_path / "forget.jsonl", FORGET), retain=_write(tmp_path / "retain.jsonl", RETAIN),
+        control=_write(tmp_path / "control.jsonl", CONTROL), methods=("ga", "npo"), lr=1e-2, steps=4, batch_size=4,
+        relearn_steps=4, relearn_lr=1e-2, max_items=None,
+    )
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO())
+
+
+def test_audit_runs_every_stage_and_round_trips(tmp_path, tiny_config):
+    subject = memorised_subject()
+    original = subject.snapshot()
+    results = audit(tiny_config, out=tmp_path / "run", subject=subject, progress=False, console=_quiet())
+    assert results.status == "complete"
+    for method in ("ga", "npo"):
+        result = results.methods[method]
+        assert result.regime is not None and result.localization is not None and result.logit_lens is not None
+        recovery = result.relearn.recovery["accuracy"]
+        assert recovery.unlearned < recovery.original, "unlearning must lower forget accuracy"
+        assert set(result.comparisons) == {"unlearned/forget", "unlearned/retain", "relearned/forget", "relearned/retain"}
+        # The summary quotes the sweep it summarises.
+        assert result.localization.forgetting_depth == result.reversion.forgetting_depth
+    assert all((subject.weight(k).cpu() == original[k]).all() for k in subject.keys()), "audit leaves the original weights"
+    loaded = AuditResults.load(tmp_path / "run")
+    # Everything written comes back (non-finite values are stored as null and read back as NaN).
+    assert json_safe(loaded.to_dict()) == json.loads((tmp_path / "run" / "results.json").read_text())
+    assert not (tmp_path / "run" / "snapshots").exists(), "snapshots are dropped once the run is complete"
+
+
+def test_interrupted_audit_keeps_finished_stages_and_resumes(tmp_path, tiny_config):
+    stages_seen = []
+
+    def interrupt_after_first_relearn(results: AuditResults) -> None:
+        ga = results.methods.get("ga")
+        stages_seen.append(ga is not None and ga.relearn is not None)
+        if ga is not None and ga.relearn is not None and ga.localization is None and not ga.comparisons:
+            raise KeyboardInterrupt
+
+    subject = memorised_subject()
+    with pytest.raises(KeyboardInterrupt):
+        audit(tiny_config, out=tmp_path / "run", subject=subject, progress=False, console=_quiet(),
+              on_stage=interrupt_after_first_relearn)
+    saved = AuditResults.load(tmp_path / "run")
+    assert saved.status == "interrupted"
+    assert saved.methods["ga"].unlearn is not None and saved.methods["ga"].relearn is not None
+    assert not saved.methods["ga"].comparisons
+    unlearn_history = saved.methods["ga"].unlearn.to_dict()
+
+    with pytest.raises(ConfigError, match="already holds"):
+        audit(tiny_config, out=tmp_path / "run", subject=subject, progress=False, console=_quiet())
+    with pytest.raises(ConfigError, match="other settings"):
+        audit(tiny_config.with_values(steps=5), out=tmp_path / "run", resume=True, subject=subject, progress=False, console=_quiet())
+
+    resumed = audit(tiny_config, out=tmp_path / "run", resume=True, subject=subject, progress=False, console=_quiet())
+    assert resumed.status == "complete"
+    assert resumed.methods["ga"].unlearn.to_dict() == unlearn_history, "finished stages are not redone"
+    assert resumed.methods["ga"].regime is not None and resumed.methods["npo"].regime is not None
+
+
+def test_report_renders_terminal_figures_and_self_contained_html(tmp_path, tiny_config):
+    results = audit(tiny_config.with_values(methods=("ga",)), out=tmp_path / "run", subject=memorised_subject(),
+                    progress=False, console=_quiet())
+    console = Console(record=True, width=200, file=io.StringIO())
+    render_run(results, tmp_path / "run", console)
+    text = console.export_text()
+    assert "Audit summary" in text and "ga" in text and "per layer" in text
+    figures = sorted(p.name for p in (tmp_path / "run" / "figures").iterdir())
+    for expected in ("ga-cka.png", "ga-pc1.png", "ga-pca-shift.png", "ga-delta-share.png", "ga-reversion.png",
+                     "ga-heads.png", "ga-training.png"):
+        assert expected in figures
+        assert (tmp_path / "run" / "figures" / expected).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "run" / REPORT_FILE).read_text()
+    assert page.count("data:image/png;base64,") >= 7
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", page), "the report must not fetch anything"
+    assert results.methods["ga"].regime.label in page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["audit", "--method", "gaa"], "unknown"),
+    (["audit", "--domain", "bio"], "--domain 'bio' is unknown"),
+    (["audit", "--forget", "/nonexistent.jsonl"], "--forget /nonexistent.jsonl: no such file"),
+    (["audit", "--lr", "-1"], "lr must be positive"),
+    (["report", "/nonexistent-run"], "no results here"),
+])
+def test_cli_errors_are_one_line_and_write_nothing(args, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    extra = ["--out", str(out)] if args[0] == "audit" else []
+    assert main([*args, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()

@@ -1,0 +1,79 @@
+"""Regime verdicts on hand-made numbers: all four regimes, edge cases, thresholds, serialisation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from unlearn_lens.regimes import NOT_FORGOTTEN, RegimeThresholds, RegimeVerdict, classify_regime
+
+
+@pytest.mark.parametrize(
+    "relearned,retain_unlearned,reversible,catastrophic,label",
+    [
+        (0.75, 0.88, True, False, "suppressed"),  # recovery 0.857, retain drop 2 %
+        (0.75, 0.45, True, True, "collapsed but recoverable"),  # retain drop 50 %
+        (0.125, 0.88, False, False, "targeted forgetting"),  # recovery 0.143
+        (0.125, 0.45, False, True, "destroyed"),
+    ],
+)
+def test_four_regimes_from_hand_made_numbers(relearned, retain_unlearned, reversible, catastrophic, label):
+    verdict = classify_regime(
+        0.875, 0.0, relearned, control_before=0.0, control_after=0.125, retain_original=0.9, retain_unlearned=retain_unlearned
+    )
+    assert (verdict.reversible, verdict.catastrophic, verdict.label) == (reversible, catastrophic, label)
+    assert verdict.evidence["recovery"] == pytest.approx(relearned / 0.875)
+    assert verdict.evidence["control_gain"] == pytest.approx(0.125 / 0.875)
+    assert verdict.evidence["retain_drop"] == pytest.approx((0.9 - retain_unlearned) / 0.9)
+    line = verdict.describe()
+    assert line.startswith(f"{label} — {'reversible' if reversible else 'irreversible'}")
+    assert f"recovery {relearned / 0.875:.2f}" in line and f"retain accuracy 0.90 → {retain_unlearned:.2f}" in line
+    assert ("catastrophic:" in line) and (("not catastrophic" in line) != catastrophic)
+
+
+def test_control_that_learns_as_fast_blocks_reversibility():
+    # Forget items come back to 0.75, but novel items reach 0.7 with the same budget: no hidden knowledge.
+    verdict = classify_regime(0.875, 0.0, 0.75, control_before=0.0, control_after=0.7, retain_original=0.9, retain_unlearned=0.9)
+    assert verdict.evidence["recovery"] >= 0.5 and verdict.evidence["excess_recovery"] < 0.25
+    assert verdict.reversible is False and verdict.label == "targeted forgetting"
+    assert "excess 0.06 < 0.25" in verdict.describe()
+    without_control = classify_regime(0.875, 0.0, 0.75, retain_original=0.9, retain_unlearned=0.9)
+    assert without_control.reversible is True and "no control" in without_control.describe()
+
+
+def test_retain_nll_rise_alone_can_make_it_catastrophic():
+    mild = classify_regime(1.0, 0.0, 0.0, retain_nll_original=2.9, retain_nll_unlearned=3.1)
+    assert mild.catastrophic is False and mild.evidence["retain_nll_rise"] == pytest.approx(0.2)
+    doubled = classify_regime(1.0, 0.0, 0.0, retain_nll_original=2.9, retain_nll_unlearned=2.9 + math.log(2) + 0.01)
+    assert doubled.catastrophic is True and doubled.label == "destroyed"
+    assert "rise 0.70 > 0.69 nats" in doubled.describe()
+
+
+def test_not_forgotten_leaves_reversibility_undecided():
+    verdict = classify_regime(0.875, 0.75, 0.875, retain_original=0.9, retain_unlearned=0.5)
+    assert verdict.reversible is None and verdict.label == NOT_FORGOTTEN and verdict.catastrophic is True
+    assert verdict.evidence["recovery"] is None
+    assert verdict.describe().startswith("not forgotten — forget accuracy 0.88 → 0.75 (drop 14 % < 50 % of the original)")
+    nothing_known = classify_regime(0.0, 0.0, 0.0, retain_original=0.9, retain_unlearned=0.9)
+    assert nothing_known.label == NOT_FORGOTTEN
+
+
+def test_thresholds_are_configurable_and_at_the_boundary_inclusive():
+    strict = RegimeThresholds(recovery=0.9, retain_drop=0.01)
+    verdict = classify_regime(1.0, 0.0, 0.8, retain_original=1.0, retain_unlearned=0.98, thresholds=strict)
+    assert verdict.reversible is False and verdict.catastrophic is True and verdict.thresholds == strict
+    boundary = classify_regime(1.0, 0.0, 0.5, retain_original=1.0, retain_unlearned=0.8)
+    assert boundary.reversible is True and boundary.catastrophic is False  # recovery = 0.5, drop = 20 %
+
+
+def test_verdict_round_trips_and_inputs_are_checked():
+    verdict = classify_regime(0.875, 0.0, 0.75, control_before=0.0, control_after=0.125, retain_original=0.9, retain_unlearned=0.88, retain_nll_original=2.9, retain_nll_unlearned=3.1)
+    assert RegimeVerdict.from_dict(json.loads(json.dumps(verdict.to_dict()))) == verdict
+    with pytest.raises(ValueError, match="retain_original \\+ retain_unlearned"):
+        classify_regime(1.0, 0.0, 0.5)
+    with pytest.raises(ValueError, match="both control_before and control_after"):
+        classify_regime(1.0, 0.0, 0.5, control_before=0.0, retain_original=1.0, retain_unlearned=1.0)
+    with pytest.raises(ValueError, match="forget_relearned must be an accuracy in \\[0, 1\\]"):
+        classify_regime(1.0, 0.0, 1.5, retain_original=1.0, retain_unlearned=1.0)

@@ -1,0 +1,88 @@
+"""`unlearn-lens audit`: the whole study in one command, saved to a run directory.
+
+With no arguments it runs on the embedded default (built-in SmolLM2-135M, the built-in text
+sets, methods ga and npo). Flags override a `--config study.toml`, which overrides defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from unlearn_lens.commands.common import add_model_flags
+from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
+from unlearn_lens.errors import ConfigError
+from unlearn_lens.study.config import StudyConfig, load_config
+from unlearn_lens.unlearn.objectives import get_objective
+
+DEFAULT_OUT = Path("runs/audit")
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `audit` subcommand to the `unlearn-lens` parser."""
+    parser = subparsers.add_parser(
+        "audit",
+        help="unlearn, relearn, diagnose and localise: the whole study, with reports",
+        description="Run the reversibility study for each method and write results.json, figures and report.html.",
+    )
+    add_model_flags(parser, defaults=False)
+    parser.add_argument("--config", type=Path, metavar="FILE", help="study.toml holding any of these settings (flags win)")
+    parser.add_argument("--domain", default=None, help=f"built-in data sets: {', '.join(BUILTIN_DOMAINS)} (default text)")
+    parser.add_argument("--forget", default=None, metavar="FILE", help="your forget items (.jsonl or .txt)")
+    parser.add_argument("--retain", default=None, metavar="FILE", help="your retain items")
+    parser.add_argument("--control", default=None, metavar="FILE", help="novel control items the model never knew")
+    parser.add_argument("--method", dest="methods", action="append", default=None,
+                        help="unlearning method, repeatable: ga ga_gd ga_kl npo npo_gd npo_kl rlabel simnpo rmu (default ga, npo)")
+    parser.add_argument("--requests", type=int, default=None, help="1 = single request; k = continual, k sequential requests")
+    parser.add_argument("--lr", type=float, default=None, help="unlearning learning rate (default 1e-5)")
+    parser.add_argument("--steps", type=int, default=None, help="unlearning steps per request (default 10)")
+    parser.add_argument("--batch-size", type=int, default=None, help="items per step (default 8)")
+    parser.add_argument("--relearn-steps", type=int, default=None, help="relearning budget in steps (default 10)")
+    parser.add_argument("--relearn-lr", type=float, default=None, help="relearning learning rate (default: --lr)")
+    parser.add_argument("--relearn-source", default=None, help="forget, retain, unrelated, or a data file (default forget)")
+    parser.add_argument("--max-items", type=int, default=None, help="items kept per split (default 32)")
+    parser.add_argument("--keep-unknown", action="store_true", default=None, help="skip the known filter on forget/retain")
+    parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help=f"run directory (default {DEFAULT_OUT})")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    parser.add_argument("--force", action="store_true", help="replace a finished or different run in --out")
+    parser.add_argument("--layers-for", action="append", default=None, metavar="METHOD",
+                        help="print per-layer tables for this method (repeatable; default the first)")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def settings(args: argparse.Namespace) -> StudyConfig:
+    """Defaults, then the config file, then the flags that were given."""
+    base = load_config(args.config) if args.config else StudyConfig()
+    flags = {
+        "model": args.model, "backend": args.backend, "device": args.device, "domain": args.domain,
+        "forget": args.forget, "retain": args.retain, "control": args.control,
+        "methods": args.methods, "requests": args.requests, "lr": args.lr, "steps": args.steps,
+        "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
+        "relearn_source": args.relearn_source, "max_items": args.max_items, "seed": args.seed,
+        "known_only": False if args.keep_unknown else None,
+    }
+    config = base.merged(flags)
+    if config.domain not in BUILTIN_DOMAINS:
+        raise ConfigError(f"--domain {config.domain!r} is unknown; choose one of {', '.join(BUILTIN_DOMAINS)}")
+    for method in config.methods:
+        get_objective(method)
+    for name in ("forget", "retain", "control"):
+        path = getattr(config, name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"--{name} {path}: no such file")
+    return config
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run (or resume) the audit, then print the report and write figures and HTML."""
+    from unlearn_lens.report.render import render_run
+    from unlearn_lens.study.audit import audit
+
+    config = settings(args)
+    console = Console()
+    results = audit(config, out=args.out, resume=args.resume, force=args.force, console=Console(stderr=True))
+    render_run(results, args.out, console, layer_methods=args.layers_for)

@@ -1,0 +1,26 @@
+"""`unlearn-lens report RUN_DIR`: re-render a run's terminal report, figures and HTML without recomputing."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `report` subcommand to the `unlearn-lens` parser."""
+    parser = subparsers.add_parser("report", help="re-render a finished (or interrupted) audit from its results.json")
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the audit's --out directory")
+    parser.add_argument("--layers-for", action="append", default=None, metavar="METHOD",
+                        help="print per-layer tables for this method (repeatable; default the first)")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    """Load results.json and render it."""
+    from unlearn_lens.report.render import render_run
+    from unlearn_lens.study.results import AuditResults
+
+    render_run(AuditResults.load(args.run_dir), args.run_dir, Console(), layer_methods=args.layers_for)

@@ -1,0 +1,379 @@
+"""Weight-reversion patching: the causal test of where forgetting lives.
+
+Copy the original weights of one layer, the last k layers, one component or a few heads
+back into the unlearned model, measure forget and retain performance, and put the unlearned
+weights back. A part whose reversion brings the forget-set performance back holds the
+forgetting. The restoration effect of a patch on a metric m is
+
+    (m_patched − m_unlearned) / (m_original − m_unlearned)
+
+(0: no effect, 1: fully restored), for token accuracy and for NLL. The NLL effect is
+smoother (accuracy moves in steps of one token), so the forgetting depth uses it by default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from unlearn_lens.atomic import json_float
+from unlearn_lens.data.items import Item
+from unlearn_lens.evaluation import EVAL_BATCH_SIZE
+from unlearn_lens.localize.deltas import DeltaReport, kv_head_of, weight_deltas
+from unlearn_lens.metrics.token import TokenMetrics, TokenMetricsAccumulator
+from unlearn_lens.models.subject import Snapshot, Subject
+
+RESTORE_FRACTION = 0.8
+"""Share of the forget effect a reversion must bring back to count as restoring the knowledge:
+most of it, with room for the noise of a few dozen items."""
+
+DEPTH_METRIC: Literal["nll", "accuracy"] = "nll"
+"""Metric of the forgetting depth: NLL moves smoothly, accuracy in steps of one token."""
+
+MIN_FORGET_CHANGE = 1e-6
+"""Smallest |original − unlearned| forget metric that an effect is divided by; below it the
+two models score the same and every ratio would be rounding noise (the effect is NaN)."""
+
+Metric = Literal["nll", "accuracy"]
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Weights to copy from the original snapshot: whole weights (`keys`) and head slices
+    (`heads`: `(key, head indices)` pairs, heads as the key's own spec counts them)."""
+
+    label: str
+    keys: tuple[str, ...] = ()
+    heads: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    @property
+    def touched(self) -> list[str]:
+        """Every weight key the patch writes into (what must be restored afterwards)."""
+        return [*self.keys, *(key for key, _ in self.heads)]
+
+
+def layer_patch(subject: Subject, layer: int) -> Patch:
+    """Revert every weight of block `layer`."""
+    return Patch(f"layer {layer}", keys=tuple(subject.keys(layers=[layer])))
+
+
+def last_layers_patch(subject: Subject, k: int) -> Patch:
+    """Revert the last `k` blocks."""
+    n_layers = subject.shape.n_layers
+    return Patch(f"last {k}", keys=tuple(subject.keys(layers=range(n_layers - k, n_layers))))
+
+
+def component_patch(subject: Subject, component: str) -> Patch:
+    """Revert one component (e.g. `q`, `mlp_down`, `norm_attn`, `embed`) in every layer."""
+    return Patch(component, keys=tuple(subject.keys(components=[component])))
+
+
+def full_patch(subject: Subject) -> Patch:
+    """Revert everything: the original model."""
+    return Patch("original", keys=tuple(subject.keys()))
+
+
+def query_heads_patch(subject: Subject, heads: Iterable[tuple[int, int]], label: str | None = None) -> Patch:
+    """Revert whole attention heads, given as `(layer, query head)` pairs.
+
+    A query head's q and o slices are reverted with the key-value head it reads (k and v,
+    weights and biases); under grouped-query attention that KV head is shared with the other
+    query heads of its group, so they see the original keys and values too.
+    """
+    shape = subject.shape
+    wanted: dict[str, set[int]] = {}
+    pairs = sorted(set(heads))
+    for layer, head in pairs:
+        kv = kv_head_of(head, shape.n_heads, shape.n_kv_heads)
+        for component, index in (("q", head), ("o", head), ("k", kv), ("v", kv)):
+            for key in subject.keys(layers=[layer], components=[component]):
+                if subject.spec(key).head_axis is not None:
+                    wanted.setdefault(key, set()).add(index)
+    name = label or ", ".join(f"L{layer}H{head}" for layer, head in pairs)
+    return Patch(name, heads=tuple((key, tuple(sorted(indices))) for key, indices in wanted.items()))
+
+
+@dataclass(frozen=True)
+class ReversionResult:
+    """Forget and retain metrics of one patched model, and its restoration effects."""
+
+    label: str
+    forget: TokenMetrics
+    retain: TokenMetrics
+    effect_accuracy: float
+    effect_nll: float
+
+    def effect(self, metric: Metric) -> float:
+        """The restoration effect on `"nll"` or `"accuracy"`."""
+        return self.effect_nll if metric == "nll" else self.effect_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "forget": dataclasses.asdict(self.forget),
+            "retain": dataclasses.asdict(self.retain),
+            "effect_accuracy": self.effect_accuracy,
+            "effect_nll": self.effect_nll,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReversionResult:
+        return cls(
+            label=str(data["label"]),
+            forget=TokenMetrics.from_dict(data["forget"]),
+            retain=TokenMetrics.from_dict(data["retain"]),
+            effect_accuracy=json_float(data["effect_accuracy"]),
+            effect_nll=json_float(data["effect_nll"]),
+        )
+
+
+def restoration_effect(patched: float, unlearned: float, original: float) -> float:
+    """`(patched − unlearned) / (original − unlearned)`; NaN when unlearning left the metric unchanged."""
+    change = original - unlearned
+    return (patched - unlearned) / change if abs(change) >= MIN_FORGET_CHANGE else math.nan
+
+
+class Reverter:
+    """Measures patched copies of an unlearned model on forget and retain items.
+
+    The items are encoded once, forget and retain together; every measurement is one pass
+    per batch with the patch applied, after which only the touched weights are put back from
+    the unlearned snapshot. Measurements of identical patches are cached.
+
+    **Arguments:**
+
+    - `subject`: holds the unlearned weights.
+    - `original`: snapshot of the model before unlearning.
+    - `forget_set`, `retain_set`: the items to score.
+    - `unlearned`: snapshot of the unlearned weights (taken from `subject` when omitted,
+      written into it when given).
+    """
+
+    def __init__(
+        self,
+        subject: Subject,
+        original: Snapshot,
+        forget_set: Sequence[Item],
+        retain_set: Sequence[Item],
+        *,
+        unlearned: Snapshot | None = None,
+        batch_size: int = EVAL_BATCH_SIZE,
+    ) -> None:
+        if not forget_set or not retain_set:
+            raise ValueError("weight reversion needs a non-empty forget set and retain set")
+        self.subject = subject
+        self.original_snapshot = original
+        if unlearned is None:
+            unlearned = subject.snapshot()
+        else:
+            subject.restore(unlearned)  # measure exactly the weights every patch is undone to
+        self.unlearned_snapshot = unlearned
+        self._n_forget = len(forget_set)
+        self._batches = list(subject.batches([*forget_set, *retain_set], batch_size))
+        self._cache: dict[tuple, tuple[TokenMetrics, TokenMetrics]] = {}
+        forget, retain = self._evaluate()
+        self.unlearned = ReversionResult("unlearned", forget, retain, 0.0, 0.0)
+        self._cache[((), ())] = (forget, retain)
+        forget, retain = self._patched(full_patch(subject))
+        self.original = ReversionResult(
+            "original",
+            forget,
+            retain,
+            restoration_effect(forget.accuracy, self.unlearned.forget.accuracy, forget.accuracy),
+            restoration_effect(forget.nll, self.unlearned.forget.nll, forget.nll),
+        )
+
+    def measure(self, patch: Patch) -> ReversionResult:
+        """Forget / retain metrics with `patch` applied, and its restoration effects."""
+        forget, retain = self._patched(patch)
+        return ReversionResult(
+            patch.label,
+            forget,
+            retain,
+            restoration_effect(forget.accuracy, self.unlearned.forget.accuracy, self.original.forget.accuracy),
+            restoration_effect(forget.nll, self.unlearned.forget.nll, self.original.forget.nll),
+        )
+
+    def measure_all(self, patches: Sequence[Patch], progress: bool = True, description: str = "weight reversion") -> list[ReversionResult]:
+        """Measure each patch in turn, with a progress bar over them."""
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        results = []
+        with Progress(*columns, transient=True, disable=not progress) as bar:
+            task = bar.add_task(description, total=len(patches))
+            for patch in patches:
+                bar.update(task, description=f"{description}: {patch.label}")
+                results.append(self.measure(patch))
+                bar.advance(task)
+        return results
+
+    def _patched(self, patch: Patch) -> tuple[TokenMetrics, TokenMetrics]:
+        signature = (tuple(sorted(patch.keys)), tuple(sorted(patch.heads)))
+        if signature not in self._cache:
+            self.subject.restore(self.original_snapshot, patch.keys)
+            for key, heads in patch.heads:
+                self.subject.restore_heads(self.original_snapshot, key, heads)
+            try:
+                self._cache[signature] = self._evaluate()
+            finally:
+                self.subject.restore(self.unlearned_snapshot, patch.touched)
+        return self._cache[signature]
+
+    def _evaluate(self) -> tuple[TokenMetrics, TokenMetrics]:
+        """Forget and retain metrics of the current weights, one pass per stored batch."""
+        forget, retain = TokenMetricsAccumulator(), TokenMetricsAccumulator()
+        start = 0
+        with torch.no_grad():
+            for batch in self._batches:
+                logits = self.subject.run(batch).logits
+                is_forget = torch.arange(start, start + len(batch), device=logits.device) < self._n_forget
+                for accumulator, rows in ((forget, is_forget), (retain, ~is_forget)):
+                    if rows.any():
+                        accumulator.update(logits[rows], batch.labels[rows])
+                start += len(batch)
+        return forget.result(), retain.result()
+
+
+def default_head_counts(n_heads_total: int) -> list[int]:
+    """1, 2, 4, … below the total number of query heads, then the total."""
+    counts = []
+    n = 1
+    while n < n_heads_total:
+        counts.append(n)
+        n *= 2
+    return [*counts, n_heads_total]
+
+
+def forgetting_depth(last_k_effects: Sequence[float], restore_fraction: float = RESTORE_FRACTION) -> int | None:
+    """Smallest k whose last-k reversion restores at least `restore_fraction` of the forget
+    effect (`last_k_effects[k - 1]`), or None if no k does."""
+    for k, effect in enumerate(last_k_effects, start=1):
+        if effect >= restore_fraction:
+            return k
+    return None
+
+
+@dataclass(frozen=True)
+class ReversionSweep:
+    """Every reversion of a sweep, with the forgetting depth it implies.
+
+    **Fields:** `layers[ℓ]` reverts block ℓ alone; `last_k[k − 1]` the last k blocks;
+    `components`, one component in every layer (labelled by component); `top_heads[i]` the
+    first `head_counts[i]` heads of `head_order` (`(layer, query head)` by decreasing delta
+    norm, see [`query_heads_patch`][unlearn_lens.localize.query_heads_patch]); `original`
+    and `unlearned`, the two unpatched models.
+    """
+
+    original: ReversionResult
+    unlearned: ReversionResult
+    layers: list[ReversionResult]
+    last_k: list[ReversionResult]
+    components: list[ReversionResult]
+    top_heads: list[ReversionResult]
+    head_order: list[tuple[int, int]]
+    head_counts: list[int]
+    restore_fraction: float = RESTORE_FRACTION
+    depth_metric: Metric = DEPTH_METRIC
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def layer_effects(self, metric: Metric | None = None) -> list[float]:
+        """Restoration effect of reverting each block alone (default: the depth metric)."""
+        return [result.effect(metric or self.depth_metric) for result in self.layers]
+
+    def last_k_effects(self, metric: Metric | None = None) -> list[float]:
+        """Restoration effect of reverting the last k blocks, k = 1 … L."""
+        return [result.effect(metric or self.depth_metric) for result in self.last_k]
+
+    @property
+    def forgetting_depth(self) -> int | None:
+        """Smallest k whose last-k reversion restores `restore_fraction` of the forget effect
+        (on `depth_metric`); None if reverting every block does not."""
+        return forgetting_depth(self.last_k_effects(), self.restore_fraction)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original": self.original.to_dict(),
+            "unlearned": self.unlearned.to_dict(),
+            "layers": [r.to_dict() for r in self.layers],
+            "last_k": [r.to_dict() for r in self.last_k],
+            "components": [r.to_dict() for r in self.components],
+            "top_heads": [r.to_dict() for r in self.top_heads],
+            "head_order": [list(pair) for pair in self.head_order],
+            "head_counts": list(self.head_counts),
+            "restore_fraction": self.restore_fraction,
+            "depth_metric": self.depth_metric,
+            "forgetting_depth": self.forgetting_depth,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReversionSweep:
+        results = {
+            name: [ReversionResult.from_dict(d) for d in data[name]]
+            for name in ("layers", "last_k", "components", "top_heads")
+        }
+        return cls(
+            original=ReversionResult.from_dict(data["original"]),
+            unlearned=ReversionResult.from_dict(data["unlearned"]),
+            head_order=[(int(layer), int(head)) for layer, head in data["head_order"]],
+            head_counts=[int(n) for n in data["head_counts"]],
+            restore_fraction=json_float(data["restore_fraction"]),
+            depth_metric=data["depth_metric"],
+            **results,
+        )
+
+
+def reversion_sweep(
+    reverter: Reverter,
+    deltas: DeltaReport | None = None,
+    *,
+    head_counts: Sequence[int] | None = None,
+    restore_fraction: float = RESTORE_FRACTION,
+    depth_metric: Metric = DEPTH_METRIC,
+    progress: bool = True,
+) -> ReversionSweep:
+    """Revert each layer, the last k layers (k = 1 … L), each component and the top-n heads.
+
+    **Arguments:**
+
+    - `reverter`: the unlearned subject with its original snapshot and items.
+    - `deltas`: original → unlearned weight deltas, to rank heads (computed when omitted).
+    - `head_counts`: how many top heads to revert together (default 1, 2, 4, … and all).
+    """
+    if depth_metric not in ("nll", "accuracy"):
+        raise ValueError(f"depth_metric must be 'nll' or 'accuracy', got {depth_metric!r}")
+    subject = reverter.subject
+    if deltas is None:
+        deltas = weight_deltas(subject.specs, reverter.original_snapshot, reverter.unlearned_snapshot)
+    n_layers = subject.shape.n_layers
+    norms = deltas.query_head_norms()
+    head_order = sorted(((layer, head) for layer in range(n_layers) for head in range(norms.shape[1])), key=lambda lh: -norms[lh])
+    counts = list(head_counts) if head_counts is not None else default_head_counts(len(head_order))
+    if any(not 1 <= n <= len(head_order) for n in counts):
+        raise ValueError(f"head_counts must lie between 1 and the number of query heads ({len(head_order)}), got {counts}")
+    components = list(dict.fromkeys(spec.component for spec in subject.specs))
+    groups = {
+        "layers": [layer_patch(subject, layer) for layer in range(n_layers)],
+        "last_k": [last_layers_patch(subject, k) for k in range(1, n_layers + 1)],
+        "components": [component_patch(subject, component) for component in components],
+        "top_heads": [query_heads_patch(subject, head_order[:n], label=f"top {n} heads") for n in counts],
+    }
+    flat = [patch for patches in groups.values() for patch in patches]
+    measured = iter(reverter.measure_all(flat, progress=progress))
+    results = {name: [next(measured) for _ in patches] for name, patches in groups.items()}
+    return ReversionSweep(
+        original=reverter.original,
+        unlearned=reverter.unlearned,
+        head_order=head_order,
+        head_counts=counts,
+        restore_fraction=restore_fraction,
+        depth_metric=depth_metric,
+        **results,
+    )

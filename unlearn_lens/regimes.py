@@ -1,0 +1,219 @@
+"""Which of the four regimes an unlearning run fell into, from plain numbers and explicit thresholds.
+
+Two questions: is the forgetting *reversible* (does a small relearning budget bring the
+forget set back, faster than the same budget teaches novel items of the same form?) and is it
+*catastrophic* (did the retain set suffer?). See the concepts page on the four regimes.
+"""
+
+from __future__ import annotations
+
+from unlearn_lens.atomic import json_float
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+LABELS = {
+    (True, False): "suppressed",
+    (True, True): "collapsed but recoverable",
+    (False, False): "targeted forgetting",
+    (False, True): "destroyed",
+}
+"""Regime names by (reversible, catastrophic)."""
+
+NOT_FORGOTTEN = "not forgotten"
+"""Label when unlearning did not remove enough of the forget set to classify reversibility."""
+
+
+@dataclass(frozen=True)
+class RegimeThresholds:
+    """The thresholds a regime verdict uses; every default has its reason.
+
+    **Fields:**
+
+    - `min_forgotten = 0.5`: unlearning counts as having forgotten when forget accuracy fell
+      by at least half of its original value; a smaller drop is not an unlearning success
+      whose reversibility is worth classifying.
+    - `recovery = 0.5`: reversible needs relearning to win back at least half of the forget
+      accuracy unlearning removed (recovery = (relearned − unlearned) / (original − unlearned)).
+    - `control_margin = 0.25`: and that recovery must beat what the same relearning budget
+      teaches novel control items, expressed on the same scale (the control's accuracy gain
+      divided by original − unlearned), by a quarter of the loss: relearning from scratch
+      explains what the control learns, only the excess shows hidden knowledge.
+    - `retain_drop = 0.2`: catastrophic when retain accuracy fell by more than 20 % of its
+      original value, a loss no user would call collateral.
+    - `retain_nll_rise = ln 2 ≈ 0.693`: or when retain NLL rose by more than ln 2 nats per
+      token, i.e. retain perplexity more than doubled (mild GA moves it by about 0.2).
+    """
+
+    min_forgotten: float = 0.5
+    recovery: float = 0.5
+    control_margin: float = 0.25
+    retain_drop: float = 0.2
+    retain_nll_rise: float = math.log(2)
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegimeThresholds:
+        return cls(**{key: json_float(value) for key, value in data.items()})
+
+
+@dataclass(frozen=True)
+class RegimeVerdict:
+    """The regime, the numbers that decided it and the thresholds it was decided by.
+
+    `reversible` is None when nothing was forgotten (label `"not forgotten"`); `catastrophic`
+    is decided from the retain numbers either way.
+    """
+
+    reversible: bool | None
+    catastrophic: bool
+    label: str
+    evidence: dict[str, float | None]
+    thresholds: RegimeThresholds
+
+    def describe(self) -> str:
+        """One line: the label, then each axis with its numbers and thresholds."""
+        e, t = self.evidence, self.thresholds
+        if self.reversible is None:
+            forget = (
+                f"forget accuracy {e['forget_original']:.2f} → {e['forget_unlearned']:.2f} "
+                f"(drop {_pct(e['forgotten'])} < {_pct(t.min_forgotten)} of the original)"
+            )
+        else:
+            control = (
+                f", control gain {e['control_gain']:.2f}, excess {e['excess_recovery']:.2f} "
+                f"{'≥' if e['excess_recovery'] >= t.control_margin else '<'} {t.control_margin:.2f}"
+                if e["control_gain"] is not None
+                else ", no control"
+            )
+            forget = (
+                f"{'reversible' if self.reversible else 'irreversible'}: forget accuracy "
+                f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f} → {e['forget_relearned']:.2f}, recovery "
+                f"{e['recovery']:.2f} {'≥' if e['recovery'] >= t.recovery else '<'} {t.recovery:.2f}{control}"
+            )
+        return f"{self.label} — {forget}; {_retain_clause(self.catastrophic, e, t)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reversible": self.reversible,
+            "catastrophic": self.catastrophic,
+            "label": self.label,
+            "evidence": dict(self.evidence),
+            "thresholds": self.thresholds.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegimeVerdict:
+        return cls(
+            reversible=data["reversible"],
+            catastrophic=bool(data["catastrophic"]),
+            label=str(data["label"]),
+            evidence=dict(data["evidence"]),
+            thresholds=RegimeThresholds.from_dict(data["thresholds"]),
+        )
+
+
+def _pct(fraction: float) -> str:
+    return f"{round(100 * fraction)} %"
+
+
+def _retain_clause(catastrophic: bool, e: dict[str, float | None], t: RegimeThresholds) -> str:
+    parts = []
+    if e["retain_drop"] is not None:
+        parts.append(
+            f"retain accuracy {e['retain_original']:.2f} → {e['retain_unlearned']:.2f} (drop {_pct(e['retain_drop'])} "
+            f"{'>' if e['retain_drop'] > t.retain_drop else '≤'} {_pct(t.retain_drop)})"
+        )
+    if e["retain_nll_rise"] is not None:
+        parts.append(
+            f"retain NLL {e['retain_nll_original']:.2f} → {e['retain_nll_unlearned']:.2f} (rise {e['retain_nll_rise']:.2f} "
+            f"{'>' if e['retain_nll_rise'] > t.retain_nll_rise else '≤'} {t.retain_nll_rise:.2f} nats)"
+        )
+    numbers = ", ".join(parts) or "retain accuracy was 0 before unlearning, no drop to measure"
+    return f"{'catastrophic' if catastrophic else 'not catastrophic'}: {numbers}"
+
+
+def _check_accuracy(name: str, value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be an accuracy in [0, 1], got {value}")
+
+
+def classify_regime(
+    forget_original: float,
+    forget_unlearned: float,
+    forget_relearned: float,
+    *,
+    control_before: float | None = None,
+    control_after: float | None = None,
+    retain_original: float | None = None,
+    retain_unlearned: float | None = None,
+    retain_nll_original: float | None = None,
+    retain_nll_unlearned: float | None = None,
+    thresholds: RegimeThresholds | None = None,
+) -> RegimeVerdict:
+    """Reversible or not × catastrophic or not, from accuracies (and retain NLL).
+
+    **Arguments:**
+
+    - `forget_*`: forget-set accuracy of the original, unlearned and relearned models.
+    - `control_before`, `control_after`: accuracy on novel control items before and after
+      the same relearning budget (both or neither; without them reversibility rests on
+      recovery alone).
+    - `retain_*`: retain accuracy and/or retain NLL (nats per token) of the original and
+      unlearned models; at least one pair is needed.
+    """
+    t = thresholds or RegimeThresholds()
+    for name, value in (
+        ("forget_original", forget_original),
+        ("forget_unlearned", forget_unlearned),
+        ("forget_relearned", forget_relearned),
+        ("control_before", control_before),
+        ("control_after", control_after),
+        ("retain_original", retain_original),
+        ("retain_unlearned", retain_unlearned),
+    ):
+        _check_accuracy(name, value)
+    if (control_before is None) != (control_after is None):
+        raise ValueError("give both control_before and control_after, or neither")
+    has_accuracy = retain_original is not None and retain_unlearned is not None
+    has_nll = retain_nll_original is not None and retain_nll_unlearned is not None
+    if not (has_accuracy or has_nll):
+        raise ValueError("catastrophe needs retain_original + retain_unlearned accuracy, or retain_nll_original + retain_nll_unlearned")
+
+    retain_drop = (retain_original - retain_unlearned) / retain_original if has_accuracy and retain_original > 0 else None
+    retain_nll_rise = retain_nll_unlearned - retain_nll_original if has_nll else None
+    catastrophic = (retain_drop is not None and retain_drop > t.retain_drop) or (
+        retain_nll_rise is not None and retain_nll_rise > t.retain_nll_rise
+    )
+
+    lost = forget_original - forget_unlearned
+    forgotten = lost / forget_original if forget_original > 0 else 0.0
+    evidence: dict[str, float | None] = {
+        "forget_original": forget_original,
+        "forget_unlearned": forget_unlearned,
+        "forget_relearned": forget_relearned,
+        "forgotten": forgotten,
+        "recovery": None,
+        "control_gain": None,
+        "excess_recovery": None,
+        "retain_original": retain_original,
+        "retain_unlearned": retain_unlearned,
+        "retain_drop": retain_drop,
+        "retain_nll_original": retain_nll_original,
+        "retain_nll_unlearned": retain_nll_unlearned,
+        "retain_nll_rise": retain_nll_rise,
+    }
+    if forgotten < t.min_forgotten:
+        return RegimeVerdict(None, catastrophic, NOT_FORGOTTEN, evidence, t)
+    recovery = (forget_relearned - forget_unlearned) / lost
+    evidence["recovery"] = recovery
+    reversible = recovery >= t.recovery
+    if control_before is not None and control_after is not None:
+        control_gain = (control_after - control_before) / lost
+        evidence["control_gain"] = control_gain
+        evidence["excess_recovery"] = recovery - control_gain
+        reversible = reversible and recovery - control_gain >= t.control_margin
+    return RegimeVerdict(reversible, catastrophic, LABELS[(reversible, catastrophic)], evidence, t)

@@ -1,0 +1,169 @@
+"""PNG figures of one audited method, drawn from its `MethodResults` only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from unlearn_lens.report.figures import (
+    LAYER_AXIS,
+    fisher_histogram_blocks,
+    new_figure,
+    plot_fisher_histograms,
+    plot_pca_shift,
+    save_figure,
+)
+from unlearn_lens.study.results import MethodResults
+
+CURVE_STYLES = {
+    "unlearned/forget": ("tab:red", "-"),
+    "unlearned/retain": ("tab:red", "--"),
+    "relearned/forget": ("tab:blue", "-"),
+    "relearned/retain": ("tab:blue", "--"),
+}
+"""Colour by model (red unlearned, blue relearned), line style by data (solid forget, dashed retain)."""
+
+
+def plot_cka_curves(result: MethodResults, path: Path) -> Path:
+    """Debiased CKA against the original by layer, for both updated models on both data sets."""
+    figure, (ax,) = new_figure(7.0, 4.2)
+    for name, comparison in result.comparisons.items():
+        colour, style = CURVE_STYLES[name]
+        streams = [layer.stream for layer in comparison.layers]
+        ax.plot(streams, [layer.cka_debiased for layer in comparison.layers], style, color=colour, marker="o", markersize=2.5, label=name)
+    ax.axhline(1.0, color="black", linewidth=0.5)
+    ax.set_xlabel(LAYER_AXIS)
+    ax.set_ylabel("debiased linear CKA vs original")
+    ax.set_title(f"{result.method}: representation similarity to the original model")
+    ax.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def plot_pc1_curves(result: MethodResults, path: Path) -> Path:
+    """PC1 similarity to the original by layer, for both updated models on both data sets."""
+    figure, (ax,) = new_figure(7.0, 4.2)
+    for name, comparison in result.comparisons.items():
+        colour, style = CURVE_STYLES[name]
+        ax.plot([layer.stream for layer in comparison.layers], [layer.pc1_similarity for layer in comparison.layers],
+                style, color=colour, marker="o", markersize=2.5, label=name)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel(LAYER_AXIS)
+    ax.set_ylabel("|cos| of first principal components")
+    ax.set_title(f"{result.method}: PC1 similarity to the original model")
+    ax.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def plot_delta_share(result: MethodResults, path: Path) -> Path:
+    """Each block's share of the whole weight update, with its relative size on a second axis."""
+    layers = result.deltas.layers
+    figure, (ax,) = new_figure(7.0, 4.0)
+    ax.bar([d.layer for d in layers], [d.share for d in layers], color="tab:purple", label="share of Σ‖ΔW‖²")
+    ax.set_xlabel("block")
+    ax.set_ylabel("share of the whole update")
+    twin = ax.twinx()
+    twin.plot([d.layer for d in layers], [d.relative for d in layers], "k.-", markersize=3, label="‖ΔW‖ / ‖W‖")
+    twin.set_ylabel("relative weight change ‖ΔW‖/‖W‖")
+    ax.set_title(f"{result.method}: where the unlearning update went")
+    return save_figure(figure, path)
+
+
+def plot_reversion(result: MethodResults, path: Path) -> Path:
+    """Restoration effect of reverting one block, and of reverting the last k blocks."""
+    sweep = result.reversion
+    figure, (ax_layer, ax_last) = new_figure(10.0, 4.0, columns=2)
+    blocks = list(range(sweep.n_layers))
+    for metric, style in (("nll", "-"), ("accuracy", "--")):
+        ax_layer.plot(blocks, sweep.layer_effects(metric), style, marker="o", markersize=2.5, label=f"effect on forget {metric}")
+        ax_last.plot([k + 1 for k in blocks], [r.effect(metric) for r in sweep.last_k], style, marker="o", markersize=2.5,
+                     label=f"effect on forget {metric}")
+    for ax in (ax_layer, ax_last):
+        ax.axhline(1.0, color="black", linewidth=0.5)
+        ax.axhline(0.0, color="black", linewidth=0.5)
+        ax.set_ylabel("fraction of forget performance restored")
+        ax.legend(fontsize="small")
+    ax_last.axhline(sweep.restore_fraction, color="tab:green", linestyle=":", label="restore threshold")
+    if sweep.forgetting_depth is not None:
+        ax_last.axvline(sweep.forgetting_depth, color="tab:green", linewidth=0.8)
+    ax_layer.set_xlabel("reverted block")
+    ax_layer.set_title("Reverting one block to its original weights")
+    ax_last.set_xlabel("k (last k blocks reverted)")
+    ax_last.set_title(f"Reverting the last k blocks (depth = {sweep.forgetting_depth})")
+    return save_figure(figure, path)
+
+
+def plot_head_heatmap(result: MethodResults, path: Path) -> Path:
+    """Layer × query-head weight-delta norms, beside the single-head reversion effects."""
+    heads = result.heads
+    figure, (ax_delta, ax_revert) = new_figure(10.0, 5.0, columns=2)
+    image = ax_delta.imshow(heads.matrix("delta"), aspect="auto", cmap="magma", origin="lower")
+    figure.colorbar(image, ax=ax_delta, label="‖ΔW‖ of the head (q, k, v, o)")
+    ax_delta.set_xlabel("query head")
+    ax_delta.set_ylabel("block")
+    ax_delta.set_title("Weight delta per head")
+    reversion = np.ma.masked_invalid(heads.matrix("reversion_nll"))
+    image = ax_revert.imshow(reversion, aspect="auto", cmap="viridis", origin="lower")
+    figure.colorbar(image, ax=ax_revert, label="forget NLL restored by reverting the head")
+    ax_revert.set_xlabel("query head")
+    ax_revert.set_ylabel("block")
+    ax_revert.set_title(f"Single-head reversion (blocks {', '.join(map(str, heads.reversion_layers))})")
+    return save_figure(figure, path)
+
+
+def plot_training_curves(result: MethodResults, path: Path) -> Path:
+    """Unlearning loss and forget / retain accuracy by step, then relearning vs control losses."""
+    figure, (ax_unlearn, ax_relearn) = new_figure(10.0, 4.0, columns=2)
+    history = result.unlearn.run.history
+    evaluated = [step for step in history if step.metrics]
+    for part, colour in (("forget", "tab:red"), ("retain", "tab:green")):
+        ax_unlearn.plot([s.step for s in evaluated], [s.metrics[part]["accuracy"] for s in evaluated if part in s.metrics],
+                        "-o", color=colour, markersize=3, label=f"{part} accuracy")
+    ax_unlearn.set_xlabel("unlearning step")
+    ax_unlearn.set_ylabel("token accuracy on answers")
+    ax_unlearn.set_ylim(-0.02, 1.02)
+    loss_axis = ax_unlearn.twinx()
+    loss_axis.plot([s.step for s in history], [s.loss for s in history], color="grey", linewidth=0.8, label="loss")
+    loss_axis.set_ylabel("objective loss")
+    ax_unlearn.legend(fontsize="small", loc="center right")
+    ax_unlearn.set_title(f"{result.method}: unlearning")
+    if result.relearn is not None:
+        for run, colour, label in ((result.relearn.source_run, "tab:blue", "relearn on source"),
+                                   (result.relearn.control_run, "tab:orange", "same budget on control")):
+            ax_relearn.plot([s.step for s in run.history], [s.loss for s in run.history], "-o", color=colour, markersize=3, label=label)
+        rec = result.relearn.recovery["accuracy"]
+        ax_relearn.set_title(f"Relearning: forget acc {rec.unlearned:.2f}→{rec.relearned:.2f}, "
+                             f"control {rec.control_before:.2f}→{rec.control_after:.2f}")
+        ax_relearn.legend(fontsize="small")
+    ax_relearn.set_xlabel("relearning step")
+    ax_relearn.set_ylabel("fine-tuning loss (NLL)")
+    return save_figure(figure, path)
+
+
+def write_method_figures(result: MethodResults, directory: Path) -> list[tuple[Path, str]]:
+    """Every figure of one method that its finished stages allow, with captions."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = result.method
+    figures: list[tuple[Path, str]] = []
+    if result.unlearn is not None:
+        figures.append((plot_training_curves(result, directory / f"{name}-training.png"), "Training curves"))
+    if result.comparisons:
+        figures.append((plot_cka_curves(result, directory / f"{name}-cka.png"), "Debiased CKA by layer"))
+        figures.append((plot_pc1_curves(result, directory / f"{name}-pc1.png"), "PC1 similarity by layer"))
+        forget = result.comparisons["unlearned/forget"]
+        streams = [layer.stream for layer in forget.layers]
+        figures.append((plot_pca_shift(streams, [layer.delta_pc1 for layer in forget.layers], [layer.pc2 for layer in forget.layers],
+                                       directory / f"{name}-pca-shift.png"), "PCA shift of the unlearned model (forget data)"))
+        by_layer = forget.fisher_by_layer()
+        blocks = fisher_histogram_blocks(list(by_layer))
+        if blocks:
+            path = plot_fisher_histograms(blocks, [by_layer[b].original for b in blocks], [by_layer[b].updated for b in blocks],
+                                          directory / f"{name}-fisher.png", labels=("original", "unlearned"))
+            figures.append((path, "Fisher information histograms, first / middle / last block (forget data)"))
+    if result.deltas is not None:
+        figures.append((plot_delta_share(result, directory / f"{name}-delta-share.png"), "Weight-delta share by layer"))
+    if result.reversion is not None:
+        figures.append((plot_reversion(result, directory / f"{name}-reversion.png"), "Reversion effect by layer"))
+    if result.heads is not None:
+        figures.append((plot_head_heatmap(result, directory / f"{name}-heads.png"), "Layer × head attribution"))
+    return figures

@@ -1,0 +1,78 @@
+"""Render a run: terminal report, PNG figures and the self-contained HTML report, from results only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from unlearn_lens.atomic import write_bytes_atomic
+from unlearn_lens.report.audit_figures import write_method_figures
+from unlearn_lens.report.html import Section, Table, render_html
+from unlearn_lens.report.terminal import fmt, method_row, print_report
+from unlearn_lens.study.results import AuditResults
+
+REPORT_FILE = "report.html"
+FIGURE_DIR = "figures"
+SUMMARY_HEADER = ("method", "forget acc o→u→r", "retain acc o→u→r", "recovery", "gain: forget vs control",
+                  "forgetting depth", "regime")
+
+
+def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str]]]) -> list[Section]:
+    """The report's sections: summary, then per method its verdicts, layer table and figures, then settings."""
+    data = results.data
+    summary = Section(
+        "Summary",
+        paragraphs=[
+            f"Model {results.config.model} ({results.config.backend} backend); data: {data.source if data else '—'}; "
+            f"status: {results.status}.",
+            "Accuracy is next-token accuracy on answer tokens: original → unlearned → relearned. Recovery is the "
+            "fraction of the forget accuracy lost to unlearning that relearning brought back; the gain column sets "
+            "the forget set's gain against what the same relearning budget taught the novel control set.",
+        ],
+        tables=[Table(SUMMARY_HEADER, [method_row(results, r) for r in results.methods.values()])],
+    )
+    if data is not None:
+        summary.tables.append(Table(("split", "given", "kept"), [
+            (split, str(data.given.get(split, "—")), str(len(items))) for split, items in data.items.items()
+        ], caption="Items (forget and retain: known to the original model; control: unknown to it)"))
+    sections = [summary]
+    for method, result in results.methods.items():
+        section = Section(f"Method: {method}")
+        if result.regime is not None:
+            section.verdicts.append(f"Regime: {result.regime.describe()}")
+        if result.localization is not None:
+            section.verdicts.append(f"Localisation: {result.localization.verdict}")
+            columns = result.localization.columns
+            names = list(columns)
+            rows = [[str(layer)] + [fmt(columns[name][layer], 4) for name in names] for layer in range(result.localization.n_layers)]
+            section.tables.append(Table(["block", *names], rows, caption="Per-layer evidence"))
+            section.tables.append(Table(("column A", "column B", "Spearman ρ", "layers"),
+                                        [(c.a, c.b, fmt(c.rho), str(c.n_layers)) for c in result.localization.correlations],
+                                        caption="Rank correlations between the per-layer columns"))
+        if result.logit_lens is not None:
+            section.paragraphs.append(
+                "Logit lens: first layer where the answer's median rank departs from the original's: "
+                + ", ".join(f"{label} {value if value is not None else 'never'}" for label, value in result.logit_lens.first_divergence.items())
+            )
+        section.figures.extend(figures.get(method, []))
+        sections.append(section)
+    sections.append(Section("Configuration and environment", preformatted=json.dumps(
+        {"config": results.config.to_dict(), "environment": results.environment}, indent=2)))
+    return sections
+
+
+def render_run(results: AuditResults, run_dir: str | Path | None, console: Console,
+               layer_methods: Sequence[str] | None = None) -> Path | None:
+    """Print the terminal report; with a run directory, also write figures and report.html there."""
+    print_report(console, results, layer_methods)
+    if run_dir is None:
+        return None
+    run_dir = Path(run_dir)
+    figures = {method: write_method_figures(result, run_dir / FIGURE_DIR) for method, result in results.methods.items()}
+    page = render_html(f"unlearn-lens audit: {results.config.model}", html_sections(results, figures))
+    path = write_bytes_atomic(run_dir / REPORT_FILE, page.encode())
+    console.print(f"results: {run_dir / 'results.json'}  figures: {run_dir / FIGURE_DIR}/  report: {path}")
+    return path

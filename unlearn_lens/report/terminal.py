@@ -1,0 +1,116 @@
+"""Rich terminal report of an audit: one summary row per method, then per-layer tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from unlearn_lens.study.results import AuditResults, MethodResults
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    """A number for a table cell: fixed digits, '—' for missing or undefined values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _arrow(before: float | None, middle: float | None, after: float | None) -> str:
+    return f"{fmt(before)} → {fmt(middle)} → {fmt(after)}"
+
+
+def method_row(results: AuditResults, result: MethodResults) -> list[str]:
+    """Summary cells of one method (stages not run yet show '—')."""
+    forget_o = results.original["forget"].accuracy
+    retain_o = results.original["retain"].accuracy
+    forget_u = forget_r = retain_u = retain_r = None
+    if "unlearned/forget" in result.comparisons:
+        forget_u = result.comparisons["unlearned/forget"].updated_metrics.accuracy
+        retain_u = result.comparisons["unlearned/retain"].updated_metrics.accuracy
+        forget_r = result.comparisons["relearned/forget"].updated_metrics.accuracy
+        retain_r = result.comparisons["relearned/retain"].updated_metrics.accuracy
+    recovery = control = "—"
+    if result.relearn is not None:
+        rec = result.relearn.recovery["accuracy"]
+        recovery = fmt(rec.recovery)
+        control = f"{fmt(rec.forget_gain)} vs {fmt(rec.control_gain)}"
+    depth = "—"
+    if result.reversion is not None:
+        found = result.reversion.forgetting_depth
+        depth = f"{found}/{result.reversion.n_layers}" if found is not None else f">{result.reversion.n_layers}"
+    regime = result.regime.label if result.regime is not None else "—"
+    return [result.method, _arrow(forget_o, forget_u, forget_r), _arrow(retain_o, retain_u, retain_r),
+            recovery, control, depth, regime]
+
+
+def summary_table(results: AuditResults) -> Table:
+    """One row per method: accuracies through the run, recovery against the control, depth, regime."""
+    table = Table(title="Audit summary (token accuracy on answer tokens: original → unlearned → relearned)",
+                  title_justify="left")
+    for header, justify in (("method", "left"), ("forget", "right"), ("retain", "right"),
+                            ("recovery", "right"), ("gain: forget vs control", "right"),
+                            ("forgetting depth", "right"), ("regime", "left")):
+        table.add_column(header, justify=justify)
+    for result in results.methods.values():
+        table.add_row(*method_row(results, result))
+    return table
+
+
+def layer_table(result: MethodResults) -> Table | None:
+    """Per block: weight delta, reversion effect, representational change, Fisher change, logit lens."""
+    if result.localization is None:
+        return None
+    columns = result.localization.columns
+    forget = result.comparisons["unlearned/forget"]
+    lens = result.logit_lens
+    table = Table(title=f"{result.method}: per layer (block ℓ; CKA and logit lens read after the block)", title_justify="left")
+    headers = ["layer", "rel. Δ", "Δ share", "revert ℓ: acc", "revert ℓ: nll",
+               "CKA forget (deb./bias.)", "CKA retain", "PC1 sim", "log10 Fisher ratio", "answer rank o/u/r"]
+    for header in headers:
+        table.add_column(header, justify="right")
+    retain = result.comparisons["unlearned/retain"]
+    ranks = {label: readout.median_rank() for label, readout in lens.readouts.items()} if lens else {}
+    for layer in range(result.localization.n_layers):
+        stream = layer + 1
+        cka = forget.layers[stream]
+        rank = "/".join(f"{ranks[label][stream]:.0f}" for label in ("original", "unlearned", "relearned") if label in ranks)
+        table.add_row(
+            str(layer),
+            _column(columns, "relative_delta", layer, 5),
+            _column(columns, "delta_share", layer, 3),
+            _column(columns, "reversion_accuracy", layer),
+            _column(columns, "reversion_nll", layer),
+            f"{fmt(cka.cka_debiased, 3)} / {fmt(cka.cka_biased, 3)}",
+            fmt(retain.layers[stream].cka_debiased, 3),
+            fmt(cka.pc1_similarity, 3),
+            _column(columns, "fisher_change", layer),
+            rank or "—",
+        )
+    return table
+
+
+def _column(columns: dict[str, list[float]], name: str, layer: int, digits: int = 2) -> str:
+    values = columns.get(name)
+    return fmt(values[layer], digits) if values is not None else "—"
+
+
+def print_report(console: Console, results: AuditResults, layer_methods: Sequence[str] | None = None) -> None:
+    """Print the summary, each method's verdicts, and the per-layer tables of `layer_methods`
+    (default: the first method)."""
+    console.print(summary_table(results))
+    for result in results.methods.values():
+        if result.regime is not None:
+            console.print(f"[bold]{result.method}[/] regime: {result.regime.describe()}")
+        if result.localization is not None:
+            console.print(f"[bold]{result.method}[/] localisation: {result.localization.verdict}")
+    chosen = list(results.methods)[:1] if layer_methods is None else list(layer_methods)
+    for method in chosen:
+        if method in results.methods:
+            table = layer_table(results.methods[method])
+            if table is not None:
+                console.print(table)
+    if results.status != "complete":
+        console.print(f"[yellow]run status: {results.status}[/] (resume with --resume)")

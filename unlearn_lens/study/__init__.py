@@ -1,0 +1,1 @@
+"""The audit: settings, orchestration of every stage, and the versioned results it writes."""

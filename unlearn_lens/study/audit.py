@@ -1,0 +1,357 @@
+"""`audit`: the whole study for each method — unlearn, relearn (and the control), diagnostics,
+localisation and the regime verdict — with every finished stage saved so a run can resume.
+
+One model is held in memory; the original, unlearned and relearned weights are CPU snapshots
+swapped in with `restore`. Each finished stage rewrites `results.json` atomically, and the
+unlearned / relearned snapshots are written as safetensors beside it, so an interrupted run
+keeps everything it finished and `resume=True` continues from there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from safetensors.torch import load_file, save
+
+from unlearn_lens.atomic import write_bytes_atomic
+from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
+from unlearn_lens.data.items import Item
+from unlearn_lens.data.loaders import check_overlap, load_items
+from unlearn_lens.diagnostics.compare import ModelPass, compare_passes, model_pass
+from unlearn_lens.errors import ConfigError
+from unlearn_lens.evaluation import evaluate, items_correct
+from unlearn_lens.localize.deltas import update_cosines, weight_deltas
+from unlearn_lens.localize.heads import head_attribution
+from unlearn_lens.localize.logit_lens import logit_lens
+from unlearn_lens.localize.reversion import Reverter, reversion_sweep
+from unlearn_lens.localize.summary import summarise_localization
+from unlearn_lens.localize.tracking import DeltaTracker
+from unlearn_lens.models.sources import load
+from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.regimes import classify_regime
+from unlearn_lens.study.config import StudyConfig
+from unlearn_lens.study.results import RESULTS_FILE, AuditResults, DataSummary, MethodResults, environment
+from unlearn_lens.unlearn.api import unlearn
+from unlearn_lens.unlearn.objectives import get_objective, needs_retain
+from unlearn_lens.unlearn.relearn import relearn
+
+RELEARN_SOURCES = ("forget", "retain", "unrelated")
+"""Named relearning sources (any other value is read as a data file)."""
+SNAPSHOT_DIR = "snapshots"
+
+
+@dataclass
+class StudyData:
+    """The item sets an audit runs on."""
+
+    forget: list[Item]
+    retain: list[Item]
+    control: list[Item]
+    unrelated: list[Item]
+
+
+def _read_sets(config: StudyConfig) -> tuple[str, StudyData]:
+    """The forget / retain / control / unrelated sets named by the settings (files win over the domain)."""
+    if config.domain not in BUILTIN_DOMAINS:
+        raise ConfigError(f"unknown domain {config.domain!r}; choose one of {', '.join(BUILTIN_DOMAINS)}")
+    sets = builtin(config.domain)
+    data = StudyData(
+        forget=load_items(config.forget) if config.forget else list(sets.forget),
+        retain=load_items(config.retain) if config.retain else list(sets.retain),
+        control=load_items(config.control) if config.control else list(sets.control),
+        unrelated=list(sets.unrelated),
+    )
+    files = [f"{name}={path}" for name, path in (("forget", config.forget), ("retain", config.retain), ("control", config.control)) if path]
+    source = f"built-in {config.domain!r}" + (f" with {', '.join(files)}" if files else "")
+    return source, data
+
+
+def _prepare_data(subject: Subject, config: StudyConfig, console: Console) -> DataSummary:
+    """Known filter on forget and retain, novelty filter on the control, then the item cap."""
+    source, data = _read_sets(config)
+    overlap = check_overlap(data.forget, data.retain)
+    if overlap:
+        console.print(f"[yellow]warning:[/] {overlap} items are in both the forget and the retain set")
+    given = {"forget": len(data.forget), "retain": len(data.retain), "control": len(data.control)}
+    kept = {"forget": data.forget, "retain": data.retain, "control": data.control}
+    if config.known_only:
+        correct = {split: items_correct(subject, items) for split, items in kept.items()}
+        kept = {
+            "forget": [item for item, ok in zip(data.forget, correct["forget"]) if ok],
+            "retain": [item for item, ok in zip(data.retain, correct["retain"]) if ok],
+            # The control measures learning from scratch: only items the model does not know.
+            "control": [item for item, ok in zip(data.control, correct["control"]) if not ok],
+        }
+    if config.max_items is not None:
+        kept = {split: items[: config.max_items] for split, items in kept.items()}
+    kept["unrelated"] = data.unrelated[: config.max_items] if config.max_items else data.unrelated
+    for split in ("forget", "retain", "control"):
+        if len(kept[split]) < 4:
+            raise ConfigError(
+                f"only {len(kept[split])} {split} items left after the known filter (of {given[split]}); "
+                "an audit needs at least 4 (debiased CKA) — give more items or pass --keep-unknown"
+            )
+    console.print(
+        f"data: {source}; kept forget {len(kept['forget'])}/{given['forget']}, retain {len(kept['retain'])}/{given['retain']} "
+        f"(known to the model), control {len(kept['control'])}/{given['control']} (unknown to it)"
+    )
+    return DataSummary(source=source, items=kept, given=given)
+
+
+def _relearn_items(config: StudyConfig, data: DataSummary) -> list[Item]:
+    if config.relearn_source in RELEARN_SOURCES:
+        return data.items[config.relearn_source]
+    return load_items(config.relearn_source)
+
+
+def _check_methods(config: StudyConfig, data_has_retain: bool) -> None:
+    for method in config.methods:
+        get_objective(method)
+        if needs_retain(method) and not data_has_retain:
+            raise ConfigError(f"method {method!r} needs a retain set")
+
+
+class RunDirectory:
+    """Where an audit keeps results.json and the snapshots that resuming needs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / RESULTS_FILE
+
+    def snapshot_path(self, method: str, name: str) -> Path:
+        return self.path / SNAPSHOT_DIR / f"{method}-{name}.safetensors"
+
+    def save_snapshot(self, method: str, name: str, snapshot: Snapshot) -> None:
+        """Write a snapshot atomically (safetensors: no pickle on the way back)."""
+        write_bytes_atomic(self.snapshot_path(method, name), save({k: v.contiguous() for k, v in snapshot.items()}))
+
+    def load_snapshot(self, method: str, name: str) -> Snapshot:
+        path = self.snapshot_path(method, name)
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: the run cannot resume past this stage; rerun with --force")
+        return load_file(path)
+
+    def drop_snapshots(self) -> None:
+        """Remove the snapshots once a run is complete (they are only for resuming)."""
+        shutil.rmtree(self.path / SNAPSHOT_DIR, ignore_errors=True)
+
+
+def _open_run(config: StudyConfig, out: Path | None, resume: bool, force: bool) -> tuple[RunDirectory | None, AuditResults | None]:
+    """Check the output directory: a previous run is resumed, refused, or (with force) replaced."""
+    if out is None:
+        if resume:
+            raise ConfigError("--resume needs --out, the directory of the run to continue")
+        return None, None
+    run = RunDirectory(out)
+    if run.results_path.exists():
+        if resume:
+            previous = AuditResults.load(out)
+            if previous.config != config:
+                changed = sorted(k for k, v in config.to_dict().items() if previous.config.to_dict().get(k) != v)
+                raise ConfigError(f"{out}: the run there used other settings ({', '.join(changed)}); resume with the same ones")
+            return run, previous
+        if not force:
+            raise ConfigError(f"{out} already holds a run's results.json; use --resume to continue it or --force to replace it")
+        shutil.rmtree(out)
+    elif resume:
+        raise ConfigError(f"{out}: nothing to resume (no {RESULTS_FILE})")
+    return run, None
+
+
+@contextmanager
+def _timed(result: MethodResults, stage: str):
+    start = time.perf_counter()
+    yield
+    result.seconds[stage] = round(time.perf_counter() - start, 2)
+
+
+def audit(
+    config: StudyConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    subject: Subject | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+    on_stage: Callable[[AuditResults], None] | None = None,
+) -> AuditResults:
+    """Run the study for every method of `config` and return its results.
+
+    With `out`, every finished stage is saved there (results.json plus weight snapshots) and
+    `resume=True` continues an interrupted run. `subject` lets a caller pass a model already
+    loaded (its weights must be the original ones); otherwise `config.model` is loaded.
+    `on_stage` is called with the results after every saved stage.
+    """
+    config = config or StudyConfig()
+    config.validate()
+    console = console or Console(stderr=True)
+    run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
+    if subject is None:
+        subject = load(config.model, backend=config.backend, device=config.device)
+    original = subject.snapshot()
+    results = results or AuditResults(config=config, environment=environment())
+    results.status = "running"
+
+    def save() -> None:
+        if run is not None:
+            results.save(run.path)
+        if on_stage is not None:
+            on_stage(results)
+
+    try:
+        if results.data is None:
+            results.data = _prepare_data(subject, config, console)
+            _check_methods(config, bool(results.data.items["retain"]))
+            results.original = {split: evaluate(subject, items) for split, items in results.data.items.items()
+                                if split != "unrelated"}
+            save()
+        _check_methods(config, bool(results.data.items["retain"]))
+        original_passes: dict[str, ModelPass] = {}
+        for method in config.methods:
+            method_result = results.methods.setdefault(method, MethodResults(method=method))
+            _run_method(subject, config, results, method_result, original, original_passes, run, save, progress, console)
+        results.status = "complete"
+        save()
+        if run is not None:
+            run.drop_snapshots()
+    except KeyboardInterrupt:
+        results.status = "interrupted"
+        save()
+        where = f"; finished stages are in {run.results_path}, continue with --resume" if run is not None else ""
+        console.print(f"[yellow]interrupted[/]{where}")
+        raise
+    finally:
+        subject.restore(original)
+    return results
+
+
+def _original_pass(subject: Subject, original: Snapshot, items: Sequence[Item], split: str, config: StudyConfig,
+                   cache: dict[str, ModelPass], progress: bool) -> ModelPass:
+    """The original model's pass on a data set, computed once per audit."""
+    if split not in cache:
+        subject.restore(original)
+        cache[split] = model_pass(subject, items, pooling=config.pooling, progress=progress, label=f"original/{split}")
+    return cache[split]
+
+
+def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, result: MethodResults, original: Snapshot,
+                original_passes: dict[str, ModelPass], run: RunDirectory | None, save: Callable[[], None],
+                progress: bool, console: Console) -> None:
+    """The stages of one method, skipping those a resumed run already finished."""
+    data = results.data.items
+    forget, retain, control = data["forget"], data["retain"], data["control"]
+    method = result.method
+    console.rule(f"[bold]{method}")
+
+    if result.unlearn is None:
+        subject.restore(original)
+        tracker = DeltaTracker(subject, original, every=1)
+        with _timed(result, "unlearn"):
+            outcome = unlearn(
+                subject, forget, retain, method,
+                lr=config.lr, steps=config.steps, batch_size=config.batch_size, requests=config.requests,
+                seed=config.seed, callbacks=[tracker], progress=progress, **config.objective_options,
+            )
+        if outcome.run.interrupted:
+            raise KeyboardInterrupt
+        unlearned = subject.snapshot()
+        if run is not None:
+            run.save_snapshot(method, "unlearned", unlearned)
+        result.unlearn, result.tracking = outcome, tracker.history
+        save()
+    else:
+        unlearned = run.load_snapshot(method, "unlearned") if run is not None else subject.snapshot()
+
+    if result.relearn is None:
+        subject.restore(unlearned)
+        with _timed(result, "relearn"):
+            result_relearn = relearn(
+                subject, _relearn_items(config, results.data), control,
+                steps=config.relearn_steps, forget_items=forget, original_forget=results.original["forget"],
+                lr=config.relearn_lr or config.lr, batch_size=config.batch_size, seed=config.seed, progress=progress,
+            )
+        relearned = subject.snapshot()
+        if run is not None:
+            run.save_snapshot(method, "relearned", relearned)
+        result.relearn = result_relearn
+        save()
+    else:
+        relearned = run.load_snapshot(method, "relearned") if run is not None else subject.snapshot()
+
+    if not result.comparisons:
+        with _timed(result, "diagnostics"):
+            for name, snapshot in (("unlearned", unlearned), ("relearned", relearned)):
+                for split, items in (("forget", forget), ("retain", retain)):
+                    reference = _original_pass(subject, original, items, split, config, original_passes, progress)
+                    subject.restore(snapshot)
+                    updated = model_pass(subject, items, pooling=config.pooling, progress=progress, label=f"{name}/{split}")
+                    result.comparisons[f"{name}/{split}"] = compare_passes(reference, updated)
+        save()
+
+    if result.localization is None:
+        subject.restore(unlearned)
+        with _timed(result, "localization"):
+            result.deltas = weight_deltas(subject.specs, original, unlearned)
+            result.directions = update_cosines(subject.specs, original, unlearned, relearned)
+            reverter = Reverter(subject, original, forget, retain, unlearned=unlearned)
+            result.reversion = reversion_sweep(reverter, result.deltas, progress=progress)
+            result.heads = head_attribution(result.deltas, reverter, sweep=result.reversion, progress=progress)
+            result.logit_lens = logit_lens(
+                subject, forget, {"original": original, "unlearned": unlearned, "relearned": relearned}, progress=progress
+            )
+            result.localization = _summarise(result)
+        subject.restore(unlearned)
+        save()
+
+    if result.regime is None:
+        result.regime = _regime(results, result)
+        save()
+    console.print(f"[bold]{method}[/]: {result.regime.describe()}")
+    console.print(f"  {result.localization.verdict}")
+
+
+def _per_block(comparison, attribute: str) -> list[float]:
+    """A per-stream diagnostic as one value per block (stream ℓ + 1 is the output of block ℓ)."""
+    return [getattr(layer, attribute) for layer in comparison.layers[1:]]
+
+
+def _summarise(result: MethodResults):
+    forget, retain = result.comparisons["unlearned/forget"], result.comparisons["unlearned/retain"]
+    fisher = forget.fisher_by_layer()
+    n_layers = len(forget.layers) - 1
+    fisher_change = [fisher[layer].log10_mean_ratio if layer in fisher else float("nan") for layer in range(n_layers)]
+    return summarise_localization(
+        result.deltas,
+        result.reversion,
+        cka_forget=_per_block(forget, "cka_debiased"),
+        cka_retain=_per_block(retain, "cka_debiased"),
+        pc1_similarity=_per_block(forget, "pc1_similarity"),
+        fisher_change=fisher_change if fisher else None,
+    )
+
+
+def _regime(results: AuditResults, result: MethodResults):
+    recovery = result.relearn.recovery["accuracy"]
+    original_retain = results.original["retain"]
+    unlearned_retain = result.comparisons["unlearned/retain"].updated_metrics
+    return classify_regime(
+        recovery.original,
+        recovery.unlearned,
+        recovery.relearned,
+        control_before=recovery.control_before,
+        control_after=recovery.control_after,
+        retain_original=original_retain.accuracy,
+        retain_unlearned=unlearned_retain.accuracy,
+        retain_nll_original=original_retain.nll,
+        retain_nll_unlearned=unlearned_retain.nll,
+    )
