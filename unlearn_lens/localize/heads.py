@@ -20,8 +20,8 @@ from unlearn_lens.localize.deltas import DeltaReport
 from unlearn_lens.localize.reversion import Reverter, ReversionSweep, query_heads_patch
 
 TOP_LAYERS = 3
-"""Layers whose heads are reverted one by one by default: each head costs one evaluation pass,
-so three layers of SmolLM2 (27 heads) stay around a minute on a laptop CPU."""
+"""Layers whose heads are reverted one by one by default: each head costs one evaluation, so
+three layers of SmolLM2 (27 heads, 64 items) take about 45 s on an idle 2-core CPU."""
 
 HeadRanking = Literal["delta_share", "reversion"]
 
