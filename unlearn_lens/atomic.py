@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +53,23 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write `payload` as indented JSON, atomically; non-finite floats are written as null."""
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False)
     return write_bytes_atomic(path, (text + "\n").encode())
+
+
+@contextmanager
+def staged_directory(directory: str | Path) -> Iterator[Path]:
+    """Yield an empty staging directory beside `directory`; on success it replaces `directory`
+    whole, on any error it is removed, so `directory` is never seen half-written."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the result is an ordinary directory
+    try:
+        yield staging
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)

@@ -11,12 +11,11 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from unlearn_lens.atomic import staged_directory
 from unlearn_lens.errors import ModelSourceError
 
 
@@ -106,9 +105,7 @@ def _build_cache(model: BuiltinModel, directory: Path) -> None:
     console.print(f"[bold]First use of {model.name!r}:[/] dequantising {source.name} into {directory} (about 30 s, once)")
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     hf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         config = hf_model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
@@ -128,12 +125,6 @@ def _build_cache(model: BuiltinModel, directory: Path) -> None:
         }
         manifest = {"format": CACHE_FORMAT, "model": model.name, "gguf": source.name, "files": files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def ensure_builtin_cache(name: str = DEFAULT_MODEL) -> Path:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import save_file
 
+from unlearn_lens.atomic import staged_directory
 from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.subject import Subject
 
@@ -19,20 +18,11 @@ def save_checkpoint(subject: Subject, directory: str | Path) -> Path:
     an ordinary transformers checkpoint (the supported families keep no persistent buffers); the
     directory appears only once it is complete.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         subject.model.config.save_pretrained(staging)
         subject.tokenizer.save_pretrained(staging)
         params = named_parameters(subject.model)
         # Exactly the parameters the weight map addresses: the HF layout, whatever a bridge added.
         state = {spec.param: params[spec.param].detach().to("cpu").contiguous() for spec in subject.specs}
         save_file(state, staging / "model.safetensors", metadata={"format": "pt"})
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return directory
+    return Path(directory)
