@@ -80,9 +80,9 @@ def settings(args: argparse.Namespace) -> StudyConfig:
 def run(args: argparse.Namespace) -> None:
     """Run (or resume) the audit, then print the report and write figures and HTML."""
     from unlearn_lens.report.render import render_run
+    from unlearn_lens.report.terminal import report_console
     from unlearn_lens.study.audit import audit
 
     config = settings(args)
-    console = Console()
     results = audit(config, out=args.out, resume=args.resume, force=args.force, console=Console(stderr=True))
-    render_run(results, args.out, console, layer_methods=args.layers_for)
+    render_run(results, args.out, report_console(), layer_methods=args.layers_for)

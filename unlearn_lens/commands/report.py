@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     """Load results.json and render it."""
     from unlearn_lens.report.render import render_run
+    from unlearn_lens.report.terminal import report_console
     from unlearn_lens.study.results import AuditResults
 
-    render_run(AuditResults.load(args.run_dir), args.run_dir, Console(), layer_methods=args.layers_for)
+    render_run(AuditResults.load(args.run_dir), args.run_dir, report_console(), layer_methods=args.layers_for)

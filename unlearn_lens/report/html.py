@@ -13,7 +13,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
        padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
 h1 { border-bottom: 2px solid #334; padding-bottom: .3rem; }
 h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccd; padding-bottom: .2rem; }
-table { border-collapse: collapse; margin: .8rem 0 1.2rem; font-size: .9rem; }
+table { border-collapse: collapse; margin: .8rem 0 1.2rem; font-size: .9rem; display: block; overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ccd; padding: .25rem .6rem; text-align: right; }
 th { background: #eef0f6; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #dde; }

@@ -20,6 +20,11 @@ SUMMARY_HEADER = ("method", "forget acc o→u→r", "retain acc o→u→r", "rec
                   "forgetting depth", "regime")
 
 
+def _significant(value: float) -> str:
+    """Three significant digits: per-layer columns range from 1e-4 (relative deltas) to 1."""
+    return "—" if value != value else f"{value:.3g}"
+
+
 def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str]]]) -> list[Section]:
     """The report's sections: summary, then per method its verdicts, layer table and figures, then settings."""
     data = results.data
@@ -47,7 +52,7 @@ def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str
             section.verdicts.append(f"Localisation: {result.localization.verdict}")
             columns = result.localization.columns
             names = list(columns)
-            rows = [[str(layer)] + [fmt(columns[name][layer], 4) for name in names] for layer in range(result.localization.n_layers)]
+            rows = [[str(layer)] + [_significant(columns[name][layer]) for name in names] for layer in range(result.localization.n_layers)]
             section.tables.append(Table(["block", *names], rows, caption="Per-layer evidence"))
             section.tables.append(Table(("column A", "column B", "Spearman ρ", "layers"),
                                         [(c.a, c.b, fmt(c.rho), str(c.n_layers)) for c in result.localization.correlations],

@@ -11,6 +11,16 @@ from rich.table import Table
 from unlearn_lens.study.results import AuditResults, MethodResults
 
 
+REPORT_WIDTH = 180
+"""Columns used when the report goes to a file or pipe (rich would assume 80 and wrap the layer table)."""
+
+
+def report_console() -> Console:
+    """A console for the report: the terminal's width, or `REPORT_WIDTH` when not a terminal."""
+    console = Console()
+    return console if console.is_terminal else Console(width=REPORT_WIDTH)
+
+
 def fmt(value: float | None, digits: int = 2) -> str:
     """A number for a table cell: fixed digits, '—' for missing or undefined values."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
