@@ -260,7 +260,8 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
             outcome = unlearn(
                 subject, forget, retain, method,
                 lr=config.lr, steps=config.steps, batch_size=config.batch_size, requests=config.requests,
-                seed=config.seed, callbacks=[tracker], progress=progress, **config.objective_options,
+                seed=config.seed, callbacks=[tracker], progress=progress, keep_snapshots=False,
+                **config.objective_options,
             )
         if outcome.run.interrupted:
             raise KeyboardInterrupt
