@@ -15,7 +15,6 @@ from unlearn_lens.commands.common import add_model_flags
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.study.config import StudyConfig, load_config
-from unlearn_lens.unlearn.objectives import get_objective
 
 DEFAULT_OUT = Path("runs/audit")
 
@@ -68,8 +67,6 @@ def settings(args: argparse.Namespace) -> StudyConfig:
     config = base.merged(flags)
     if config.domain not in BUILTIN_DOMAINS:
         raise ConfigError(f"--domain {config.domain!r} is unknown; choose one of {', '.join(BUILTIN_DOMAINS)}")
-    for method in config.methods:
-        get_objective(method)
     for name in ("forget", "retain", "control"):
         path = getattr(config, name)
         if path is not None and not Path(path).is_file():

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from unlearn_lens.commands.common import check_out_dir
 from unlearn_lens.diagnostics.activations import POOLINGS, TOKEN_SPANS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
@@ -55,15 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_out(out: Path | None, force: bool) -> None:
-    if out is None:
-        return
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a directory")
-    if (out / COMPARISON_FILE).exists() and not force:
-        raise ConfigError(f"--out {out} already holds a {COMPARISON_FILE}; pass --force to overwrite it or choose another --out")
-
-
 def write_outputs(comparison: Comparison, out: Path) -> list[Path]:
     """Write `comparison.json` and the figures into `out`, atomically as a whole.
 
@@ -98,7 +90,8 @@ def run(args: argparse.Namespace) -> None:
     from unlearn_lens.models import load
     from unlearn_lens.report.compare_table import print_comparison
 
-    _check_out(args.out, args.force)
+    if args.out is not None:
+        check_out_dir(args.out, args.force, (COMPARISON_FILE,))
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     items = load_items(args.data)

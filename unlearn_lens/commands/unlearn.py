@@ -17,9 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from unlearn_lens.commands.common import add_model_flags
+from unlearn_lens.commands.common import add_model_flags, check_out_dir
 from unlearn_lens.data import BUILTIN_DOMAINS, builtin, load_items
-from unlearn_lens.errors import ConfigError
 from unlearn_lens.unlearn.loop import DEFAULT_STEPS
 
 RUN_FILE = "run.json"
@@ -56,12 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a directory")
-    if not force and ((out / RUN_FILE).exists() or (out / MODEL_DIR).exists()):
-        raise ConfigError(f"--out {out} already holds a run; pass --force to overwrite it or choose another --out")
-
 
 def _load_data(args: argparse.Namespace) -> tuple[list, list, dict[str, Any]]:
     """Forget and retain items, and where they came from (for run.json)."""
@@ -83,7 +76,7 @@ def run(args: argparse.Namespace) -> None:
     from unlearn_lens.models import load
     from unlearn_lens.unlearn import filter_known, get_objective, unlearn
 
-    _check_out(args.out, args.force)
+    check_out_dir(args.out, args.force, (RUN_FILE, MODEL_DIR))
     get_objective(args.method)  # an unknown method fails before the model loads
     forget, retain, sources = _load_data(args)
     subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map)

@@ -25,34 +25,35 @@ CURVE_STYLES = {
 """Colour by model (red unlearned, blue relearned), line style by data (solid forget, dashed retain)."""
 
 
-def plot_cka_curves(result: MethodResults, path: Path) -> Path:
-    """Debiased CKA against the original by layer, for both updated models on both data sets."""
+def _plot_layer_curves(result: MethodResults, attribute: str, ylabel: str, title: str, path: Path,
+                       reference_line: float | None = None, ylim: tuple[float, float] | None = None) -> Path:
+    """One per-layer diagnostic against the original, for both updated models on both data sets."""
     figure, (ax,) = new_figure(7.0, 4.2)
     for name, comparison in result.comparisons.items():
         colour, style = CURVE_STYLES[name]
-        streams = [layer.stream for layer in comparison.layers]
-        ax.plot(streams, [layer.cka_debiased for layer in comparison.layers], style, color=colour, marker="o", markersize=2.5, label=name)
-    ax.axhline(1.0, color="black", linewidth=0.5)
+        ax.plot([layer.stream for layer in comparison.layers], [getattr(layer, attribute) for layer in comparison.layers],
+                style, color=colour, marker="o", markersize=2.5, label=name)
+    if reference_line is not None:
+        ax.axhline(reference_line, color="black", linewidth=0.5)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel(LAYER_AXIS)
-    ax.set_ylabel("debiased linear CKA vs original")
-    ax.set_title(f"{result.method}: representation similarity to the original model")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{result.method}: {title}")
     ax.legend(fontsize="small")
     return save_figure(figure, path)
+
+
+def plot_cka_curves(result: MethodResults, path: Path) -> Path:
+    """Debiased CKA against the original by layer, for both updated models on both data sets."""
+    return _plot_layer_curves(result, "cka_debiased", "debiased linear CKA vs original",
+                              "representation similarity to the original model", path, reference_line=1.0)
 
 
 def plot_pc1_curves(result: MethodResults, path: Path) -> Path:
     """PC1 similarity to the original by layer, for both updated models on both data sets."""
-    figure, (ax,) = new_figure(7.0, 4.2)
-    for name, comparison in result.comparisons.items():
-        colour, style = CURVE_STYLES[name]
-        ax.plot([layer.stream for layer in comparison.layers], [layer.pc1_similarity for layer in comparison.layers],
-                style, color=colour, marker="o", markersize=2.5, label=name)
-    ax.set_ylim(-0.02, 1.05)
-    ax.set_xlabel(LAYER_AXIS)
-    ax.set_ylabel("|cos| of first principal components")
-    ax.set_title(f"{result.method}: PC1 similarity to the original model")
-    ax.legend(fontsize="small")
-    return save_figure(figure, path)
+    return _plot_layer_curves(result, "pc1_similarity", "|cos| of first principal components",
+                              "PC1 similarity to the original model", path, ylim=(-0.02, 1.05))
 
 
 def plot_delta_share(result: MethodResults, path: Path) -> Path:

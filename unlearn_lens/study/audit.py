@@ -38,7 +38,7 @@ from unlearn_lens.regimes import classify_regime
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.results import RESULTS_FILE, AuditResults, DataSummary, MethodResults, environment
 from unlearn_lens.unlearn.api import unlearn
-from unlearn_lens.unlearn.objectives import get_objective, needs_retain
+from unlearn_lens.unlearn.objectives import get_objective
 from unlearn_lens.unlearn.relearn import relearn
 
 RELEARN_SOURCES = ("forget", "retain", "unrelated")
@@ -110,11 +110,10 @@ def _relearn_items(config: StudyConfig, data: DataSummary) -> list[Item]:
     return load_items(config.relearn_source)
 
 
-def _check_methods(config: StudyConfig, data_has_retain: bool) -> None:
+def _check_methods(config: StudyConfig) -> None:
+    """Unknown methods fail before any model is loaded (the retain set always exists: see `_prepare_data`)."""
     for method in config.methods:
         get_objective(method)
-        if needs_retain(method) and not data_has_retain:
-            raise ConfigError(f"method {method!r} needs a retain set")
 
 
 class RunDirectory:
@@ -194,6 +193,7 @@ def audit(
     """
     config = config or StudyConfig()
     config.validate()
+    _check_methods(config)
     console = console or Console(stderr=True)
     run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
     if subject is None:
@@ -211,11 +211,9 @@ def audit(
     try:
         if results.data is None:
             results.data = _prepare_data(subject, config, console)
-            _check_methods(config, bool(results.data.items["retain"]))
             results.original = {split: evaluate(subject, items) for split, items in results.data.items.items()
                                 if split != "unrelated"}
             save()
-        _check_methods(config, bool(results.data.items["retain"]))
         original_passes: dict[str, ModelPass] = {}
         for method in config.methods:
             method_result = results.methods.setdefault(method, MethodResults(method=method))
