@@ -29,6 +29,7 @@ from unlearn_lens.localize.reversion import (
     Reverter,
     ReversionResult,
     ReversionSweep,
+    bisect_depth,
     component_patch,
     forgetting_depth,
     full_patch,
@@ -37,6 +38,7 @@ from unlearn_lens.localize.reversion import (
     query_heads_patch,
     restoration_effect,
     reversion_sweep,
+    search_forgetting_depth,
 )
 from unlearn_lens.localize.summary import (
     CKA_KEPT,
@@ -75,6 +77,7 @@ __all__ = [
     "UpdateDirections",
     "WeightDelta",
     "average_ranks",
+    "bisect_depth",
     "component_patch",
     "first_divergence",
     "forgetting_depth",
@@ -90,6 +93,7 @@ __all__ = [
     "readout_modules",
     "restoration_effect",
     "reversion_sweep",
+    "search_forgetting_depth",
     "shallow_limit",
     "spearman",
     "summarise_localization",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -101,11 +101,12 @@ def query_heads_patch(subject: Subject, heads: Iterable[tuple[int, int]], label:
 
 @dataclass(frozen=True)
 class ReversionResult:
-    """Forget and retain metrics of one patched model, and its restoration effects."""
+    """Forget and retain metrics of one patched model, and its restoration effects
+    (`retain` is None when the reverter was given no retain set)."""
 
     label: str
     forget: TokenMetrics
-    retain: TokenMetrics
+    retain: TokenMetrics | None
     effect_accuracy: float
     effect_nll: float
 
@@ -117,7 +118,7 @@ class ReversionResult:
         return {
             "label": self.label,
             "forget": dataclasses.asdict(self.forget),
-            "retain": dataclasses.asdict(self.retain),
+            "retain": dataclasses.asdict(self.retain) if self.retain is not None else None,
             "effect_accuracy": self.effect_accuracy,
             "effect_nll": self.effect_nll,
         }
@@ -127,7 +128,7 @@ class ReversionResult:
         return cls(
             label=str(data["label"]),
             forget=TokenMetrics.from_dict(data["forget"]),
-            retain=TokenMetrics.from_dict(data["retain"]),
+            retain=TokenMetrics.from_dict(data["retain"]) if data["retain"] is not None else None,
             effect_accuracy=json_float(data["effect_accuracy"]),
             effect_nll=json_float(data["effect_nll"]),
         )
@@ -150,7 +151,8 @@ class Reverter:
 
     - `subject`: holds the unlearned weights.
     - `original`: snapshot of the model before unlearning.
-    - `forget_set`, `retain_set`: the items to score.
+    - `forget_set`, `retain_set`: the items to score (the retain set may be empty when only
+      the forget effect matters, as for the forgetting depth).
     - `unlearned`: snapshot of the unlearned weights (taken from `subject` when omitted,
       written into it when given).
     """
@@ -160,13 +162,13 @@ class Reverter:
         subject: Subject,
         original: Snapshot,
         forget_set: Sequence[Item],
-        retain_set: Sequence[Item],
+        retain_set: Sequence[Item] = (),
         *,
         unlearned: Snapshot | None = None,
         batch_size: int = EVAL_BATCH_SIZE,
     ) -> None:
-        if not forget_set or not retain_set:
-            raise ValueError("weight reversion needs a non-empty forget set and retain set")
+        if not forget_set:
+            raise ValueError("weight reversion needs a non-empty forget set")
         self.subject = subject
         self.original_snapshot = original
         if unlearned is None:
@@ -176,7 +178,7 @@ class Reverter:
         self.unlearned_snapshot = unlearned
         self._n_forget = len(forget_set)
         self._batches = list(subject.batches([*forget_set, *retain_set], batch_size))
-        self._cache: dict[tuple, tuple[TokenMetrics, TokenMetrics]] = {}
+        self._cache: dict[tuple, tuple[TokenMetrics, TokenMetrics | None]] = {}
         forget, retain = self._evaluate()
         self.unlearned = ReversionResult("unlearned", forget, retain, 0.0, 0.0)
         self._cache[((), ())] = (forget, retain)
@@ -212,7 +214,7 @@ class Reverter:
                 bar.advance(task)
         return results
 
-    def _patched(self, patch: Patch) -> tuple[TokenMetrics, TokenMetrics]:
+    def _patched(self, patch: Patch) -> tuple[TokenMetrics, TokenMetrics | None]:
         signature = (tuple(sorted(patch.keys)), tuple(sorted(patch.heads)))
         if signature not in self._cache:
             self.subject.restore(self.original_snapshot, patch.keys)
@@ -224,7 +226,7 @@ class Reverter:
                 self.subject.restore(self.unlearned_snapshot, patch.touched)
         return self._cache[signature]
 
-    def _evaluate(self) -> tuple[TokenMetrics, TokenMetrics]:
+    def _evaluate(self) -> tuple[TokenMetrics, TokenMetrics | None]:
         """Forget and retain metrics of the current weights, one pass per stored batch."""
         forget, retain = TokenMetricsAccumulator(), TokenMetricsAccumulator()
         start = 0
@@ -236,7 +238,7 @@ class Reverter:
                     if rows.any():
                         accumulator.update(logits[rows], batch.labels[rows])
                 start += len(batch)
-        return forget.result(), retain.result()
+        return forget.result(), retain.result() if start > self._n_forget else None
 
 
 def default_head_counts(n_heads_total: int) -> list[int]:
@@ -256,6 +258,49 @@ def forgetting_depth(last_k_effects: Sequence[float], restore_fraction: float = 
         if effect >= restore_fraction:
             return k
     return None
+
+
+def bisect_depth(
+    effect: Callable[[int], float], n_layers: int, restore_fraction: float = RESTORE_FRACTION
+) -> int | None:
+    """The smallest k in 1 … `n_layers` with `effect(k) ≥ restore_fraction`, found by bisection
+    (about log2(n_layers) + 1 calls), or None when even `effect(n_layers)` falls short.
+
+    The answer always satisfies effect(k) ≥ `restore_fraction` > effect(k − 1) (effect(0) = 0),
+    so it equals [`forgetting_depth`][unlearn_lens.localize.reversion.forgetting_depth] of the
+    full curve whenever the curve rises with k.
+    """
+    if not effect(n_layers) >= restore_fraction:
+        return None
+    below, above = 0, n_layers
+    while above - below > 1:
+        middle = (below + above) // 2
+        if effect(middle) >= restore_fraction:
+            above = middle
+        else:
+            below = middle
+    return above
+
+
+def search_forgetting_depth(
+    reverter: Reverter,
+    restore_fraction: float = RESTORE_FRACTION,
+    metric: Metric = DEPTH_METRIC,
+) -> tuple[int | None, dict[int, float]]:
+    """The forgetting depth from about log2(L) + 1 last-k reversions instead of the sweep's L.
+
+    Returns the depth and the effects of the k it measured. Exact when reverting more of the
+    last blocks brings back more (the last-k curves of the audits on SmolLM2 all rise with k);
+    use [`reversion_sweep`][unlearn_lens.localize.reversion_sweep] for the whole curve.
+    """
+    measured: dict[int, float] = {}
+
+    def effect(k: int) -> float:
+        if k not in measured:
+            measured[k] = reverter.measure(last_layers_patch(reverter.subject, k)).effect(metric)
+        return measured[k]
+
+    return bisect_depth(effect, reverter.subject.shape.n_layers, restore_fraction), measured
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,8 @@ def summarise_fisher(
     )
 
 
-def _log10_ratio(updated: float, original: float) -> float:
+def log10_ratio(updated: float, original: float) -> float:
+    """`log10(updated / original)`: 0 when equal (zeros included), ±inf when only one is 0."""
     if updated == original:
         return 0.0
     if original == 0.0:
@@ -282,8 +283,8 @@ def compare_fisher(
             f"{type(original).__name__} and {type(updated).__name__}"
         )
     return FisherComparison(
-        log10_mean_ratio=_log10_ratio(updated_summary.mean, original_summary.mean),
-        log10_median_ratio=_log10_ratio(updated_summary.median, original_summary.median),
+        log10_mean_ratio=log10_ratio(updated_summary.mean, original_summary.mean),
+        log10_median_ratio=log10_ratio(updated_summary.median, original_summary.median),
         histogram_tv_distance=_histogram_tv_distance(original_summary, updated_summary),
         ks_statistic=ks,
         original=original_summary,

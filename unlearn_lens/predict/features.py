@@ -1,0 +1,159 @@
+"""Cheap features of an unlearned model that predict what a relearning attack would bring back.
+
+Everything here needs only the original and the unlearned weights and the forget items: one
+forward/backward pass per model, the weight deltas, and a bisection of last-k weight reversions.
+No relearning, which is the expensive part on a large model.
+
+| feature | what it is |
+|---|---|
+| `cka_lower` | mean debiased CKA (original vs unlearned, forget items) over the lower half of the blocks |
+| `cka_upper` | the same over the upper half |
+| `depth_fraction` | forgetting depth / number of blocks (1 + 1/L when no last-k reversion restores enough) |
+| `delta_share_top` | share of the blocks' Σ‖ΔW‖² in the last quarter of the blocks |
+| `delta_relative` | ‖ΔW‖ / ‖W‖ over every weight: the size of the update |
+| `fisher_change` | mean over blocks of log10(mean Fisher unlearned / mean Fisher original) on the forget items |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from unlearn_lens.atomic import json_float
+from unlearn_lens.data.items import Item
+from unlearn_lens.diagnostics.compare import ModelPass, model_pass
+from unlearn_lens.diagnostics.model_fisher import ModelFisher
+from unlearn_lens.localize.deltas import DeltaReport, weight_deltas
+from unlearn_lens.localize.reversion import Reverter, search_forgetting_depth
+from unlearn_lens.metrics.cka import linear_cka
+from unlearn_lens.metrics.fisher import log10_ratio
+from unlearn_lens.models.subject import Snapshot, Subject
+
+FEATURE_NAMES = ("cka_lower", "cka_upper", "depth_fraction", "delta_share_top", "delta_relative", "fisher_change")
+"""The features, in the order a predictor's coefficients use."""
+
+TOP_FRACTION = 0.25
+"""The blocks "near the output": the last quarter (8 of SmolLM2's 30, rounded up)."""
+
+
+@dataclass(frozen=True)
+class ReversibilityFeatures:
+    """The features (`values`, keyed by `FEATURE_NAMES`) and the per-block profiles behind them.
+
+    `cka_forget[ℓ]`, `delta_share[ℓ]` and `fisher_change[ℓ]` are per block ℓ; `depth` is the
+    forgetting depth (None: no last-k reversion restored enough) and `depth_probes` the last-k
+    effects its bisection measured.
+    """
+
+    values: dict[str, float]
+    cka_forget: list[float]
+    delta_share: list[float]
+    fisher_change: list[float]
+    depth: int | None
+    depth_probes: dict[int, float]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.cka_forget)
+
+    def vector(self, names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+        """The named features as a float64 vector."""
+        return np.array([self.values[name] for name in names], dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["depth_probes"] = {str(k): v for k, v in self.depth_probes.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReversibilityFeatures:
+        return cls(
+            values={name: json_float(value) for name, value in data["values"].items()},
+            cka_forget=[json_float(v) for v in data["cka_forget"]],
+            delta_share=[json_float(v) for v in data["delta_share"]],
+            fisher_change=[json_float(v) for v in data["fisher_change"]],
+            depth=None if data["depth"] is None else int(data["depth"]),
+            depth_probes={int(k): json_float(v) for k, v in data["depth_probes"].items()},
+        )
+
+
+def block_fisher_means(fisher: ModelFisher, n_layers: int) -> np.ndarray:
+    """Mean Fisher value of all the linear weights of each block (float64)."""
+    sums, counts = np.zeros(n_layers), np.zeros(n_layers)
+    for key, values in fisher.values.items():
+        layer = fisher.addresses[key][0]
+        if layer is not None:
+            sums[layer] += float(values.double().sum())
+            counts[layer] += values.numel()
+    return np.divide(sums, counts, out=np.full(n_layers, np.nan), where=counts > 0)
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def reversibility_features(
+    original: ModelPass,
+    unlearned: ModelPass,
+    deltas: DeltaReport,
+    depth: int | None,
+    depth_probes: dict[int, float] | None = None,
+) -> ReversibilityFeatures:
+    """The features from the two models' passes over the forget items (with Fisher), the
+    original → unlearned weight deltas and the forgetting depth."""
+    if original.fisher is None or unlearned.fisher is None:
+        raise ValueError("reversibility features need both passes with their Fisher information (fisher=True)")
+    n_layers = deltas.n_layers
+    # Stream ℓ + 1 is the output of block ℓ; stream 0 (the embedding) is not a block.
+    cka = [linear_cka(original.activations[layer + 1], unlearned.activations[layer + 1], debiased=True)
+           for layer in range(n_layers)]
+    fisher_change = [log10_ratio(u, r) for u, r in zip(block_fisher_means(unlearned.fisher, n_layers),
+                                                        block_fisher_means(original.fisher, n_layers))]
+    half = n_layers // 2
+    top = math.ceil(TOP_FRACTION * n_layers)
+    shares = deltas.share_by_layer()
+    block_total = sum(shares)
+    values = {
+        "cka_lower": _mean(cka[:half]),
+        "cka_upper": _mean(cka[half:]),
+        "depth_fraction": (depth if depth is not None else n_layers + 1) / n_layers,
+        "delta_share_top": sum(shares[-top:]) / block_total if block_total > 0 else math.nan,
+        "delta_relative": deltas.total.relative,
+        "fisher_change": _mean(fisher_change),
+    }
+    return ReversibilityFeatures(
+        values=values, cka_forget=cka, delta_share=shares, fisher_change=fisher_change,
+        depth=depth, depth_probes=dict(depth_probes or {}),
+    )
+
+
+def measure_features(
+    subject: Subject,
+    original: Snapshot,
+    forget: Sequence[Item],
+    *,
+    original_pass: ModelPass | None = None,
+    progress: bool = False,
+) -> ReversibilityFeatures:
+    """Measure the features of the unlearned weights `subject` holds against the `original` snapshot.
+
+    `original_pass` (the original model's [`model_pass`][unlearn_lens.diagnostics.compare.model_pass]
+    over `forget`, with Fisher) saves a pass when several unlearned models share one original.
+    `subject` holds its unlearned weights again on return.
+    """
+    unlearned = subject.snapshot()
+    if original_pass is None:
+        subject.restore(original)
+        try:
+            original_pass = model_pass(subject, forget, progress=progress, label="original")
+        finally:
+            subject.restore(unlearned)
+    unlearned_pass = model_pass(subject, forget, progress=progress, label="unlearned")
+    deltas = weight_deltas(subject.specs, original, unlearned)
+    depth, probes = search_forgetting_depth(Reverter(subject, original, forget, unlearned=unlearned))
+    return reversibility_features(original_pass, unlearned_pass, deltas, depth, probes)

@@ -1,0 +1,177 @@
+"""A ridge-regression predictor of relearning recovery from cheap features, and its honest validation.
+
+Features are standardised with the training cells' mean and standard deviation (a missing
+value, NaN, becomes the training mean), then fitted by ridge regression in float64. Validation
+holds out whole groups of cells (a domain, or an objective) and scores predictions only on
+cells the fit never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unlearn_lens.atomic import write_json_atomic
+from unlearn_lens.errors import ConfigError
+from unlearn_lens.localize.summary import spearman
+
+RIDGE_ALPHA = 1.0
+"""Ridge penalty on standardised features: a hundred cells and six correlated features need
+some shrinkage; fixed in advance rather than tuned on the cells that validate it."""
+
+REVERSIBLE_RECOVERY = 0.5
+"""Recovery at which a run is called reversible (the regime threshold, `RegimeThresholds.recovery`)."""
+
+BUILTIN_PREDICTOR = "reversibility.json"
+"""The predictor fitted by `benchmarks/validation.py` on the validation grid, shipped with the package."""
+
+
+@dataclass(frozen=True)
+class ReversibilityPredictor:
+    """Predicted recovery = intercept + Σ coef · (feature − mean) / scale.
+
+    `validation` holds the held-out numbers measured when it was made (see
+    [`validate`][unlearn_lens.predict.model.validate]); `trained_on` says on what.
+    """
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    alpha: float
+    validation: dict[str, Any] = field(default_factory=dict)
+    trained_on: dict[str, Any] = field(default_factory=dict)
+
+    def standardise(self, X: np.ndarray) -> np.ndarray:
+        """Standardised features; NaN becomes 0 (the training mean)."""
+        Z = (np.asarray(X, dtype=np.float64) - np.array(self.mean)) / np.array(self.scale)
+        return np.nan_to_num(Z, nan=0.0)
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """Predicted recovery for each row of `X` (columns in `features` order)."""
+        return self.intercept + self.standardise(np.atleast_2d(X)) @ np.array(self.coef)
+
+    def predict(self, values: Mapping[str, float]) -> float:
+        """Predicted recovery from a mapping of feature name → value."""
+        missing = [name for name in self.features if name not in values]
+        if missing:
+            raise ConfigError(f"the predictor needs the features {', '.join(missing)}")
+        return float(self.predict_matrix(np.array([[values[name] for name in self.features]]))[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features), "mean": list(self.mean), "scale": list(self.scale),
+            "coef": list(self.coef), "intercept": self.intercept, "alpha": self.alpha,
+            "validation": self.validation, "trained_on": self.trained_on,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReversibilityPredictor:
+        return cls(
+            features=tuple(data["features"]), mean=tuple(data["mean"]), scale=tuple(data["scale"]),
+            coef=tuple(data["coef"]), intercept=float(data["intercept"]), alpha=float(data["alpha"]),
+            validation=dict(data.get("validation", {})), trained_on=dict(data.get("trained_on", {})),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReversibilityPredictor:
+        """Read a predictor file; a missing or malformed file is a one-line `ConfigError`."""
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such predictor file") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"{path}: not a reversibility predictor ({type(error).__name__}: {error})") from None
+
+
+def fit_predictor(X: np.ndarray, y: Sequence[float], features: Sequence[str], alpha: float = RIDGE_ALPHA) -> ReversibilityPredictor:
+    """Ridge regression of `y` on the standardised columns of `X` (rows: cells)."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] != len(y) or X.shape[1] != len(features):
+        raise ValueError(f"X must be [cells, {len(features)} features] with one target per cell, got {X.shape} and {len(y)}")
+    if len(y) < 2:
+        raise ValueError("fitting needs at least two cells")
+    mean = np.nanmean(X, axis=0)
+    scale = np.nanstd(X, axis=0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)  # a constant feature contributes nothing
+    Z = np.nan_to_num((X - mean) / scale, nan=0.0)
+    intercept = float(y.mean())
+    coef = np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ (y - intercept))
+    return ReversibilityPredictor(
+        features=tuple(features), mean=tuple(map(float, mean)), scale=tuple(map(float, scale)),
+        coef=tuple(map(float, coef)), intercept=intercept, alpha=alpha,
+    )
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Predictions for every cell from a fit that did not see the cell's group."""
+
+    scheme: str
+    predictions: np.ndarray
+    spearman: float
+    per_group: dict[str, float]
+    mean_abs_error: float
+    reversible_calls_correct: float
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return {
+            "scheme": self.scheme,
+            "spearman": clean(self.spearman),
+            "per_group_spearman": {group: clean(value) for group, value in self.per_group.items()},
+            "mean_abs_error": clean(self.mean_abs_error),
+            "reversible_calls_correct": clean(self.reversible_calls_correct),
+        }
+
+
+def validate(
+    X: np.ndarray, y: Sequence[float], groups: Sequence[str], features: Sequence[str], scheme: str, alpha: float = RIDGE_ALPHA,
+) -> HeldOut:
+    """Leave-one-group-out: fit on every other group, predict the held-out one.
+
+    Reports the Spearman correlation of the pooled held-out predictions with `y`, the same per
+    group, the mean absolute error, and how often the reversible call (recovery ≥ 0.5) is right.
+    """
+    X, y, groups = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64), np.asarray(groups)
+    predictions = np.full(len(y), np.nan)
+    per_group = {}
+    for group in dict.fromkeys(groups.tolist()):
+        held = groups == group
+        if held.all():
+            raise ValueError(f"leave-one-group-out needs at least two groups, got only {group!r}")
+        model = fit_predictor(X[~held], y[~held], features, alpha)
+        predictions[held] = model.predict_matrix(X[held])
+        per_group[str(group)] = spearman(predictions[held], y[held])
+    return HeldOut(
+        scheme=scheme,
+        predictions=predictions,
+        spearman=spearman(predictions, y),
+        per_group=per_group,
+        mean_abs_error=float(np.mean(np.abs(predictions - y))),
+        reversible_calls_correct=float(np.mean((predictions >= REVERSIBLE_RECOVERY) == (y >= REVERSIBLE_RECOVERY))),
+    )
+
+
+def builtin_predictor() -> ReversibilityPredictor:
+    """The predictor fitted on the validation grid of the built-in model (see docs/validation.md)."""
+    resource = files("unlearn_lens.predict") / BUILTIN_PREDICTOR
+    if not resource.is_file():
+        raise ConfigError("the built-in reversibility predictor is missing; run benchmarks/validation.py to fit it")
+    return ReversibilityPredictor.from_dict(json.loads(resource.read_text()))
