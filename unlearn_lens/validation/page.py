@@ -1,0 +1,343 @@
+"""The validation page: per-cell tables, the study's claims checked against them, the predictor's
+held-out numbers, and the figures (PNG) — written from cached cells, so it is cheap to regenerate."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unlearn_lens.atomic import write_bytes_atomic
+from unlearn_lens.localize.summary import SHALLOW_FRACTION, shallow_limit
+from unlearn_lens.predict.features import FEATURE_NAMES, TOP_FRACTION
+from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
+from unlearn_lens.report.figures import new_figure, save_figure
+from unlearn_lens.validation.fitting import PredictorFit, forgotten
+from unlearn_lens.validation.grid import CellResult, GridSettings
+
+CKA_INTACT = 0.95
+"""Mean lower-half debiased CKA at or above which representations count as intact."""
+
+MAJORITY = 2 / 3
+"""Share of cells a claim's pattern must hold in to count as holding (half of them: "partly")."""
+
+DEPENDENCE = 0.25
+"""A factor matters when the reversible share differs by this much between two of its levels."""
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _share(cells: Sequence[CellResult], test: Callable[[CellResult], bool]) -> float:
+    return sum(map(test, cells)) / len(cells) if cells else math.nan
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _cka_lower(r: CellResult) -> float:
+    return r.features["values"]["cka_lower"]
+
+
+def _reversible(r: CellResult) -> bool:
+    return bool(r.regime["reversible"])
+
+
+def _depth(r: CellResult) -> int | None:
+    return r.features["depth"]
+
+
+def _n_layers(r: CellResult) -> int:
+    return len(r.features["cka_forget"])
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One of the study's claims, the verdict on this model and the numbers behind it."""
+
+    text: str
+    verdict: str
+    evidence: str
+
+
+def _verdict(share: float) -> str:
+    if math.isnan(share):
+        return "untested"
+    return "holds" if share >= MAJORITY else "partly holds" if share >= 0.5 else "does not hold"
+
+
+def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[Claim]:
+    """Each claim of the study, judged by a rule stated in its evidence."""
+    gentle, aggressive = min(settings.lrs), max(settings.lrs)
+    done = forgotten(results)
+    claims = []
+
+    cells = [r for r in done if r.cell.lr == gentle and r.cell.protocol == "single"]
+    n_all = sum(1 for r in results if r.cell.lr == gentle and r.cell.protocol == "single")
+    pattern = _share(cells, lambda r: _reversible(r) and _cka_lower(r) >= CKA_INTACT)
+    claims.append(Claim(
+        "Gentle settings give token-level collapse with intact representations, and are reversible.",
+        _verdict(pattern),
+        f"lr {gentle:g}, single request: {len(cells)} of {n_all} cells forgot; of those {_pct(_share(cells, _reversible))} "
+        f"are reversible, mean lower-half CKA {_fmt(_mean([_cka_lower(r) for r in cells]), 3)}, and "
+        f"{_pct(pattern)} show both (reversible and CKA ≥ {CKA_INTACT}); {_pct(_share(cells, lambda r: r.regime['catastrophic']))} "
+        f"are catastrophic. Rule: holds if at least {_pct(MAJORITY)} of the forgotten cells show the pattern.",
+    ))
+
+    harsh = [r for r in done if r.cell.lr == aggressive or r.cell.protocol == "continual"]
+    gentle_cka = _mean([_cka_lower(r) for r in cells])
+    harsh_cka = _mean([_cka_lower(r) for r in harsh])
+    pattern = _share(harsh, lambda r: not _reversible(r) and r.regime["catastrophic"])
+    damage = harsh_cka < gentle_cka - 0.01
+    claims.append(Claim(
+        "Aggressive or continual settings cause deeper representational damage and failed recovery "
+        "(irreversible, usually catastrophic).",
+        _verdict(pattern) if damage else "does not hold" if pattern < 0.5 else "partly holds",
+        f"lr {aggressive:g} or continual requests: {len(harsh)} forgotten cells; {_pct(_share(harsh, lambda r: not _reversible(r)))} "
+        f"irreversible, {_pct(_share(harsh, lambda r: r.regime['catastrophic']))} catastrophic, {_pct(pattern)} both; mean "
+        f"lower-half CKA {_fmt(harsh_cka, 3)} against {_fmt(gentle_cka, 3)} at the gentle setting. Rule: holds if at least "
+        f"{_pct(MAJORITY)} are irreversible and catastrophic and the lower-half CKA is lower by more than 0.01.",
+    ))
+
+    depths = [_depth(r) for r in done]
+    shallow = _share(done, lambda r: _depth(r) is not None and _depth(r) <= shallow_limit(_n_layers(r)))
+    n_layers = _n_layers(done[0]) if done else 0
+    top = math.ceil(TOP_FRACTION * n_layers)
+    claims.append(Claim(
+        "Shallow weight perturbations near the output concentrate the forget effect.",
+        _verdict(shallow),
+        f"{_pct(shallow)} of {len(done)} forgotten cells have a forgetting depth ≤ {shallow_limit(n_layers)} of {n_layers} "
+        f"blocks (reverting the last {round(100 * SHALLOW_FRACTION)} % restores 80 % of the forget NLL); median depth "
+        f"{_fmt(float(np.median([d if d is not None else n_layers + 1 for d in depths])) if depths else math.nan, 0)}; "
+        f"the last {top} blocks carry {_pct(_mean([r.features['values']['delta_share_top'] for r in done]))} of the "
+        f"update's Σ‖ΔW‖² (their uniform share would be {_pct(top / n_layers if n_layers else math.nan)}). "
+        f"Rule: holds if at least {_pct(MAJORITY)} of the forgotten cells are shallow.",
+    ))
+
+    spreads = []
+    for factor, key in (("domain", lambda r: r.cell.domain), ("learning rate", lambda r: f"{r.cell.lr:g}"),
+                        ("protocol", lambda r: r.cell.protocol), ("objective", lambda r: r.cell.method)):
+        levels = {}
+        for r in done:
+            levels.setdefault(key(r), []).append(r)
+        shares = {level: _share(cells_, _reversible) for level, cells_ in levels.items()}
+        spread = max(shares.values()) - min(shares.values()) if shares else math.nan
+        spreads.append((factor, spread, ", ".join(f"{level} {_pct(share)}" for level, share in shares.items())))
+    depends = [factor for factor, spread, _ in spreads if spread >= DEPENDENCE]
+    claims.append(Claim(
+        "Reversibility depends on the domain and the hyperparameters.",
+        "holds" if {"domain"} & set(depends) and {"learning rate", "protocol"} & set(depends)
+        else "partly holds" if depends else "does not hold",
+        "Reversible share of the forgotten cells by " + "; by ".join(f"{f}: {levels} (spread {_pct(s)})" for f, s, levels in spreads)
+        + f". Rule: a factor matters when the spread is at least {_pct(DEPENDENCE)}; holds if the domain and the learning rate "
+        "or protocol both matter.",
+    ))
+    return claims
+
+
+def _pct(fraction: float) -> str:
+    return "–" if math.isnan(fraction) else f"{round(100 * fraction)} %"
+
+
+def _trio(r: CellResult, split: str) -> str:
+    return f"{r.original[split].accuracy:.2f}→{r.unlearned[split].accuracy:.2f}→{r.relearned[split].accuracy:.2f}"
+
+
+def _cell_table(results: Sequence[CellResult]) -> list[str]:
+    lines = [
+        "| objective | lr | protocol | forget o→u→r | retain o→u→r | recovery | control gain | depth | CKA lower | regime |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        depth = _depth(r)
+        lines.append(
+            f"| {r.cell.method} | {r.cell.lr:g} | {r.cell.protocol} | {_trio(r, 'forget')} | {_trio(r, 'retain')} | "
+            f"{_fmt(r.recovery)} | {_fmt(r.control_gain)} | {depth if depth is not None else '>' + str(_n_layers(r))} | "
+            f"{_fmt(_cka_lower(r), 3)} | {r.regime['label']} |"
+        )
+    return lines
+
+
+def _regime_counts(results: Sequence[CellResult], settings: GridSettings) -> list[str]:
+    labels = sorted({r.regime["label"] for r in results})
+    lines = ["| lr | protocol | " + " | ".join(labels) + " | mean recovery |", "|---|---|" + "---|" * (len(labels) + 1)]
+    for protocol in settings.protocols:
+        for lr in settings.lrs:
+            cells = [r for r in results if r.cell.lr == lr and r.cell.protocol == protocol]
+            counts = " | ".join(str(sum(r.regime["label"] == label for r in cells)) for label in labels)
+            lines.append(f"| {lr:g} | {protocol} | {counts} | {_fmt(_mean([r.recovery for r in forgotten(cells)]))} |")
+    return lines
+
+
+def _figure_recovery(results: Sequence[CellResult], settings: GridSettings, path: Path) -> Path:
+    columns = [(lr, protocol) for protocol in settings.protocols for lr in settings.lrs]
+    figure, axes = new_figure(4.2 * len(settings.domains), 3.6, 1, len(settings.domains))
+    for ax, domain in zip(axes, settings.domains):
+        grid = np.full((len(settings.methods), len(columns)), np.nan)
+        for r in results:
+            if r.cell.domain == domain and r.recovery is not None and r.regime["reversible"] is not None:
+                grid[settings.methods.index(r.cell.method), columns.index((r.cell.lr, r.cell.protocol))] = r.recovery
+        image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(columns)), [f"{lr:g}\n{p}" for lr, p in columns], fontsize="x-small")
+        ax.set_yticks(range(len(settings.methods)), settings.methods, fontsize="small")
+        ax.set_title(f"{domain}: relearning recovery (blank: not forgotten)", fontsize="small")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="recovery")
+    return save_figure(figure, path)
+
+
+def _figure_cka(results: Sequence[CellResult], settings: GridSettings, path: Path) -> Path:
+    figure, (ax,) = new_figure(6.4, 4.2)
+    colours = ["#2ca02c", "#ff7f0e", "#d62728", "#9467bd", "#8c564b"]
+    for i, lr in enumerate(settings.lrs):
+        for protocol, marker in (("single", "o"), ("continual", "^")):
+            cells = [r for r in forgotten(results) if r.cell.lr == lr and r.cell.protocol == protocol]
+            ax.scatter([_cka_lower(r) for r in cells], [r.recovery for r in cells], color=colours[i % len(colours)],
+                       marker=marker, s=18, label=f"lr {lr:g}, {protocol}")
+    ax.axhline(REVERSIBLE_RECOVERY, color="grey", linewidth=0.5)
+    ax.set_xlabel("mean debiased CKA, lower half of the blocks (forget items)")
+    ax.set_ylabel("relearning recovery")
+    ax.set_title("Representation change vs recovery (forgotten cells)")
+    ax.legend(fontsize="x-small")
+    return save_figure(figure, path)
+
+
+def _figure_prediction(fit: PredictorFit, path: Path) -> Path:
+    figure, axes = new_figure(9.6, 4.0, 1, 2)
+    measured = [r.recovery for r in fit.cells]
+    for ax, held in zip(axes, (fit.by_domain, fit.by_method)):
+        ax.scatter(held.predictions, measured, s=14, color="#1f77b4")
+        low = min(min(measured), float(np.min(held.predictions)))
+        high = max(max(measured), float(np.max(held.predictions)))
+        ax.plot([low, high], [low, high], color="grey", linewidth=0.5)
+        ax.set_xlabel("predicted recovery (held out)")
+        ax.set_ylabel("measured recovery")
+        ax.set_title(f"{held.scheme}: Spearman {_fmt(held.spearman)}", fontsize="small")
+    return save_figure(figure, path)
+
+
+def _figure_depth(results: Sequence[CellResult], path: Path) -> Path:
+    done = forgotten(results)
+    figure, (ax,) = new_figure(6.4, 3.6)
+    n_layers = _n_layers(done[0])
+    depths = [d if (d := _depth(r)) is not None else n_layers + 1 for r in done]
+    ax.hist(depths, bins=np.arange(0.5, n_layers + 2.5), color="#1f77b4")
+    ax.axvline(shallow_limit(n_layers) + 0.5, color="#d62728", linewidth=1, label="shallow limit")
+    ax.set_xlabel(f"forgetting depth (last k of {n_layers} blocks reverted; {n_layers + 1} = none suffices)")
+    ax.set_ylabel("forgotten cells")
+    ax.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def write_page(
+    results: Sequence[CellResult],
+    fit: PredictorFit,
+    settings: GridSettings,
+    *,
+    page: str | Path,
+    figure_dir: str | Path,
+    command: str,
+    runtime_seconds: float,
+) -> list[Path]:
+    """Write the markdown page and its figures; returns the paths written."""
+    page, figure_dir = Path(page), Path(figure_dir)
+    figures = {
+        "recovery": _figure_recovery(results, settings, figure_dir / "recovery.png"),
+        "cka": _figure_cka(results, settings, figure_dir / "cka_vs_recovery.png"),
+        "depth": _figure_depth(results, figure_dir / "depth.png"),
+        "prediction": _figure_prediction(fit, figure_dir / "prediction.png"),
+    }
+    link = {name: Path(os.path.relpath(path, page.parent)).as_posix() for name, path in figures.items()}
+    done = forgotten(results)
+    n_layers = _n_layers(results[0])
+    lines = [
+        "# Validation: does the tool reproduce the reversibility findings on a real model?",
+        "",
+        "Regenerate this page (finished cells are cached in `runs/validation`, so an interrupted run resumes):",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"**{len(results)} cells**, total compute {runtime_seconds / 60:.1f} min on this machine "
+        f"({_fmt(_mean([r.seconds['total'] for r in results]), 1)} s per cell on average); seed {settings.seed} everywhere.",
+        "",
+        "## Set-up",
+        "",
+        f"- Model: the built-in SmolLM2-135M-Instruct ({n_layers} blocks), raw weights, CPU, float32.",
+        f"- Data: the first {settings.n_items} items of each built-in split (forget, retain, control) of the domains "
+        f"{', '.join(settings.domains)}; every forget and retain item is known to the model, no control item is.",
+        f"- Objectives: {', '.join(settings.methods)}; learning rates {', '.join(f'{lr:g}' for lr in settings.lrs)} "
+        f"(AdamW, gradient clipping 1.0, batch {settings.batch_size}).",
+        f"- Protocols: *single* = one request of {settings.steps} steps; *continual* = {settings.continual_requests} requests "
+        f"of {settings.n_items // settings.continual_requests} items, {settings.steps} steps each.",
+        f"- Relearning attack: {settings.relearn_steps} steps at lr {settings.relearn_lr:g} on the forget set; the *control* "
+        "spends the same budget on the novel control items, from the same unlearned weights.",
+        "- Accuracies are token accuracies on the answer tokens, original → unlearned → relearned. Recovery = "
+        "(relearned − unlearned) / (original − unlearned) on the forget set. Depth = smallest k whose last-k weight "
+        "reversion restores 80 % of the forget NLL (found by bisection). CKA lower = mean debiased CKA, original vs "
+        f"unlearned, over blocks 0–{n_layers // 2 - 1}, forget items, masked-mean pooling.",
+        "- Regimes as in [the concepts page](concepts/regimes.md): *not forgotten* when forget accuracy fell by less than half.",
+        "",
+        "## The study's claims on this model",
+        "",
+        "| claim | on SmolLM2-135M | evidence |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c.text} | **{c.verdict}** | {c.evidence} |" for c in check_claims(results, settings)]
+    lines += [
+        "",
+        "## Regimes by setting",
+        "",
+        *_regime_counts(results, settings),
+        "",
+        f"![Recovery by objective and setting]({link['recovery']})",
+        "",
+        f"![Lower-half CKA against recovery]({link['cka']})",
+        "",
+        f"![Forgetting depth]({link['depth']})",
+        "",
+        "## Predicting reversibility without the attack",
+        "",
+        "A ridge regression (features standardised, α = "
+        f"{fit.predictor.alpha:g}) of the measured recovery on features that cost one forward/backward pass per model, "
+        "the weight deltas and about six last-k reversions — no relearning:",
+        "",
+        "| feature | Spearman with recovery (raw, no fit) | coefficient (per s.d.) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{name}` | {_fmt(fit.baselines[name])} | {_fmt(coef, 3)} |"
+              for name, coef in zip(FEATURE_NAMES, fit.predictor.coef)]
+    lines += [
+        "",
+        f"Fitted on the {len(done)} forgotten cells; validated on held-out cells only:",
+        "",
+        "| held out | Spearman (held-out predictions vs measured) | per group | mean abs. error | reversible call right |",
+        "|---|---|---|---|---|",
+    ]
+    for held in (fit.by_domain, fit.by_method):
+        groups = ", ".join(f"{group} {_fmt(value)}" for group, value in held.per_group.items())
+        lines.append(f"| {held.scheme} | **{_fmt(held.spearman)}** | {groups} | {_fmt(held.mean_abs_error)} | "
+                     f"{_pct(held.reversible_calls_correct)} |")
+    lines += [
+        "",
+        f"![Held-out predictions]({link['prediction']})",
+        "",
+        "The fitted predictor ships with the package and is what "
+        "`unlearn-lens compare ORIGINAL UNLEARNED --data FORGET.jsonl --predict-reversibility` uses; it prints these "
+        "validation numbers beside its prediction. It was fitted on this model, these item sets and this relearning "
+        "budget: on another model, read its ranking rather than its absolute value.",
+        "",
+        "## Every cell",
+        "",
+    ]
+    for domain in settings.domains:
+        lines += [f"### {domain}", "", *_cell_table([r for r in results if r.cell.domain == domain]), ""]
+    write_bytes_atomic(page, "\n".join(lines).encode())
+    return [page, *figures.values()]
