@@ -240,3 +240,34 @@ def test_builtin_model_against_a_perturbed_copy(smollm_tl):
     assert comparison.layers[-1].cka_debiased < 1.0
     assert comparison.reference_metrics.exact_match >= 0.75
     assert comparison.fisher_by_layer()[29].log10_mean_ratio != 0.0
+
+
+def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_path, capsys):
+    from unlearn_lens.predict.features import FEATURE_NAMES
+    from unlearn_lens.predict.model import ReversibilityPredictor
+
+    predictor = ReversibilityPredictor(
+        features=FEATURE_NAMES, mean=(0.9, 0.9, 0.5, 0.25, 1e-4, 0.0), scale=(0.1, 0.1, 0.3, 0.1, 1e-4, 0.5),
+        coef=(0.2, 0.1, -0.1, 0.0, 0.0, 0.05), intercept=0.4, alpha=1.0,
+        validation={"n_cells": 7, "by_domain": {"scheme": "leave one domain out", "spearman": 0.61, "mean_abs_error": 0.2,
+                                                "reversible_calls_correct": 0.8},
+                    "by_method": {"scheme": "leave one objective out", "spearman": 0.55, "mean_abs_error": 0.25,
+                                  "reversible_calls_correct": 0.7}},
+        trained_on={"model": "test", "cells": 7},
+    )
+    path = predictor.save(tmp_path / "predictor.json")
+    out = tmp_path / "run"
+    code, stdout, _ = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
+                           "--predict-reversibility", "--predictor", path, "--out", out)
+    assert code == 0
+    written = json.loads((out / "reversibility.json").read_text())
+    assert written["predicted_recovery"] == pytest.approx(predictor.predict(written["features"]["values"]))
+    # Only the last block was perturbed: reverting the last block restores everything.
+    assert written["features"]["depth"] == 1
+    text = " ".join(stdout.split())  # rich wraps long lines at the console width
+    assert f"predicted relearning recovery {written['predicted_recovery']:.2f}" in text
+    assert "leave one domain out: Spearman 0.61" in text and "validated on 7 held-out cells" in text
+    (tmp_path / "broken.json").write_text("{")
+    code, _, stderr = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
+                           "--predict-reversibility", "--predictor", tmp_path / "broken.json")
+    assert code == 2 and "broken.json: not a reversibility predictor" in stderr and len(stderr.strip().splitlines()) == 1

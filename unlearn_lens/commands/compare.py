@@ -1,7 +1,9 @@
 """`unlearn-lens compare REFERENCE UPDATED --data FILE`: diagnostics between two checkpoints.
 
 Prints a per-layer table and the token metrics of both models; with `--out DIR`, also writes
-`comparison.json` and PNG figures there. Everything is computed before anything is written, and
+`comparison.json` and PNG figures there. `--predict-reversibility` adds the cheap features of the
+updated (unlearned) model and the predicted relearning recovery, with the predictor's held-out
+validation numbers. Everything is computed before anything is written, and
 the files are written into a staging directory that replaces its target only when complete, so
 a failed run leaves no output behind.
 """
@@ -13,7 +15,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -24,10 +26,15 @@ from unlearn_lens.evaluation import EVAL_BATCH_SIZE
 from unlearn_lens.models import BACKENDS
 
 if TYPE_CHECKING:
+    from unlearn_lens.data.items import Item
     from unlearn_lens.diagnostics.compare import Comparison
+    from unlearn_lens.models.subject import Subject
+    from unlearn_lens.predict.model import ReversibilityPredictor
 
 COMPARISON_FILE = "comparison.json"
 """The results file in `--out`; its presence marks a finished comparison."""
+PREDICTION_FILE = "reversibility.json"
+"""The features and predicted recovery in `--out`, with `--predict-reversibility`."""
 
 console = Console()
 
@@ -50,14 +57,22 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help=f"items per forward pass (default {EVAL_BATCH_SIZE})")
     parser.add_argument("--no-fisher", action="store_true", help="skip the Fisher information (no backward passes)")
     parser.add_argument("--fisher-components", action="store_true", help="compare the Fisher information per component (q, k, v, o, MLP) too")
+    parser.add_argument(
+        "--predict-reversibility", action="store_true",
+        help="treat REFERENCE as the original and UPDATED as the unlearned model, --data as the forget set, and predict "
+        "how much a relearning attack would bring back, without running it",
+    )
+    parser.add_argument("--predictor", type=Path, default=None, metavar="FILE",
+                        help="a predictor fitted by benchmarks/validation.py (default: the one shipped, fitted on SmolLM2-135M)")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write comparison.json and PNG figures here")
     parser.add_argument("--force", action="store_true", help="overwrite an existing comparison in --out")
     parser.set_defaults(handler=run)
     return parser
 
 
-def write_outputs(comparison: Comparison, out: Path) -> list[Path]:
-    """Write `comparison.json` and the figures into `out`, atomically as a whole.
+def write_outputs(comparison: Comparison, out: Path, prediction: dict[str, Any] | None = None) -> list[Path]:
+    """Write `comparison.json`, the figures and (when given) `reversibility.json` into `out`,
+    atomically as a whole.
 
     They are written into a staging directory beside `out`; a new `out` is that directory
     renamed, an existing one receives the files one by one (`comparison.json` last).
@@ -70,6 +85,9 @@ def write_outputs(comparison: Comparison, out: Path) -> list[Path]:
     staging.mkdir()  # not tempfile.mkdtemp: the directory becomes `out`, so it gets the umask's mode, not 0700
     try:
         names = [path.name for path in write_comparison_figures(comparison, staging)]
+        if prediction is not None:
+            write_json_atomic(staging / PREDICTION_FILE, prediction)
+            names.append(PREDICTION_FILE)
         write_json_atomic(staging / COMPARISON_FILE, comparison.to_dict())
         names.append(COMPARISON_FILE)
         if out.exists():
@@ -94,6 +112,7 @@ def run(args: argparse.Namespace) -> None:
         check_out_dir(args.out, args.force, (COMPARISON_FILE,))
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    predictor = _predictor(args) if args.predict_reversibility else None
     items = load_items(args.data)
     options = {"backend": args.backend, "device": args.device, "device_map": args.device_map}
     reference = load(args.reference, **options)
@@ -103,6 +122,28 @@ def run(args: argparse.Namespace) -> None:
         fisher=not args.no_fisher, fisher_components=args.fisher_components, progress=True,
     )
     print_comparison(console, comparison)
+    prediction = _predict(reference, updated, items, predictor) if predictor is not None else None
     if args.out is not None:
-        written = write_outputs(comparison, args.out)
+        written = write_outputs(comparison, args.out, prediction)
         console.print(f"wrote {', '.join(path.name for path in written)} to {args.out}")
+
+
+def _predictor(args: argparse.Namespace) -> ReversibilityPredictor:
+    """The predictor to use, read before any model loads so a bad file fails at once."""
+    from unlearn_lens.predict.model import ReversibilityPredictor, builtin_predictor
+
+    if args.predictor is None:
+        return builtin_predictor()
+    return ReversibilityPredictor.load(args.predictor)
+
+
+def _predict(reference: Subject, updated: Subject, items: list[Item], predictor: ReversibilityPredictor) -> dict[str, Any]:
+    """Measure the cheap features of `updated` against `reference` on the forget items, print the
+    prediction, and return what `reversibility.json` holds."""
+    from unlearn_lens.predict.features import measure_features
+    from unlearn_lens.report.prediction_table import print_prediction
+
+    features = measure_features(updated, reference.snapshot(), items, progress=True)
+    predicted = predictor.predict(features.values)
+    print_prediction(console, features, predictor, predicted)
+    return {"predicted_recovery": predicted, "features": features.to_dict(), "predictor": predictor.to_dict()}

@@ -1,0 +1,48 @@
+"""Rich rendering of a reversibility prediction, with the held-out validation it was judged by."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from unlearn_lens.predict.features import ReversibilityFeatures
+from unlearn_lens.predict.model import REVERSIBLE_RECOVERY, ReversibilityPredictor
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def print_prediction(console: Console, features: ReversibilityFeatures, predictor: ReversibilityPredictor, predicted: float) -> None:
+    """The features with their contribution, the predicted recovery and call, then the validation numbers."""
+    table = Table(title="Reversibility without the attack: cheap features", title_justify="left")
+    table.add_column("feature")
+    table.add_column("value", justify="right")
+    table.add_column("training mean", justify="right")
+    table.add_column("contribution", justify="right")
+    contributions = predictor.standardise([[features.values[name] for name in predictor.features]])[0] * predictor.coef
+    for name, mean, contribution in zip(predictor.features, predictor.mean, contributions):
+        table.add_row(name, _number(features.values[name], 4), _number(mean, 4), f"{contribution:+.3f}")
+    console.print(table)
+    call = "reversible" if predicted >= REVERSIBLE_RECOVERY else "irreversible"
+    depth = f"{features.depth} of {features.n_layers}" if features.depth is not None else f"more than {features.n_layers}"
+    console.print(
+        f"[bold]predicted relearning recovery {predicted:.2f}[/] → {call} (threshold {REVERSIBLE_RECOVERY}); "
+        f"forgetting depth {depth} blocks"
+    )
+    validation = predictor.validation
+    if validation:
+        lines = []
+        for key in ("by_domain", "by_method"):
+            held = validation[key]
+            lines.append(f"{held['scheme']}: Spearman {_number(held['spearman'], 2)}, mean abs. error "
+                         f"{_number(held['mean_abs_error'], 2)}, reversible call right {_number(100 * held['reversible_calls_correct'], 0)} %")
+        trained = predictor.trained_on
+        console.print(
+            f"validated on {validation['n_cells']} held-out cells of {trained.get('model', 'its')} grid "
+            f"(docs/validation.md) — " + "; ".join(lines)
+        )
+        console.print("[dim]fitted on one model, its item sets and one relearning budget: on another model, trust the ranking "
+                      "more than the value[/]")
