@@ -267,6 +267,12 @@ def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_p
     text = " ".join(stdout.split())  # rich wraps long lines at the console width
     assert f"predicted relearning recovery {written['predicted_recovery']:.2f}" in text
     assert "leave one domain out: Spearman 0.61" in text and "validated on 7 held-out cells" in text
+    code, _, _ = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
+                      "--out", out, "--force", "--no-fisher")
+    assert code == 0 and not (out / "reversibility.json").exists()  # no stale prediction beside a new comparison
+    code, _, stderr = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
+                           "--predictor", path)
+    assert code == 2 and "--predictor is used only with --predict-reversibility" in stderr
     (tmp_path / "broken.json").write_text("{")
     code, _, stderr = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
                            "--predict-reversibility", "--predictor", tmp_path / "broken.json")

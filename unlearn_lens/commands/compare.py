@@ -93,6 +93,8 @@ def write_outputs(comparison: Comparison, out: Path, prediction: dict[str, Any] 
         if out.exists():
             for name in names:
                 os.replace(staging / name, out / name)
+            if prediction is None:  # a forced rerun without prediction must not leave an old one beside it
+                (out / PREDICTION_FILE).unlink(missing_ok=True)
         else:
             staging.rename(out)
     finally:
@@ -112,6 +114,8 @@ def run(args: argparse.Namespace) -> None:
         check_out_dir(args.out, args.force, (COMPARISON_FILE,))
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.predictor is not None and not args.predict_reversibility:
+        raise ConfigError("--predictor is used only with --predict-reversibility")
     predictor = _predictor(args) if args.predict_reversibility else None
     items = load_items(args.data)
     options = {"backend": args.backend, "device": args.device, "device_map": args.device_map}
