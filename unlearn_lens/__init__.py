@@ -28,10 +28,12 @@ from unlearn_lens.models import (
     tiny_tokenizer,
     wrap,
 )
+from unlearn_lens.predict import ReversibilityFeatures, ReversibilityPredictor, builtin_predictor, measure_features
 from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict, classify_regime
 from unlearn_lens.study.audit import audit
 from unlearn_lens.study.config import StudyConfig, load_config
 from unlearn_lens.study.results import AuditResults, MethodResults
+from unlearn_lens.validation import GridSettings, run_grid
 from unlearn_lens.unlearn import (
     ObjectiveConfig,
     RelearnResult,
@@ -47,15 +49,16 @@ from unlearn_lens.unlearn import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditResults",
     "BUILTIN_DOMAINS",
     "BUILTIN_MODELS",
-    "DEFAULT_MODEL",
-    "AuditResults",
     "BuiltinSets",
     "Comparison",
     "ConfigError",
+    "DEFAULT_MODEL",
     "DataError",
     "DeltaTracker",
+    "GridSettings",
     "Item",
     "LocalizationSummary",
     "MethodResults",
@@ -64,6 +67,8 @@ __all__ = [
     "RegimeThresholds",
     "RegimeVerdict",
     "RelearnResult",
+    "ReversibilityFeatures",
+    "ReversibilityPredictor",
     "ReversionSweep",
     "RunOutput",
     "Snapshot",
@@ -77,6 +82,7 @@ __all__ = [
     "__version__",
     "audit",
     "builtin",
+    "builtin_predictor",
     "classify_regime",
     "collect_activations",
     "compare",
@@ -89,9 +95,11 @@ __all__ = [
     "load_config",
     "load_items",
     "logit_lens",
+    "measure_features",
     "model_fisher",
     "relearn",
     "reversion_sweep",
+    "run_grid",
     "save_checkpoint",
     "summarise_localization",
     "tiny_gpt2",
