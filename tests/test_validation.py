@@ -147,3 +147,15 @@ def test_page_and_figures_are_written(tmp_path):
     assert "leave one domain out" in text and "![Held-out predictions](figures/prediction.png)" in text
     for path in written[1:]:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_grid_too_small_to_validate_gets_a_page_without_a_predictor(tmp_path):
+    settings = GridSettings(domains=("math",), methods=("npo",), lrs=(2e-5,), protocols=("single",))
+    results = _synthetic_grid(settings)
+    with pytest.raises(ValueError, match="at least two domains"):
+        train_predictor(results, settings)
+    written = write_page(results, None, settings, page=tmp_path / "mine.md", figure_dir=tmp_path / "figures",
+                         command="python benchmarks/validation.py --methods npo", runtime_seconds=1.0)
+    text = written[0].read_text()
+    assert "Not fitted: held-out validation needs" in text and "| npo | 2e-05 | single |" in text
+    assert not (tmp_path / "figures" / "prediction.png").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from unlearn_lens.atomic import write_bytes_atomic
-from unlearn_lens.localize.summary import SHALLOW_FRACTION, shallow_limit
+from unlearn_lens.localize.summary import SHALLOW_FRACTION, shallow_limit, spearman
 from unlearn_lens.predict.features import FEATURE_NAMES, TOP_FRACTION
 from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
 from unlearn_lens.report.figures import new_figure, save_figure
@@ -235,9 +235,48 @@ def _figure_depth(results: Sequence[CellResult], path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
+    lines = ["## Predicting reversibility without the attack", ""]
+    if fit is None:
+        return [*lines, "Not fitted: held-out validation needs forgotten cells from at least two domains and two objectives.", ""]
+    lr_rank = spearman([r.cell.lr for r in fit.cells], [r.recovery for r in fit.cells])
+    lines += [
+        f"A ridge regression (features standardised, α = {fit.predictor.alpha:g}) of the measured recovery on features "
+        "that cost one forward/backward pass per model, the weight deltas and about six last-k reversions — no relearning:",
+        "",
+        "| feature | Spearman with recovery (raw, no fit) | coefficient (per s.d.) |",
+        "|---|---|---|",
+        *(f"| `{name}` | {_fmt(fit.baselines[name])} | {_fmt(coef, 3)} |" for name, coef in zip(FEATURE_NAMES, fit.predictor.coef)),
+        "",
+        f"For comparison, the unlearning learning rate alone (a setting, not a measurement) has Spearman {_fmt(lr_rank)} "
+        "with recovery on the same cells.",
+        "",
+        f"Fitted on the {len(fit.cells)} forgotten cells; validated on held-out cells only (each group's cells are "
+        "predicted by a fit on the other groups):",
+        "",
+        "| held out | Spearman (held-out predictions vs measured) | per group | mean abs. error | reversible call right |",
+        "|---|---|---|---|---|",
+    ]
+    for held in (fit.by_domain, fit.by_method):
+        groups = ", ".join(f"{group} {_fmt(value)}" for group, value in held.per_group.items())
+        lines.append(f"| {held.scheme} | **{_fmt(held.spearman)}** | {groups} | {_fmt(held.mean_abs_error)} | "
+                     f"{_pct(held.reversible_calls_correct)} |")
+    return [
+        *lines,
+        "",
+        f"![Held-out predictions]({link})",
+        "",
+        "The fitted predictor ships with the package and is what "
+        "`unlearn-lens compare ORIGINAL UNLEARNED --data FORGET.jsonl --predict-reversibility` uses; it prints these "
+        "validation numbers beside its prediction. It was fitted on this model, these item sets and this relearning "
+        "budget: on another model, read its ranking rather than its absolute value.",
+        "",
+    ]
+
+
 def write_page(
     results: Sequence[CellResult],
-    fit: PredictorFit,
+    fit: PredictorFit | None,
     settings: GridSettings,
     *,
     page: str | Path,
@@ -245,16 +284,17 @@ def write_page(
     command: str,
     runtime_seconds: float,
 ) -> list[Path]:
-    """Write the markdown page and its figures; returns the paths written."""
+    """Write the markdown page and its figures (without a predictor section when `fit` is None);
+    returns the paths written."""
     page, figure_dir = Path(page), Path(figure_dir)
     figures = {
         "recovery": _figure_recovery(results, settings, figure_dir / "recovery.png"),
         "cka": _figure_cka(results, settings, figure_dir / "cka_vs_recovery.png"),
         "depth": _figure_depth(results, figure_dir / "depth.png"),
-        "prediction": _figure_prediction(fit, figure_dir / "prediction.png"),
     }
+    if fit is not None:
+        figures["prediction"] = _figure_prediction(fit, figure_dir / "prediction.png")
     link = {name: Path(os.path.relpath(path, page.parent)).as_posix() for name, path in figures.items()}
-    done = forgotten(results)
     n_layers = _n_layers(results[0])
     lines = [
         "# Validation: does the tool reproduce the reversibility findings on a real model?",
@@ -303,37 +343,9 @@ def write_page(
         "",
         f"![Forgetting depth]({link['depth']})",
         "",
-        "## Predicting reversibility without the attack",
-        "",
-        "A ridge regression (features standardised, α = "
-        f"{fit.predictor.alpha:g}) of the measured recovery on features that cost one forward/backward pass per model, "
-        "the weight deltas and about six last-k reversions — no relearning:",
-        "",
-        "| feature | Spearman with recovery (raw, no fit) | coefficient (per s.d.) |",
-        "|---|---|---|",
     ]
-    lines += [f"| `{name}` | {_fmt(fit.baselines[name])} | {_fmt(coef, 3)} |"
-              for name, coef in zip(FEATURE_NAMES, fit.predictor.coef)]
+    lines += _predictor_section(fit, link.get("prediction"))
     lines += [
-        "",
-        f"Fitted on the {len(done)} forgotten cells; validated on held-out cells only:",
-        "",
-        "| held out | Spearman (held-out predictions vs measured) | per group | mean abs. error | reversible call right |",
-        "|---|---|---|---|---|",
-    ]
-    for held in (fit.by_domain, fit.by_method):
-        groups = ", ".join(f"{group} {_fmt(value)}" for group, value in held.per_group.items())
-        lines.append(f"| {held.scheme} | **{_fmt(held.spearman)}** | {groups} | {_fmt(held.mean_abs_error)} | "
-                     f"{_pct(held.reversible_calls_correct)} |")
-    lines += [
-        "",
-        f"![Held-out predictions]({link['prediction']})",
-        "",
-        "The fitted predictor ships with the package and is what "
-        "`unlearn-lens compare ORIGINAL UNLEARNED --data FORGET.jsonl --predict-reversibility` uses; it prints these "
-        "validation numbers beside its prediction. It was fitted on this model, these item sets and this relearning "
-        "budget: on another model, read its ranking rather than its absolute value.",
-        "",
         "## Every cell",
         "",
     ]
