@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +161,16 @@ def test_a_grid_too_small_to_validate_gets_a_page_without_a_predictor(tmp_path):
     text = written[0].read_text()
     assert "Not fitted: held-out validation needs" in text and "| npo | 2e-05 | single |" in text
     assert not (tmp_path / "figures" / "prediction.png").exists()
+
+
+def test_the_gentle_claim_is_judged_at_the_gentlest_setting_that_forgets():
+    settings = GridSettings(domains=("text", "code"), methods=("ga", "npo"), lrs=(1e-7, 1e-6, 1e-4), protocols=("single", "continual"))
+    results = _synthetic_grid(dataclasses.replace(settings, lrs=(1e-6, 1e-4)))
+    for cell in settings.cells():
+        if cell.lr == 1e-7:  # too gentle to forget
+            r = _cell(cell.domain, cell.method, cell.lr, cell.protocol, reversible=True, catastrophic=False, cka=1.0, depth=9,
+                      recovery=1.0, rng=np.random.default_rng(1))
+            results.append(dataclasses.replace(r, regime={"label": "not forgotten", "reversible": None, "catastrophic": False}))
+    claims = check_claims(results, settings)
+    assert claims[0].verdict == "holds"
+    assert "lr 1e-06, single request (none of the 4 single-request cells at lower learning rates forgot)" in claims[0].evidence

@@ -75,20 +75,25 @@ def _verdict(share: float) -> str:
 
 def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[Claim]:
     """Each claim of the study, judged by a rule stated in its evidence."""
-    gentle, aggressive = min(settings.lrs), max(settings.lrs)
     done = forgotten(results)
+    aggressive = max(settings.lrs)
+    # The gentlest setting that forgets at all: below it there is nothing whose reversibility to judge.
+    gentle = min((r.cell.lr for r in done if r.cell.protocol == "single"), default=min(settings.lrs))
+    below = [r for r in results if r.cell.lr < gentle and r.cell.protocol == "single"]
     claims = []
 
     cells = [r for r in done if r.cell.lr == gentle and r.cell.protocol == "single"]
     n_all = sum(1 for r in results if r.cell.lr == gentle and r.cell.protocol == "single")
     pattern = _share(cells, lambda r: _reversible(r) and _cka_lower(r) >= CKA_INTACT)
+    gentler = f" (none of the {len(below)} single-request cells at lower learning rates forgot)" if below else ""
     claims.append(Claim(
         "Gentle settings give token-level collapse with intact representations, and are reversible.",
         _verdict(pattern),
-        f"lr {gentle:g}, single request: {len(cells)} of {n_all} cells forgot; of those {_pct(_share(cells, _reversible))} "
+        f"gentlest forgetting setting, lr {gentle:g}, single request{gentler}: {len(cells)} of {n_all} cells forgot; "
+        f"of those {_pct(_share(cells, _reversible))} "
         f"are reversible, mean lower-half CKA {_fmt(_mean([_cka_lower(r) for r in cells]), 3)}, and "
         f"{_pct(pattern)} show both (reversible and CKA ≥ {CKA_INTACT}); {_pct(_share(cells, lambda r: r.regime['catastrophic']))} "
-        f"are catastrophic. Rule: holds if at least {_pct(MAJORITY)} of the forgotten cells show the pattern.",
+        f"are catastrophic. Rule: holds if at least {_pct(MAJORITY)} of those forgotten cells show the pattern.",
     ))
 
     harsh = [r for r in done if r.cell.lr == aggressive or r.cell.protocol == "continual"]
