@@ -243,11 +243,11 @@ def test_builtin_model_against_a_perturbed_copy(smollm_tl):
 
 
 def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_path, capsys):
-    from unlearn_lens.predict.features import FEATURE_NAMES
+    from unlearn_lens.predict.features import PREDICTOR_INPUTS, predictor_inputs
     from unlearn_lens.predict.model import ReversibilityPredictor
 
     predictor = ReversibilityPredictor(
-        features=FEATURE_NAMES, mean=(0.9, 0.9, 0.5, 0.25, 1e-4, 0.0), scale=(0.1, 0.1, 0.3, 0.1, 1e-4, 0.5),
+        features=PREDICTOR_INPUTS, mean=(-3.0, -3.0, 0.5, 0.25, -4.0, 0.0), scale=(1.0, 1.0, 0.3, 0.1, 1.0, 0.5),
         coef=(0.2, 0.1, -0.1, 0.0, 0.0, 0.05), intercept=0.4, alpha=1.0,
         validation={"n_cells": 7, "by_domain": {"scheme": "leave one domain out", "spearman": 0.61, "mean_abs_error": 0.2,
                                                 "reversible_calls_correct": 0.8},
@@ -261,7 +261,7 @@ def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_p
                            "--predict-reversibility", "--predictor", path, "--out", out)
     assert code == 0
     written = json.loads((out / "reversibility.json").read_text())
-    assert written["predicted_recovery"] == pytest.approx(predictor.predict(written["features"]["values"]))
+    assert written["predicted_recovery"] == pytest.approx(predictor.predict(predictor_inputs(written["features"]["values"])))
     # Only the last block was perturbed: reverting the last block restores everything.
     assert written["features"]["depth"] == 1
     text = " ".join(stdout.split())  # rich wraps long lines at the console width

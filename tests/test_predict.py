@@ -14,8 +14,15 @@ from tests.memorised import FORGET, RETAIN, memorised_subject
 from unlearn_lens.diagnostics.compare import compare_snapshots, model_pass
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.localize import Reverter, bisect_depth, forgetting_depth, reversion_sweep, search_forgetting_depth, weight_deltas
-from unlearn_lens.predict.features import FEATURE_NAMES, ReversibilityFeatures, measure_features, reversibility_features
-from unlearn_lens.predict.model import ReversibilityPredictor, builtin_predictor, fit_predictor, validate
+from unlearn_lens.predict.features import (
+    FEATURE_NAMES,
+    PREDICTOR_INPUTS,
+    ReversibilityFeatures,
+    measure_features,
+    predictor_inputs,
+    reversibility_features,
+)
+from unlearn_lens.predict.model import Z_CLIP, ReversibilityPredictor, builtin_predictor, fit_predictor, validate
 from unlearn_lens.unlearn import unlearn
 
 
@@ -117,10 +124,33 @@ def test_ridge_matches_the_augmented_least_squares_solution():
     target = np.concatenate([y - y.mean(), np.zeros(Z.shape[1])])
     coef, *_ = np.linalg.lstsq(augmented, target, rcond=None)
     np.testing.assert_allclose(model.coef, coef, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(model.predict_matrix(X), y.mean() + Z @ coef, rtol=1e-10)
+    assert np.abs(Z).max() < 3  # no input clipped: the plain ridge solution applies
+    # Predictions are clipped to the training range of y.
+    np.testing.assert_allclose(model.predict_matrix(X), np.clip(y.mean() + Z @ coef, y.min(), y.max()), rtol=1e-10)
     ols = fit_predictor(X, y, names, alpha=0.0)
     plain, *_ = np.linalg.lstsq(np.column_stack([X, np.ones(len(X))]), y, rcond=None)
-    np.testing.assert_allclose(ols.predict_matrix(X), np.column_stack([X, np.ones(len(X))]) @ plain, rtol=1e-8)
+    fitted = np.clip(np.column_stack([X, np.ones(len(X))]) @ plain, y.min(), y.max())
+    np.testing.assert_allclose(ols.predict_matrix(X), fitted, rtol=1e-8)
+
+
+def test_predictor_inputs_put_cka_and_update_size_on_log_scales():
+    values = {"cka_lower": 0.999, "cka_upper": 1.0, "depth_fraction": 0.8, "delta_share_top": 0.3,
+              "delta_relative": 1e-4, "fisher_change": None}
+    inputs = predictor_inputs(values)
+    assert list(inputs) == list(PREDICTOR_INPUTS)
+    assert inputs["log_cka_gap_lower"] == pytest.approx(-3.0) and inputs["log_cka_gap_upper"] == -9.0  # the floor
+    assert inputs["log_delta_relative"] == pytest.approx(-4.0) and math.isnan(inputs["fisher_change"])
+    assert inputs["depth_fraction"] == 0.8 and inputs["delta_share_top"] == 0.3
+
+
+def test_predictions_do_not_extrapolate_beyond_the_training_cells():
+    X, y = _data()
+    model = fit_predictor(X, y, list("abcd"))
+    far = X.mean(0) + 100 * X.std(0)
+    edge = X.mean(0) + Z_CLIP * X.std(0)
+    assert model.predict_matrix(far[None])[0] == pytest.approx(model.predict_matrix(edge[None])[0])
+    assert model.target_range == (y.min(), y.max())
+    assert y.min() <= model.predict_matrix(-far[None])[0] <= y.max()
 
 
 def test_a_missing_feature_is_predicted_as_the_training_mean():
@@ -163,7 +193,7 @@ def test_predictor_files_round_trip_and_bad_files_fail_in_one_line(tmp_path):
 
 def test_the_shipped_predictor_uses_the_feature_set_and_carries_its_validation():
     predictor = builtin_predictor()
-    assert predictor.features == FEATURE_NAMES
+    assert predictor.features == PREDICTOR_INPUTS
     for scheme in ("by_domain", "by_method"):
         assert -1.0 <= predictor.validation[scheme]["spearman"] <= 1.0
     assert predictor.validation["n_cells"] == predictor.trained_on["cells"] >= 20
@@ -184,4 +214,5 @@ def test_features_and_prediction_on_the_builtin_model(smollm_tl):
     assert depth is not None and probes[depth] >= 0.8 and (depth == 1 or probes[depth - 1] < 0.8)
     assert len(probes) <= math.ceil(math.log2(30)) + 1
     assert features.values["cka_lower"] > 0.95 and 0 < features.values["delta_relative"] < 1e-2
-    assert math.isfinite(builtin_predictor().predict(features.values))
+    predictor = builtin_predictor()
+    assert predictor.target_range[0] <= predictor.predict(features.inputs) <= predictor.target_range[1]

@@ -148,6 +148,6 @@ def _predict(reference: Subject, updated: Subject, items: list[Item], predictor:
     from unlearn_lens.report.prediction_table import print_prediction
 
     features = measure_features(updated, reference.snapshot(), items, progress=True)
-    predicted = predictor.predict(features.values)
+    predicted = predictor.predict(features.inputs)
     print_prediction(console, features, predictor, predicted)
     return {"predicted_recovery": predicted, "features": features.to_dict(), "predictor": predictor.to_dict()}

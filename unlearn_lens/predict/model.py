@@ -1,9 +1,10 @@
 """A ridge-regression predictor of relearning recovery from cheap features, and its honest validation.
 
-Features are standardised with the training cells' mean and standard deviation (a missing
-value, NaN, becomes the training mean), then fitted by ridge regression in float64. Validation
-holds out whole groups of cells (a domain, or an objective) and scores predictions only on
-cells the fit never saw.
+Inputs are standardised with the training cells' mean and standard deviation (a missing value,
+NaN, becomes the training mean) and clipped to ±`Z_CLIP` standard deviations, then fitted by
+ridge regression in float64; predictions are clipped to the range of recovery seen in training.
+Validation holds out whole groups of cells (a domain, or an objective) and scores predictions
+only on cells the fit never saw.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ RIDGE_ALPHA = 1.0
 """Ridge penalty on standardised features: a hundred cells and six correlated features need
 some shrinkage; fixed in advance rather than tuned on the cells that validate it."""
 
+Z_CLIP = 3.0
+"""Standardised inputs are clipped here: a linear fit must not extrapolate far beyond its cells."""
+
 REVERSIBLE_RECOVERY = 0.5
 """Recovery at which a run is called reversible (the regime threshold, `RegimeThresholds.recovery`)."""
 
@@ -35,7 +39,7 @@ BUILTIN_PREDICTOR = "reversibility.json"
 
 @dataclass(frozen=True)
 class ReversibilityPredictor:
-    """Predicted recovery = intercept + Σ coef · (feature − mean) / scale.
+    """Predicted recovery = intercept + Σ coef · clip((input − mean) / scale), clipped to `target_range`.
 
     `validation` holds the held-out numbers measured when it was made (see
     [`validate`][unlearn_lens.predict.model.validate]); `trained_on` says on what.
@@ -47,17 +51,18 @@ class ReversibilityPredictor:
     coef: tuple[float, ...]
     intercept: float
     alpha: float
+    target_range: tuple[float, float] = (-math.inf, math.inf)
     validation: dict[str, Any] = field(default_factory=dict)
     trained_on: dict[str, Any] = field(default_factory=dict)
 
     def standardise(self, X: np.ndarray) -> np.ndarray:
-        """Standardised features; NaN becomes 0 (the training mean)."""
+        """Standardised inputs clipped to ±`Z_CLIP`; NaN becomes 0 (the training mean)."""
         Z = (np.asarray(X, dtype=np.float64) - np.array(self.mean)) / np.array(self.scale)
-        return np.nan_to_num(Z, nan=0.0)
+        return np.clip(np.nan_to_num(Z, nan=0.0), -Z_CLIP, Z_CLIP)
 
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
         """Predicted recovery for each row of `X` (columns in `features` order)."""
-        return self.intercept + self.standardise(np.atleast_2d(X)) @ np.array(self.coef)
+        return np.clip(self.intercept + self.standardise(np.atleast_2d(X)) @ np.array(self.coef), *self.target_range)
 
     def predict(self, values: Mapping[str, float]) -> float:
         """Predicted recovery from a mapping of feature name → value."""
@@ -70,7 +75,7 @@ class ReversibilityPredictor:
         return {
             "features": list(self.features), "mean": list(self.mean), "scale": list(self.scale),
             "coef": list(self.coef), "intercept": self.intercept, "alpha": self.alpha,
-            "validation": self.validation, "trained_on": self.trained_on,
+            "target_range": list(self.target_range), "validation": self.validation, "trained_on": self.trained_on,
         }
 
     @classmethod
@@ -78,7 +83,7 @@ class ReversibilityPredictor:
         return cls(
             features=tuple(data["features"]), mean=tuple(data["mean"]), scale=tuple(data["scale"]),
             coef=tuple(data["coef"]), intercept=float(data["intercept"]), alpha=float(data["alpha"]),
-            validation=dict(data.get("validation", {})), trained_on=dict(data.get("trained_on", {})),
+            target_range=_range(data.get("target_range", [None, None])), validation=dict(data.get("validation", {})), trained_on=dict(data.get("trained_on", {})),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -96,8 +101,14 @@ class ReversibilityPredictor:
             raise ConfigError(f"{path}: not a reversibility predictor ({type(error).__name__}: {error})") from None
 
 
+def _range(bounds: Sequence[float | None]) -> tuple[float, float]:
+    """A target range from JSON, where an unbounded side was written as null."""
+    low, high = bounds
+    return (-math.inf if low is None else float(low), math.inf if high is None else float(high))
+
+
 def fit_predictor(X: np.ndarray, y: Sequence[float], features: Sequence[str], alpha: float = RIDGE_ALPHA) -> ReversibilityPredictor:
-    """Ridge regression of `y` on the standardised columns of `X` (rows: cells)."""
+    """Ridge regression of `y` on the standardised, clipped columns of `X` (rows: cells)."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] != len(y) or X.shape[1] != len(features):
@@ -108,12 +119,12 @@ def fit_predictor(X: np.ndarray, y: Sequence[float], features: Sequence[str], al
     scale = np.nanstd(X, axis=0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)  # a constant feature contributes nothing
-    Z = np.nan_to_num((X - mean) / scale, nan=0.0)
+    Z = np.clip(np.nan_to_num((X - mean) / scale, nan=0.0), -Z_CLIP, Z_CLIP)
     intercept = float(y.mean())
     coef = np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ (y - intercept))
     return ReversibilityPredictor(
         features=tuple(features), mean=tuple(map(float, mean)), scale=tuple(map(float, scale)),
-        coef=tuple(map(float, coef)), intercept=intercept, alpha=alpha,
+        coef=tuple(map(float, coef)), intercept=intercept, alpha=alpha, target_range=(float(y.min()), float(y.max())),
     )
 
 

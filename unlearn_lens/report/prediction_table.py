@@ -17,14 +17,15 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 def print_prediction(console: Console, features: ReversibilityFeatures, predictor: ReversibilityPredictor, predicted: float) -> None:
     """The features with their contribution, the predicted recovery and call, then the validation numbers."""
+    inputs = features.inputs
     table = Table(title="Reversibility without the attack: cheap features", title_justify="left")
-    table.add_column("feature")
+    table.add_column("input")
     table.add_column("value", justify="right")
     table.add_column("training mean", justify="right")
     table.add_column("contribution", justify="right")
-    contributions = predictor.standardise([[features.values[name] for name in predictor.features]])[0] * predictor.coef
+    contributions = predictor.standardise([[inputs[name] for name in predictor.features]])[0] * predictor.coef
     for name, mean, contribution in zip(predictor.features, predictor.mean, contributions):
-        table.add_row(name, _number(features.values[name], 4), _number(mean, 4), f"{contribution:+.3f}")
+        table.add_row(name, _number(inputs[name], 4), _number(mean, 4), f"{contribution:+.3f}")
     console.print(table)
     call = "reversible" if predicted >= REVERSIBLE_RECOVERY else "irreversible"
     depth = f"{features.depth} of {features.n_layers}" if features.depth is not None else f"more than {features.n_layers}"

@@ -13,7 +13,7 @@ import numpy as np
 
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.localize.summary import SHALLOW_FRACTION, shallow_limit, spearman
-from unlearn_lens.predict.features import FEATURE_NAMES, TOP_FRACTION
+from unlearn_lens.predict.features import PREDICTOR_INPUTS, TOP_FRACTION
 from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
 from unlearn_lens.report.figures import new_figure, save_figure
 from unlearn_lens.validation.fitting import PredictorFit, forgotten
@@ -249,9 +249,9 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
         f"A ridge regression (features standardised, α = {fit.predictor.alpha:g}) of the measured recovery on features "
         "that cost one forward/backward pass per model, the weight deltas and about six last-k reversions — no relearning:",
         "",
-        "| feature | Spearman with recovery (raw, no fit) | coefficient (per s.d.) |",
+        "| input | Spearman with recovery (raw, no fit) | coefficient (per s.d.) |",
         "|---|---|---|",
-        *(f"| `{name}` | {_fmt(fit.baselines[name])} | {_fmt(coef, 3)} |" for name, coef in zip(FEATURE_NAMES, fit.predictor.coef)),
+        *(f"| `{name}` | {_fmt(fit.baselines[name])} | {_fmt(coef, 3)} |" for name, coef in zip(PREDICTOR_INPUTS, fit.predictor.coef)),
         "",
         f"For comparison, the unlearning learning rate alone (a setting, not a measurement) has Spearman {_fmt(lr_rank)} "
         "with recovery on the same cells.",
