@@ -127,12 +127,12 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
     ))
 
     spreads = []
-    for factor, key in (("domain", lambda r: r.cell.domain), ("learning rate", lambda r: f"{r.cell.lr:g}"),
-                        ("protocol", lambda r: r.cell.protocol), ("objective", lambda r: r.cell.method)):
-        levels = {}
-        for r in done:
-            levels.setdefault(key(r), []).append(r)
-        shares = {level: _share(cells_, _reversible) for level, cells_ in levels.items()}
+    factors = (("domain", "domain", settings.domains), ("learning rate", "lr", settings.lrs),
+               ("protocol", "protocol", settings.protocols), ("objective", "method", settings.methods))
+    for factor, field_name, order in factors:
+        levels = {level: [r for r in done if getattr(r.cell, field_name) == level] for level in order}
+        shares = {f"{level:g}" if isinstance(level, float) else level: _share(cells_, _reversible)
+                  for level, cells_ in levels.items() if cells_}
         spread = max(shares.values()) - min(shares.values()) if shares else math.nan
         spreads.append((factor, spread, ", ".join(f"{level} {_pct(share)}" for level, share in shares.items())))
     depends = [factor for factor, spread, _ in spreads if spread >= DEPENDENCE]
@@ -145,6 +145,39 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
         "or protocol both matter.",
     ))
     return claims
+
+
+def observations(results: Sequence[CellResult], settings: GridSettings) -> list[str]:
+    """Measured facts beyond the claims that a reader of the grid should not miss."""
+    lines = []
+    groups: dict[tuple, dict[str, float]] = {}
+    for r in results:
+        groups.setdefault((r.cell.domain, r.cell.lr, r.cell.protocol), {})[r.cell.method] = r.unlearned["forget"].accuracy
+    alike = ("ga", "ga_kl", "npo", "npo_kl")
+    if all(method in settings.methods for method in alike):
+        same = sum(len({round(accuracy[m], 2) for m in alike}) == 1 for accuracy in groups.values())
+        lines.append(
+            f"Under AdamW the objective matters less than it seems: {', '.join(alike)} leave the same forget accuracy "
+            f"(to two decimals) in {same} of {len(groups)} domain × learning-rate × protocol groups. Adam normalises the "
+            "update's scale, NPO's gradient is GA's times a weight near 1 until the model has moved, and the KL term's "
+            "gradient is zero at the reference."
+        )
+    done = forgotten(results)
+    if done:
+        ckas = [_cka_lower(r) for r in done]
+        lines.append(
+            f"Representations below the middle barely move even when everything is destroyed: the lower-half debiased "
+            f"CKA of the forgotten cells lies between {min(ckas):.4f} and {max(ckas):.4f}; yet the size of that gap from 1 "
+            f"has Spearman {_fmt(spearman([1 - c for c in ckas], [r.recovery for r in done]))} with recovery."
+        )
+        reversible = [r for r in done if _reversible(r)]
+        if reversible:
+            lines.append(
+                f"Where forgetting was reversible, relearning gained a median {_fmt(float(np.median([r.relearned['forget'].accuracy - r.unlearned['forget'].accuracy for r in reversible])))} "
+                f"accuracy on the forget set against a median {_fmt(float(np.median([r.control_gain for r in reversible])))} on the novel "
+                "control from the same budget: the knowledge was still there."
+            )
+    return lines
 
 
 def _pct(fraction: float) -> str:
@@ -190,7 +223,7 @@ def _figure_recovery(results: Sequence[CellResult], settings: GridSettings, path
             if r.cell.domain == domain and r.recovery is not None and r.regime["reversible"] is not None:
                 grid[settings.methods.index(r.cell.method), columns.index((r.cell.lr, r.cell.protocol))] = r.recovery
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(columns)), [f"{lr:g}\n{p}" for lr, p in columns], fontsize="x-small")
+        ax.set_xticks(range(len(columns)), [f"{lr:g} {p}" for lr, p in columns], fontsize="x-small", rotation=45, ha="right")
         ax.set_yticks(range(len(settings.methods)), settings.methods, fontsize="small")
         ax.set_title(f"{domain}: relearning recovery (blank: not forgotten)", fontsize="small")
     figure.colorbar(image, ax=axes, shrink=0.8, label="recovery")
@@ -336,6 +369,8 @@ def write_page(
         "|---|---|---|",
     ]
     lines += [f"| {c.text} | **{c.verdict}** | {c.evidence} |" for c in check_claims(results, settings)]
+    lines += ["", "Also measured:", ""]
+    lines += [f"- {line}" for line in observations(results, settings)]
     lines += [
         "",
         "## Regimes by setting",
