@@ -3,7 +3,7 @@
     bash scripts/setup.sh && .venv/bin/python benchmarks/validation.py
 
 Runs every cell not yet cached in `--cache` (by default 3 domains × 6 objectives × 4 learning
-rates × single/continual = 144 cells, about 30 s each on 2 CPU cores), fits and validates the
+rates × single/continual = 144 cells, about 35 s each on 2 CPU cores), fits and validates the
 reversibility predictor on them, writes it into the package, and writes docs/validation.md with
 its figures. Ctrl-C keeps the finished cells; run the same command again to resume.
 
