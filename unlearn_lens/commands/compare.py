@@ -27,7 +27,7 @@ from unlearn_lens.models import BACKENDS
 
 if TYPE_CHECKING:
     from unlearn_lens.data.items import Item
-    from unlearn_lens.diagnostics.compare import Comparison
+    from unlearn_lens.diagnostics.compare import Comparison, ModelPass
     from unlearn_lens.models.subject import Subject
     from unlearn_lens.predict.model import ReversibilityPredictor
 
@@ -106,7 +106,7 @@ def write_outputs(comparison: Comparison, out: Path, prediction: dict[str, Any] 
 def run(args: argparse.Namespace) -> None:
     """Load the items and both models, compare them, print the tables, write the outputs."""
     from unlearn_lens.data.loaders import load_items
-    from unlearn_lens.diagnostics.compare import compare
+    from unlearn_lens.diagnostics.compare import compare_models
     from unlearn_lens.models import load
     from unlearn_lens.report.compare_table import print_comparison
 
@@ -121,12 +121,17 @@ def run(args: argparse.Namespace) -> None:
     options = {"backend": args.backend, "device": args.device, "device_map": args.device_map}
     reference = load(args.reference, **options)
     updated = load(args.updated, **options)
-    comparison = compare(
+    comparison, reference_pass, updated_pass = compare_models(
         reference, updated, items, pooling=args.pooling, tokens=args.tokens, batch_size=args.batch_size,
         fisher=not args.no_fisher, fisher_components=args.fisher_components, progress=True,
     )
     print_comparison(console, comparison)
-    prediction = _predict(reference, updated, items, predictor) if predictor is not None else None
+    prediction = None
+    if predictor is not None:
+        # The passes serve the features too when they were taken with the predictor's settings.
+        reusable = args.pooling == "mean" and args.tokens == "all" and not args.no_fisher
+        passes = {"original_pass": reference_pass, "unlearned_pass": updated_pass} if reusable else {}
+        prediction = _predict(reference, updated, items, predictor, passes)
     if args.out is not None:
         written = write_outputs(comparison, args.out, prediction)
         console.print(f"wrote {', '.join(path.name for path in written)} to {args.out}")
@@ -141,13 +146,15 @@ def _predictor(args: argparse.Namespace) -> ReversibilityPredictor:
     return ReversibilityPredictor.load(args.predictor)
 
 
-def _predict(reference: Subject, updated: Subject, items: list[Item], predictor: ReversibilityPredictor) -> dict[str, Any]:
-    """Measure the cheap features of `updated` against `reference` on the forget items, print the
-    prediction, and return what `reversibility.json` holds."""
+def _predict(reference: Subject, updated: Subject, items: list[Item], predictor: ReversibilityPredictor,
+             passes: dict[str, ModelPass]) -> dict[str, Any]:
+    """Measure the cheap features of `updated` against `reference` on the forget items (reusing
+    `passes` of both models where given), print the prediction, and return what
+    `reversibility.json` holds."""
     from unlearn_lens.predict.features import measure_features
     from unlearn_lens.report.prediction_table import print_prediction
 
-    features = measure_features(updated, reference.snapshot(), items, progress=True)
+    features = measure_features(updated, reference.snapshot(), items, progress=True, **passes)
     predicted = predictor.predict(features.inputs)
     print_prediction(console, features, predictor, predicted)
     return {"predicted_recovery": predicted, "features": features.to_dict(), "predictor": predictor.to_dict()}

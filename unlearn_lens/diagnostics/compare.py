@@ -505,13 +505,33 @@ def compare(
     Raises `ConfigError` for an empty item list, too few samples, or models whose architecture
     or tokenizer differ.
     """
+    return compare_models(reference, updated, items, pooling, tokens, batch_size, fisher, progress, subspace_k,
+                          fisher_components)[0]
+
+
+def compare_models(
+    reference: Subject,
+    updated: Subject,
+    items: Sequence[Item],
+    pooling: Pooling = "mean",
+    tokens: TokenSpan = "all",
+    batch_size: int = EVAL_BATCH_SIZE,
+    fisher: bool = True,
+    progress: bool = True,
+    subspace_k: int = SUBSPACE_K,
+    fisher_components: bool = False,
+) -> tuple[Comparison, ModelPass, ModelPass]:
+    """[`compare`][unlearn_lens.diagnostics.compare.compare], also returning the two models'
+    passes for callers that measure more from them (the reversibility features) without a
+    second pass over the items."""
     _check_settings(items, pooling, tokens, batch_size)
     _check_enough_items(items, pooling)
     check_compatible(reference, updated, items)
     options = {"pooling": pooling, "tokens": tokens, "batch_size": batch_size, "fisher": fisher, "progress": progress}
     reference_pass = model_pass(reference, items, label=reference.source, **options)
     updated_pass = model_pass(updated, items, label=updated.source, **options)
-    return compare_passes(reference_pass, updated_pass, subspace_k, fisher_components=fisher_components)
+    comparison = compare_passes(reference_pass, updated_pass, subspace_k, fisher_components=fisher_components)
+    return comparison, reference_pass, updated_pass
 
 
 def _check_snapshot(subject: Subject, snapshot: Snapshot, name: str) -> None:

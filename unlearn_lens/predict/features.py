@@ -166,23 +166,29 @@ def measure_features(
     original: Snapshot,
     forget: Sequence[Item],
     *,
+    unlearned: Snapshot | None = None,
     original_pass: ModelPass | None = None,
+    unlearned_pass: ModelPass | None = None,
     progress: bool = False,
 ) -> ReversibilityFeatures:
     """Measure the features of the unlearned weights `subject` holds against the `original` snapshot.
 
-    `original_pass` (the original model's [`model_pass`][unlearn_lens.diagnostics.compare.model_pass]
-    over `forget`, with Fisher) saves a pass when several unlearned models share one original.
-    `subject` holds its unlearned weights again on return.
+    Whatever the caller already has saves work: `unlearned`, a snapshot of the weights `subject`
+    holds; `original_pass` and `unlearned_pass`, the two models'
+    [`model_pass`][unlearn_lens.diagnostics.compare.model_pass] over `forget` with Fisher, mean
+    pooling over all tokens (the settings the predictor was fitted with). `subject` holds its
+    unlearned weights again on return.
     """
-    unlearned = subject.snapshot()
+    if unlearned is None:
+        unlearned = subject.snapshot()
     if original_pass is None:
         subject.restore(original)
         try:
             original_pass = model_pass(subject, forget, progress=progress, label="original")
         finally:
             subject.restore(unlearned)
-    unlearned_pass = model_pass(subject, forget, progress=progress, label="unlearned")
+    if unlearned_pass is None:
+        unlearned_pass = model_pass(subject, forget, progress=progress, label="unlearned")
     deltas = weight_deltas(subject.specs, original, unlearned)
     depth, probes = search_forgetting_depth(Reverter(subject, original, forget, unlearned=unlearned))
     return reversibility_features(original_pass, unlearned_pass, deltas, depth, probes)

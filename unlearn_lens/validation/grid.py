@@ -184,10 +184,11 @@ def domain_data(subject: Subject, domain: str, n_items: int) -> DomainData:
     """The first `n_items` of each built-in split; `subject` must hold the original weights."""
     sets = builtin(domain)
     forget, retain, control = sets.forget[:n_items], sets.retain[:n_items], sets.control[:n_items]
+    original_pass = model_pass(subject, forget, label="original")  # its token metrics are the forget metrics
     return DomainData(
         forget=forget, retain=retain, control=control,
-        original={"forget": evaluate(subject, forget), "retain": evaluate(subject, retain)},
-        original_pass=model_pass(subject, forget, label="original"),
+        original={"forget": original_pass.token_metrics, "retain": evaluate(subject, retain)},
+        original_pass=original_pass,
     )
 
 
@@ -203,11 +204,11 @@ def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell,
         progress=False, keep_snapshots=False,
     )
     unlearned_weights = subject.snapshot()
-    unlearned = {"forget": evaluate(subject, data.forget), "retain": evaluate(subject, data.retain)}
+    unlearned = {split: outcome.metrics("after", split) for split in ("forget", "retain")}  # measured by the run
     seconds["unlearn"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    features = measure_features(subject, original, data.forget, original_pass=data.original_pass)
+    features = measure_features(subject, original, data.forget, unlearned=unlearned_weights, original_pass=data.original_pass)
     seconds["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
