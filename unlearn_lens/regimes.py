@@ -7,11 +7,13 @@ forget set back, faster than the same budget teaches novel items of the same for
 
 from __future__ import annotations
 
-from unlearn_lens.atomic import json_float
 import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from unlearn_lens.atomic import json_float
+from unlearn_lens.numbers import percent
 
 LABELS = {
     (True, False): "suppressed",
@@ -80,7 +82,7 @@ class RegimeVerdict:
         if self.reversible is None:
             forget = (
                 f"forget accuracy {e['forget_original']:.2f} → {e['forget_unlearned']:.2f} "
-                f"(drop {_pct(e['forgotten'])} < {_pct(t.min_forgotten)} of the original)"
+                f"(drop {percent(e['forgotten'])} < {percent(t.min_forgotten)} of the original)"
             )
         else:
             control = (
@@ -116,16 +118,12 @@ class RegimeVerdict:
         )
 
 
-def _pct(fraction: float) -> str:
-    return f"{round(100 * fraction)} %"
-
-
 def _retain_clause(catastrophic: bool, e: dict[str, float | None], t: RegimeThresholds) -> str:
     parts = []
     if e["retain_drop"] is not None:
         parts.append(
-            f"retain accuracy {e['retain_original']:.2f} → {e['retain_unlearned']:.2f} (drop {_pct(e['retain_drop'])} "
-            f"{'>' if e['retain_drop'] > t.retain_drop else '≤'} {_pct(t.retain_drop)})"
+            f"retain accuracy {e['retain_original']:.2f} → {e['retain_unlearned']:.2f} (drop {percent(e['retain_drop'])} "
+            f"{'>' if e['retain_drop'] > t.retain_drop else '≤'} {percent(t.retain_drop)})"
         )
     if e["retain_nll_rise"] is not None:
         parts.append(

@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from unlearn_lens.commands.common import check_out_dir
+from unlearn_lens.commands.common import add_runtime_flags, check_out_dir
 from unlearn_lens.diagnostics.activations import POOLINGS, TOKEN_SPANS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
-from unlearn_lens.models import BACKENDS
 
 if TYPE_CHECKING:
     from unlearn_lens.data.items import Item
@@ -51,9 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, type=Path, metavar="FILE", help="items to compare on (.jsonl or .txt)")
     parser.add_argument("--pooling", default="mean", choices=POOLINGS, help="how a sequence becomes a sample (default mean)")
     parser.add_argument("--tokens", default="all", choices=TOKEN_SPANS, help="which real tokens are pooled (default all)")
-    parser.add_argument("--backend", default="transformer_lens", choices=BACKENDS, help="hook backend (default transformer_lens)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: where transformers puts it)")
-    parser.add_argument("--device-map", default=None, help="transformers device_map for models spanning several GPUs, e.g. auto")
+    add_runtime_flags(parser)
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help=f"items per forward pass (default {EVAL_BATCH_SIZE})")
     parser.add_argument("--no-fisher", action="store_true", help="skip the Fisher information (no backward passes)")
     parser.add_argument("--fisher-components", action="store_true", help="compare the Fisher information per component (q, k, v, o, MLP) too")

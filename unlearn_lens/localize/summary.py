@@ -18,6 +18,7 @@ import numpy as np
 from unlearn_lens.atomic import json_float
 from unlearn_lens.localize.deltas import DeltaReport
 from unlearn_lens.localize.reversion import ReversionSweep
+from unlearn_lens.numbers import percent
 
 SHALLOW_FRACTION = 0.2
 """Forgetting is shallow when reverting at most this fraction of the top layers restores it
@@ -165,10 +166,6 @@ def _per_layer(name: str, values: Sequence[float] | None, n_layers: int) -> list
     return values
 
 
-def _percent(fraction: float) -> str:
-    return f"{round(100 * fraction)} %"
-
-
 def _cka_clause(cka_forget: list[float]) -> tuple[str, int | None]:
     """What the forget-set CKA says about kept representations, and the first layer below `CKA_KEPT`."""
     below = [layer for layer, value in enumerate(cka_forget) if value < CKA_KEPT]
@@ -191,22 +188,22 @@ def _verdict(sweep: ReversionSweep, limit: int) -> tuple[str, bool | None, dict[
     if depth is None:
         evidence["restored_by_all_layers"] = effects[-1]
         line = (
-            f"deep (no depth restores {_percent(sweep.restore_fraction)}): reverting all {n_layers} layers restores only "
-            f"{_percent(effects[-1])} of the forget effect ({metric}); the rest needs the non-layer weights "
+            f"deep (no depth restores {percent(sweep.restore_fraction)}): reverting all {n_layers} layers restores only "
+            f"{percent(effects[-1])} of the forget effect ({metric}); the rest needs the non-layer weights "
             "(embeddings, final norm)"
         )
         return line, False, evidence
     evidence["restored_at_depth"] = effects[depth - 1]
     if depth <= limit:
         line = (
-            f"shallow (depth {depth} ≤ {limit} of {n_layers} layers): {_percent(effects[depth - 1])} of the forget "
+            f"shallow (depth {depth} ≤ {limit} of {n_layers} layers): {percent(effects[depth - 1])} of the forget "
             f"effect ({metric}) is restored by reverting the last {depth} of {n_layers} layers"
         )
         return line, True, evidence
     evidence["restored_at_limit"] = effects[limit - 1]
     line = (
         f"deep (depth {depth} > {limit} of {n_layers} layers): reverting the last {limit} layers restores only "
-        f"{_percent(effects[limit - 1])} of the forget effect ({metric}); {_percent(effects[depth - 1])} needs the last {depth}"
+        f"{percent(effects[limit - 1])} of the forget effect ({metric}); {percent(effects[depth - 1])} needs the last {depth}"
     )
     return line, False, evidence
 

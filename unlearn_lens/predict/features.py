@@ -32,6 +32,7 @@ from unlearn_lens.localize.reversion import Reverter, search_forgetting_depth
 from unlearn_lens.metrics.cka import linear_cka
 from unlearn_lens.metrics.fisher import log10_ratio
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.numbers import finite_mean
 
 FEATURE_NAMES = ("cka_lower", "cka_upper", "depth_fraction", "delta_share_top", "delta_relative", "fisher_change")
 """The features as measured (and reported)."""
@@ -121,11 +122,6 @@ def block_fisher_means(fisher: ModelFisher, n_layers: int) -> np.ndarray:
     return np.divide(sums, counts, out=np.full(n_layers, np.nan), where=counts > 0)
 
 
-def _mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
 def reversibility_features(
     original: ModelPass,
     unlearned: ModelPass,
@@ -148,12 +144,12 @@ def reversibility_features(
     shares = deltas.share_by_layer()
     block_total = sum(shares)
     values = {
-        "cka_lower": _mean(cka[:half]),
-        "cka_upper": _mean(cka[half:]),
+        "cka_lower": finite_mean(cka[:half]),
+        "cka_upper": finite_mean(cka[half:]),
         "depth_fraction": (depth if depth is not None else n_layers + 1) / n_layers,
         "delta_share_top": sum(shares[-top:]) / block_total if block_total > 0 else math.nan,
         "delta_relative": deltas.total.relative,
-        "fisher_change": _mean(fisher_change),
+        "fisher_change": finite_mean(fisher_change),
     }
     return ReversibilityFeatures(
         values=values, cka_forget=cka, delta_share=shares, fisher_change=fisher_change,

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import math
 
 from rich.console import Console
 from rich.table import Table
 
 from unlearn_lens.diagnostics.compare import Comparison
 from unlearn_lens.metrics.token import TokenMetrics
+from unlearn_lens.numbers import number
 
 CKA_CHANGED = 0.99
 """Debiased CKA below this is highlighted: identical geometry gives 1 up to rounding, and
 shallow unlearning stays above it (0.996 measured on SmolLM2 after GA)."""
-
-
-def _number(value: float, digits: int = 3) -> str:
-    return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def layer_table(comparison: Comparison) -> Table:
@@ -36,21 +32,21 @@ def layer_table(comparison: Comparison) -> Table:
     fisher = comparison.fisher_by_layer()
     for layer in comparison.layers:
         name = "0 embed" if layer.stream == 0 else str(layer.stream)
-        cka = f"{_number(layer.cka_debiased)} ({_number(layer.cka_biased)})"
+        cka = f"{number(layer.cka_debiased)} ({number(layer.cka_biased)})"
         if layer.cka_debiased < CKA_CHANGED:
             cka = f"[bold yellow]{cka}[/]"
         block = fisher.get(layer.stream - 1)
         table.add_row(
             name,
             cka,
-            _number(layer.pc1_similarity),
+            number(layer.pc1_similarity),
             f"{layer.delta_pc1:.3g}",
-            _number(layer.pca_distance),
+            number(layer.pca_distance),
             "–" if block is None else f"{block.log10_mean_ratio:+.3f}",
         )
     table.caption = (
         "layer j = residual stream after block j−1; its Fisher ratio is that block's "
-        f"(< 0: lost sensitivity). Mean PCA distance {_number(comparison.mean_pca_distance)} "
+        f"(< 0: lost sensitivity). Mean PCA distance {number(comparison.mean_pca_distance)} "
         "(reference PC1 standard deviations)."
     )
     return table
@@ -64,7 +60,7 @@ def metrics_table(comparison: Comparison) -> Table:
         table.add_column(name, justify="right")
 
     def row(label: str, metrics: TokenMetrics) -> None:
-        table.add_row(label, _number(metrics.accuracy), _number(metrics.nll), f"{metrics.perplexity:.4g}", _number(metrics.exact_match))
+        table.add_row(label, number(metrics.accuracy), number(metrics.nll), f"{metrics.perplexity:.4g}", number(metrics.exact_match))
 
     row(comparison.reference, comparison.reference_metrics)
     row(comparison.updated, comparison.updated_metrics)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from rich.console import Console
 from rich.table import Table
 
+from unlearn_lens.numbers import number, percent
 from unlearn_lens.predict.features import ReversibilityFeatures
 from unlearn_lens.predict.model import REVERSIBLE_RECOVERY, ReversibilityPredictor
-
-
-def _number(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def print_prediction(console: Console, features: ReversibilityFeatures, predictor: ReversibilityPredictor, predicted: float) -> None:
@@ -25,7 +20,7 @@ def print_prediction(console: Console, features: ReversibilityFeatures, predicto
     table.add_column("contribution", justify="right")
     contributions = predictor.standardise([[inputs[name] for name in predictor.features]])[0] * predictor.coef
     for name, mean, contribution in zip(predictor.features, predictor.mean, contributions):
-        table.add_row(name, _number(inputs[name], 4), _number(mean, 4), f"{contribution:+.3f}")
+        table.add_row(name, number(inputs[name], 4), number(mean, 4), f"{contribution:+.3f}")
     console.print(table)
     call = "reversible" if predicted >= REVERSIBLE_RECOVERY else "irreversible"
     depth = f"{features.depth} of {features.n_layers}" if features.depth is not None else f"more than {features.n_layers}"
@@ -38,8 +33,8 @@ def print_prediction(console: Console, features: ReversibilityFeatures, predicto
         lines = []
         for key in ("by_domain", "by_method"):
             held = validation[key]
-            lines.append(f"{held['scheme']}: Spearman {_number(held['spearman'], 2)}, mean abs. error "
-                         f"{_number(held['mean_abs_error'], 2)}, reversible call right {_number(100 * held['reversible_calls_correct'], 0)} %")
+            lines.append(f"{held['scheme']}: Spearman {number(held['spearman'], 2)}, mean abs. error "
+                         f"{number(held['mean_abs_error'], 2)}, reversible call right {percent(held['reversible_calls_correct'])}")
         trained = predictor.trained_on
         console.print(
             f"validated on {validation['n_cells']} held-out cells of {trained.get('model', 'its')} grid "

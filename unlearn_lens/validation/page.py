@@ -13,6 +13,7 @@ import numpy as np
 
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.localize.summary import SHALLOW_FRACTION, shallow_limit, spearman
+from unlearn_lens.numbers import finite_mean, number, percent
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, TOP_FRACTION
 from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
 from unlearn_lens.report.figures import new_figure, save_figure
@@ -29,17 +30,8 @@ DEPENDENCE = 0.25
 """A factor matters when the reversible share differs by this much between two of its levels."""
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 def _share(cells: Sequence[CellResult], test: Callable[[CellResult], bool]) -> float:
     return sum(map(test, cells)) / len(cells) if cells else math.nan
-
-
-def _mean(values: Sequence[float | None]) -> float:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
 
 
 def _cka_lower(r: CellResult) -> float:
@@ -90,25 +82,25 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
         "Gentle settings give token-level collapse with intact representations, and are reversible.",
         _verdict(pattern),
         f"gentlest forgetting setting, lr {gentle:g}, single request{gentler}: {len(cells)} of {n_all} cells forgot; "
-        f"of those {_pct(_share(cells, _reversible))} "
-        f"are reversible, mean lower-half CKA {_fmt(_mean([_cka_lower(r) for r in cells]), 3)}, and "
-        f"{_pct(pattern)} show both (reversible and CKA ≥ {CKA_INTACT}); {_pct(_share(cells, lambda r: r.regime['catastrophic']))} "
-        f"are catastrophic. Rule: holds if at least {_pct(MAJORITY)} of those forgotten cells show the pattern.",
+        f"of those {percent(_share(cells, _reversible))} "
+        f"are reversible, mean lower-half CKA {number(finite_mean([_cka_lower(r) for r in cells]), 3)}, and "
+        f"{percent(pattern)} show both (reversible and CKA ≥ {CKA_INTACT}); {percent(_share(cells, lambda r: r.regime['catastrophic']))} "
+        f"are catastrophic. Rule: holds if at least {percent(MAJORITY)} of those forgotten cells show the pattern.",
     ))
 
     harsh = [r for r in done if r.cell.lr == aggressive or r.cell.protocol == "continual"]
-    gentle_cka = _mean([_cka_lower(r) for r in cells])
-    harsh_cka = _mean([_cka_lower(r) for r in harsh])
+    gentle_cka = finite_mean([_cka_lower(r) for r in cells])
+    harsh_cka = finite_mean([_cka_lower(r) for r in harsh])
     pattern = _share(harsh, lambda r: not _reversible(r) and r.regime["catastrophic"])
     damage = harsh_cka < gentle_cka - 0.01
     claims.append(Claim(
         "Aggressive or continual settings cause deeper representational damage and failed recovery "
         "(irreversible, usually catastrophic).",
         _verdict(pattern) if damage else "does not hold" if pattern < 0.5 else "partly holds",
-        f"lr {aggressive:g} or continual requests: {len(harsh)} forgotten cells; {_pct(_share(harsh, lambda r: not _reversible(r)))} "
-        f"irreversible, {_pct(_share(harsh, lambda r: r.regime['catastrophic']))} catastrophic, {_pct(pattern)} both; mean "
-        f"lower-half CKA {_fmt(harsh_cka, 3)} against {_fmt(gentle_cka, 3)} at the gentle setting. Rule: holds if at least "
-        f"{_pct(MAJORITY)} are irreversible and catastrophic and the lower-half CKA is lower by more than 0.01.",
+        f"lr {aggressive:g} or continual requests: {len(harsh)} forgotten cells; {percent(_share(harsh, lambda r: not _reversible(r)))} "
+        f"irreversible, {percent(_share(harsh, lambda r: r.regime['catastrophic']))} catastrophic, {percent(pattern)} both; mean "
+        f"lower-half CKA {number(harsh_cka, 3)} against {number(gentle_cka, 3)} at the gentle setting. Rule: holds if at least "
+        f"{percent(MAJORITY)} are irreversible and catastrophic and the lower-half CKA is lower by more than 0.01.",
     ))
 
     depths = [_depth(r) for r in done]
@@ -118,12 +110,12 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
     claims.append(Claim(
         "Shallow weight perturbations near the output concentrate the forget effect.",
         _verdict(shallow),
-        f"{_pct(shallow)} of {len(done)} forgotten cells have a forgetting depth ≤ {shallow_limit(n_layers)} of {n_layers} "
+        f"{percent(shallow)} of {len(done)} forgotten cells have a forgetting depth ≤ {shallow_limit(n_layers)} of {n_layers} "
         f"blocks (reverting the last {round(100 * SHALLOW_FRACTION)} % restores 80 % of the forget NLL); median depth "
-        f"{_fmt(float(np.median([d if d is not None else n_layers + 1 for d in depths])) if depths else math.nan, 0)}; "
-        f"the last {top} blocks carry {_pct(_mean([r.features['values']['delta_share_top'] for r in done]))} of the "
-        f"update's Σ‖ΔW‖² (their uniform share would be {_pct(top / n_layers if n_layers else math.nan)}). "
-        f"Rule: holds if at least {_pct(MAJORITY)} of the forgotten cells are shallow.",
+        f"{number(float(np.median([d if d is not None else n_layers + 1 for d in depths])) if depths else math.nan, 0)}; "
+        f"the last {top} blocks carry {percent(finite_mean([r.features['values']['delta_share_top'] for r in done]))} of the "
+        f"update's Σ‖ΔW‖² (their uniform share would be {percent(top / n_layers if n_layers else math.nan)}). "
+        f"Rule: holds if at least {percent(MAJORITY)} of the forgotten cells are shallow.",
     ))
 
     spreads = []
@@ -134,14 +126,14 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
         shares = {f"{level:g}" if isinstance(level, float) else level: _share(cells_, _reversible)
                   for level, cells_ in levels.items() if cells_}
         spread = max(shares.values()) - min(shares.values()) if shares else math.nan
-        spreads.append((factor, spread, ", ".join(f"{level} {_pct(share)}" for level, share in shares.items())))
+        spreads.append((factor, spread, ", ".join(f"{level} {percent(share)}" for level, share in shares.items())))
     depends = [factor for factor, spread, _ in spreads if spread >= DEPENDENCE]
     claims.append(Claim(
         "Reversibility depends on the domain and the hyperparameters.",
         "holds" if {"domain"} & set(depends) and {"learning rate", "protocol"} & set(depends)
         else "partly holds" if depends else "does not hold",
-        "Reversible share of the forgotten cells by " + "; by ".join(f"{f}: {levels} (spread {_pct(s)})" for f, s, levels in spreads)
-        + f". Rule: a factor matters when the spread is at least {_pct(DEPENDENCE)}; holds if the domain and the learning rate "
+        "Reversible share of the forgotten cells by " + "; by ".join(f"{f}: {levels} (spread {percent(s)})" for f, s, levels in spreads)
+        + f". Rule: a factor matters when the spread is at least {percent(DEPENDENCE)}; holds if the domain and the learning rate "
         "or protocol both matter.",
     ))
     return claims
@@ -168,20 +160,16 @@ def observations(results: Sequence[CellResult], settings: GridSettings) -> list[
         lines.append(
             f"Representations below the middle barely move even when everything is destroyed: the lower-half debiased "
             f"CKA of the forgotten cells lies between {min(ckas):.4f} and {max(ckas):.4f}; yet the size of that gap from 1 "
-            f"has Spearman {_fmt(spearman([1 - c for c in ckas], [r.recovery for r in done]))} with recovery."
+            f"has Spearman {number(spearman([1 - c for c in ckas], [r.recovery for r in done]), 2)} with recovery."
         )
         reversible = [r for r in done if _reversible(r)]
         if reversible:
             lines.append(
-                f"Where forgetting was reversible, relearning gained a median {_fmt(float(np.median([r.relearned['forget'].accuracy - r.unlearned['forget'].accuracy for r in reversible])))} "
-                f"accuracy on the forget set against a median {_fmt(float(np.median([r.control_gain for r in reversible])))} on the novel "
+                f"Where forgetting was reversible, relearning gained a median {number(float(np.median([r.relearned['forget'].accuracy - r.unlearned['forget'].accuracy for r in reversible])), 2)} "
+                f"accuracy on the forget set against a median {number(float(np.median([r.control_gain for r in reversible])), 2)} on the novel "
                 "control from the same budget: the knowledge was still there."
             )
     return lines
-
-
-def _pct(fraction: float) -> str:
-    return "–" if math.isnan(fraction) else f"{round(100 * fraction)} %"
 
 
 def _trio(r: CellResult, split: str) -> str:
@@ -197,8 +185,8 @@ def _cell_table(results: Sequence[CellResult]) -> list[str]:
         depth = _depth(r)
         lines.append(
             f"| {r.cell.method} | {r.cell.lr:g} | {r.cell.protocol} | {_trio(r, 'forget')} | {_trio(r, 'retain')} | "
-            f"{_fmt(r.recovery)} | {_fmt(r.control_gain)} | {depth if depth is not None else '>' + str(_n_layers(r))} | "
-            f"{_fmt(_cka_lower(r), 3)} | {r.regime['label']} |"
+            f"{number(r.recovery, 2)} | {number(r.control_gain, 2)} | {depth if depth is not None else '>' + str(_n_layers(r))} | "
+            f"{number(_cka_lower(r), 3)} | {r.regime['label']} |"
         )
     return lines
 
@@ -210,7 +198,7 @@ def _regime_counts(results: Sequence[CellResult], settings: GridSettings) -> lis
         for lr in settings.lrs:
             cells = [r for r in results if r.cell.lr == lr and r.cell.protocol == protocol]
             counts = " | ".join(str(sum(r.regime["label"] == label for r in cells)) for label in labels)
-            lines.append(f"| {lr:g} | {protocol} | {counts} | {_fmt(_mean([r.recovery for r in forgotten(cells)]))} |")
+            lines.append(f"| {lr:g} | {protocol} | {counts} | {number(finite_mean([r.recovery for r in forgotten(cells)]), 2)} |")
     return lines
 
 
@@ -256,7 +244,7 @@ def _figure_prediction(fit: PredictorFit, path: Path) -> Path:
         ax.plot([low, high], [low, high], color="grey", linewidth=0.5)
         ax.set_xlabel("predicted recovery (held out)")
         ax.set_ylabel("measured recovery")
-        ax.set_title(f"{held.scheme}: Spearman {_fmt(held.spearman)}", fontsize="small")
+        ax.set_title(f"{held.scheme}: Spearman {number(held.spearman, 2)}", fontsize="small")
     return save_figure(figure, path)
 
 
@@ -284,9 +272,9 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
         "",
         "| input | Spearman with recovery (raw, no fit) | coefficient (per s.d.) |",
         "|---|---|---|",
-        *(f"| `{name}` | {_fmt(fit.baselines[name])} | {_fmt(coef, 3)} |" for name, coef in zip(PREDICTOR_INPUTS, fit.predictor.coef)),
+        *(f"| `{name}` | {number(fit.baselines[name], 2)} | {number(coef, 3)} |" for name, coef in zip(PREDICTOR_INPUTS, fit.predictor.coef)),
         "",
-        f"For comparison, the unlearning learning rate alone (a setting, not a measurement) has Spearman {_fmt(lr_rank)} "
+        f"For comparison, the unlearning learning rate alone (a setting, not a measurement) has Spearman {number(lr_rank, 2)} "
         "with recovery on the same cells.",
         "",
         f"Fitted on the {len(fit.cells)} forgotten cells; validated on held-out cells only (each group's cells are "
@@ -296,9 +284,9 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for held in (fit.by_domain, fit.by_method):
-        groups = ", ".join(f"{group} {_fmt(value)}" for group, value in held.per_group.items())
-        lines.append(f"| {held.scheme} | **{_fmt(held.spearman)}** | {groups} | {_fmt(held.mean_abs_error)} | "
-                     f"{_pct(held.reversible_calls_correct)} |")
+        groups = ", ".join(f"{group} {number(value, 2)}" for group, value in held.per_group.items())
+        lines.append(f"| {held.scheme} | **{number(held.spearman, 2)}** | {groups} | {number(held.mean_abs_error, 2)} | "
+                     f"{percent(held.reversible_calls_correct)} |")
     return [
         *lines,
         "",
@@ -344,7 +332,7 @@ def write_page(
         "```",
         "",
         f"**{len(results)} cells**, total compute {runtime_seconds / 60:.1f} min on this machine "
-        f"({_fmt(_mean([r.seconds['total'] for r in results]), 1)} s per cell on average); seed {settings.seed} everywhere.",
+        f"({number(finite_mean([r.seconds['total'] for r in results]), 1)} s per cell on average); seed {settings.seed} everywhere.",
         "",
         "## Set-up",
         "",
