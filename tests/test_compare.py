@@ -261,7 +261,13 @@ def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_p
                            "--predict-reversibility", "--predictor", path, "--out", out)
     assert code == 0
     written = json.loads((out / "reversibility.json").read_text())
-    assert written["predicted_recovery"] == pytest.approx(predictor.predict(predictor_inputs(written["features"]["values"])))
+    # The prediction by hand: intercept + Σ coef · clip((input − mean) / scale, ±3).
+    inputs = predictor_inputs(written["features"]["values"])
+    by_hand = predictor.intercept + sum(
+        coef * min(3.0, max(-3.0, (inputs[name] - mean) / scale))
+        for name, mean, scale, coef in zip(PREDICTOR_INPUTS, predictor.mean, predictor.scale, predictor.coef)
+    )
+    assert written["predicted_recovery"] == pytest.approx(by_hand)
     # Only the last block was perturbed: reverting the last block restores everything.
     assert written["features"]["depth"] == 1
     text = " ".join(stdout.split())  # rich wraps long lines at the console width

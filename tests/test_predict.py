@@ -216,3 +216,17 @@ def test_features_and_prediction_on_the_builtin_model(smollm_tl):
     assert features.values["cka_lower"] > 0.95 and 0 < features.values["delta_relative"] < 1e-2
     predictor = builtin_predictor()
     assert predictor.target_range[0] <= predictor.predict(features.inputs) <= predictor.target_range[1]
+
+
+def test_given_passes_are_used_only_when_taken_with_the_features_settings(unlearned_tiny):
+    subject, original, unlearned = unlearned_tiny
+    subject.restore(unlearned)
+    fresh = measure_features(subject, original, FORGET)
+    last_token = model_pass(subject, FORGET, pooling="last")
+    assert measure_features(subject, original, FORGET, unlearned_pass=last_token).values == pytest.approx(fresh.values)
+    subject.restore(original)
+    original_pass = model_pass(subject, FORGET)
+    subject.restore(unlearned)
+    # A fitting pass is taken as given: handing in the original's pass as the unlearned one makes every CKA 1.
+    reused = measure_features(subject, original, FORGET, original_pass=original_pass, unlearned_pass=original_pass)
+    assert reused.cka_forget == pytest.approx([1.0] * subject.shape.n_layers) and fresh.values["cka_upper"] < 1.0

@@ -123,12 +123,7 @@ def run(args: argparse.Namespace) -> None:
         fisher=not args.no_fisher, fisher_components=args.fisher_components, progress=True,
     )
     print_comparison(console, comparison)
-    prediction = None
-    if predictor is not None:
-        # The passes serve the features too when they were taken with the predictor's settings.
-        reusable = args.pooling == "mean" and args.tokens == "all" and not args.no_fisher
-        passes = {"original_pass": reference_pass, "unlearned_pass": updated_pass} if reusable else {}
-        prediction = _predict(reference, updated, items, predictor, passes)
+    prediction = _predict(reference, updated, items, predictor, reference_pass, updated_pass) if predictor is not None else None
     if args.out is not None:
         written = write_outputs(comparison, args.out, prediction)
         console.print(f"wrote {', '.join(path.name for path in written)} to {args.out}")
@@ -144,14 +139,15 @@ def _predictor(args: argparse.Namespace) -> ReversibilityPredictor:
 
 
 def _predict(reference: Subject, updated: Subject, items: list[Item], predictor: ReversibilityPredictor,
-             passes: dict[str, ModelPass]) -> dict[str, Any]:
-    """Measure the cheap features of `updated` against `reference` on the forget items (reusing
-    `passes` of both models where given), print the prediction, and return what
+             reference_pass: ModelPass, updated_pass: ModelPass) -> dict[str, Any]:
+    """Measure the cheap features of `updated` against `reference` on the forget items (reusing the
+    comparison's passes where their settings fit), print the prediction, and return what
     `reversibility.json` holds."""
     from unlearn_lens.predict.features import measure_features
     from unlearn_lens.report.prediction_table import print_prediction
 
-    features = measure_features(updated, reference.snapshot(), items, progress=True, **passes)
+    features = measure_features(updated, reference.snapshot(), items, original_pass=reference_pass,
+                                unlearned_pass=updated_pass, progress=True)
     predicted = predictor.predict(features.inputs)
     print_prediction(console, features, predictor, predicted)
     return {"predicted_recovery": predicted, "features": features.to_dict(), "predictor": predictor.to_dict()}

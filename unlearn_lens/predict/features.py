@@ -122,6 +122,12 @@ def block_fisher_means(fisher: ModelFisher, n_layers: int) -> np.ndarray:
     return np.divide(sums, counts, out=np.full(n_layers, np.nan), where=counts > 0)
 
 
+def _fits(taken: ModelPass | None) -> bool:
+    """Whether a pass was taken with the features' settings: mean pooling, all tokens, Fisher."""
+    return (taken is not None and taken.pooling == "mean" and taken.tokens == "all"
+            and taken.fisher is not None)
+
+
 def reversibility_features(
     original: ModelPass,
     unlearned: ModelPass,
@@ -171,12 +177,13 @@ def measure_features(
 
     Whatever the caller already has saves work: `unlearned`, a snapshot of the weights `subject`
     holds; `original_pass` and `unlearned_pass`, the two models'
-    [`model_pass`][unlearn_lens.diagnostics.compare.model_pass] over `forget` with Fisher, mean
-    pooling over all tokens (the settings the predictor was fitted with). `subject` holds its
-    unlearned weights again on return.
+    [`model_pass`][unlearn_lens.diagnostics.compare.model_pass] over `forget`. A pass is used only
+    if it was taken with the settings the predictor was fitted with (mean pooling over all tokens,
+    with Fisher); otherwise it is taken again. `subject` holds its unlearned weights again on return.
     """
     if unlearned is None:
         unlearned = subject.snapshot()
+    original_pass, unlearned_pass = (p if _fits(p) else None for p in (original_pass, unlearned_pass))
     if original_pass is None:
         subject.restore(original)
         try:
