@@ -78,12 +78,14 @@ def _result(label: str, effect: float) -> ReversionResult:
 
 
 def _sweep(last_k: list[float], per_layer: list[float] | None = None) -> ReversionSweep:
-    per_layer = per_layer or [0.0] * len(last_k)
+    """A sweep whose head + last-k effects are `last_k` (k = 0 … L, so L = len(last_k) − 1)."""
+    per_layer = per_layer or [0.0] * (len(last_k) - 1)
     return ReversionSweep(
         original=_result("original", 1.0),
         unlearned=_result("unlearned", 0.0),
         layers=[_result(f"layer {i}", e) for i, e in enumerate(per_layer)],
-        last_k=[_result(f"last {k + 1}", e) for k, e in enumerate(last_k)],
+        last_k=[_result(f"head + last {k}", e) for k, e in enumerate(last_k)],
+        input_embedding=_result("embed (input)", 0.0),
         components=[],
         top_heads=[],
         head_order=[],
@@ -103,14 +105,14 @@ def _quoted(verdict: str) -> dict[str, list[int]]:
 
 def test_shallow_verdict_quotes_its_numbers():
     n = 30
-    last_k = [0.1, 0.5, 0.83] + [0.9] * (n - 3)
+    last_k = [0.0, 0.1, 0.5, 0.83] + [0.9] * (n - 3)
     cka = [1.0] * 26 + [0.97, 0.9, 0.85, 0.8]
     summary = summarise_localization(_deltas([1 / n] * n), _sweep(last_k), cka_forget=cka, cka_retain=[0.99] * n)
     assert shallow_limit(n) == max(1, round(SHALLOW_FRACTION * n)) == 6
     assert summary.forgetting_depth == 3 and summary.shallow is True
     assert summary.verdict == (
-        "shallow (depth 3 ≤ 6 of 30 layers): 83 % of the forget effect (nll) is restored by reverting the last 3 of 30 "
-        f"layers; forget-set representations below layer 26 keep debiased CKA ≥ {CKA_KEPT}"
+        "shallow (depth 3 ≤ 6 of 30 blocks): 83 % of the forget effect (nll) is restored by reverting the output head "
+        f"and the last 3 of 30 blocks; forget-set representations below layer 26 keep debiased CKA ≥ {CKA_KEPT}"
     )
     assert summary.evidence["restored_at_depth"] == 0.83 and summary.evidence["first_layer_below_cka_kept"] == 26
     assert all(c >= CKA_KEPT for c in cka[:26]) and cka[26] < CKA_KEPT
@@ -120,35 +122,36 @@ def test_shallow_verdict_quotes_its_numbers():
 @pytest.mark.parametrize(
     "last_k,depth,shallow",
     [
-        ([0.05 * k for k in range(1, 11)], None, False),  # never reaches 0.8
-        ([0.1, 0.2, 0.3, 0.85, 0.9, 0.95, 1.0, 1.0, 1.0, 1.0], 4, False),  # limit is 2 of 10
-        ([0.2, 0.8] + [1.0] * 8, 2, True),  # exactly at the threshold and at the limit
-        ([0.9] * 10, 1, True),
+        ([0.05 * k for k in range(11)], None, False),  # never reaches 0.8
+        ([0.0, 0.1, 0.2, 0.3, 0.85, 0.9, 0.95, 1.0, 1.0, 1.0, 1.0], 4, False),  # limit is 2 of 10
+        ([0.0, 0.2, 0.8] + [1.0] * 8, 2, True),  # exactly at the threshold and at the limit
+        ([0.1, 0.9] + [0.9] * 9, 1, True),
+        ([0.9] * 11, 0, True),  # the output head alone
     ],
 )
 def test_verdict_is_consistent_with_the_numbers_it_quotes(last_k, depth, shallow):
-    n = len(last_k)
+    n = len(last_k) - 1
     limit = shallow_limit(n)
     summary = summarise_localization(_deltas([1 / n] * n), _sweep(last_k))
     assert summary.forgetting_depth == depth and summary.shallow is shallow and summary.shallow_limit == limit
     quoted = _quoted(summary.verdict)
     assert summary.verdict.startswith("shallow" if shallow else "deep")
     if depth is None:
-        assert quoted["percents"] == [80, round(100 * last_k[-1])]
+        assert quoted["percents"] == [80, round(100 * last_k[-1]), 0]  # the last: the input embedding alone
         assert last_k[-1] < 0.8
     elif shallow:
         assert depth <= limit
-        assert quoted["percents"] == [round(100 * last_k[depth - 1])]
-        assert f"last {depth} of {n} layers" in summary.verdict
+        assert quoted["percents"] == [round(100 * last_k[depth])]
+        assert ("the output head alone" if depth == 0 else f"last {depth} of {n} blocks") in summary.verdict
     else:
-        assert depth > limit and f"last {limit} layers restores only" in summary.verdict
-        assert quoted["percents"] == [round(100 * last_k[limit - 1]), round(100 * last_k[depth - 1])]
-        assert last_k[limit - 1] < 0.8 <= last_k[depth - 1]
+        assert depth > limit and f"the last {limit} of {n} blocks restores only" in summary.verdict
+        assert quoted["percents"] == [round(100 * last_k[limit]), round(100 * last_k[depth])]
+        assert last_k[limit] < 0.8 <= last_k[depth]
         assert f"depth {depth} > {limit} of {n}" in summary.verdict
 
 
 def test_nothing_forgotten_is_undetermined():
-    summary = summarise_localization(_deltas([0.5, 0.5]), _sweep([math.nan, math.nan]))
+    summary = summarise_localization(_deltas([0.5, 0.5]), _sweep([math.nan, math.nan, math.nan]))
     assert summary.shallow is None and summary.forgetting_depth is None
     assert summary.verdict.startswith("undetermined")
 
@@ -159,7 +162,7 @@ def test_columns_correlations_and_stream_alignment():
     per_layer = [0.0, 0.1, 0.2, 0.5, 0.9]
     streams = [1.0, 1.0, 0.99, 0.97, 0.9, 0.8]  # one per residual stream: stream 0 is the embedding
     summary = summarise_localization(
-        _deltas(shares), _sweep([0.9] * n, per_layer), cka_forget=streams, pc1_similarity=[1, 1, 1, 0.9, 0.5], fisher_change=[0, 0, 0, -1, -2]
+        _deltas(shares), _sweep([0.9] * (n + 1), per_layer), cka_forget=streams, pc1_similarity=[1, 1, 1, 0.9, 0.5], fisher_change=[0, 0, 0, -1, -2]
     )
     assert list(summary.columns) == ["relative_delta", "delta_share", "reversion_accuracy", "reversion_nll", "cka_change_forget", "pc1_similarity", "fisher_change"]
     assert summary.columns["cka_change_forget"] == pytest.approx([0.0, 0.01, 0.03, 0.1, 0.2])
@@ -171,4 +174,4 @@ def test_columns_correlations_and_stream_alignment():
     assert summary.verdict.endswith("forget-set representations below layer 2 keep debiased CKA ≥ 0.98")  # layer 2 (stream 3) is 0.97
     assert LocalizationSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
     with pytest.raises(ValueError, match="pc1_similarity has 3 values; give one per layer"):
-        summarise_localization(_deltas(shares), _sweep([0.9] * n), pc1_similarity=[1, 1, 1])
+        summarise_localization(_deltas(shares), _sweep([0.9] * (n + 1)), pc1_similarity=[1, 1, 1])

@@ -30,19 +30,20 @@ from unlearn_lens.unlearn import unlearn
 
 
 def test_bisection_equals_the_full_scan_on_every_rising_curve():
-    """Brute force: every non-decreasing curve over 5 layers on a grid of values, every threshold."""
+    """Brute force: every non-decreasing curve over k = 0 … 5 (head, then 5 blocks) on a grid of
+    values, every threshold."""
     levels = (0.0, 0.3, 0.79, 0.8, 0.95, 1.0)
-    for curve in itertools.combinations_with_replacement(levels, 5):
+    for curve in itertools.combinations_with_replacement(levels, 6):
         calls = []
-        found = bisect_depth(lambda k: calls.append(k) or curve[k - 1], len(curve), 0.8)
+        found = bisect_depth(lambda k: calls.append(k) or curve[k], len(curve) - 1, 0.8)
         assert found == forgetting_depth(curve, 0.8), curve
-        assert len(set(calls)) <= 4  # log2(5) + 1 rounded up, not 5
+        assert len(set(calls)) <= 4  # log2(6) + 1 rounded up, not 6
 
 
 def test_bisection_is_consistent_on_a_non_monotone_curve():
-    curve = [0.9, 0.1, 0.2, 0.85, 0.3, 0.95]
-    depth = bisect_depth(lambda k: curve[k - 1], len(curve), 0.8)
-    assert curve[depth - 1] >= 0.8 and (depth == 1 or curve[depth - 2] < 0.8)
+    curve = [0.1, 0.9, 0.1, 0.2, 0.85, 0.3, 0.95]
+    depth = bisect_depth(lambda k: curve[k], len(curve) - 1, 0.8)
+    assert curve[depth] >= 0.8 and (depth == 0 or curve[depth - 1] < 0.8)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_search_matches_the_sweep_on_a_real_unlearned_model(unlearned_tiny):
     depth, probes = search_forgetting_depth(Reverter(subject, original, FORGET, unlearned=unlearned))
     assert depth == sweep.forgetting_depth
     for k, effect in probes.items():
-        assert effect == pytest.approx(sweep.last_k_effects()[k - 1], abs=1e-6)
+        assert effect == pytest.approx(sweep.last_k_effects()[k], abs=1e-6)
     for key, value in unlearned.items():  # every patch undone
         torch.testing.assert_close(subject.weight(key).detach().cpu(), value, atol=0, rtol=0)
 
@@ -211,7 +212,7 @@ def test_features_and_prediction_on_the_builtin_model(smollm_tl):
     finally:
         smollm_tl.restore(original)
     depth, probes = features.depth, features.depth_probes
-    assert depth is not None and probes[depth] >= 0.8 and (depth == 1 or probes[depth - 1] < 0.8)
+    assert depth is not None and probes[depth] >= 0.8 and (depth == 0 or probes[depth - 1] < 0.8)
     assert len(probes) <= math.ceil(math.log2(30)) + 1
     assert features.values["cka_lower"] > 0.95 and 0 < features.values["delta_relative"] < 1e-2
     predictor = builtin_predictor()

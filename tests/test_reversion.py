@@ -14,11 +14,15 @@ from unlearn_lens.data.items import Item
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.localize import (
     HeadAttribution,
+    Patch,
     Reverter,
     ReversionSweep,
     forgetting_depth,
     full_patch,
     head_attribution,
+    head_patch,
+    input_embedding_patch,
+    last_layers_patch,
     layer_patch,
     logit_lens,
     query_heads_patch,
@@ -28,6 +32,7 @@ from unlearn_lens.localize import (
     weight_deltas,
 )
 from unlearn_lens.metrics import target_loss
+from unlearn_lens.models.architecture import named_parameters
 
 FORGET = [
     Item("The capital of France is", " Paris"),
@@ -106,7 +111,7 @@ def test_reverting_everything_restores_the_original_exactly(tiny_tok, family):
     for ours, reference in ((reverter.original.forget, original_forget), (reverter.original.retain, original_retain)):
         assert ours.accuracy == reference.accuracy and ours.nll == pytest.approx(reference.nll, rel=1e-6)
     patch = full_patch(subject)
-    assert {"embed.weight", "final_norm.weight"} <= set(patch.keys)
+    assert {"embed.weight", "final_norm.weight"} <= set(patch.keys) and patch.output_head
     subject.restore(original, patch.keys)
     torch.testing.assert_close(subject.run(batch).logits, logits_original, atol=0, rtol=0)
     subject.restore(unlearned)
@@ -126,7 +131,9 @@ def test_last_block_unlearning_has_depth_one_and_is_shallow(trained):
     # Only the last block changed: reverting it alone is the original; reverting others does nothing.
     assert sweep.layer_effects("nll") == pytest.approx([0.0, 0.0, 1.0], abs=1e-12)
     assert sweep.layer_effects("accuracy") == pytest.approx([0.0, 0.0, 1.0], abs=1e-12)
-    assert sweep.last_k_effects() == pytest.approx([1.0, 1.0, 1.0], abs=1e-12)
+    # k = 0 is the output head alone, which unlearning did not touch here.
+    assert sweep.last_k_effects() == pytest.approx([0.0, 1.0, 1.0, 1.0], abs=1e-12)
+    assert sweep.head.label == "head" and sweep.input_embedding.effect_nll == 0.0
     assert sweep.forgetting_depth == 1
     assert sweep.original.forget.accuracy == 1.0 and sweep.unlearned.forget.accuracy == 0.0
     by_component = {r.label: r for r in sweep.components}
@@ -135,8 +142,82 @@ def test_last_block_unlearning_has_depth_one_and_is_shallow(trained):
     assert sweep.head_counts == [1, 2, 4, 8, 12]
     assert all(layer == N_LAYERS - 1 for layer, _ in sweep.head_order[:4])  # only the last block's heads moved
     summary = summarise_localization(deltas, sweep)
-    assert summary.shallow is True and summary.verdict.startswith("shallow (depth 1 ≤ 1 of 3 layers): 100 %")
+    assert summary.shallow is True and summary.verdict.startswith("shallow (depth 1 ≤ 1 of 3 blocks): 100 %")
     assert ReversionSweep.from_dict(json.loads(json.dumps(sweep.to_dict()))) == sweep
+
+
+def _params(subject) -> dict[str, torch.Tensor]:
+    """Every parameter of the HF model by name (tied duplicates included), detached copies."""
+    return {name: p.detach().clone() for name, p in named_parameters(subject.model).items()}
+
+
+def _perturbed(subject, scale=0.05, seed=0):
+    """The subject's weights and a copy of them with Gaussian noise on every weight (the
+    embedding included), written into the subject: an 'unlearned' model that moved everywhere."""
+    original = subject.snapshot()
+    generator = torch.Generator().manual_seed(seed)
+    subject.restore({k: t + scale * torch.randn(t.shape, generator=generator) for k, t in original.items()})
+    return original, subject.snapshot()
+
+
+@pytest.mark.parametrize("backend", ["nnsight", "transformer_lens"])
+def test_tied_head_patch_reverts_the_output_use_only_and_reties(tiny_tok, backend):
+    subject = ul.load(ul.tiny_llama(vocab_size=len(tiny_tok), n_layers=N_LAYERS), tokenizer=tiny_tok, backend=backend)
+    assert subject.shape.tied_embeddings
+    original, unlearned = _perturbed(subject)
+    before = _params(subject)
+    embed = named_parameters(subject.model)["model.embed_tokens.weight"]
+    with subject.head_from(original):
+        inside = named_parameters(subject.model)
+        assert torch.equal(inside["lm_head.weight"].detach(), original["embed.weight"])
+        assert torch.equal(inside["model.embed_tokens.weight"].detach(), unlearned["embed.weight"])
+        assert torch.equal(inside["model.norm.weight"].detach(), original["final_norm.weight"])
+        changed = {name for name, p in inside.items() if not torch.equal(p.detach(), before[name])}
+        assert changed == {"lm_head.weight", "model.norm.weight"}
+    # Retied, and every weight bit-identical to before.
+    after = named_parameters(subject.model)
+    assert after["lm_head.weight"] is embed and after["model.embed_tokens.weight"] is embed
+    assert all(torch.equal(after[name].detach(), value) for name, value in before.items())
+
+    reverter = Reverter(subject, original, FORGET, RETAIN, unlearned=unlearned)
+    everything = Patch(
+        "head + all blocks + embed (input)",
+        keys=(*last_layers_patch(subject, N_LAYERS).keys, *input_embedding_patch(subject).keys),
+        output_head=True,
+    )
+    restored = reverter.measure(everything)
+    assert restored.effect_nll == 1.0
+    assert restored.forget == reverter.original.forget and restored.retain == reverter.original.retain
+    # The head alone and the input embedding alone are different patches with different effects.
+    head, inputs = reverter.measure(head_patch(subject)), reverter.measure(input_embedding_patch(subject))
+    assert head.forget != inputs.forget and head.forget != reverter.unlearned.forget
+    # Reverting the tied matrix's input use alone is the model with the original embedding
+    # feeding the blocks and the unlearned matrix reading out: build that model by hand.
+    untied = ul.tiny_llama(vocab_size=len(tiny_tok), n_layers=N_LAYERS, tied=False)
+    reference = ul.load(untied, tokenizer=tiny_tok, backend="nnsight")
+    reference.restore({**unlearned, "embed.weight": original["embed.weight"], "unembed.weight": unlearned["embed.weight"]})
+    assert evaluate(reference, FORGET).nll == pytest.approx(inputs.forget.nll, rel=1e-6)
+    after = named_parameters(subject.model)
+    assert after["lm_head.weight"] is after["model.embed_tokens.weight"]
+    _assert_weights_equal(subject, unlearned)
+
+
+def test_untied_head_patch_touches_only_the_unembedding_and_final_norm(tiny_tok):
+    subject = ul.load(ul.tiny_llama(vocab_size=len(tiny_tok), n_layers=N_LAYERS, tied=False), tokenizer=tiny_tok, backend="nnsight")
+    assert not subject.shape.tied_embeddings and "unembed.weight" in subject.head_keys()
+    original, unlearned = _perturbed(subject)
+    before = _params(subject)
+    with subject.head_from(original):
+        changed = {name for name, p in named_parameters(subject.model).items() if not torch.equal(p.detach(), before[name])}
+    assert changed == {"lm_head.weight", "model.norm.weight"}
+    reverter = Reverter(subject, original, FORGET, RETAIN, unlearned=unlearned)
+    sweep = reversion_sweep(reverter, head_counts=[1], progress=False)
+    assert len(sweep.last_k) == N_LAYERS + 1 and sweep.last_k[0].label == "head"
+    # Head + all blocks + input embedding is the whole model.
+    assert sweep.last_k[-1].effect_nll < 1.0
+    everything = Patch("all", keys=(*last_layers_patch(subject, N_LAYERS).keys, *input_embedding_patch(subject).keys), output_head=True)
+    assert reverter.measure(everything).effect_nll == 1.0
+    _assert_weights_equal(subject, unlearned)
 
 
 def test_head_patch_reverts_query_head_with_its_kv_head_and_nothing_else(trained):
@@ -178,8 +259,9 @@ def test_effect_and_depth_helpers():
     assert restoration_effect(2.0, 4.0, 1.0) == pytest.approx(2 / 3)  # NLL 4 → 2 of the way back to 1
     assert restoration_effect(0.5, 0.0, 1.0) == 0.5
     assert math.isnan(restoration_effect(0.3, 0.5, 0.5))
-    assert forgetting_depth([0.1, 0.79, 0.8, 0.95]) == 3
-    assert forgetting_depth([0.1, 0.5], restore_fraction=0.4) == 2
+    assert forgetting_depth([0.1, 0.79, 0.8, 0.95]) == 2  # k = 0 is the head alone
+    assert forgetting_depth([0.9, 0.95]) == 0
+    assert forgetting_depth([0.1, 0.5], restore_fraction=0.4) == 1
     assert forgetting_depth([0.1, 0.2, 0.3]) is None
     assert forgetting_depth([math.nan, math.nan]) is None
 

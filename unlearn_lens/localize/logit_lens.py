@@ -33,22 +33,6 @@ DIVERGENCE_RANK_FACTOR = 10.0
 factor: an order of magnitude, far above the rank jitter of nearly identical weights, far
 below the thousands-deep ranks of a suppressed answer."""
 
-READOUT_MODULES = {"llama": ("model.norm", "lm_head"), "gpt2": ("transformer.ln_f", "lm_head")}
-"""Final norm and unembedding of each supported family, as module paths in the HF model."""
-
-
-def _module(model: nn.Module, path: str) -> nn.Module:
-    """A submodule by dotted path, unwrapped from a TransformerBridge component if wrapped."""
-    module = model.get_submodule(path)
-    return getattr(module, BRIDGE_WRAPPER.lstrip("."), module)
-
-
-def readout_modules(subject: Subject) -> tuple[nn.Module, nn.Module]:
-    """The subject's own final norm and unembedding (the HF modules, not copies)."""
-    norm_path, unembed_path = READOUT_MODULES[subject.shape.family]
-    return _module(subject.model, norm_path), _module(subject.model, unembed_path)
-
-
 @dataclass
 class LensLogits:
     """Logit-lens logits of one batch at each item's last prompt position.
@@ -76,7 +60,7 @@ def lens_logits(subject: Subject, batch: Batch) -> LensLogits:
     first_target = targets.int().argmax(dim=1)
     rows = torch.arange(len(batch), device=first_target.device)
     position = first_target - 1
-    norm, unembed = readout_modules(subject)
+    norm, unembed = subject.readout_modules()
     with torch.no_grad():
         out = subject.run(batch, residual_layers=range(subject.n_streams))
         streams = torch.stack([out.residuals[j][rows, position] for j in range(subject.n_streams)], dim=1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,12 +46,19 @@ Metric = Literal["nll", "accuracy"]
 
 @dataclass(frozen=True)
 class Patch:
-    """Weights to copy from the original snapshot: whole weights (`keys`) and head slices
-    (`heads`: `(key, head indices)` pairs, heads as the key's own spec counts them)."""
+    """Weights to copy from the original snapshot: whole weights (`keys`), head slices
+    (`heads`: `(key, head indices)` pairs, heads as the key's own spec counts them) and,
+    with `output_head`, the output head (final norm and unembedding).
+
+    The output head is reverted apart from the input embedding even when the two share one
+    tied matrix (see [`Subject.head_from`][unlearn_lens.Subject.head_from]); reverting
+    `embed.weight` without `output_head` reverts only the matrix's input use.
+    """
 
     label: str
     keys: tuple[str, ...] = ()
     heads: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    output_head: bool = False
 
     @property
     def touched(self) -> list[str]:
@@ -58,15 +66,37 @@ class Patch:
         return [*self.keys, *(key for key, _ in self.heads)]
 
 
+HEAD_LABEL = "head"
+"""Label of the output-head patch (final norm and unembedding)."""
+INPUT_EMBEDDING_LABEL = "embed (input)"
+"""Label of the input-embedding patch (token and position embeddings, input use only)."""
+
+
 def layer_patch(subject: Subject, layer: int) -> Patch:
     """Revert every weight of block `layer`."""
     return Patch(f"layer {layer}", keys=tuple(subject.keys(layers=[layer])))
 
 
+def head_patch(subject: Subject) -> Patch:
+    """Revert the output head alone: the final norm and the unembedding (its output use only
+    when tied to the input embedding)."""
+    return Patch(HEAD_LABEL, output_head=True)
+
+
+def input_embedding_patch(subject: Subject) -> Patch:
+    """Revert the input embeddings alone (token and, where there is one, position embedding);
+    a tied unembedding keeps its unlearned weights."""
+    return Patch(INPUT_EMBEDDING_LABEL, keys=tuple(subject.keys(components=["embed", "pos_embed"])))
+
+
 def last_layers_patch(subject: Subject, k: int) -> Patch:
-    """Revert the last `k` blocks."""
+    """Revert the top of the network: the output head and the last `k` blocks (`k = 0`: the
+    head alone). The forgetting depth is measured on these patches."""
     n_layers = subject.shape.n_layers
-    return Patch(f"last {k}", keys=tuple(subject.keys(layers=range(n_layers - k, n_layers))))
+    if not 0 <= k <= n_layers:
+        raise ValueError(f"k must lie between 0 and the number of blocks ({n_layers}), got {k}")
+    label = HEAD_LABEL if k == 0 else f"{HEAD_LABEL} + last {k}"
+    return Patch(label, keys=tuple(subject.keys(layers=range(n_layers - k, n_layers))), output_head=True)
 
 
 def component_patch(subject: Subject, component: str) -> Patch:
@@ -76,7 +106,7 @@ def component_patch(subject: Subject, component: str) -> Patch:
 
 def full_patch(subject: Subject) -> Patch:
     """Revert everything: the original model."""
-    return Patch("original", keys=tuple(subject.keys()))
+    return Patch("original", keys=tuple(subject.keys()), output_head=True)
 
 
 def query_heads_patch(subject: Subject, heads: Iterable[tuple[int, int]], label: str | None = None) -> Patch:
@@ -181,7 +211,7 @@ class Reverter:
         self._cache: dict[tuple, tuple[TokenMetrics, TokenMetrics | None]] = {}
         forget, retain = self._evaluate()
         self.unlearned = ReversionResult("unlearned", forget, retain, 0.0, 0.0)
-        self._cache[((), ())] = (forget, retain)
+        self._cache[((), (), False)] = (forget, retain)
         forget, retain = self._patched(full_patch(subject))
         self.original = ReversionResult(
             "original",
@@ -215,15 +245,22 @@ class Reverter:
         return results
 
     def _patched(self, patch: Patch) -> tuple[TokenMetrics, TokenMetrics | None]:
-        signature = (tuple(sorted(patch.keys)), tuple(sorted(patch.heads)))
+        signature = (tuple(sorted(patch.keys)), tuple(sorted(patch.heads)), patch.output_head)
         if signature not in self._cache:
-            self.subject.restore(self.original_snapshot, patch.keys)
-            for key, heads in patch.heads:
-                self.subject.restore_heads(self.original_snapshot, key, heads)
-            try:
-                self._cache[signature] = self._evaluate()
-            finally:
-                self.subject.restore(self.unlearned_snapshot, patch.touched)
+            subject = self.subject
+            with ExitStack() as stack:
+                if patch.output_head:
+                    stack.enter_context(subject.head_from(self.original_snapshot))
+                elif subject.shape.tied_embeddings and "embed.weight" in patch.keys:
+                    # Reverting the tied matrix's input use only: the output keeps the unlearned copy.
+                    stack.enter_context(subject.untied_output(self.unlearned_snapshot["embed.weight"]))
+                subject.restore(self.original_snapshot, patch.keys)
+                for key, heads in patch.heads:
+                    subject.restore_heads(self.original_snapshot, key, heads)
+                try:
+                    self._cache[signature] = self._evaluate()
+                finally:
+                    subject.restore(self.unlearned_snapshot, patch.touched)
         return self._cache[signature]
 
     def _evaluate(self) -> tuple[TokenMetrics, TokenMetrics | None]:
@@ -252,9 +289,10 @@ def default_head_counts(n_heads_total: int) -> list[int]:
 
 
 def forgetting_depth(last_k_effects: Sequence[float], restore_fraction: float = RESTORE_FRACTION) -> int | None:
-    """Smallest k whose last-k reversion restores at least `restore_fraction` of the forget
-    effect (`last_k_effects[k - 1]`), or None if no k does."""
-    for k, effect in enumerate(last_k_effects, start=1):
+    """Smallest k whose top-of-network reversion (the output head and the last k blocks)
+    restores at least `restore_fraction` of the forget effect (`last_k_effects[k]`,
+    k = 0 … L), or None if no k does."""
+    for k, effect in enumerate(last_k_effects):
         if effect >= restore_fraction:
             return k
     return None
@@ -263,16 +301,16 @@ def forgetting_depth(last_k_effects: Sequence[float], restore_fraction: float = 
 def bisect_depth(
     effect: Callable[[int], float], n_layers: int, restore_fraction: float = RESTORE_FRACTION
 ) -> int | None:
-    """The smallest k in 1 … `n_layers` with `effect(k) ≥ restore_fraction`, found by bisection
-    (about log2(n_layers) + 1 calls), or None when even `effect(n_layers)` falls short.
+    """The smallest k in 0 … `n_layers` with `effect(k) ≥ restore_fraction`, found by bisection
+    (about log2(n_layers + 1) + 1 calls), or None when even `effect(n_layers)` falls short.
 
-    The answer always satisfies effect(k) ≥ `restore_fraction` > effect(k − 1) (effect(0) = 0),
+    The answer always satisfies effect(k) ≥ `restore_fraction` > effect(k − 1) (for k > 0),
     so it equals [`forgetting_depth`][unlearn_lens.localize.reversion.forgetting_depth] of the
     full curve whenever the curve rises with k.
     """
     if not effect(n_layers) >= restore_fraction:
         return None
-    below, above = 0, n_layers
+    below, above = -1, n_layers
     while above - below > 1:
         middle = (below + above) // 2
         if effect(middle) >= restore_fraction:
@@ -287,7 +325,8 @@ def search_forgetting_depth(
     restore_fraction: float = RESTORE_FRACTION,
     metric: Metric = DEPTH_METRIC,
 ) -> tuple[int | None, dict[int, float]]:
-    """The forgetting depth from about log2(L) + 1 last-k reversions instead of the sweep's L.
+    """The forgetting depth from about log2(L + 1) + 1 top-of-network reversions instead of
+    the sweep's L + 1.
 
     Returns the depth and the effects of the k it measured. Exact when reverting more of the
     last blocks brings back more (the last-k curves of the audits on SmolLM2 all rise with k);
@@ -307,17 +346,19 @@ def search_forgetting_depth(
 class ReversionSweep:
     """Every reversion of a sweep, with the forgetting depth it implies.
 
-    **Fields:** `layers[ℓ]` reverts block ℓ alone; `last_k[k − 1]` the last k blocks;
-    `components`, one component in every layer (labelled by component); `top_heads[i]` the
-    first `head_counts[i]` heads of `head_order` (`(layer, query head)` by decreasing delta
-    norm, see [`query_heads_patch`][unlearn_lens.localize.query_heads_patch]); `original`
-    and `unlearned`, the two unpatched models.
+    **Fields:** `layers[ℓ]` reverts block ℓ alone; `last_k[k]` the output head and the last
+    k blocks (k = 0 … L; `last_k[0]` is the head alone); `input_embedding`, the input
+    embeddings alone; `components`, one component in every layer (labelled by component);
+    `top_heads[i]` the first `head_counts[i]` heads of `head_order` (`(layer, query head)` by
+    decreasing delta norm, see [`query_heads_patch`][unlearn_lens.localize.query_heads_patch]);
+    `original` and `unlearned`, the two unpatched models.
     """
 
     original: ReversionResult
     unlearned: ReversionResult
     layers: list[ReversionResult]
     last_k: list[ReversionResult]
+    input_embedding: ReversionResult
     components: list[ReversionResult]
     top_heads: list[ReversionResult]
     head_order: list[tuple[int, int]]
@@ -329,18 +370,23 @@ class ReversionSweep:
     def n_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def head(self) -> ReversionResult:
+        """The output head (final norm and unembedding) reverted alone."""
+        return self.last_k[0]
+
     def layer_effects(self, metric: Metric | None = None) -> list[float]:
         """Restoration effect of reverting each block alone (default: the depth metric)."""
         return [result.effect(metric or self.depth_metric) for result in self.layers]
 
     def last_k_effects(self, metric: Metric | None = None) -> list[float]:
-        """Restoration effect of reverting the last k blocks, k = 1 … L."""
+        """Restoration effect of reverting the output head and the last k blocks, k = 0 … L."""
         return [result.effect(metric or self.depth_metric) for result in self.last_k]
 
     @property
     def forgetting_depth(self) -> int | None:
-        """Smallest k whose last-k reversion restores `restore_fraction` of the forget effect
-        (on `depth_metric`); None if reverting every block does not."""
+        """Smallest k whose head + last-k reversion restores `restore_fraction` of the forget
+        effect (on `depth_metric`); 0 means the head alone; None if no k does."""
         return forgetting_depth(self.last_k_effects(), self.restore_fraction)
 
     def to_dict(self) -> dict[str, Any]:
@@ -349,6 +395,7 @@ class ReversionSweep:
             "unlearned": self.unlearned.to_dict(),
             "layers": [r.to_dict() for r in self.layers],
             "last_k": [r.to_dict() for r in self.last_k],
+            "input_embedding": self.input_embedding.to_dict(),
             "components": [r.to_dict() for r in self.components],
             "top_heads": [r.to_dict() for r in self.top_heads],
             "head_order": [list(pair) for pair in self.head_order],
@@ -367,6 +414,7 @@ class ReversionSweep:
         return cls(
             original=ReversionResult.from_dict(data["original"]),
             unlearned=ReversionResult.from_dict(data["unlearned"]),
+            input_embedding=ReversionResult.from_dict(data["input_embedding"]),
             head_order=[(int(layer), int(head)) for layer, head in data["head_order"]],
             head_counts=[int(n) for n in data["head_counts"]],
             restore_fraction=json_float(data["restore_fraction"]),
@@ -384,7 +432,8 @@ def reversion_sweep(
     depth_metric: Metric = DEPTH_METRIC,
     progress: bool = True,
 ) -> ReversionSweep:
-    """Revert each layer, the last k layers (k = 1 … L), each component and the top-n heads.
+    """Revert each layer, the head with the last k layers (k = 0 … L), the input embedding,
+    each component and the top-n heads.
 
     **Arguments:**
 
@@ -406,16 +455,19 @@ def reversion_sweep(
     components = list(dict.fromkeys(spec.component for spec in subject.specs))
     groups = {
         "layers": [layer_patch(subject, layer) for layer in range(n_layers)],
-        "last_k": [last_layers_patch(subject, k) for k in range(1, n_layers + 1)],
+        "last_k": [last_layers_patch(subject, k) for k in range(n_layers + 1)],
+        "input_embedding": [input_embedding_patch(subject)],
         "components": [component_patch(subject, component) for component in components],
         "top_heads": [query_heads_patch(subject, head_order[:n], label=f"top {n} heads") for n in counts],
     }
     flat = [patch for patches in groups.values() for patch in patches]
     measured = iter(reverter.measure_all(flat, progress=progress))
     results = {name: [next(measured) for _ in patches] for name, patches in groups.items()}
+    (input_embedding,) = results.pop("input_embedding")
     return ReversionSweep(
         original=reverter.original,
         unlearned=reverter.unlearned,
+        input_embedding=input_embedding,
         head_order=head_order,
         head_counts=counts,
         restore_fraction=restore_fraction,

@@ -21,8 +21,9 @@ from unlearn_lens.localize.reversion import ReversionSweep
 from unlearn_lens.numbers import percent
 
 SHALLOW_FRACTION = 0.2
-"""Forgetting is shallow when reverting at most this fraction of the top layers restores it
-(6 of 30): the study's suppressed models change only the few blocks nearest the output."""
+"""Forgetting is shallow when reverting the output head and at most this fraction of the top
+blocks restores it (6 of 30): the study's suppressed models change only the few blocks nearest
+the output."""
 
 CKA_KEPT = 0.98
 """Debiased CKA at or above which a layer's representation counts as kept: SmolLM2 and its
@@ -148,7 +149,8 @@ class LocalizationSummary:
 
 
 def shallow_limit(n_layers: int, fraction: float = SHALLOW_FRACTION) -> int:
-    """The largest forgetting depth called shallow: `max(1, round(fraction · n_layers))`."""
+    """The largest forgetting depth (blocks reverted with the head) called shallow:
+    `max(1, round(fraction · n_layers))`."""
     return max(1, round(fraction * n_layers))
 
 
@@ -177,33 +179,44 @@ def _cka_clause(cka_forget: list[float]) -> tuple[str, int | None]:
     return f"forget-set representations below layer {first} keep debiased CKA ≥ {CKA_KEPT}", first
 
 
+def _top(k: int, n_layers: int) -> str:
+    """How a head + last-k reversion is named in a verdict."""
+    return "the output head alone" if k == 0 else f"the output head and the last {k} of {n_layers} blocks"
+
+
 def _verdict(sweep: ReversionSweep, limit: int) -> tuple[str, bool | None, dict[str, Any]]:
     n_layers = sweep.n_layers
     effects = sweep.last_k_effects()
     depth = sweep.forgetting_depth
     metric = sweep.depth_metric
-    evidence: dict[str, Any] = {"depth_metric": metric, "restore_fraction": sweep.restore_fraction, "forgetting_depth": depth}
+    evidence: dict[str, Any] = {
+        "depth_metric": metric,
+        "restore_fraction": sweep.restore_fraction,
+        "forgetting_depth": depth,
+        "restored_by_head": effects[0],
+        "restored_by_input_embedding": sweep.input_embedding.effect(metric),
+    }
     if all(math.isnan(e) for e in effects):
         return f"undetermined: unlearning left the forget-set {metric} unchanged, so there is nothing to restore", None, evidence
     if depth is None:
         evidence["restored_by_all_layers"] = effects[-1]
         line = (
-            f"deep (no depth restores {percent(sweep.restore_fraction)}): reverting all {n_layers} layers restores only "
-            f"{percent(effects[-1])} of the forget effect ({metric}); the rest needs the non-layer weights "
-            "(embeddings, final norm)"
+            f"deep (no depth restores {percent(sweep.restore_fraction)}): reverting {_top(n_layers, n_layers)} "
+            f"restores only {percent(effects[-1])} of the forget effect ({metric}); the rest is in the input embedding "
+            f"(reverted alone it restores {percent(evidence['restored_by_input_embedding'])})"
         )
         return line, False, evidence
-    evidence["restored_at_depth"] = effects[depth - 1]
+    evidence["restored_at_depth"] = effects[depth]
     if depth <= limit:
         line = (
-            f"shallow (depth {depth} ≤ {limit} of {n_layers} layers): {percent(effects[depth - 1])} of the forget "
-            f"effect ({metric}) is restored by reverting the last {depth} of {n_layers} layers"
+            f"shallow (depth {depth} ≤ {limit} of {n_layers} blocks): {percent(effects[depth])} of the forget "
+            f"effect ({metric}) is restored by reverting {_top(depth, n_layers)}"
         )
         return line, True, evidence
-    evidence["restored_at_limit"] = effects[limit - 1]
+    evidence["restored_at_limit"] = effects[limit]
     line = (
-        f"deep (depth {depth} > {limit} of {n_layers} layers): reverting the last {limit} layers restores only "
-        f"{percent(effects[limit - 1])} of the forget effect ({metric}); {percent(effects[depth - 1])} needs the last {depth}"
+        f"deep (depth {depth} > {limit} of {n_layers} blocks): reverting {_top(limit, n_layers)} restores only "
+        f"{percent(effects[limit])} of the forget effect ({metric}); {percent(effects[depth])} needs {_top(depth, n_layers)}"
     )
     return line, False, evidence
 

@@ -76,6 +76,16 @@ BRIDGE_WRAPPER = "._original_component"
 """Path segment a `TransformerBridge` inserts when it wraps a HF module in place."""
 
 
+READOUT_MODULES = {"llama": ("model.norm", "lm_head"), "gpt2": ("transformer.ln_f", "lm_head")}
+"""Final norm and unembedding of each supported family, as module paths in the HF model."""
+
+
+def hf_module(model: nn.Module, path: str) -> nn.Module:
+    """A submodule by dotted path, unwrapped from a TransformerBridge component if wrapped."""
+    module = model.get_submodule(path)
+    return getattr(module, BRIDGE_WRAPPER.lstrip("."), module)
+
+
 def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Parameters under their Hugging Face names, tied duplicates included.
 

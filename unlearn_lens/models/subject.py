@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +19,15 @@ from torch import Tensor, nn
 
 from unlearn_lens.data.batching import Batch, batches, encode
 from unlearn_lens.data.items import Item
-from unlearn_lens.models.architecture import ModelShape, WeightSpec, model_shape, named_parameters, weight_specs
+from unlearn_lens.models.architecture import (
+    READOUT_MODULES,
+    ModelShape,
+    WeightSpec,
+    hf_module,
+    model_shape,
+    named_parameters,
+    weight_specs,
+)
 
 Snapshot = dict[str, Tensor]
 """CPU copies of a subject's trainable weights, keyed by canonical weight key."""
@@ -142,6 +151,49 @@ class Subject(ABC):
             for head in heads:
                 target = spec.head_view(view, head)
                 target.copy_(spec.head_view(snapshot[key], head).to(target.device, target.dtype))
+
+    def readout_modules(self) -> tuple[nn.Module, nn.Module]:
+        """The final norm and the unembedding (the HF modules themselves, not copies)."""
+        norm_path, unembed_path = READOUT_MODULES[self.shape.family]
+        return hf_module(self.model, norm_path), hf_module(self.model, unembed_path)
+
+    @contextmanager
+    def untied_output(self, unembedding: Tensor) -> Iterator[None]:
+        """Inside the block the unembedding reads its own copy of `unembedding`, so the input
+        embedding can differ from it; the tie (or the untied weight) is put back afterwards.
+
+        This is how a patch reverts the *output* use of a tied embedding matrix without its
+        *input* use, or the other way round.
+        """
+        _, head = self.readout_modules()
+        tied = head.weight
+        head.weight = nn.Parameter(unembedding.to(tied.device, tied.dtype, copy=True), requires_grad=False)
+        try:
+            yield
+        finally:
+            head.weight = tied
+
+    def head_keys(self) -> list[str]:
+        """Weight keys of the output head: the final norm and an untied unembedding (a tied
+        unembedding is the `embed.weight` key, read through `untied_output`)."""
+        return self.keys(components=["final_norm", "unembed"])
+
+    @contextmanager
+    def head_from(self, snapshot: Snapshot) -> Iterator[None]:
+        """Inside the block the output head (final norm and unembedding) holds `snapshot`'s
+        weights while the input embedding and the blocks keep theirs; afterwards every weight
+        is as it was, the tie included."""
+        keys = self.head_keys()
+        saved = {key: self.weight(key).detach().clone() for key in keys}
+        self.restore(snapshot, keys)
+        try:
+            if self.shape.tied_embeddings:
+                with self.untied_output(snapshot["embed.weight"]):
+                    yield
+            else:
+                yield
+        finally:
+            self.restore(saved, keys)
 
     def info(self) -> SubjectInfo:
         """Architecture summary, parameter count, source and backend."""

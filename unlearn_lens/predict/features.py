@@ -8,7 +8,7 @@ No relearning, which is the expensive part on a large model.
 |---|---|
 | `cka_lower` | mean debiased CKA (original vs unlearned, forget items) over the lower half of the blocks |
 | `cka_upper` | the same over the upper half |
-| `depth_fraction` | forgetting depth / number of blocks (1 + 1/L when no last-k reversion restores enough) |
+| `depth_fraction` | forgetting depth (blocks reverted with the output head) / number of blocks (1 + 1/L when no head + last-k reversion restores enough) |
 | `delta_share_top` | share of the blocks' Σ‖ΔW‖² in the last quarter of the blocks |
 | `delta_relative` | ‖ΔW‖ / ‖W‖ over every weight: the size of the update |
 | `fisher_change` | mean over blocks of log10(mean Fisher unlearned / mean Fisher original) on the forget items |

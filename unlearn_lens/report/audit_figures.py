@@ -71,13 +71,14 @@ def plot_delta_share(result: MethodResults, path: Path) -> Path:
 
 
 def plot_reversion(result: MethodResults, path: Path) -> Path:
-    """Restoration effect of reverting one block, and of reverting the last k blocks."""
+    """Restoration effect of reverting one block, and of reverting the output head with the
+    last k blocks (k = 0: the head alone)."""
     sweep = result.reversion
     figure, (ax_layer, ax_last) = new_figure(10.0, 4.0, columns=2)
     blocks = list(range(sweep.n_layers))
     for metric, style in (("nll", "-"), ("accuracy", "--")):
         ax_layer.plot(blocks, sweep.layer_effects(metric), style, marker="o", markersize=2.5, label=f"effect on forget {metric}")
-        ax_last.plot([k + 1 for k in blocks], [r.effect(metric) for r in sweep.last_k], style, marker="o", markersize=2.5,
+        ax_last.plot(range(sweep.n_layers + 1), sweep.last_k_effects(metric), style, marker="o", markersize=2.5,
                      label=f"effect on forget {metric}")
     for ax in (ax_layer, ax_last):
         ax.axhline(1.0, color="black", linewidth=0.5)
@@ -89,8 +90,8 @@ def plot_reversion(result: MethodResults, path: Path) -> Path:
         ax_last.axvline(sweep.forgetting_depth, color="tab:green", linewidth=0.8)
     ax_layer.set_xlabel("reverted block")
     ax_layer.set_title("Reverting one block to its original weights")
-    ax_last.set_xlabel("k (last k blocks reverted)")
-    ax_last.set_title(f"Reverting the last k blocks (depth = {sweep.forgetting_depth})")
+    ax_last.set_xlabel("k (output head + last k blocks reverted; 0 = head alone)")
+    ax_last.set_title(f"Reverting the head and the last k blocks (depth = {sweep.forgetting_depth})")
     return save_figure(figure, path)
 
 
