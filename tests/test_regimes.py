@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from unlearn_lens.regimes import NOT_FORGOTTEN, RegimeThresholds, RegimeVerdict, classify_regime
+from unlearn_lens.regimes import INCONCLUSIVE, NOT_FORGOTTEN, RegimeThresholds, RegimeVerdict, classify_regime
 
 
 @pytest.mark.parametrize(
@@ -77,3 +77,23 @@ def test_verdict_round_trips_and_inputs_are_checked():
         classify_regime(1.0, 0.0, 0.5, control_before=0.0, retain_original=1.0, retain_unlearned=1.0)
     with pytest.raises(ValueError, match="forget_relearned must be an accuracy in \\[0, 1\\]"):
         classify_regime(1.0, 0.0, 1.5, retain_original=1.0, retain_unlearned=1.0)
+
+
+def test_a_budget_that_taught_the_control_nothing_cannot_call_irreversible():
+    # The grid's text cells: recovery 0.1, control gain 0.04 — the attack could not have worked.
+    weak = classify_regime(0.9, 0.0, 0.09, control_before=0.0, control_after=0.04, retain_original=0.9, retain_unlearned=0.5)
+    assert weak.reversible is None and weak.label == INCONCLUSIVE and weak.catastrophic is True
+    assert weak.evidence["control_gain_absolute"] == pytest.approx(0.04)
+    line = weak.describe()
+    assert line.startswith("inconclusive — the relearning budget taught the control nothing: control accuracy gain 0.04 < 0.10")
+    assert "[thresholds: forgotten ≥ 50 %, recovery ≥ 0.50, excess over control ≥ 0.25, control gain ≥ 0.10" in line
+    # The same low recovery after a budget that did teach the control is a real irreversible call.
+    taught = classify_regime(0.9, 0.0, 0.09, control_before=0.0, control_after=0.1, retain_original=0.9, retain_unlearned=0.5)
+    assert taught.reversible is False and taught.label == "destroyed"
+    # A high recovery needs no proof that the budget was strong enough.
+    recovered = classify_regime(0.9, 0.0, 0.8, control_before=0.0, control_after=0.0, retain_original=0.9, retain_unlearned=0.9)
+    assert recovered.reversible is True and recovered.label == "suppressed"
+    # The threshold is configurable.
+    lenient = classify_regime(0.9, 0.0, 0.09, control_before=0.0, control_after=0.04, retain_original=0.9,
+                              retain_unlearned=0.5, thresholds=RegimeThresholds(min_control_gain=0.03))
+    assert lenient.label == "destroyed"

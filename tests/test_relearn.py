@@ -10,7 +10,7 @@ from memorised import CONTROL, FORGET, RETAIN, memorised_subject
 
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.metrics.token import TokenMetrics
-from unlearn_lens.unlearn import Recovery, RelearnResult, TrainConfig, budget_steps, relearn, train, unlearn
+from unlearn_lens.unlearn import Recovery, RelearnResult, TrainConfig, budget_steps, equal_work_steps, relearn, train, unlearn
 
 RELEARN = {"steps": 8, "lr": 1e-2}
 """The same Adam rate that memorised the facts, for a third of the memorising steps."""
@@ -100,3 +100,40 @@ def test_ctrl_c_restores_the_starting_weights_and_propagates(subject, unlearned)
     with pytest.raises(KeyboardInterrupt):
         relearn(subject, FORGET, CONTROL, steps=3, callbacks=[interrupt], progress=False)
     assert all(torch.equal(subject.snapshot()[k], v) for k, v in unlearned[2].items())
+
+
+def test_equal_work_gives_both_sets_the_same_epochs_at_the_same_items_per_step():
+    # The held-out case that once produced a wrong verdict: 22 forget facts, 8 control facts.
+    assert equal_work_steps(10, 22, 8, 8) == 3  # 3 epochs of the control, not 10
+    assert equal_work_steps(10, 32, 32, 8) == 10
+    assert equal_work_steps(1, 64, 4, 8) == 1  # never zero steps
+    for n_source in range(1, 40):
+        for n_other in range(1, 40):
+            steps = equal_work_steps(12, n_source, n_other, 4)
+            per_epoch = (-(-n_source // 4), -(-n_other // 4))
+            # Brute force: no other step count gives epochs closer to the source's.
+            gap = abs(steps / per_epoch[1] - 12 / per_epoch[0])
+            assert all(gap <= abs(s / per_epoch[1] - 12 / per_epoch[0]) + 1e-12 for s in range(1, 100))
+
+
+def test_unequal_sets_get_equal_epochs_and_the_curve_follows_every_step(subject, unlearned):
+    control = CONTROL[:2]  # half the forget set's size
+    result = relearn(subject, FORGET, control, steps=4, lr=1e-2, batch_size=2, retain_items=RETAIN,
+                     original_forget=unlearned[1], progress=False)
+    source, ctrl = result.work["source"], result.work["control"]
+    assert (source.steps, ctrl.steps) == (4, 2) and source.epochs == ctrl.epochs == 2.0
+    assert source.items_seen / source.steps == ctrl.items_seen / ctrl.steps == 2
+    assert source.tokens_seen > 0 and ctrl.tokens_seen > 0
+    curve = result.curve
+    assert [p.step for p in curve.forget] == [0, 1, 2, 3, 4] and [p.step for p in curve.control] == [0, 1, 2]
+    assert [p.epoch for p in curve.forget] == [0.0, 0.5, 1.0, 1.5, 2.0] and curve.control[-1].epoch == 2.0
+    assert [p.step for p in curve.retain] == [0, 1, 2, 3, 4]
+    for point, metrics in ((curve.forget[0], result.forget_before), (curve.forget[-1], result.forget_after),
+                           (curve.control[0], result.control_before), (curve.control[-1], result.control_after)):
+        assert (point.accuracy, point.nll) == (metrics.accuracy, metrics.nll)
+    recovery = curve.recovery(unlearned[1].accuracy)
+    assert recovery[-1] == pytest.approx(result.recovery["accuracy"].recovery)
+    first = next((p.step for p, r in zip(curve.forget, recovery) if r >= 0.5), None)
+    assert result.steps_to_recover() == first
+    data = json.loads(json.dumps(result.to_dict()))
+    assert RelearnResult.from_dict(data).to_dict() == result.to_dict() and data["steps_to_half_recovery"] == first

@@ -26,6 +26,10 @@ LABELS = {
 NOT_FORGOTTEN = "not forgotten"
 """Label when unlearning did not remove enough of the forget set to classify reversibility."""
 
+INCONCLUSIVE = "inconclusive"
+"""Label when recovery was low but the relearning budget taught the novel control items
+nothing either: a budget too weak to teach anything cannot show that knowledge is gone."""
+
 
 @dataclass(frozen=True)
 class RegimeThresholds:
@@ -42,6 +46,10 @@ class RegimeThresholds:
       teaches novel control items, expressed on the same scale (the control's accuracy gain
       divided by original − unlearned), by a quarter of the loss: relearning from scratch
       explains what the control learns, only the excess shows hidden knowledge.
+    - `min_control_gain = 0.1`: a low recovery counts as irreversible only when the same
+      budget raised the control's token accuracy by at least 0.1 (about one answer token in
+      ten): an attack that teaches novel items nothing could not have shown recovery either,
+      and the verdict is `"inconclusive"`.
     - `retain_drop = 0.2`: catastrophic when retain accuracy fell by more than 20 % of its
       original value, a loss no user would call collateral.
     - `retain_nll_rise = ln 2 ≈ 0.693`: or when retain NLL rose by more than ln 2 nats per
@@ -51,11 +59,20 @@ class RegimeThresholds:
     min_forgotten: float = 0.5
     recovery: float = 0.5
     control_margin: float = 0.25
+    min_control_gain: float = 0.1
     retain_drop: float = 0.2
     retain_nll_rise: float = math.log(2)
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """Every threshold in one bracket, printed with each verdict."""
+        return (
+            f"[thresholds: forgotten ≥ {percent(self.min_forgotten)}, recovery ≥ {self.recovery:.2f}, excess over control "
+            f"≥ {self.control_margin:.2f}, control gain ≥ {self.min_control_gain:.2f}, retain drop ≤ {percent(self.retain_drop)}, "
+            f"retain NLL rise ≤ {self.retain_nll_rise:.2f} nats]"
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegimeThresholds:
@@ -66,8 +83,9 @@ class RegimeThresholds:
 class RegimeVerdict:
     """The regime, the numbers that decided it and the thresholds it was decided by.
 
-    `reversible` is None when nothing was forgotten (label `"not forgotten"`); `catastrophic`
-    is decided from the retain numbers either way.
+    `reversible` is None when nothing was forgotten (label `"not forgotten"`) or when the
+    relearning budget taught the control nothing while recovery was low (label
+    `"inconclusive"`); `catastrophic` is decided from the retain numbers either way.
     """
 
     reversible: bool | None
@@ -77,9 +95,16 @@ class RegimeVerdict:
     thresholds: RegimeThresholds
 
     def describe(self) -> str:
-        """One line: the label, then each axis with its numbers and thresholds."""
+        """One line: the label, then each axis with its numbers, then every threshold."""
         e, t = self.evidence, self.thresholds
-        if self.reversible is None:
+        if self.label == INCONCLUSIVE:
+            forget = (
+                f"the relearning budget taught the control nothing: control accuracy gain {e['control_gain_absolute']:.2f} "
+                f"< {t.min_control_gain:.2f} while recovery {e['recovery']:.2f} < {t.recovery:.2f} (forget accuracy "
+                f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f} → {e['forget_relearned']:.2f}); give relearning "
+                "more steps or a higher learning rate"
+            )
+        elif self.reversible is None:
             forget = (
                 f"forget accuracy {e['forget_original']:.2f} → {e['forget_unlearned']:.2f} "
                 f"(drop {percent(e['forgotten'])} < {percent(t.min_forgotten)} of the original)"
@@ -96,7 +121,7 @@ class RegimeVerdict:
                 f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f} → {e['forget_relearned']:.2f}, recovery "
                 f"{e['recovery']:.2f} {'≥' if e['recovery'] >= t.recovery else '<'} {t.recovery:.2f}{control}"
             )
-        return f"{self.label} — {forget}; {_retain_clause(self.catastrophic, e, t)}"
+        return f"{self.label} — {forget}; {_retain_clause(self.catastrophic, e, t)} {t.describe()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -196,6 +221,7 @@ def classify_regime(
         "forgotten": forgotten,
         "recovery": None,
         "control_gain": None,
+        "control_gain_absolute": None,
         "excess_recovery": None,
         "retain_original": retain_original,
         "retain_unlearned": retain_unlearned,
@@ -212,6 +238,9 @@ def classify_regime(
     if control_before is not None and control_after is not None:
         control_gain = (control_after - control_before) / lost
         evidence["control_gain"] = control_gain
+        evidence["control_gain_absolute"] = control_after - control_before
         evidence["excess_recovery"] = recovery - control_gain
+        if not reversible and control_after - control_before < t.min_control_gain:
+            return RegimeVerdict(None, catastrophic, INCONCLUSIVE, evidence, t)
         reversible = reversible and recovery - control_gain >= t.control_margin
     return RegimeVerdict(reversible, catastrophic, LABELS[(reversible, catastrophic)], evidence, t)

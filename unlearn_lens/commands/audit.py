@@ -17,6 +17,9 @@ from unlearn_lens.errors import ConfigError
 from unlearn_lens.study.config import StudyConfig, load_config
 
 DEFAULT_OUT = Path("runs/audit")
+THRESHOLD_SETTINGS = ("min_forgotten", "recovery_threshold", "control_margin", "min_control_gain", "retain_drop",
+                      "retain_nll_rise", "restore_fraction")
+"""Verdict settings that have a flag each (`--min-forgotten` …)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -41,6 +44,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--relearn-steps", type=int, default=None, help="relearning budget in steps (default 10)")
     parser.add_argument("--relearn-lr", type=float, default=None, help="relearning learning rate (default: --lr)")
     parser.add_argument("--relearn-source", default=None, help="forget, retain, unrelated, or a data file (default forget)")
+    verdict = parser.add_argument_group("verdict thresholds (printed with every verdict; see the regimes page)")
+    for name, meaning in (
+        ("min-forgotten", "share of forget accuracy unlearning must remove to classify reversibility (default 0.5)"),
+        ("recovery-threshold", "recovery that counts as reversible (default 0.5)"),
+        ("control-margin", "how far recovery must beat the control's gain, same scale (default 0.25)"),
+        ("min-control-gain", "control accuracy gain below which a low recovery is inconclusive (default 0.1)"),
+        ("retain-drop", "relative retain accuracy drop that is catastrophic (default 0.2)"),
+        ("retain-nll-rise", "retain NLL rise in nats that is catastrophic (default ln 2)"),
+        ("restore-fraction", "share of the forget effect a head + last-k reversion must restore to set the depth (default 0.8)"),
+    ):
+        verdict.add_argument(f"--{name}", type=float, default=None, metavar="X", help=meaning)
     parser.add_argument("--max-items", type=int, default=None, help="items kept per split (default 32)")
     parser.add_argument("--keep-unknown", action="store_true", default=None, help="skip the known filter on forget/retain")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
@@ -63,6 +77,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
         "relearn_source": args.relearn_source, "max_items": args.max_items, "seed": args.seed,
         "known_only": False if args.keep_unknown else None,
+        **{name: getattr(args, name) for name in THRESHOLD_SETTINGS},
     }
     config = base.merged(flags)
     if config.domain not in BUILTIN_DOMAINS:

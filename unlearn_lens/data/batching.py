@@ -62,6 +62,11 @@ def encode_item(tokenizer, item: Item) -> tuple[list[int], list[int]]:
     return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
 
 
+def n_targets(labels: Int[Tensor, "batch seq"]) -> int:
+    """How many target tokens a batch's labels hold (position 0 is never predicted)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def _truncate(ids: list[int], labels: list[int], max_length: int) -> tuple[list[int], list[int]]:
     """Drop tokens from the left, keeping the targets at the end whenever they fit."""
     return ids[-max_length:], labels[-max_length:]

@@ -276,7 +276,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         with _timed(result, "relearn"):
             result_relearn = relearn(
                 subject, _relearn_items(config, results.data), control,
-                steps=config.relearn_steps, forget_items=forget, original_forget=results.original["forget"],
+                steps=config.relearn_steps, forget_items=forget, retain_items=retain, original_forget=results.original["forget"],
                 lr=config.relearn_lr or config.lr, batch_size=config.batch_size, seed=config.seed, progress=progress,
             )
         relearned = subject.snapshot()
@@ -303,7 +303,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
             result.deltas = weight_deltas(subject.specs, original, unlearned)
             result.directions = update_cosines(subject.specs, original, unlearned, relearned)
             reverter = Reverter(subject, original, forget, retain, unlearned=unlearned)
-            result.reversion = reversion_sweep(reverter, result.deltas, progress=progress)
+            result.reversion = reversion_sweep(reverter, result.deltas, restore_fraction=config.restore_fraction, progress=progress)
             result.heads = head_attribution(result.deltas, reverter, sweep=result.reversion, progress=progress)
             result.logit_lens = logit_lens(
                 subject, forget, {"original": original, "unlearned": unlearned, "relearned": relearned}, progress=progress
@@ -313,7 +313,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         save()
 
     if result.regime is None:
-        result.regime = _regime(results, result)
+        result.regime = _regime(results, result, config)
         save()
     console.print(f"[bold]{method}[/]: {result.regime.describe()}")
     console.print(f"  {result.localization.verdict}")
@@ -339,7 +339,7 @@ def _summarise(result: MethodResults):
     )
 
 
-def _regime(results: AuditResults, result: MethodResults):
+def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
     recovery = result.relearn.recovery["accuracy"]
     original_retain = results.original["retain"]
     unlearned_retain = result.comparisons["unlearned/retain"].updated_metrics
@@ -353,4 +353,5 @@ def _regime(results: AuditResults, result: MethodResults):
         retain_unlearned=unlearned_retain.accuracy,
         retain_nll_original=original_retain.nll,
         retain_nll_unlearned=unlearned_retain.nll,
+        thresholds=config.thresholds(),
     )

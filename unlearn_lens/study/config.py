@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from unlearn_lens.errors import ConfigError
+from unlearn_lens.localize.reversion import RESTORE_FRACTION
 from unlearn_lens.models.builtin import DEFAULT_MODEL
+from unlearn_lens.regimes import RegimeThresholds
 
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
@@ -39,6 +41,20 @@ class StudyConfig:
     seed: int = 0
     device: str | None = None
     objective_options: dict[str, Any] = field(default_factory=dict)
+    min_forgotten: float = RegimeThresholds.min_forgotten
+    recovery_threshold: float = RegimeThresholds.recovery
+    control_margin: float = RegimeThresholds.control_margin
+    min_control_gain: float = RegimeThresholds.min_control_gain
+    retain_drop: float = RegimeThresholds.retain_drop
+    retain_nll_rise: float = RegimeThresholds.retain_nll_rise
+    restore_fraction: float = RESTORE_FRACTION
+
+    def thresholds(self) -> RegimeThresholds:
+        """The regime thresholds these settings give (see `RegimeThresholds` for each reason)."""
+        return RegimeThresholds(
+            min_forgotten=self.min_forgotten, recovery=self.recovery_threshold, control_margin=self.control_margin,
+            min_control_gain=self.min_control_gain, retain_drop=self.retain_drop, retain_nll_rise=self.retain_nll_rise,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
@@ -77,6 +93,13 @@ class StudyConfig:
             raise ConfigError(f"{source}: max_items must be at least 4 (debiased CKA needs 4 samples), got {self.max_items}")
         if not self.methods:
             raise ConfigError(f"{source}: methods is empty; give at least one unlearning method")
+        for name in ("min_forgotten", "recovery_threshold", "min_control_gain", "retain_drop", "restore_fraction"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{source}: {name} must lie in (0, 1], got {getattr(self, name)}")
+        if not 0 <= self.control_margin <= 1:
+            raise ConfigError(f"{source}: control_margin must lie in [0, 1], got {self.control_margin}")
+        if not self.retain_nll_rise > 0:
+            raise ConfigError(f"{source}: retain_nll_rise must be positive (nats per token), got {self.retain_nll_rise}")
         if self.pooling not in ("mean", "last"):
             raise ConfigError(f"{source}: pooling must be 'mean' or 'last', got {self.pooling!r}")
 

@@ -17,7 +17,17 @@ from unlearn_lens.unlearn.objectives import (
     unlearning_methods,
 )
 from unlearn_lens.unlearn.reference import ReferenceCache
-from unlearn_lens.unlearn.relearn import RECOVERY_MIN_LOSS, Recovery, RelearnResult, budget_steps, relearn
+from unlearn_lens.unlearn.relearn import (
+    RECOVERY_MIN_LOSS,
+    CurvePoint,
+    Recovery,
+    RecoveryCurve,
+    RelearnResult,
+    RelearnWork,
+    budget_steps,
+    equal_work_steps,
+    relearn,
+)
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -32,11 +42,15 @@ __all__ = [
     "Recovery",
     "ReferenceCache",
     "RelearnResult",
+    "RelearnWork",
+    "RecoveryCurve",
+    "CurvePoint",
     "TrainConfig",
     "TrainResult",
     "TrainingStep",
     "UnlearnResult",
     "budget_steps",
+    "equal_work_steps",
     "filter_known",
     "get_objective",
     "needs_retain",

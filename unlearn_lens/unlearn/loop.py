@@ -23,7 +23,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from unlearn_lens.data.batching import encode_item
+from unlearn_lens.data.batching import encode_item, n_targets
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import check_overlap
 from unlearn_lens.errors import ConfigError
@@ -151,7 +151,9 @@ class TrainingStep:
     """What a callback receives after each optimiser step.
 
     `step` is 1-based and counts every step of this `train` call; `request_step` restarts at 1
-    with each request. `metrics` is set on steps where metrics were evaluated:
+    with each request. `n_items` and `n_tokens` are the forget (trained) items of the step's
+    batch and their target tokens, the work the step did. `metrics` is set on steps where
+    metrics were evaluated:
     `{"forget": {...}, "retain": {...}}` with the fields of
     [`TokenMetrics`][unlearn_lens.metrics.TokenMetrics] (`forget` = the current request's items).
     """
@@ -162,6 +164,8 @@ class TrainingStep:
     loss: float
     request_step: int
     metrics: dict[str, dict[str, float]] | None = None
+    n_items: int = 0
+    n_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -213,6 +217,16 @@ class TrainResult:
     def steps_run(self) -> int:
         """Optimiser steps applied."""
         return len(self.history)
+
+    @property
+    def items_seen(self) -> int:
+        """Trained (forget) items summed over the steps applied."""
+        return sum(step.n_items for step in self.history)
+
+    @property
+    def tokens_seen(self) -> int:
+        """Target tokens of the trained items summed over the steps applied."""
+        return sum(step.n_tokens for step in self.history)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (snapshots excluded)."""
@@ -306,7 +320,8 @@ def train(
                 stop_reason = "completed"
                 for request_step, forget_index in enumerate(batches, start=1):
                     retain = batch(retain_items, plan.retain[step], "retain") if plan.retain else None
-                    loss = spec.loss(ctx, batch(forget_items, forget_index, "forget"), retain)
+                    forget = batch(forget_items, forget_index, "forget")
+                    loss = spec.loss(ctx, forget, retain)
                     value = float(loss.detach())
                     if step == 0:
                         bound = config.max_loss_growth * max(1.0, abs(value))
@@ -322,7 +337,8 @@ def train(
                     metrics = None
                     if config.evaluates_at(request_step, last=request_step == len(batches)):
                         metrics = _metrics(subject, forget_items[start:stop], retain_items)
-                    record = TrainingStep(phase, request, step, value, request_step, metrics)
+                    record = TrainingStep(phase, request, step, value, request_step, metrics,
+                                          n_items=len(forget_index), n_tokens=n_targets(forget.batch.labels))
                     result.history.append(record)
                     for callback in callbacks:
                         callback(record)

@@ -23,13 +23,16 @@ from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.subject import Snapshot, Subject
-from unlearn_lens.unlearn.loop import Callback, TrainConfig, TrainResult, train
+from unlearn_lens.unlearn.loop import Callback, TrainConfig, TrainingStep, TrainResult, train
 
 RECOVERY_MIN_LOSS = 1e-9
 """Below this accuracy lost to unlearning, recovery (a ratio over that loss) is undefined."""
 
 RECOVERY_METRICS = ("accuracy", "exact_match")
 """Token accuracy (the headline) and greedy exact match."""
+
+HALF_RECOVERY = 0.5
+"""The recovery whose first step the terminal report quotes: half of what unlearning removed."""
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,106 @@ class Recovery:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class CurvePoint:
+    """One set's metrics after `step` steps of a run (`epoch`: items trained on so far / set size)."""
+
+    step: int
+    epoch: float
+    accuracy: float
+    nll: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CurvePoint:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RecoveryCurve:
+    """Metrics after every relearning step; point 0 is before the first step.
+
+    `forget` (the items whose recovery is measured) and `retain` follow the relearning run,
+    `control` the same budget spent on the novel control items (`retain` is empty when no
+    retain items were given).
+    """
+
+    forget: list[CurvePoint]
+    retain: list[CurvePoint]
+    control: list[CurvePoint]
+
+    def recovery(self, original: float) -> list[float | None]:
+        """Recovery of forget accuracy at each point, given the original model's accuracy
+        (None where unlearning removed less than `RECOVERY_MIN_LOSS`)."""
+        lost = original - self.forget[0].accuracy
+        if lost <= RECOVERY_MIN_LOSS:
+            return [None for _ in self.forget]
+        return [(point.accuracy - self.forget[0].accuracy) / lost for point in self.forget]
+
+    def steps_to_recover(self, original: float, fraction: float = HALF_RECOVERY) -> int | None:
+        """First relearning step at which recovery reaches `fraction`; None when not within the budget."""
+        for point, value in zip(self.forget, self.recovery(original)):
+            if value is not None and value >= fraction:
+                return point.step
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: [p.to_dict() for p in getattr(self, name)] for name in ("forget", "retain", "control")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecoveryCurve:
+        return cls(**{name: [CurvePoint.from_dict(p) for p in data[name]] for name in ("forget", "retain", "control")})
+
+
+@dataclass(frozen=True)
+class RelearnWork:
+    """The work one run of the budget did: the relearning attack and the control each get one.
+
+    Both runs get the same number of epochs over their own set and the same items per step
+    (see [`equal_work_steps`][unlearn_lens.unlearn.relearn.equal_work_steps]), so a set that is
+    smaller is not seen more often; `tokens_seen` counts the target tokens trained on.
+    """
+
+    n_items: int
+    steps: int
+    batch_size: int
+    lr: float
+    items_seen: int
+    tokens_seen: int
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the set: items trained on / set size."""
+        return self.items_seen / self.n_items
+
+    @property
+    def tokens_per_step(self) -> float:
+        return self.tokens_seen / self.steps if self.steps else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "epochs": self.epochs, "tokens_per_step": self.tokens_per_step}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RelearnWork:
+        return cls(**{key: data[key] for key in ("n_items", "steps", "batch_size", "lr", "items_seen", "tokens_seen")})
+
+    @classmethod
+    def of(cls, run: TrainResult, n_items: int) -> RelearnWork:
+        """The work a finished training run did on a set of `n_items`."""
+        return cls(n_items, run.steps_run, run.config.batch_size, run.config.lr, run.items_seen, run.tokens_seen)
+
+
 @dataclass
 class RelearnResult:
     """Forget and control metrics around a relearning attack and its control run.
 
     `recovery["accuracy"]` and `recovery["exact_match"]` compare them (see
     [`Recovery`][unlearn_lens.unlearn.Recovery]); `source_run` is the relearning run and
-    `control_run` the same budget spent on the control set.
+    `control_run` the same budget spent on the control set; `work` says what each did
+    (`"source"`, `"control"`: equal epochs and items per step) and `curve` how the metrics
+    moved step by step.
     """
 
     budget_steps: int
@@ -106,6 +202,15 @@ class RelearnResult:
     recovery: dict[str, Recovery]
     source_run: TrainResult
     control_run: TrainResult
+    work: dict[str, RelearnWork]
+    curve: RecoveryCurve
+
+    def steps_to_recover(self, fraction: float = HALF_RECOVERY) -> int | None:
+        """First step at which forget-accuracy recovery reaches `fraction` (None: not within the
+        budget, or no original accuracy to recover towards)."""
+        if self.original_forget is None:
+            return None
+        return self.curve.steps_to_recover(self.original_forget.accuracy, fraction)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -116,6 +221,9 @@ class RelearnResult:
             "recovery": {name: rec.to_dict() for name, rec in self.recovery.items()},
             "source_run": self.source_run.to_dict(),
             "control_run": self.control_run.to_dict(),
+            "work": {name: work.to_dict() for name, work in self.work.items()},
+            "curve": self.curve.to_dict(),
+            "steps_to_half_recovery": self.steps_to_recover(),
         }
 
     @classmethod
@@ -134,6 +242,8 @@ class RelearnResult:
             recovery={name: Recovery.from_dict(rec) for name, rec in data["recovery"].items()},
             source_run=TrainResult.from_dict(data["source_run"]),
             control_run=TrainResult.from_dict(data["control_run"]),
+            work={name: RelearnWork.from_dict(work) for name, work in data["work"].items()},
+            curve=RecoveryCurve.from_dict(data["curve"]),
         )
 
 
@@ -150,6 +260,35 @@ def budget_steps(steps: int | None, examples: int | None, batch_size: int) -> in
     return math.ceil(examples / batch_size)
 
 
+def equal_work_steps(steps: int, n_source: int, n_other: int, batch_size: int) -> int:
+    """Steps that give a set of `n_other` items as many epochs as `steps` give `n_source` items,
+    at the same items per step: `round(steps · ⌈n_other / B⌉ / ⌈n_source / B⌉)`, at least 1.
+
+    Equal steps would not be equal work: 10 steps of 8 are 10 epochs of an 8-item control
+    but 3.6 of a 22-item forget set, and the control would learn more for that reason alone.
+    """
+    per_epoch = (math.ceil(n_source / batch_size), math.ceil(n_other / batch_size))
+    return max(1, round(steps * per_epoch[1] / per_epoch[0]))
+
+
+class _CurveRecorder:
+    """A training callback that measures some item sets after every step."""
+
+    def __init__(self, subject: Subject, sets: dict[str, Sequence[Item]], trained_items: int) -> None:
+        self.subject, self.sets, self.size = subject, sets, trained_items
+        self.points: dict[str, list[CurvePoint]] = {name: [] for name in sets}
+        self.seen = 0
+
+    def record(self, step: int, measured: dict[str, TokenMetrics] | None = None) -> None:
+        for name, items in self.sets.items():
+            metrics = measured[name] if measured and name in measured else evaluate(self.subject, items)
+            self.points[name].append(CurvePoint(step, self.seen / self.size, metrics.accuracy, metrics.nll))
+
+    def __call__(self, step: TrainingStep) -> None:
+        self.seen += step.n_items
+        self.record(step.step)
+
+
 def relearn(
     subject: Subject,
     source_items: Sequence[Item],
@@ -158,6 +297,7 @@ def relearn(
     steps: int | None = None,
     examples: int | None = None,
     forget_items: Sequence[Item] | None = None,
+    retain_items: Sequence[Item] = (),
     original_forget: TokenMetrics | None = None,
     lr: float = 1e-5,
     optimizer: str = "adamw",
@@ -167,14 +307,17 @@ def relearn(
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
 ) -> RelearnResult:
-    """Fine-tune on `source_items` for a budget, and measure the same budget on `control_items`.
+    """Fine-tune on `source_items` for a budget, and spend equal work on `control_items`.
 
     **Arguments:**
 
-    - `steps` / `examples`: the budget (exactly one); examples become
-      `ceil(examples / batch_size)` steps, so `examples=len(source_items)` is one epoch.
+    - `steps` / `examples`: the budget on the source set (exactly one); examples become
+      `ceil(examples / batch_size)` steps, so `examples=len(source_items)` is one epoch. The
+      control gets as many epochs of its own set at the same items per step
+      ([`equal_work_steps`][unlearn_lens.unlearn.relearn.equal_work_steps]).
     - `forget_items`: the items whose recovery is measured (default: `source_items`, the
       worst-case attack that relearns the forget set itself).
+    - `retain_items`: measured after every step too, for the recovery curve.
     - `original_forget`: the original model's metrics on `forget_items`, for `recovery`.
     - `callbacks`: receive the steps of the relearning run only (phase `"relearn"`), not
       those of the control run.
@@ -183,32 +326,42 @@ def relearn(
     the relearning run follows, so `subject` ends up *relearned on the source*. Ctrl-C in
     either run restores the starting weights and re-raises `KeyboardInterrupt`.
     """
-    source_items, control_items = list(source_items), list(control_items)
+    source_items, control_items, retain_items = list(source_items), list(control_items), list(retain_items)
     if not source_items:
         raise ConfigError("the relearning source set is empty: give at least one item")
     if not control_items:
         raise ConfigError("the control set is empty: relearning needs novel items to compare with")
     forget_items = source_items if forget_items is None else list(forget_items)
     n_steps = budget_steps(steps, examples, batch_size)
-    config = TrainConfig(optimizer=optimizer, lr=lr, steps=n_steps, batch_size=batch_size,
-                         grad_clip=grad_clip, seed=seed, eval_every=0)
+    n_control = equal_work_steps(n_steps, len(source_items), len(control_items), batch_size)
+
+    def config(n: int) -> TrainConfig:
+        return TrainConfig(optimizer=optimizer, lr=lr, steps=n, batch_size=batch_size, grad_clip=grad_clip, seed=seed, eval_every=0)
 
     start = subject.snapshot()
     forget_before = evaluate(subject, forget_items)
     control_before = evaluate(subject, control_items)
-    control_run = train(subject, "finetune", control_items, config=config, progress=progress,
-                        phase="relearn_control", keep_snapshots=False)
+    control_curve = _CurveRecorder(subject, {"control": control_items}, len(control_items))
+    control_curve.record(0, {"control": control_before})
+    control_run = train(subject, "finetune", control_items, config=config(n_control), callbacks=[control_curve],
+                        progress=progress, phase="relearn_control", keep_snapshots=False)
     _stop_if_interrupted(subject, control_run, start)
     control_after = evaluate(subject, control_items)
     subject.restore(start)
-    source_run = train(subject, "finetune", source_items, config=config, callbacks=callbacks, progress=progress,
-                       phase="relearn", keep_snapshots=False)
+    measured = {"forget": forget_items, **({"retain": retain_items} if retain_items else {})}
+    source_curve = _CurveRecorder(subject, measured, len(source_items))
+    source_curve.record(0, {"forget": forget_before})
+    source_run = train(subject, "finetune", source_items, config=config(n_steps), callbacks=[source_curve, *callbacks],
+                       progress=progress, phase="relearn", keep_snapshots=False)
     _stop_if_interrupted(subject, source_run, start)
     forget_after = evaluate(subject, forget_items)
     recovery = {metric: Recovery.measure(metric, original_forget, forget_before, forget_after, control_before, control_after)
                 for metric in RECOVERY_METRICS}
+    work = {"source": RelearnWork.of(source_run, len(source_items)), "control": RelearnWork.of(control_run, len(control_items))}
+    curve = RecoveryCurve(forget=source_curve.points["forget"], retain=source_curve.points.get("retain", []),
+                          control=control_curve.points["control"])
     return RelearnResult(n_steps, forget_before, forget_after, control_before, control_after, original_forget,
-                         recovery, source_run, control_run)
+                         recovery, source_run, control_run, work, curve)
 
 
 def _stop_if_interrupted(subject: Subject, run: TrainResult, start: Snapshot) -> None:
