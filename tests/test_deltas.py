@@ -82,6 +82,29 @@ def test_tied_embeddings_are_counted_once(tiny_tok):
     assert report.total.norm == pytest.approx(expected, rel=1e-6)  # float32 rounding of W + 0.5
     assert report.non_layer["embed"].norm == report.total.norm
     assert report.non_layer_share == pytest.approx(1.0)
+    # One tied delta, attributed to both of its uses.
+    assert report.tied_embeddings and report.head_share == report.input_embedding_share == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_head_and_input_embedding_shares_against_brute_force(tiny_tok, tied):
+    subject = _subject("llama", tiny_tok, tied=tied)
+    original = subject.snapshot()
+    updated = _perturbed(original)
+    report = weight_deltas(subject.specs, original, updated)
+
+    def squares(keys):
+        return sum(float((updated[k].double() - original[k].double()).square().sum()) for k in keys)
+
+    total = squares(original)  # every distinct tensor once
+    head_keys = ["final_norm.weight", "embed.weight" if tied else "unembed.weight"]
+    assert report.tied_embeddings is tied
+    assert report.head_share == pytest.approx(squares(head_keys) / total, rel=1e-10)
+    assert report.input_embedding_share == pytest.approx(squares(["embed.weight"]) / total, rel=1e-10)
+    shares = sum(report.share_by_layer()) + report.head_share + report.input_embedding_share
+    overlap = squares(["embed.weight"]) / total if tied else 0.0
+    assert shares == pytest.approx(1.0 + overlap, rel=1e-10)
+    assert DeltaReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
 
 
 def _change_head(snapshot, subject, key, head, amount=1.0):

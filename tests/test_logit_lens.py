@@ -68,6 +68,7 @@ def test_snapshots_are_swapped_in_and_the_subjects_weights_put_back(tiny_tok):
         assert torch.equal(subject.weight(key).detach(), current[key])
     subject.restore(original)
     assert lens.readouts["original"] == read_answers(subject, ITEMS[:2], "original")
+    assert lens.decoder == "fixed" and lens.own_head["original"] == lens.fixed_head["original"]
     assert lens.readouts["same"].ranks == lens.readouts["original"].ranks
     assert lens.first_divergence["same"] is None
     # Only block 2 changed: streams 0..2 are identical, so a divergence can only appear at stream 3.
@@ -84,3 +85,32 @@ def test_first_divergence_by_rank_factor():
     assert first_divergence([5, 5, 3, 1], [6, 49, 31, 10]) == 2
     assert first_divergence([70, 5], [6, 5]) == 0  # either direction
     assert first_divergence([1, 2], [1, 2]) is None
+
+
+def test_fixed_decoder_sees_no_change_where_only_the_head_changed(tiny_tok):
+    """Only the final norm and the tied matrix's output use change: every residual stream is the
+    same, so through the fixed (original) decoder every readout is the original's, while each
+    model's own head shifts the whole curve."""
+    subject = ul.load(ul.tiny_llama(vocab_size=len(tiny_tok), n_layers=3), tokenizer=tiny_tok, backend="nnsight")
+    assert subject.shape.tied_embeddings
+    original = subject.snapshot()
+    generator = torch.Generator().manual_seed(1)
+    head_changed = dict(original)
+    head_changed["final_norm.weight"] = original["final_norm.weight"] * (1 + torch.rand(original["final_norm.weight"].shape, generator=generator))
+    lens = logit_lens(subject, ITEMS, {"original": original, "head": head_changed}, progress=False)
+    assert lens.fixed_head["head"].ranks == lens.fixed_head["original"].ranks
+    # The same streams through the same decoder: the same numbers, to the bit.
+    assert lens.fixed_head["head"].probabilities == lens.fixed_head["original"].probabilities
+    assert lens.own_head["head"].probabilities != lens.own_head["original"].probabilities
+    assert lens.first_divergence["head"] is None
+    own = logit_lens(subject, ITEMS, {"original": original, "head": head_changed}, decoder="own", progress=False)
+    assert own.readouts is own.own_head and own.fixed_head == lens.fixed_head
+    # The fixed readout of the last stream of the original model is its own logits' readout.
+    subject.restore(head_changed)
+    logits = lens_logits(subject, subject.encode(ITEMS), decoder=original)
+    subject.restore(original)
+    reference = lens_logits(subject, subject.encode(ITEMS))
+    torch.testing.assert_close(logits.fixed, reference.lens, atol=1e-6, rtol=0)
+    assert not torch.allclose(logits.lens, reference.lens)
+    with pytest.raises(ValueError, match="decoder must be one of fixed, own"):
+        logit_lens(subject, ITEMS, {"original": original}, decoder="theirs", progress=False)

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="unlearning steps per request (default 10)")
     parser.add_argument("--batch-size", type=int, default=None, help="items per step (default 8)")
     parser.add_argument("--relearn-steps", type=int, default=None, help="relearning budget in steps (default 10)")
-    parser.add_argument("--relearn-lr", type=float, default=None, help="relearning learning rate (default: --lr)")
+    parser.add_argument("--relearn-lr", type=float, default=None, help="relearning learning rate (default 3e-5: chosen so the control learns; see the regimes page)")
     parser.add_argument("--relearn-source", default=None, help="forget, retain, unrelated, or a data file (default forget)")
     verdict = parser.add_argument_group("verdict thresholds (printed with every verdict; see the regimes page)")
     for name, meaning in (
@@ -55,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ("restore-fraction", "share of the forget effect a head + last-k reversion must restore to set the depth (default 0.8)"),
     ):
         verdict.add_argument(f"--{name}", type=float, default=None, metavar="X", help=meaning)
+    parser.add_argument("--lens-decoder", choices=("fixed", "own"), default=None,
+                        help="logit lens: read every model through the original's head (fixed, default) or its own")
     parser.add_argument("--max-items", type=int, default=None, help="items kept per split (default 32)")
     parser.add_argument("--keep-unknown", action="store_true", default=None, help="skip the known filter on forget/retain")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
@@ -77,6 +79,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
         "relearn_source": args.relearn_source, "max_items": args.max_items, "seed": args.seed,
         "known_only": False if args.keep_unknown else None,
+        "lens_decoder": args.lens_decoder,
         **{name: getattr(args, name) for name in THRESHOLD_SETTINGS},
     }
     config = base.merged(flags)

@@ -20,6 +20,7 @@ from unlearn_lens.localize.logit_lens import (
     lens_logits,
     logit_lens,
     read_answers,
+    read_both,
 )
 from unlearn_lens.localize.reversion import (
     DEPTH_METRIC,
@@ -97,6 +98,7 @@ __all__ = [
     "logit_lens",
     "query_heads_patch",
     "read_answers",
+    "read_both",
     "restoration_effect",
     "reversion_sweep",
     "search_forgetting_depth",

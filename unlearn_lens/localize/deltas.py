@@ -142,7 +142,11 @@ class DeltaReport:
     [`LayerDelta`][unlearn_lens.localize.LayerDelta] per block; `heads`, one
     [`HeadDelta`][unlearn_lens.localize.HeadDelta] per (layer, attention component, head);
     `non_layer`, the weights outside the blocks (`embed`, `pos_embed`, `final_norm`,
-    `unembed`) by component; `total`, over every weight.
+    `unembed`) by component; `total`, over every weight; `tied_embeddings`, whether the
+    unembedding is the input embedding's matrix (then stored once, as `embed`).
+
+    Every share divides by `Σ‖ΔW‖²` over the distinct weight tensors (`total`: a tied matrix
+    counted once).
     """
 
     n_heads: int
@@ -152,6 +156,7 @@ class DeltaReport:
     heads: list[HeadDelta]
     non_layer: dict[str, WeightDelta]
     total: WeightDelta
+    tied_embeddings: bool = False
 
     @property
     def n_layers(self) -> int:
@@ -170,6 +175,24 @@ class DeltaReport:
         """The non-layer weights' share of the whole update (1 − Σ layer shares)."""
         total_sq = self.total.norm**2
         return sum(d.norm**2 for d in self.non_layer.values()) / total_sq if total_sq > 0 else 0.0
+
+    def _share(self, components: Sequence[str]) -> float:
+        total_sq = self.total.norm**2
+        squares = sum(self.non_layer[name].norm ** 2 for name in components if name in self.non_layer)
+        return squares / total_sq if total_sq > 0 else 0.0
+
+    @property
+    def head_share(self) -> float:
+        """The output head's share of the update: final norm and unembedding. With tied
+        embeddings the unembedding *is* the embedding matrix, whose one delta is counted here
+        and in `input_embedding_share` alike (so the shares then add up to more than 1)."""
+        return self._share(["final_norm", "embed" if self.tied_embeddings else "unembed"])
+
+    @property
+    def input_embedding_share(self) -> float:
+        """The input embeddings' share of the update (token and position embeddings; a tied
+        matrix's delta is also in `head_share`)."""
+        return self._share(["embed", "pos_embed"])
 
     def query_head_norms(self) -> np.ndarray:
         """`[n_layers, n_heads]` attention update per query head, q, k, v and o together.
@@ -198,6 +221,9 @@ class DeltaReport:
             "heads": [head.to_dict() for head in self.heads],
             "non_layer": {name: delta.to_dict() for name, delta in self.non_layer.items()},
             "total": self.total.to_dict(),
+            "tied_embeddings": self.tied_embeddings,
+            "head_share": self.head_share,
+            "input_embedding_share": self.input_embedding_share,
         }
 
     @classmethod
@@ -210,6 +236,7 @@ class DeltaReport:
             heads=[HeadDelta.from_dict(d) for d in data["heads"]],
             non_layer={name: WeightDelta.from_dict(d) for name, d in data["non_layer"].items()},
             total=WeightDelta.from_dict(data["total"]),
+            tied_embeddings=bool(data["tied_embeddings"]),
         )
 
 
@@ -291,6 +318,8 @@ def weight_deltas(specs: Sequence[WeightSpec], reference: Snapshot, updated: Sna
         heads=heads,
         non_layer={name: WeightDelta(*np.sqrt(sq).tolist()) for name, sq in non_layer_sq.items()},
         total=WeightDelta(*np.sqrt(total_sq).tolist()),
+        # Every supported family has an unembedding; it has no spec of its own exactly when tied.
+        tied_embeddings=not any(spec.component == "unembed" for spec in specs),
     )
 
 

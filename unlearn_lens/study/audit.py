@@ -306,7 +306,8 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
             result.reversion = reversion_sweep(reverter, result.deltas, restore_fraction=config.restore_fraction, progress=progress)
             result.heads = head_attribution(result.deltas, reverter, sweep=result.reversion, progress=progress)
             result.logit_lens = logit_lens(
-                subject, forget, {"original": original, "unlearned": unlearned, "relearned": relearned}, progress=progress
+                subject, forget, {"original": original, "unlearned": unlearned, "relearned": relearned},
+                decoder=config.lens_decoder, progress=progress,
             )
             result.localization = _summarise(result)
         subject.restore(unlearned)

@@ -9,12 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from unlearn_lens.errors import ConfigError
+from unlearn_lens.localize.logit_lens import DECODERS
 from unlearn_lens.localize.reversion import RESTORE_FRACTION
 from unlearn_lens.models.builtin import DEFAULT_MODEL
 from unlearn_lens.regimes import RegimeThresholds
 
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
+
+DEFAULT_RELEARN_LR = 3e-5
+"""Relearning learning rate of the default audit (10 steps of 8): measured with
+benchmarks/relearn_budget.py on the built-in text sets, 1e-5 teaches the novel control 0.06-0.08
+token accuracy (too little for a low recovery to mean anything), 3e-5 teaches it 0.32 without
+saturating it, 1e-4 teaches it 0.66 and saturates both curves."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ class StudyConfig:
     steps: int = 10
     batch_size: int = 8
     relearn_steps: int = 10
-    relearn_lr: float | None = None
+    relearn_lr: float | None = DEFAULT_RELEARN_LR
     relearn_source: str = "forget"
     max_items: int | None = 32
     known_only: bool = True
@@ -48,6 +55,7 @@ class StudyConfig:
     retain_drop: float = RegimeThresholds.retain_drop
     retain_nll_rise: float = RegimeThresholds.retain_nll_rise
     restore_fraction: float = RESTORE_FRACTION
+    lens_decoder: str = "fixed"
 
     def thresholds(self) -> RegimeThresholds:
         """The regime thresholds these settings give (see `RegimeThresholds` for each reason)."""
@@ -100,6 +108,8 @@ class StudyConfig:
             raise ConfigError(f"{source}: control_margin must lie in [0, 1], got {self.control_margin}")
         if not self.retain_nll_rise > 0:
             raise ConfigError(f"{source}: retain_nll_rise must be positive (nats per token), got {self.retain_nll_rise}")
+        if self.lens_decoder not in DECODERS:
+            raise ConfigError(f"{source}: lens_decoder must be one of {', '.join(DECODERS)}, got {self.lens_decoder!r}")
         if self.pooling not in ("mean", "last"):
             raise ConfigError(f"{source}: pooling must be 'mean' or 'last', got {self.pooling!r}")
 
