@@ -97,3 +97,13 @@ def test_a_budget_that_taught_the_control_nothing_cannot_call_irreversible():
     lenient = classify_regime(0.9, 0.0, 0.09, control_before=0.0, control_after=0.04, retain_original=0.9,
                               retain_unlearned=0.5, thresholds=RegimeThresholds(min_control_gain=0.03))
     assert lenient.label == "destroyed"
+
+
+def test_a_recovery_much_faster_than_the_control_counts_even_when_both_saturate():
+    # lr 1e-4 on SmolLM2: forget back to 1.0 by step 3, control +0.66 by the end — end points alone
+    # give excess 1.0 − 0.66/0.73 = 0.10 < 0.25, though the forgotten facts came back far faster.
+    ends = classify_regime(1.0, 0.27, 1.0, control_before=0.0, control_after=0.66, retain_original=0.9, retain_unlearned=0.9)
+    assert ends.reversible is False and ends.evidence["excess_recovery"] == pytest.approx(1 - 0.66 / 0.73)
+    along = classify_regime(1.0, 0.27, 1.0, control_before=0.0, control_after=0.66, retain_original=0.9,
+                            retain_unlearned=0.9, peak_excess=0.7)
+    assert along.reversible is True and along.evidence["excess_recovery"] == 0.7 and along.label == "suppressed"

@@ -137,3 +137,21 @@ def test_unequal_sets_get_equal_epochs_and_the_curve_follows_every_step(subject,
     assert result.steps_to_recover() == first
     data = json.loads(json.dumps(result.to_dict()))
     assert RelearnResult.from_dict(data).to_dict() == result.to_dict() and data["steps_to_half_recovery"] == first
+
+
+def test_peak_excess_compares_recovery_and_control_at_equal_epochs():
+    from unlearn_lens.unlearn import CurvePoint, RecoveryCurve
+
+    def points(values, epochs):
+        return [CurvePoint(step, epoch, value, 0.0) for step, (value, epoch) in enumerate(zip(values, epochs))]
+
+    # Forget: back from 0.2 to 1.0 within one epoch; control: 0 → 0.8, linearly over two epochs
+    # (measured at half the forget set's step count, as for a control half its size).
+    curve = RecoveryCurve(forget=points([0.2, 0.6, 1.0, 1.0, 1.0], [0, 0.5, 1.0, 1.5, 2.0]), retain=[],
+                          control=points([0.0, 0.4, 0.8], [0, 1.0, 2.0]))
+    assert curve.control_gain_at(0.5) == pytest.approx(0.2) and curve.control_gain_at(3.0) == pytest.approx(0.8)
+    excess, epoch = curve.peak_excess(1.0)
+    # Brute force over the forget points: ((acc − 0.2) − 0.4 · epoch) / 0.8.
+    expected = max(((a - 0.2) - 0.4 * e) / 0.8 for a, e in ((0.2, 0), (0.6, 0.5), (1.0, 1.0), (1.0, 1.5), (1.0, 2.0)))
+    assert excess == pytest.approx(expected) and epoch == 1.0
+    assert RecoveryCurve(forget=points([1.0, 1.0], [0, 1]), retain=[], control=curve.control).peak_excess(1.0) is None

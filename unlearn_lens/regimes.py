@@ -175,6 +175,7 @@ def classify_regime(
     retain_unlearned: float | None = None,
     retain_nll_original: float | None = None,
     retain_nll_unlearned: float | None = None,
+    peak_excess: float | None = None,
     thresholds: RegimeThresholds | None = None,
 ) -> RegimeVerdict:
     """Reversible or not × catastrophic or not, from accuracies (and retain NLL).
@@ -187,6 +188,11 @@ def classify_regime(
       recovery alone).
     - `retain_*`: retain accuracy and/or retain NLL (nats per token) of the original and
       unlearned models; at least one pair is needed.
+    - `peak_excess`: the largest excess of recovery over the control's gain at equal work
+      along the relearning curve ([`RecoveryCurve.peak_excess`][unlearn_lens.unlearn.RecoveryCurve.peak_excess]);
+      when given, the larger of it and the end-point excess is compared with
+      `control_margin`, so a budget large enough to teach the control everything by the end
+      cannot hide a recovery that came much faster.
     """
     t = thresholds or RegimeThresholds()
     for name, value in (
@@ -223,6 +229,7 @@ def classify_regime(
         "control_gain": None,
         "control_gain_absolute": None,
         "excess_recovery": None,
+        "peak_excess": peak_excess,
         "retain_original": retain_original,
         "retain_unlearned": retain_unlearned,
         "retain_drop": retain_drop,
@@ -239,8 +246,8 @@ def classify_regime(
         control_gain = (control_after - control_before) / lost
         evidence["control_gain"] = control_gain
         evidence["control_gain_absolute"] = control_after - control_before
-        evidence["excess_recovery"] = recovery - control_gain
+        evidence["excess_recovery"] = recovery - control_gain if peak_excess is None else max(peak_excess, recovery - control_gain)
         if not reversible and control_after - control_before < t.min_control_gain:
             return RegimeVerdict(None, catastrophic, INCONCLUSIVE, evidence, t)
-        reversible = reversible and recovery - control_gain >= t.control_margin
+        reversible = reversible and evidence["excess_recovery"] >= t.control_margin
     return RegimeVerdict(reversible, catastrophic, LABELS[(reversible, catastrophic)], evidence, t)

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from unlearn_lens.data.items import Item
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
@@ -128,6 +130,28 @@ class RecoveryCurve:
         if lost <= RECOVERY_MIN_LOSS:
             return [None for _ in self.forget]
         return [(point.accuracy - self.forget[0].accuracy) / lost for point in self.forget]
+
+    def control_gain_at(self, epoch: float) -> float:
+        """The control's accuracy gain after `epoch` epochs of its own set, interpolated
+        linearly between its measured steps (held at the last point past the end)."""
+        epochs = [point.epoch for point in self.control]
+        gains = [point.accuracy - self.control[0].accuracy for point in self.control]
+        return float(np.interp(epoch, epochs, gains))
+
+    def peak_excess(self, original: float) -> tuple[float, float] | None:
+        """The largest excess of forget recovery over the control's gain at the same epoch (on
+        the recovery scale: divided by what unlearning removed), and the epoch where it peaks.
+
+        End points alone hide a fast recovery once a large budget has taught the control
+        everything too; comparing at equal work along the way does not. None when recovery is
+        undefined.
+        """
+        lost = original - self.forget[0].accuracy
+        if lost <= RECOVERY_MIN_LOSS:
+            return None
+        excess = [((point.accuracy - self.forget[0].accuracy) - self.control_gain_at(point.epoch)) / lost for point in self.forget]
+        best = int(np.argmax(excess))
+        return excess[best], self.forget[best].epoch
 
     def steps_to_recover(self, original: float, fraction: float = HALF_RECOVERY) -> int | None:
         """First relearning step at which recovery reaches `fraction`; None when not within the budget."""
