@@ -94,13 +94,27 @@ def test_report_renders_terminal_figures_and_self_contained_html(tmp_path, tiny_
     render_run(results, tmp_path / "run", console)
     text = console.export_text()
     assert "Audit summary" in text and "ga" in text and "per layer" in text
+    ga = results.methods["ga"]
+    source, control = ga.relearn.work["source"], ga.relearn.work["control"]
+    assert f"relearning attack: {source.steps} steps at lr {source.lr:g}, {source.epochs:.2f} epochs" in text
+    assert f"control: {control.steps} steps, {control.epochs:.2f} epochs" in text
+    assert f"unlearning: {ga.unlearn.run.steps_run} steps × {ga.unlearn.run.config.batch_size} items" in text
+    assert "relearning vs unlearning: overall cosine" in text and "‖ΔW‖ by unlearning step:" in text
+    assert re.search(r"│\s*embed \(input\)( \(tied\))?\s*│", text) and re.search(r"│\s*head( \(tied\))?\s*│", text)
+    assert "[thresholds:forgotten≥50%" in "".join(text.split())  # wrapped lines
     figures = sorted(p.name for p in (tmp_path / "run" / "figures").iterdir())
     for expected in ("ga-cka.png", "ga-pc1.png", "ga-pca-shift.png", "ga-delta-share.png", "ga-reversion.png",
-                     "ga-heads.png", "ga-training.png"):
+                     "ga-heads.png", "ga-training.png", "ga-where.png", "ga-recovery.png", "ga-updates.png",
+                     "ga-correlations.png"):
         assert expected in figures
         assert (tmp_path / "run" / "figures" / expected).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "run" / REPORT_FILE).read_text()
-    assert page.count("data:image/png;base64,") >= 7
+    assert page.count("data:image/png;base64,") >= 11
+    # The first screen carries the findings: verdicts, then where the forgetting lives beside the recovery curves.
+    findings, summary = page.index("Findings: ga"), page.index("<h2>Summary")
+    assert findings < page.index("class='verdict'") < page.index("Where the forgetting lives") < summary
+    assert page.index("Recovery curves") < summary
+    assert "<details><summary>Per-layer evidence" in page
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page), "the report must not fetch anything"
     assert results.methods["ga"].regime.label in page
 

@@ -142,6 +142,123 @@ def plot_training_curves(result: MethodResults, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+SET_COLOURS = {"forget": "tab:red", "retain": "tab:green", "control": "tab:orange"}
+"""One colour per item set in the curves: forget red, retain green, novel control orange."""
+
+
+def plot_where(result: MethodResults, path: Path) -> Path:
+    """Where the forgetting lives, one column per place: the input embedding, each block, the
+    output head. Rows: reversion effect (depth shaded), share of the update, representational
+    change, and the logit-lens answer rank (fixed decoder)."""
+    sweep, deltas, n = result.reversion, result.deltas, result.reversion.n_layers
+    x_embed, x_head, blocks = -1.5, n + 0.5, np.arange(n)
+    figure, axes = new_figure(11.0, 9.0, rows=4)
+    ax_revert, ax_share, ax_cka, ax_rank = axes
+    metric = sweep.depth_metric
+    ax_revert.bar(blocks, sweep.layer_effects(metric), color="tab:blue", label=f"block reverted alone ({metric})")
+    ax_revert.bar([x_embed], [sweep.input_embedding.effect(metric)], color="tab:gray", label="input embedding alone")
+    ax_revert.bar([x_head], [sweep.head.effect(metric)], color="tab:purple", label="output head alone")
+    ax_revert.plot([n - k - 0.5 for k in range(n + 1)], sweep.last_k_effects(metric), "k.-", markersize=3,
+                   label="head + last k blocks (plotted at the first block reverted)")
+    ax_revert.axhline(sweep.restore_fraction, color="tab:green", linestyle=":", linewidth=0.8)
+    depth = sweep.forgetting_depth
+    if depth is not None:
+        ax_revert.axvspan(n - depth - 0.5, x_head + 0.5, color="tab:green", alpha=0.08,
+                          label=f"depth {depth}: head + last {depth} restore ≥ {sweep.restore_fraction:.0%}")
+    ax_revert.set_ylabel("forget effect restored")
+    ax_revert.set_title(f"{result.method}: where the forgetting lives")
+    ax_revert.legend(fontsize="x-small", loc="upper left")
+    ax_share.bar(blocks, deltas.share_by_layer(), color="tab:purple")
+    tied = " (tied matrix: counted in both)" if deltas.tied_embeddings else ""
+    ax_share.bar([x_embed, x_head], [deltas.input_embedding_share, deltas.head_share], color="tab:gray")
+    ax_share.set_ylabel("share of Σ‖ΔW‖²")
+    ax_share.set_title(f"Share of the update (over every distinct weight tensor){tied}", fontsize="small")
+    if result.comparisons:
+        for split, style in (("forget", "-"), ("retain", "--")):
+            layers = result.comparisons[f"unlearned/{split}"].layers[1:]
+            ax_cka.plot(blocks, [1 - layer.cka_debiased for layer in layers], style, color=SET_COLOURS[split], marker="o",
+                        markersize=2.5, label=f"1 − debiased CKA, {split}")
+        ax_cka.legend(fontsize="x-small")
+    ax_cka.set_ylabel("representational change")
+    if result.logit_lens is not None:
+        for label, readout in result.logit_lens.readouts.items():
+            ax_rank.semilogy(blocks, readout.median_rank()[1:], marker="o", markersize=2.5, label=label)
+        ax_rank.legend(fontsize="x-small")
+        ax_rank.set_title(f"Logit lens: median answer rank after each block ({result.logit_lens.decoder} decoder)", fontsize="small")
+    ax_rank.set_ylabel("answer rank")
+    ax_rank.set_xticks([x_embed, *range(0, n, max(1, n // 15)), x_head],
+                       ["embed", *map(str, range(0, n, max(1, n // 15))), "head"])
+    ax_rank.set_xlabel("input embedding · block · output head")
+    for ax in axes:
+        ax.set_xlim(x_embed - 0.8, x_head + 0.8)
+    return save_figure(figure, path)
+
+
+def plot_recovery_curves(result: MethodResults, path: Path) -> Path:
+    """Forget, retain and control accuracy and NLL against epochs of relearning (equal work)."""
+    relearn = result.relearn
+    figure, (ax_acc, ax_nll) = new_figure(10.0, 4.0, columns=2)
+    for name in ("forget", "retain", "control"):
+        points = getattr(relearn.curve, name)
+        if points:
+            epochs = [p.epoch for p in points]
+            ax_acc.plot(epochs, [p.accuracy for p in points], "-o", color=SET_COLOURS[name], markersize=3, label=name)
+            ax_nll.plot(epochs, [p.nll for p in points], "-o", color=SET_COLOURS[name], markersize=3, label=name)
+    rec = relearn.recovery["accuracy"]
+    if rec.original is not None:
+        ax_acc.axhline(rec.original, color=SET_COLOURS["forget"], linestyle=":", linewidth=0.8, label="forget, original")
+    half = relearn.steps_to_recover()
+    ax_acc.set_title(f"Relearning: 50 % recovery {'at step ' + str(half) if half is not None else 'not within budget'}")
+    ax_acc.set_ylabel("token accuracy on answers")
+    ax_acc.set_ylim(-0.02, 1.02)
+    ax_nll.set_ylabel("NLL (nats per answer token)")
+    ax_nll.set_title("Relearning: NLL")
+    for ax in (ax_acc, ax_nll):
+        ax.set_xlabel("epochs of the set's own items (equal work)")
+        ax.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def plot_correlations(result: MethodResults, path: Path) -> Path:
+    """Spearman correlations between the per-layer columns, as a small heatmap."""
+    names, matrix = result.localization.correlation_matrix()
+    figure, (ax,) = new_figure(6.0, 5.0)
+    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
+    figure.colorbar(image, ax=ax, label="Spearman ρ over blocks")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize="small")
+    ax.set_yticks(range(len(names)), names, fontsize="small")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if np.isfinite(matrix[i, j]):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize="x-small")
+    ax.set_title(f"{result.method}: rank correlations of the per-layer evidence")
+    return save_figure(figure, path)
+
+
+def plot_update_history(result: MethodResults, path: Path) -> Path:
+    """Per block: how relearning moved against unlearning (cosine, fraction undone), and the
+    unlearning update's norm per block after every step."""
+    figure, (ax_dir, ax_hist) = new_figure(11.0, 4.2, columns=2)
+    if result.directions is not None:
+        blocks = range(len(result.directions.cosine))
+        ax_dir.plot(blocks, result.directions.cosine, "-o", markersize=3, color="tab:blue", label="cos(Δ unlearn, Δ relearn)")
+        ax_dir.plot(blocks, result.directions.undone, "--", color="tab:orange", label="fraction of Δ unlearn undone")
+        ax_dir.axhline(0.0, color="black", linewidth=0.5)
+        ax_dir.set_xlabel("block")
+        ax_dir.set_title(f"Relearning vs unlearning (overall cosine {result.directions.overall_cosine:.2f})", fontsize="small")
+        ax_dir.legend(fontsize="small")
+    records = [record for record in result.tracking if record.phase == "unlearn"]
+    if records:
+        history = np.array([record.layers for record in records])
+        image = ax_hist.imshow(history.T, aspect="auto", origin="lower", cmap="magma",
+                               extent=(0.5, len(records) + 0.5, -0.5, history.shape[1] - 0.5))
+        figure.colorbar(image, ax=ax_hist, label="‖W_step − W_original‖ of the block")
+        ax_hist.set_xlabel("unlearning step")
+        ax_hist.set_ylabel("block")
+        ax_hist.set_title("Weight-delta history during unlearning", fontsize="small")
+    return save_figure(figure, path)
+
+
 def write_method_figures(result: MethodResults, directory: Path) -> list[tuple[Path, str]]:
     """Every figure of one method that its finished stages allow, with captions."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -168,4 +285,22 @@ def write_method_figures(result: MethodResults, directory: Path) -> list[tuple[P
         figures.append((plot_reversion(result, directory / f"{name}-reversion.png"), "Reversion effect by layer"))
     if result.heads is not None:
         figures.append((plot_head_heatmap(result, directory / f"{name}-heads.png"), "Layer × head attribution"))
+    if result.directions is not None or result.tracking:
+        figures.append((plot_update_history(result, directory / f"{name}-updates.png"),
+                        "Relearning against unlearning per block, and the weight-delta history"))
+    if result.localization is not None:
+        figures.append((plot_correlations(result, directory / f"{name}-correlations.png"), "Rank correlations of the per-layer evidence"))
+    return figures
+
+
+def headline_figures(result: MethodResults, directory: Path) -> list[tuple[Path, str]]:
+    """The first screen's figures of one method: where the forgetting lives, and the recovery curves."""
+    directory.mkdir(parents=True, exist_ok=True)
+    figures: list[tuple[Path, str]] = []
+    if result.reversion is not None and result.deltas is not None:
+        figures.append((plot_where(result, directory / f"{result.method}-where.png"),
+                        "Where the forgetting lives: reversion effect (depth shaded), update share, CKA change, logit-lens rank"))
+    if result.relearn is not None:
+        figures.append((plot_recovery_curves(result, directory / f"{result.method}-recovery.png"),
+                        "Recovery curves: forget, retain and control after every relearning step"))
     return figures

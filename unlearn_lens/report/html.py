@@ -18,6 +18,8 @@ th, td { border: 1px solid #ccd; padding: .25rem .6rem; text-align: right; }
 th { background: #eef0f6; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #dde; }
 figcaption { font-size: .85rem; color: #555; }
+.pair { display: grid; grid-template-columns: repeat(auto-fit, minmax(30rem, 1fr)); gap: 1rem; }
+details { margin: .6rem 0; } summary { cursor: pointer; color: #334; }
 .verdict { background: #f5f7ff; border-left: 4px solid #4456aa; padding: .5rem .8rem; margin: .6rem 0; }
 pre { background: #f6f6f8; padding: .6rem; overflow-x: auto; font-size: .8rem; }
 """
@@ -30,11 +32,13 @@ class Table:
     header: Sequence[str]
     rows: Sequence[Sequence[str]]
     caption: str = ""
+    collapsed: bool = False
 
 
 @dataclass
 class Section:
-    """A heading followed by verdict boxes, paragraphs, tables, figures and preformatted text."""
+    """A heading followed by verdict boxes, paragraphs, tables, figures (side by side when
+    `figure_columns` > 1, as space allows) and preformatted text."""
 
     heading: str
     verdicts: list[str] = field(default_factory=list)
@@ -42,13 +46,17 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     figures: list[tuple[Path, str]] = field(default_factory=list)
     preformatted: str = ""
+    figure_columns: int = 1
 
 
 def _table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
-    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption and not table.collapsed else ""
+    markup = f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if table.collapsed:
+        return f"<details><summary>{html.escape(table.caption or 'table')} ({len(table.rows)} rows)</summary>{markup}</details>"
+    return markup
 
 
 def _figure(path: Path, caption: str) -> str:
@@ -66,7 +74,8 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
         parts.extend(f"<div class='verdict'>{html.escape(v)}</div>" for v in section.verdicts)
         parts.extend(f"<p>{html.escape(p)}</p>" for p in section.paragraphs)
         parts.extend(_table(t) for t in section.tables)
-        parts.extend(_figure(path, caption) for path, caption in section.figures)
+        figures = "".join(_figure(path, caption) for path, caption in section.figures)
+        parts.append(f"<div class='pair'>{figures}</div>" if section.figure_columns > 1 and figures else figures)
         if section.preformatted:
             parts.append(f"<pre>{html.escape(section.preformatted)}</pre>")
     parts.append("</body></html>")

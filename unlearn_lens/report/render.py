@@ -9,14 +9,14 @@ from pathlib import Path
 from rich.console import Console
 
 from unlearn_lens.atomic import write_bytes_atomic
-from unlearn_lens.report.audit_figures import write_method_figures
+from unlearn_lens.report.audit_figures import headline_figures, write_method_figures
 from unlearn_lens.report.html import Section, Table, render_html
-from unlearn_lens.report.terminal import fmt, method_row, print_report
+from unlearn_lens.report.terminal import budget_line, fmt, method_row, print_report, update_line
 from unlearn_lens.study.results import AuditResults
 
 REPORT_FILE = "report.html"
 FIGURE_DIR = "figures"
-SUMMARY_HEADER = ("method", "forget acc o→u→r", "retain acc o→u→r", "recovery", "gain: forget vs control",
+SUMMARY_HEADER = ("method", "forget acc o→u→r", "retain acc o→u→r", "recovery", "50 % recovery", "gain: forget vs control",
                   "forgetting depth", "regime")
 
 
@@ -25,8 +25,26 @@ def _significant(value: float) -> str:
     return "—" if value != value else f"{value:.3g}"
 
 
-def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str]]]) -> list[Section]:
-    """The report's sections: summary, then per method its verdicts, layer table and figures, then settings."""
+def findings(results: AuditResults, headline: dict[str, list[tuple[Path, str]]]) -> list[Section]:
+    """The first screen: per method its verdicts and budgets, then where the forgetting lives
+    beside the recovery curves."""
+    sections = []
+    for method, result in results.methods.items():
+        section = Section(f"Findings: {method}", figure_columns=2)
+        if result.regime is not None:
+            section.verdicts.append(f"Regime: {result.regime.describe()}")
+        if result.localization is not None:
+            section.verdicts.append(f"Localisation: {result.localization.verdict}")
+        section.paragraphs.extend(line for line in (budget_line(result), update_line(result)) if line is not None)
+        section.figures.extend(headline.get(method, []))
+        sections.append(section)
+    return sections
+
+
+def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str]]],
+                  headline: dict[str, list[tuple[Path, str]]] | None = None) -> list[Section]:
+    """The report's sections: the findings first, then the summary, then per method its tables
+    (collapsed) and figures, then settings."""
     data = results.data
     summary = Section(
         "Summary",
@@ -43,20 +61,17 @@ def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str
         summary.tables.append(Table(("split", "given", "kept"), [
             (split, str(data.given.get(split, "—")), str(len(items))) for split, items in data.items.items()
         ], caption="Items (forget and retain: known to the original model; control: unknown to it)"))
-    sections = [summary]
+    sections = [*findings(results, headline or {}), summary]
     for method, result in results.methods.items():
         section = Section(f"Method: {method}")
-        if result.regime is not None:
-            section.verdicts.append(f"Regime: {result.regime.describe()}")
         if result.localization is not None:
-            section.verdicts.append(f"Localisation: {result.localization.verdict}")
             columns = result.localization.columns
             names = list(columns)
             rows = [[str(layer)] + [_significant(columns[name][layer]) for name in names] for layer in range(result.localization.n_layers)]
-            section.tables.append(Table(["block", *names], rows, caption="Per-layer evidence"))
+            section.tables.append(Table(["block", *names], rows, caption="Per-layer evidence", collapsed=True))
             section.tables.append(Table(("column A", "column B", "Spearman ρ", "layers"),
                                         [(c.a, c.b, fmt(c.rho), str(c.n_layers)) for c in result.localization.correlations],
-                                        caption="Rank correlations between the per-layer columns"))
+                                        caption="Rank correlations between the per-layer columns", collapsed=True))
         if result.logit_lens is not None:
             section.paragraphs.append(
                 "Logit lens: first layer where the answer's median rank departs from the original's: "
@@ -77,7 +92,8 @@ def render_run(results: AuditResults, run_dir: str | Path | None, console: Conso
         return None
     run_dir = Path(run_dir)
     figures = {method: write_method_figures(result, run_dir / FIGURE_DIR) for method, result in results.methods.items()}
-    page = render_html(f"unlearn-lens audit: {results.config.model}", html_sections(results, figures))
+    headline = {method: headline_figures(result, run_dir / FIGURE_DIR) for method, result in results.methods.items()}
+    page = render_html(f"unlearn-lens audit: {results.config.model}", html_sections(results, figures, headline))
     path = write_bytes_atomic(run_dir / REPORT_FILE, page.encode())
     console.print(f"results: {run_dir / 'results.json'}  figures: {run_dir / FIGURE_DIR}/  report: {path}")
     return path

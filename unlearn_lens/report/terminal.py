@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from unlearn_lens.study.results import AuditResults, MethodResults
@@ -42,18 +43,20 @@ def method_row(results: AuditResults, result: MethodResults) -> list[str]:
         retain_u = result.comparisons["unlearned/retain"].updated_metrics.accuracy
         forget_r = result.comparisons["relearned/forget"].updated_metrics.accuracy
         retain_r = result.comparisons["relearned/retain"].updated_metrics.accuracy
-    recovery = control = "—"
+    recovery = control = half = "—"
     if result.relearn is not None:
         rec = result.relearn.recovery["accuracy"]
         recovery = fmt(rec.recovery)
         control = f"{fmt(rec.forget_gain)} vs {fmt(rec.control_gain)}"
+        step = result.relearn.steps_to_recover()
+        half = f"step {step}" if step is not None else "not within budget"
     depth = "—"
     if result.reversion is not None:
         found = result.reversion.forgetting_depth
         depth = f"{found}/{result.reversion.n_layers}" if found is not None else f">{result.reversion.n_layers}"
     regime = result.regime.label if result.regime is not None else "—"
     return [result.method, _arrow(forget_o, forget_u, forget_r), _arrow(retain_o, retain_u, retain_r),
-            recovery, control, depth, regime]
+            recovery, half, control, depth, regime]
 
 
 def summary_table(results: AuditResults) -> Table:
@@ -61,12 +64,45 @@ def summary_table(results: AuditResults) -> Table:
     table = Table(title="Audit summary (token accuracy on answer tokens: original → unlearned → relearned)",
                   title_justify="left")
     for header, justify in (("method", "left"), ("forget", "right"), ("retain", "right"),
-                            ("recovery", "right"), ("gain: forget vs control", "right"),
+                            ("recovery", "right"), ("50 % recovery", "right"), ("gain: forget vs control", "right"),
                             ("forgetting depth", "right"), ("regime", "left")):
         table.add_column(header, justify=justify)
     for result in results.methods.values():
         table.add_row(*method_row(results, result))
     return table
+
+
+def budget_line(result: MethodResults) -> str | None:
+    """The relearning budget against the unlearning budget: steps, learning rate, epochs, tokens."""
+    if result.unlearn is None or result.relearn is None:
+        return None
+    run = result.unlearn.run
+    source, control = result.relearn.work["source"], result.relearn.work["control"]
+    return (
+        f"budgets — unlearning: {run.steps_run} steps × {run.config.batch_size} items at lr {run.config.lr:g} "
+        f"({run.tokens_seen} answer tokens); relearning attack: {source.steps} steps at lr {source.lr:g}, "
+        f"{source.epochs:.2f} epochs of {source.n_items} items ({source.tokens_seen} tokens); control: {control.steps} steps, "
+        f"{control.epochs:.2f} epochs of {control.n_items} items ({control.tokens_seen} tokens)"
+    )
+
+
+def update_line(result: MethodResults) -> str | None:
+    """How relearning moved against unlearning, and how the unlearning update grew step by step."""
+    parts = []
+    directions = result.directions
+    if directions is not None:
+        finite = [(c, layer) for layer, c in enumerate(directions.cosine) if not math.isnan(c)]
+        most = min(finite) if finite else None
+        parts.append(
+            f"relearning vs unlearning: overall cosine {fmt(directions.overall_cosine)}, undoes "
+            f"{fmt(directions.overall_undone)} of the update"
+            + (f"; most reversed at block {most[1]} (cosine {fmt(most[0])})" if most else "")
+        )
+    records = [record for record in result.tracking if record.phase == "unlearn"]
+    if records:
+        norms = [math.sqrt(sum(n * n for n in record.layers) + sum(n * n for n in record.non_layer.values())) for record in records]
+        parts.append("‖ΔW‖ by unlearning step: " + " ".join(f"{n:.3g}" for n in norms))
+    return "; ".join(parts) or None
 
 
 def layer_table(result: MethodResults) -> Table | None:
@@ -78,11 +114,16 @@ def layer_table(result: MethodResults) -> Table | None:
     lens = result.logit_lens
     table = Table(title=f"{result.method}: per layer (block ℓ; CKA and logit lens read after the block)", title_justify="left")
     headers = ["layer", "rel. Δ", "Δ share", "revert ℓ: acc", "revert ℓ: nll",
-               "CKA forget (deb./bias.)", "CKA retain", "PC1 sim", "log10 Fisher ratio", "answer rank o/u/r"]
+               "CKA forget (deb./bias.)", "CKA retain", "PC1 sim", "log10 Fisher ratio", "answer rank o/u/r", "cos(Δu, Δr)"]
     for header in headers:
         table.add_column(header, justify="right")
     retain = result.comparisons["unlearned/retain"]
     ranks = {label: readout.median_rank() for label, readout in lens.readouts.items()} if lens else {}
+    sweep, deltas = result.reversion, result.deltas
+    cosine = result.directions.cosine if result.directions is not None else None
+    tied = " (tied)" if deltas.tied_embeddings else ""
+    table.add_row(f"embed (input){tied}", "", fmt(deltas.input_embedding_share, 3), fmt(sweep.input_embedding.effect_accuracy),
+                  fmt(sweep.input_embedding.effect_nll), "", "", "", "", "", "")
     for layer in range(result.localization.n_layers):
         stream = layer + 1
         cka = forget.layers[stream]
@@ -98,7 +139,10 @@ def layer_table(result: MethodResults) -> Table | None:
             fmt(cka.pc1_similarity, 3),
             _column(columns, "fisher_change", layer),
             rank or "—",
+            fmt(cosine[layer]) if cosine is not None else "—",
         )
+    table.add_row(f"head{tied}", "", fmt(deltas.head_share, 3), fmt(sweep.head.effect_accuracy), fmt(sweep.head.effect_nll),
+                  "", "", "", "", "", "")
     return table
 
 
@@ -113,9 +157,12 @@ def print_report(console: Console, results: AuditResults, layer_methods: Sequenc
     console.print(summary_table(results))
     for result in results.methods.values():
         if result.regime is not None:
-            console.print(f"[bold]{result.method}[/] regime: {result.regime.describe()}")
+            console.print(f"[bold]{result.method}[/] regime: {escape(result.regime.describe())}")
         if result.localization is not None:
-            console.print(f"[bold]{result.method}[/] localisation: {result.localization.verdict}")
+            console.print(f"[bold]{result.method}[/] localisation: {escape(result.localization.verdict)}")
+        for line in (budget_line(result), update_line(result)):
+            if line is not None:
+                console.print(f"[bold]{result.method}[/] {escape(line)}", highlight=False)
     chosen = list(results.methods)[:1] if layer_methods is None else list(layer_methods)
     for method in chosen:
         if method in results.methods:

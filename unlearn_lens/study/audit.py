@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from safetensors.torch import load_file, save
 
 from unlearn_lens.atomic import write_bytes_atomic
@@ -316,8 +317,8 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
     if result.regime is None:
         result.regime = _regime(results, result, config)
         save()
-    console.print(f"[bold]{method}[/]: {result.regime.describe()}")
-    console.print(f"  {result.localization.verdict}")
+    console.print(f"[bold]{method}[/]: {escape(result.regime.describe())}")
+    console.print(f"  {escape(result.localization.verdict)}")
 
 
 def _per_block(comparison, attribute: str) -> list[float]:
