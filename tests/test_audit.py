@@ -202,3 +202,28 @@ def test_interrupted_in_any_stage_resumes_to_the_uninterrupted_numbers(uninterru
     resumed = audit(config, out=tmp_path / "run", resume=True, subject=subject, progress=False, console=_quiet())
     assert resumed.status == "complete"
     _assert_same_numbers(resumed, expected)
+
+
+def test_force_replaces_a_finished_run_only_once_the_new_one_completes(uninterrupted, tmp_path):
+    config, subject, _, _ = uninterrupted
+    config = config.with_values(methods=("ga",))
+    out = tmp_path / "run"
+    audit(config, out=out, subject=subject, progress=False, console=_quiet())
+    (out / "notes.txt").write_text("kept until the replacement is complete\n")
+    finished = {path.name: path.read_bytes() for path in out.iterdir()}
+    replacement = config.with_values(steps=2)
+
+    def stop_after_unlearning(results: AuditResults) -> None:
+        if results.methods.get("ga") is not None and results.methods["ga"].unlearn is not None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit(replacement, out=out, force=True, subject=subject, progress=False, console=_quiet(), on_stage=stop_after_unlearning)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == finished, "the old run is whole while the new one runs"
+    with pytest.raises(ConfigError, match="other settings"):
+        audit(config, out=out, resume=True, subject=subject, progress=False, console=_quiet())
+
+    resumed = audit(replacement, out=out, resume=True, subject=subject, progress=False, console=_quiet())
+    assert resumed.status == "complete" and AuditResults.load(out).config == replacement
+    assert sorted(path.name for path in out.iterdir()) == ["results.json"], "the replacement takes the directory whole"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"], "no staging or retired directory is left"

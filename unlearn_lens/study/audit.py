@@ -273,9 +273,9 @@ def audit(
 
     try:
         if results.data is None:
-            results.data = _prepare_data(subject, config, sets, console)
-            results.original = {split: evaluate(subject, items) for split, items in results.data.items.items()
-                                if split != "unrelated"}
+            prepared = _prepare_data(subject, config, sets, console)
+            metrics = {split: evaluate(subject, items) for split, items in prepared.items.items() if split != "unrelated"}
+            results.data, results.original = prepared, metrics  # together: an interrupt saves both or neither
             if run is not None:
                 run.start()
             save()
@@ -354,13 +354,15 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         relearned = run.load_snapshot(method, "relearned") if run is not None else subject.snapshot()
 
     if not result.comparisons:
+        comparisons = {}  # set on the result only when all four exist: an interrupt saves none or all
         with _timed(result, "diagnostics"):
             for name, snapshot in (("unlearned", unlearned), ("relearned", relearned)):
                 for split, items in (("forget", forget), ("retain", retain)):
                     reference = _original_pass(subject, original, items, split, config, original_passes, progress)
                     subject.restore(snapshot)
                     updated = model_pass(subject, items, pooling=config.pooling, progress=progress, label=f"{name}/{split}")
-                    result.comparisons[f"{name}/{split}"] = compare_passes(reference, updated)
+                    comparisons[f"{name}/{split}"] = compare_passes(reference, updated)
+        result.comparisons = comparisons
         save()
 
     if result.localization is None:
