@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def workspace(tmp_path_factory) -> Path:
     (root / "infinite.toml").write_text("lr = inf\n")
     (root / "latin1.toml").write_bytes("# réglages\nsteps = 2\n".encode("latin-1"))
     (root / "adir").mkdir()
+    (root / "readonly").mkdir(mode=0o555)
     (root / "afile").write_text("not a directory\n")
     (root / "list.json").write_text("[1, 2]\n")
     (root / "partial").mkdir()
@@ -117,6 +119,9 @@ CASES = {
                              "forget set: only 1 distinct items (8 items, 7 of them repeats); debiased CKA needs at least 4"),
     "compare repeated items": ([*COMPARE[:3], "--data", "repeated.jsonl"], "repeated.jsonl: only 1 distinct items"),
 }
+if os.geteuid() != 0:  # root writes anywhere: the case needs an ordinary user
+    CASES["audit out under a read-only directory"] = ([*AUDIT, "--out", "readonly/run"], "readonly is not writable")
+    CASES["unlearn out under a read-only directory"] = ([*UNLEARN, "--out", "readonly/run"], "readonly is not writable")
 if not torch.cuda.is_available():
     CASES["inspect on a missing GPU"] = (["inspect", "--device", "cuda"], "--device cuda: this machine has no CUDA device")
 
