@@ -133,3 +133,111 @@ def test_cli_errors_are_one_line_and_write_nothing(args, message, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def _numbers(payload, path=""):
+    """Every number in a results payload by its path, leaving out wall-clock times and the environment."""
+    if isinstance(payload, dict):
+        return {key: value for name, item in payload.items() if name not in ("seconds", "environment", "status")
+                for key, value in _numbers(item, f"{path}.{name}").items()}
+    if isinstance(payload, list):
+        return {key: value for index, item in enumerate(payload) for key, value in _numbers(item, f"{path}[{index}]").items()}
+    return {path: payload}
+
+
+def _assert_same_numbers(results: AuditResults, expected: AuditResults) -> None:
+    got, want = _numbers(json_safe(results.to_dict())), _numbers(json_safe(expected.to_dict()))
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if isinstance(value, float) and not isinstance(got[key], bool):
+            assert got[key] == pytest.approx(value, rel=1e-6, abs=0), key
+        else:
+            assert got[key] == value, key
+
+
+class Interrupt:
+    """Ctrl-C in the middle of the audit: a KeyboardInterrupt raised from the subject's `n`-th forward pass."""
+
+    def __init__(self, subject, at: int | None = None) -> None:
+        self.subject, self.at, self.calls, self.run = subject, at, 0, subject.run
+        subject.run = self
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.run(*args, **kwargs)
+
+    def remove(self) -> None:
+        del self.subject.run
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One audit run through without a stop, with the forward-pass count at each saved stage."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    config = StudyConfig(
+        model="tiny", forget=_write(root / "forget.jsonl", FORGET), retain=_write(root / "retain.jsonl", RETAIN),
+        control=_write(root / "control.jsonl", CONTROL), methods=("ga", "npo"), lr=1e-2, steps=3, batch_size=4,
+        relearn_steps=3, relearn_lr=1e-2, max_items=None,
+    )
+    subject = memorised_subject()
+    counter = Interrupt(subject)
+    stages = []
+    results = audit(config, out=root / "run", subject=subject, progress=False, console=_quiet(),
+                    on_stage=lambda _: stages.append(counter.calls))
+    counter.remove()
+    return config, subject, results, stages
+
+
+def test_same_seed_gives_identical_numbers(uninterrupted, tmp_path):
+    config, subject, expected, _ = uninterrupted
+    again = audit(config, out=tmp_path / "again", subject=subject, progress=False, console=_quiet())
+    got, want = _numbers(json_safe(again.to_dict())), _numbers(json_safe(expected.to_dict()))
+    assert got == want
+
+
+STAGES = ("data", "ga unlearn", "ga relearn", "ga diagnostics", "ga localisation", "npo unlearn", "npo relearn",
+          "npo diagnostics", "npo localisation")
+
+
+@pytest.mark.parametrize("stage", range(len(STAGES)), ids=STAGES)
+def test_interrupted_in_any_stage_resumes_to_the_uninterrupted_numbers(uninterrupted, tmp_path, stage):
+    config, subject, expected, stages = uninterrupted
+    # Stage boundaries are the forward-pass counts at each save (the regime saves without a pass).
+    boundaries = sorted(set([0, *stages]))
+    at = (boundaries[stage] + boundaries[stage + 1]) // 2 + 1
+    interrupt = Interrupt(subject, at=at)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            audit(config, out=tmp_path / "run", subject=subject, progress=False, console=_quiet())
+    finally:
+        interrupt.remove()
+    resumed = audit(config, out=tmp_path / "run", resume=True, subject=subject, progress=False, console=_quiet())
+    assert resumed.status == "complete"
+    _assert_same_numbers(resumed, expected)
+
+
+def test_force_replaces_a_finished_run_only_once_the_new_one_completes(uninterrupted, tmp_path):
+    config, subject, _, _ = uninterrupted
+    config = config.with_values(methods=("ga",))
+    out = tmp_path / "run"
+    audit(config, out=out, subject=subject, progress=False, console=_quiet())
+    (out / "notes.txt").write_text("kept until the replacement is complete\n")
+    finished = {path.name: path.read_bytes() for path in out.iterdir()}
+    replacement = config.with_values(steps=2)
+
+    def stop_after_unlearning(results: AuditResults) -> None:
+        if results.methods.get("ga") is not None and results.methods["ga"].unlearn is not None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit(replacement, out=out, force=True, subject=subject, progress=False, console=_quiet(), on_stage=stop_after_unlearning)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == finished, "the old run is whole while the new one runs"
+    with pytest.raises(ConfigError, match="other settings"):
+        audit(config, out=out, resume=True, subject=subject, progress=False, console=_quiet())
+
+    resumed = audit(replacement, out=out, resume=True, subject=subject, progress=False, console=_quiet())
+    assert resumed.status == "complete" and AuditResults.load(out).config == replacement
+    assert sorted(path.name for path in out.iterdir()) == ["results.json"], "the replacement takes the directory whole"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"], "no staging or retired directory is left"

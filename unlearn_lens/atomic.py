@@ -67,9 +67,23 @@ def staged_directory(directory: str | Path) -> Iterator[Path]:
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the result is an ordinary directory
     try:
         yield staging
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
+        replace_directory(staging, directory)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+
+
+def replace_directory(source: str | Path, directory: str | Path) -> Path:
+    """Move the complete directory `source` to `directory`, replacing whatever is there.
+
+    The old `directory` is first renamed aside and removed only once `source` is in place, so
+    a crash in between leaves one of the two whole, never neither.
+    """
+    source, directory = Path(source), Path(directory)
+    retired = directory.parent / f".{directory.name}-retired-{os.getpid()}"
+    if directory.exists():
+        directory.rename(retired)
+    source.rename(directory)
+    if retired.exists():
+        shutil.rmtree(retired)
+    return directory

@@ -1,7 +1,8 @@
 """The `unlearn-lens` command: subcommands parse flags, call the library, and print with rich.
 
-Every `UnlearnLensError` (and bad-input `ValueError` from data loading) ends as one red line
-on stderr and exit status 2, never a traceback.
+Every `UnlearnLensError` (and bad-input `ValueError` from data loading, and an `OSError` from a
+file that cannot be read or written) ends as one red line on stderr and exit status 2, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from unlearn_lens.commands import audit, compare, report, unlearn
 from unlearn_lens.commands.common import add_model_flags
-from unlearn_lens.errors import UnlearnLensError
+from unlearn_lens.errors import ConfigError, UnlearnLensError
 
 console = Console()
 error_console = Console(stderr=True)
@@ -24,8 +26,19 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     from unlearn_lens.models import load
     from unlearn_lens.report.inspect import print_inspection
 
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map)
     print_inspection(console, subject, args.prompt, top_k=args.top_k)
+
+
+def _one_line(error: Exception) -> str:
+    """The error as one line: an `OSError` as `file: reason`, anything else as its first line."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (UnlearnLensError, ValueError, FileNotFoundError) as error:
-        error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    except (UnlearnLensError, ValueError, OSError) as error:
+        error_console.print(f"[bold red]error:[/] {escape(_one_line(error))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         error_console.print("[yellow]interrupted[/]")

@@ -58,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--lens-decoder", choices=("fixed", "own"), default=None,
                         help="logit lens: read every model through the original's head (fixed, default) or its own")
     parser.add_argument("--max-items", type=int, default=None, help="items kept per split (default 32)")
+    parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                        help="refuse any item longer than N tokens (default: the model's context length)")
     parser.add_argument("--keep-unknown", action="store_true", default=None, help="skip the known filter on forget/retain")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help=f"run directory (default {DEFAULT_OUT})")
@@ -77,7 +79,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "forget": args.forget, "retain": args.retain, "control": args.control,
         "methods": args.methods, "requests": args.requests, "lr": args.lr, "steps": args.steps,
         "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
-        "relearn_source": args.relearn_source, "max_items": args.max_items, "seed": args.seed,
+        "relearn_source": args.relearn_source, "max_items": args.max_items, "max_tokens": args.max_tokens, "seed": args.seed,
         "known_only": False if args.keep_unknown else None,
         "lens_decoder": args.lens_decoder,
         **{name: getattr(args, name) for name in THRESHOLD_SETTINGS},
@@ -87,6 +89,8 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         raise ConfigError(f"--domain {config.domain!r} is unknown; choose one of {', '.join(BUILTIN_DOMAINS)}")
     for name in ("forget", "retain", "control"):
         path = getattr(config, name)
+        if path is not None and Path(path).is_dir():
+            raise ConfigError(f"--{name} {path}: is a directory; give a .jsonl or .txt file")
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"--{name} {path}: no such file")
     return config

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from unlearn_lens.errors import ConfigError
 from unlearn_lens.models import BACKENDS, DEFAULT_MODEL
 
 
@@ -24,11 +22,3 @@ def add_runtime_flags(parser: argparse.ArgumentParser, *, defaults: bool = True)
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: where transformers puts it)")
     parser.add_argument("--device-map", default=None, help="transformers device_map for models spanning several GPUs, e.g. auto")
 
-
-def check_out_dir(out: Path, force: bool, markers: tuple[str, ...]) -> None:
-    """Refuse an `--out` that is a file, or that already holds one of `markers` without `--force`."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a directory")
-    held = [name for name in markers if (out / name).exists()]
-    if held and not force:
-        raise ConfigError(f"--out {out} already holds {held[0]}; pass --force to overwrite it or choose another --out")

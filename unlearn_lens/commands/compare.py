@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from unlearn_lens.commands.common import add_runtime_flags, check_out_dir
+from unlearn_lens.commands.common import add_runtime_flags
 from unlearn_lens.diagnostics.activations import POOLINGS, TOKEN_SPANS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
+from unlearn_lens.out_dir import check_out_dir
 
 if TYPE_CHECKING:
     from unlearn_lens.data.items import Item
@@ -52,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--tokens", default="all", choices=TOKEN_SPANS, help="which real tokens are pooled (default all)")
     add_runtime_flags(parser)
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help=f"items per forward pass (default {EVAL_BATCH_SIZE})")
+    parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                        help="refuse any item longer than N tokens (default: the model's context length)")
     parser.add_argument("--no-fisher", action="store_true", help="skip the Fisher information (no backward passes)")
     parser.add_argument("--fisher-components", action="store_true", help="compare the Fisher information per component (q, k, v, o, MLP) too")
     parser.add_argument(
@@ -111,12 +115,15 @@ def run(args: argparse.Namespace) -> None:
         check_out_dir(args.out, args.force, (COMPARISON_FILE,))
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.max_tokens is not None and args.max_tokens < 2:
+        raise ConfigError(f"--max-tokens must be at least 2 (a target needs a token before it), got {args.max_tokens}")
     if args.predictor is not None and not args.predict_reversibility:
         raise ConfigError("--predictor is used only with --predict-reversibility")
     predictor = _predictor(args) if args.predict_reversibility else None
     items = load_items(args.data)
     options = {"backend": args.backend, "device": args.device, "device_map": args.device_map}
     reference = load(args.reference, **options)
+    _check_items(reference, items, args)
     updated = load(args.updated, **options)
     comparison, reference_pass, updated_pass = compare_models(
         reference, updated, items, pooling=args.pooling, tokens=args.tokens, batch_size=args.batch_size,
@@ -127,6 +134,20 @@ def run(args: argparse.Namespace) -> None:
     if args.out is not None:
         written = write_outputs(comparison, args.out, prediction)
         console.print(f"wrote {', '.join(path.name for path in written)} to {args.out}")
+
+
+def _check_items(reference: Subject, items: list[Item], args: argparse.Namespace) -> None:
+    """Every item fits the model; repeats are reported, and refused when too few distinct items are left for debiased CKA."""
+    from unlearn_lens.data.checks import check_distinct, check_token_lengths, describe_duplicates, item_locations
+    from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES
+
+    where = item_locations(args.data, len(items), str(args.data))
+    check_token_lengths(reference, items, where, args.max_tokens)
+    if args.pooling != "tokens":
+        check_distinct(str(args.data), items, MIN_DEBIASED_SAMPLES, f"debiased CKA with --pooling {args.pooling}")
+    note = describe_duplicates(str(args.data), items, where)
+    if note is not None:
+        console.print(f"[yellow]warning:[/] {escape(note)}")
 
 
 def _predictor(args: argparse.Namespace) -> ReversibilityPredictor:

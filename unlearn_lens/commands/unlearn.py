@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from unlearn_lens.commands.common import add_model_flags, check_out_dir
+from unlearn_lens.commands.common import add_model_flags
 from unlearn_lens.data import BUILTIN_DOMAINS, builtin, load_items
-from unlearn_lens.unlearn.loop import DEFAULT_STEPS
+from unlearn_lens.data.checks import check_token_lengths, describe_duplicates, item_locations
+from unlearn_lens.errors import ConfigError
+from unlearn_lens.out_dir import check_out_dir
+from unlearn_lens.unlearn.loop import DEFAULT_STEPS, TrainConfig
 
 RUN_FILE = "run.json"
 """The record of a run in `--out`; its presence marks a finished run."""
@@ -49,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=1, help="split the forget set into this many sequential requests (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of batching and random labels (default 0)")
     parser.add_argument("--known-only", action="store_true", help="keep only forget items the model answers exactly before unlearning")
+    parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                        help="refuse any item longer than N tokens (default: the model's context length)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help=f"write {MODEL_DIR}/ and {RUN_FILE} here")
     parser.add_argument("--force", action="store_true", help=f"overwrite an existing {RUN_FILE} in --out")
     parser.set_defaults(handler=run)
@@ -77,9 +83,18 @@ def run(args: argparse.Namespace) -> None:
     from unlearn_lens.unlearn import filter_known, get_objective, unlearn
 
     check_out_dir(args.out, args.force, (RUN_FILE, MODEL_DIR))
-    get_objective(args.method)  # an unknown method fails before the model loads
+    get_objective(args.method)  # an unknown method or bad setting fails before the model loads
+    TrainConfig(lr=args.lr, steps=args.steps, batch_size=args.batch_size, requests=args.requests, seed=args.seed)
+    if args.max_tokens is not None and args.max_tokens < 2:
+        raise ConfigError(f"--max-tokens must be at least 2 (a target needs a token before it), got {args.max_tokens}")
     forget, retain, sources = _load_data(args)
     subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map)
+    for split, items in (("forget", forget), ("retain", retain)):
+        where = item_locations(sources[split], len(items), str(sources[split]))
+        check_token_lengths(subject, items, where, args.max_tokens)
+        note = describe_duplicates(split, items, where)
+        if note is not None:
+            console.print(f"[yellow]warning:[/] {escape(note)}")
     known = None
     if args.known_only:
         forget, known = filter_known(subject, forget)

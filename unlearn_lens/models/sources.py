@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from unlearn_lens.errors import ModelSourceError
@@ -24,6 +25,24 @@ BACKENDS = ("transformer_lens", "nnsight")
 def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ModelSourceError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device torch cannot parse, or an accelerator this machine lacks, before any model loads."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ModelSourceError(f"--device {device!r} is not a torch device; e.g. cpu, cuda, cuda:1 or mps") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelSourceError(f"--device {device}: this machine has no CUDA device; use --device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise ModelSourceError(f"--device {device}: this machine has {count} CUDA device(s), numbered from 0")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelSourceError(f"--device {device}: MPS is not available on this machine; use --device cpu")
 
 
 def _from_pretrained(location: str, *, dtype: torch.dtype, device: str | None, device_map: Any,
@@ -46,6 +65,9 @@ def _from_pretrained(location: str, *, dtype: torch.dtype, device: str | None, d
     hf_logging.disable_progress_bar()  # a per-tensor bar for a load that takes a second is noise
     try:
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except SafetensorError as error:
+        raise ModelSourceError(f"{location}: its weights cannot be read ({error}); the checkpoint is truncated or "
+                               "corrupt: copy or save it again") from None
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
@@ -121,6 +143,7 @@ def load(
     span several devices; `remote=True` (nnsight only) runs traces on NDIF.
     """
     _check_backend(backend)
+    check_device(device)
     if remote and backend != "nnsight":
         raise ModelSourceError("remote=True needs backend='nnsight' (NDIF runs nnsight traces)")
     options = {"dtype": dtype, "device": device, "device_map": device_map, "trust_remote_code": trust_remote_code}

@@ -16,6 +16,8 @@ def next_token_predictions(subject: Subject, prompt: str, top_k: int = 5) -> lis
     if batch is None:
         raise ValueError(f"prompt {prompt!r} is too short: give at least two tokens")
     logits = subject.run(batch).logits[0, -1].double()
+    if top_k > logits.shape[-1]:
+        raise ValueError(f"--top-k {top_k} is more than the vocabulary's {logits.shape[-1]} tokens")
     probs = torch.softmax(logits, dim=-1)
     values, indices = probs.topk(top_k)
     return [(subject.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices)]

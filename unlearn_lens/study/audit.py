@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from safetensors.torch import load_file, save
 
-from unlearn_lens.atomic import write_bytes_atomic
+from unlearn_lens.atomic import replace_directory, write_bytes_atomic
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
+from unlearn_lens.data.checks import check_distinct, check_token_lengths, describe_duplicates, item_locations
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import check_overlap, load_items
 from unlearn_lens.diagnostics.compare import ModelPass, compare_passes, model_pass
@@ -33,8 +34,10 @@ from unlearn_lens.localize.logit_lens import logit_lens
 from unlearn_lens.localize.reversion import Reverter, reversion_sweep
 from unlearn_lens.localize.summary import summarise_localization
 from unlearn_lens.localize.tracking import DeltaTracker
-from unlearn_lens.models.sources import load
+from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES
+from unlearn_lens.models.sources import check_device, load
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.out_dir import check_not_foreign, check_out_location
 from unlearn_lens.regimes import classify_regime
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.results import RESULTS_FILE, AuditResults, DataSummary, MethodResults, environment
@@ -73,9 +76,29 @@ def _read_sets(config: StudyConfig) -> tuple[str, StudyData]:
     return source, data
 
 
-def _prepare_data(subject: Subject, config: StudyConfig, console: Console) -> DataSummary:
-    """Known filter on forget and retain, novelty filter on the control, then the item cap."""
-    source, data = _read_sets(config)
+def _check_items(subject: Subject, config: StudyConfig, data: StudyData, console: Console) -> None:
+    """Every item fits the model (refused with file:line otherwise); repeated items are reported,
+    and a split with too few distinct items for debiased CKA is refused."""
+    files = {"forget": config.forget, "retain": config.retain, "control": config.control}
+    for split in ("forget", "retain", "control", "unrelated"):
+        items = getattr(data, split)
+        where = item_locations(files.get(split), len(items), f"built-in {config.domain} {split}")
+        check_token_lengths(subject, items, where, config.max_tokens)
+        if split == "unrelated":
+            continue
+        check_distinct(f"{split} set", items, MIN_DEBIASED_SAMPLES, "debiased CKA")
+        note = describe_duplicates(split, items, where)
+        if note is not None:
+            console.print(f"[yellow]warning:[/] {escape(note)}")
+    if config.relearn_source not in RELEARN_SOURCES:
+        items = load_items(config.relearn_source)
+        check_token_lengths(subject, items, item_locations(config.relearn_source, len(items), "relearn"), config.max_tokens)
+
+
+def _prepare_data(subject: Subject, config: StudyConfig, sets: tuple[str, StudyData], console: Console) -> DataSummary:
+    """Item checks, known filter on forget and retain, novelty filter on the control, then the item cap."""
+    source, data = sets
+    _check_items(subject, config, data, console)
     overlap = check_overlap(data.forget, data.retain)
     if overlap:
         console.print(f"[yellow]warning:[/] {overlap} items are in both the forget and the retain set")
@@ -93,11 +116,11 @@ def _prepare_data(subject: Subject, config: StudyConfig, console: Console) -> Da
         kept = {split: items[: config.max_items] for split, items in kept.items()}
     kept["unrelated"] = data.unrelated[: config.max_items] if config.max_items else data.unrelated
     for split in ("forget", "retain", "control"):
-        if len(kept[split]) < 4:
-            raise ConfigError(
-                f"only {len(kept[split])} {split} items left after the known filter (of {given[split]}); "
-                "an audit needs at least 4 (debiased CKA) — give more items or pass --keep-unknown"
-            )
+        check_distinct(f"{split} set (after the known filter, of {given[split]} given)", kept[split], MIN_DEBIASED_SAMPLES,
+                       "debiased CKA (give more items or pass --keep-unknown)")
+    if config.requests > len(kept["forget"]):
+        raise ConfigError(f"requests={config.requests} is more than the {len(kept['forget'])} forget items kept; "
+                          "each request needs at least one item")
     console.print(
         f"data: {source}; kept forget {len(kept['forget'])}/{given['forget']}, retain {len(kept['retain'])}/{given['retain']} "
         f"(known to the model), control {len(kept['control'])}/{given['control']} (unknown to it)"
@@ -117,11 +140,28 @@ def _check_methods(config: StudyConfig) -> None:
         get_objective(method)
 
 
+def _check_relearn_source(config: StudyConfig) -> None:
+    """A relearning source that is not a named set must be a readable data file, checked before any model loads."""
+    if config.relearn_source in RELEARN_SOURCES:
+        return
+    if not Path(config.relearn_source).exists():
+        raise ConfigError(f"--relearn-source {config.relearn_source}: no such file, and not one of {', '.join(RELEARN_SOURCES)}")
+    load_items(config.relearn_source)
+
+
+def replacement_path(out: Path) -> Path:
+    """Where a run replacing the finished run in `out` (with force) is written until it completes:
+    a fixed name beside `out`, so `--resume` finds it after an interrupt."""
+    return out.parent / f".{out.name}.replacing"
+
+
 class RunDirectory:
     """Where an audit keeps results.json and the snapshots that resuming needs."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, replaces: Path | None = None) -> None:
         self.path = Path(path)
+        self.replaces = replaces
+        """The finished run this one replaces once complete (it is written beside it until then)."""
 
     @property
     def results_path(self) -> Path:
@@ -144,27 +184,42 @@ class RunDirectory:
         """Remove the snapshots once a run is complete (they are only for resuming)."""
         shutil.rmtree(self.path / SNAPSHOT_DIR, ignore_errors=True)
 
+    def start(self) -> None:
+        """Before a new run's first write: clear what an earlier, interrupted replacement left."""
+        if self.replaces is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def finish(self) -> None:
+        """A complete replacement takes the place of the run it replaces, whole."""
+        if self.replaces is not None:
+            self.path = replace_directory(self.path, self.replaces)
+            self.replaces = None
+
 
 def _open_run(config: StudyConfig, out: Path | None, resume: bool, force: bool) -> tuple[RunDirectory | None, AuditResults | None]:
-    """Check the output directory: a previous run is resumed, refused, or (with force) replaced."""
+    """Check the output directory, writing nothing: a previous run is resumed (an interrupted
+    replacement first; with none begun, resuming starts afresh), refused, or (with force) replaced
+    by a run written beside it; a non-empty directory that holds no run is refused unless forced."""
     if out is None:
         if resume:
             raise ConfigError("--resume needs --out, the directory of the run to continue")
         return None, None
-    run = RunDirectory(out)
-    if run.results_path.exists():
-        if resume:
-            previous = AuditResults.load(out)
-            if previous.config != config:
-                changed = sorted(k for k, v in config.to_dict().items() if previous.config.to_dict().get(k) != v)
-                raise ConfigError(f"{out}: the run there used other settings ({', '.join(changed)}); resume with the same ones")
-            return run, previous
+    check_out_location(out)
+    if resume:
+        for run in (RunDirectory(replacement_path(out), replaces=out), RunDirectory(out)):
+            if run.results_path.exists():
+                previous = AuditResults.load(run.path)
+                if previous.config != config:
+                    changed = sorted(k for k, v in config.to_dict().items() if previous.config.to_dict().get(k) != v)
+                    raise ConfigError(f"{run.path}: the run there used other settings ({', '.join(changed)}); resume with the same ones")
+                return run, previous
+        # Nothing there: a run interrupted before its first stage finished wrote nothing, so it starts afresh.
+    if (out / RESULTS_FILE).exists():
         if not force:
             raise ConfigError(f"{out} already holds a run's results.json; use --resume to continue it or --force to replace it")
-        shutil.rmtree(out)
-    elif resume:
-        raise ConfigError(f"{out}: nothing to resume (no {RESULTS_FILE})")
-    return run, None
+        return RunDirectory(replacement_path(out), replaces=out), None
+    check_not_foreign(out, force, (RESULTS_FILE,))
+    return RunDirectory(out), None
 
 
 @contextmanager
@@ -188,15 +243,22 @@ def audit(
     """Run the study for every method of `config` and return its results.
 
     With `out`, every finished stage is saved there (results.json plus weight snapshots) and
-    `resume=True` continues an interrupted run. `subject` lets a caller pass a model already
-    loaded (its weights must be the original ones); otherwise `config.model` is loaded.
-    `on_stage` is called with the results after every saved stage.
+    `resume=True` continues an interrupted run. Settings, data files and `out` are checked
+    before the model loads, and items against the model before anything is written. With
+    `force`, a finished run in `out` is replaced only once the new one is complete (it is
+    written beside `out` until then, and `resume=True` finds it there). `subject` lets a caller
+    pass a model already loaded (its weights must be the original ones); otherwise
+    `config.model` is loaded. `on_stage` is called with the results after every saved stage.
     """
     config = config or StudyConfig()
     config.validate()
     _check_methods(config)
+    _check_relearn_source(config)
+    if subject is None:
+        check_device(config.device)
     console = console or Console(stderr=True)
     run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
+    sets = _read_sets(config) if results is None or results.data is None else None
     if subject is None:
         subject = load(config.model, backend=config.backend, device=config.device)
     original = subject.snapshot()
@@ -211,9 +273,11 @@ def audit(
 
     try:
         if results.data is None:
-            results.data = _prepare_data(subject, config, console)
-            results.original = {split: evaluate(subject, items) for split, items in results.data.items.items()
-                                if split != "unrelated"}
+            prepared = _prepare_data(subject, config, sets, console)
+            metrics = {split: evaluate(subject, items) for split, items in prepared.items.items() if split != "unrelated"}
+            results.data, results.original = prepared, metrics  # together: an interrupt saves both or neither
+            if run is not None:
+                run.start()
             save()
         original_passes: dict[str, ModelPass] = {}
         for method in config.methods:
@@ -223,6 +287,7 @@ def audit(
         save()
         if run is not None:
             run.drop_snapshots()
+            run.finish()
     except KeyboardInterrupt:
         results.status = "interrupted"
         save()
@@ -289,13 +354,15 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         relearned = run.load_snapshot(method, "relearned") if run is not None else subject.snapshot()
 
     if not result.comparisons:
+        comparisons = {}  # set on the result only when all four exist: an interrupt saves none or all
         with _timed(result, "diagnostics"):
             for name, snapshot in (("unlearned", unlearned), ("relearned", relearned)):
                 for split, items in (("forget", forget), ("retain", retain)):
                     reference = _original_pass(subject, original, items, split, config, original_passes, progress)
                     subject.restore(snapshot)
                     updated = model_pass(subject, items, pooling=config.pooling, progress=progress, label=f"{name}/{split}")
-                    result.comparisons[f"{name}/{split}"] = compare_passes(reference, updated)
+                    comparisons[f"{name}/{split}"] = compare_passes(reference, updated)
+        result.comparisons = comparisons
         save()
 
     if result.localization is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -43,6 +44,7 @@ class StudyConfig:
     relearn_lr: float | None = DEFAULT_RELEARN_LR
     relearn_source: str = "forget"
     max_items: int | None = 32
+    max_tokens: int | None = None
     known_only: bool = True
     pooling: str = "mean"
     seed: int = 0
@@ -91,14 +93,26 @@ class StudyConfig:
         return StudyConfig.from_dict(base, source)
 
     def validate(self, source: str = "<settings>") -> None:
-        """Range checks that need no model or data."""
-        for name in ("lr", "steps", "batch_size", "relearn_steps", "requests"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{source}: {name} must be positive, got {getattr(self, name)}")
-        if self.relearn_lr is not None and self.relearn_lr <= 0:
-            raise ConfigError(f"{source}: relearn_lr must be positive, got {self.relearn_lr}")
+        """Range checks that need no model or data; non-finite numbers and unknown objective
+        options are refused by name."""
+        from unlearn_lens.unlearn.objectives import ObjectiveConfig
+
+        for name in ("lr", "relearn_lr"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{source}: {name} must be a finite number, got {value}")
+        for name in ("lr", "steps", "batch_size", "relearn_steps", "requests", "relearn_lr"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{source}: {name} must be positive, got {value}")
         if self.max_items is not None and self.max_items < 4:
             raise ConfigError(f"{source}: max_items must be at least 4 (debiased CKA needs 4 samples), got {self.max_items}")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise ConfigError(f"{source}: max_tokens must be at least 2 (a target needs a token before it), got {self.max_tokens}")
+        try:
+            ObjectiveConfig.from_options(**self.objective_options)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: [objective_options] {error}") from None
         if not self.methods:
             raise ConfigError(f"{source}: methods is empty; give at least one unlearning method")
         for name in ("min_forgotten", "recovery_threshold", "min_control_gain", "retain_drop", "restore_fraction"):
@@ -130,8 +144,12 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: setting 'objective_options' must be a table, got {type(value).__name__}")
         return value
-    if value is None or default is None:
+    if value is None:
         return value
+    if default is None:  # an optional setting: check against the type it holds when set
+        if key not in _OPTIONAL_TYPES:
+            return value
+        default = _OPTIONAL_TYPES[key]()
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -146,9 +164,14 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     return value
 
 
+_OPTIONAL_TYPES = {"forget": str, "retain": str, "control": str, "relearn_lr": float, "max_items": int,
+                   "max_tokens": int, "device": str}
+"""What each setting that defaults to None holds when it is set."""
+
+
 def _key_line(text: str, key: str) -> int | None:
-    """1-based line where a top-level `key = ...` is written (tomllib does not report it)."""
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    """1-based line where `key = ...` or a `[key]` table is written (tomllib does not report it)."""
+    pattern = re.compile(rf"^\s*(\[\s*{re.escape(key)}\s*\]|{re.escape(key)}\s*=)")
     for number, line in enumerate(text.splitlines(), start=1):
         if pattern.match(line):
             return number
@@ -161,10 +184,14 @@ def load_config(path: str | Path) -> StudyConfig:
     Errors name the file, the line and the setting, e.g. `study.toml:3: setting 'steps' must be int`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give the study.toml file")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); TOML files are UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -172,5 +199,9 @@ def load_config(path: str | Path) -> StudyConfig:
     for key, value in data.items():
         line = _key_line(text, key)
         where = f"{path}:{line}" if line else str(path)
+        if key == "objective_options" and isinstance(value, dict):
+            for option, setting in value.items():  # each option first, so an error names its own line
+                line = _key_line(text, option)
+                StudyConfig.from_dict({key: {option: setting}}, f"{path}:{line}" if line else str(path))
         StudyConfig.from_dict({key: value}, where)
     return StudyConfig.from_dict(data, str(path))

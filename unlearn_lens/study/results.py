@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -32,6 +34,11 @@ SCHEMA = "unlearn_lens.results"
 RESULTS_VERSION = 1
 """Bumped on any incompatible change of the JSON layout; readers refuse other versions."""
 RESULTS_FILE = "results.json"
+TOP_LEVEL_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,), "config": (dict,), "environment": (dict,), "data": (dict, type(None)),
+    "original": (dict,), "methods": (dict,),
+}
+"""The fields every results.json holds (after `schema` and `version`), with the JSON types allowed."""
 COMPARISONS = ("unlearned/forget", "unlearned/retain", "relearned/forget", "relearned/retain")
 """The diagnostics of a method: each updated model against the original, on each data set."""
 
@@ -161,19 +168,31 @@ class AuditResults:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<results>") -> AuditResults:
+    def from_dict(cls, data: Any, source: str = "<results>") -> AuditResults:
+        """Results from the JSON `to_dict` wrote; anything else is a `ConfigError` naming `source`
+        and the first field at fault."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a JSON object, got {_json_type(data)}")
         if data.get("schema") != SCHEMA:
             raise ConfigError(f"{source}: not an unlearn_lens results file (schema {data.get('schema')!r})")
         if data.get("version") != RESULTS_VERSION:
             raise ConfigError(f"{source}: results version {data.get('version')} is not {RESULTS_VERSION}; rerun the audit")
-        return cls(
-            config=StudyConfig.from_dict(data["config"], source),
-            environment=data["environment"],
-            status=data["status"],
-            data=_optional(data, "data", DataSummary),
-            original={split: TokenMetrics.from_dict(m) for split, m in data.get("original", {}).items()},
-            methods={name: MethodResults.from_dict(m) for name, m in data.get("methods", {}).items()},
-        )
+        for name, kinds in TOP_LEVEL_FIELDS.items():
+            if name not in data:
+                raise ConfigError(f"{source}: field '{name}' is missing")
+            if not isinstance(data[name], kinds):
+                raise ConfigError(f"{source}: field '{name}' must be {' or '.join(_json_type(k()) for k in kinds)}, "
+                                  f"got {_json_type(data[name])}")
+        with _reading(source, "data"):
+            summary = _optional(data, "data", DataSummary)
+        with _reading(source, "original"):
+            original = {split: TokenMetrics.from_dict(m) for split, m in data["original"].items()}
+        methods = {}
+        for name, method in data["methods"].items():
+            with _reading(source, f"methods.{name}"):
+                methods[name] = MethodResults.from_dict(method)
+        return cls(config=StudyConfig.from_dict(data["config"], f"{source}: config"), environment=data["environment"],
+                   status=data["status"], data=summary, original=original, methods=methods)
 
     def save(self, directory: str | Path) -> Path:
         """Write `results.json` into `directory`, atomically."""
@@ -182,13 +201,37 @@ class AuditResults:
     @classmethod
     def load(cls, directory: str | Path) -> AuditResults:
         """Read `results.json` from a run directory (or the file itself)."""
-        path = Path(directory)
-        path = path / RESULTS_FILE if path.is_dir() else path
+        given = Path(directory)
+        path = given if given.is_file() or given.suffix == ".json" else given / RESULTS_FILE
+        if not path.exists():
+            run_dir = path.parent
+            missing = "no such run directory" if not run_dir.exists() else f"no {RESULTS_FILE}"
+            raise ConfigError(f"{run_dir}: {missing}, so no results here; run `unlearn-lens audit --out {run_dir}` first")
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no results here; run `unlearn-lens audit --out {path.parent}` first") from None
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
         return cls.from_dict(data, str(path))
+
+
+def _json_type(value: Any) -> str:
+    """How JSON names the type of a parsed value."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+@contextmanager
+def _reading(source: str, section: str) -> Iterator[None]:
+    """Turn what a malformed section raises while it is read into one `ConfigError` naming the
+    file, the section and (for a missing one) the field."""
+    try:
+        yield
+    except KeyError as error:
+        raise ConfigError(f"{source}: {section}: field {error.args[0]!r} is missing") from None
+    except (TypeError, AttributeError, ValueError) as error:
+        raise ConfigError(f"{source}: {section}: malformed ({error})") from None
 

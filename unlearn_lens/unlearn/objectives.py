@@ -18,6 +18,7 @@ Sources: NPO, Zhang et al. 2024 (arXiv 2404.05868); SimNPO, Fan et al. 2024 (arX
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
@@ -68,6 +69,13 @@ class ObjectiveConfig:
     rmu_alpha: float = 1200.0
 
     def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "rmu_layer":
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                    raise ConfigError(f"objective option rmu_layer must be a whole number, got {value!r}")
+            elif not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"objective option {item.name} must be a finite number, got {value!r}")
         for name in ("beta", "simnpo_beta"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"objective option {name} must be positive, got {getattr(self, name)}")

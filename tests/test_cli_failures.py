@@ -1,0 +1,138 @@
+"""Every failure path of the CLI, as a table: bad input and impossible settings end in one line
+naming the problem, exit status 2, no traceback, and every directory exactly as it was.
+
+All cases share one workspace: a tiny random checkpoint (context 128 tokens), data files good
+and bad, a finished run and a directory of the user's own files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from memorised import CONTROL, FORGET, RETAIN, tokenizer
+
+import unlearn_lens as ul
+from unlearn_lens.cli import main
+
+CONTEXT = 128
+"""`tiny_llama`'s max_position_embeddings: the longest item the tiny checkpoint takes."""
+
+
+def _jsonl(path: Path, items) -> None:
+    path.write_text("".join(json.dumps(item.to_dict()) + "\n" for item in items))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("workspace")
+    tok = tokenizer()
+    subject = ul.load(ul.tiny_llama(vocab_size=len(tok)), tokenizer=tok, backend="nnsight")
+    ul.save_checkpoint(subject, root / "ck")
+    ul.save_checkpoint(subject, root / "truncated")
+    weights = root / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for name, items in (("forget", FORGET), ("retain", RETAIN), ("control", CONTROL)):
+        _jsonl(root / f"{name}.jsonl", items)
+    (root / "bad.jsonl").write_text('{"prompt": "a", "answer": "b"}\n{"prompt": "a",\n')
+    # Line 2 (after a blank line) is one word past the context; the tiny tokenizer gives a token a word.
+    (root / "long.jsonl").write_text("\n" + json.dumps({"text": " ".join(["Veltravia"] * (CONTEXT + 1))}) + "\n")
+    _jsonl(root / "repeated.jsonl", [FORGET[0]] * 8)
+    (root / "options.toml").write_text('steps = 2\n\n[objective_options]\nbeta = 0.1\nbta = 1\n')
+    (root / "infinite.toml").write_text("lr = inf\n")
+    (root / "latin1.toml").write_bytes("# réglages\nsteps = 2\n".encode("latin-1"))
+    (root / "adir").mkdir()
+    (root / "readonly").mkdir(mode=0o555)
+    (root / "afile").write_text("not a directory\n")
+    (root / "list.json").write_text("[1, 2]\n")
+    (root / "partial").mkdir()
+    (root / "partial" / "results.json").write_text('{"schema": "unlearn_lens.results", "version": 1}\n')
+    finished = root / "finished"
+    (finished / "figures").mkdir(parents=True)
+    (finished / "results.json").write_text('{"schema": "unlearn_lens.results", "version": 1, "status": "complete"}\n')
+    (finished / "report.html").write_text("<html>the finished run's report</html>\n")
+    (finished / "figures" / "ga-cka.png").write_bytes(b"\x89PNG\r\n\x1a\nfigure")
+    (root / "mine").mkdir()
+    (root / "mine" / "report.html").write_text("<html>my own report</html>\n")
+    (root / "mine" / "notes.txt").write_text("my notes\n")
+    return root
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every path under `root` with a digest of its content ('dir' for a directory)."""
+    return {
+        str(path.relative_to(root)): "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+    }
+
+
+AUDIT = ["audit", "--model", "ck", "--backend", "nnsight", "--forget", "forget.jsonl", "--retain", "retain.jsonl",
+         "--control", "control.jsonl", "--keep-unknown", "--method", "ga", "--steps", "1", "--relearn-steps", "1"]
+UNLEARN = ["unlearn", "--model", "ck", "--backend", "nnsight", "--forget", "forget.jsonl", "--steps", "1"]
+COMPARE = ["compare", "ck", "ck", "--data", "forget.jsonl", "--no-fisher"]
+TOO_LONG = f"long.jsonl:2: the item is {CONTEXT + 1} tokens, more than the model's context of {CONTEXT} tokens"
+
+CASES = {
+    # Data loss: a forced rerun that fails leaves the finished run whole, before and after the model loads.
+    "force over a run, bad data": ([*AUDIT, "--forget", "bad.jsonl", "--out", "finished", "--force"], "bad.jsonl:2: invalid JSON"),
+    "force over a run, item too long": ([*AUDIT, "--forget", "long.jsonl", "--out", "finished", "--force"], TOO_LONG),
+    "audit into the user's directory": ([*AUDIT, "--out", "mine"], "--out mine holds other files ('notes.txt')"),
+    "unlearn into the user's directory": ([*UNLEARN, "--out", "mine"], "--out mine holds other files"),
+    "compare into the user's directory": ([*COMPARE, "--out", "mine"], "--out mine holds other files"),
+    # Validated before anything is written.
+    "lr nan": ([*AUDIT, "--lr", "nan", "--out", "out"], "lr must be a finite number, got nan"),
+    "lr inf": ([*AUDIT, "--lr", "inf", "--out", "out"], "lr must be a finite number, got inf"),
+    "relearn lr inf": ([*AUDIT, "--relearn-lr=-inf", "--out", "out"], "relearn_lr must be a finite number, got -inf"),
+    "lr inf in study.toml": ([*AUDIT, "--config", "infinite.toml", "--out", "out"], "infinite.toml:1: lr must be a finite number"),
+    "unlearn lr inf": ([*UNLEARN, "--lr", "inf", "--out", "out"], "lr must be a finite number, got inf"),
+    "more requests than items": ([*AUDIT, "--requests", "5", "--out", "out"], "requests=5 is more than the 4 forget items kept"),
+    "missing relearn source": ([*AUDIT, "--relearn-source", "nowhere.jsonl", "--out", "out"],
+                               "--relearn-source nowhere.jsonl: no such file"),
+    "unknown objective option": ([*AUDIT, "--config", "options.toml", "--out", "out"],
+                                 "options.toml:5: [objective_options] unknown objective option(s) bta"),
+    # One line, never a traceback.
+    "inspect top-k -1": (["inspect", "--top-k", "-1"], "--top-k must be at least 1, got -1"),
+    "inspect top-k past the vocabulary": (["inspect", "--model", "ck", "--top-k", "100000"], "--top-k 100000 is more than"),
+    "inspect unknown device": (["inspect", "--model", "ck", "--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+    "audit out is a file": ([*AUDIT, "--out", "afile"], "--out afile is a file"),
+    "unlearn out is a file": ([*UNLEARN, "--out", "afile"], "--out afile is a file"),
+    "audit out under a file": ([*AUDIT, "--out", "afile/run"], "--out afile/run: afile is a file, not a directory"),
+    "unlearn out under a file": ([*UNLEARN, "--out", "afile/run"], "afile is a file, not a directory"),
+    "report on a list": (["report", "list.json"], "list.json: expected a JSON object, got a list"),
+    "report on missing fields": (["report", "partial"], "partial/results.json: field 'status' is missing"),
+    "report on a missing directory": (["report", "gone"], "gone: no such run directory, so no results here; run `unlearn-lens audit --out gone`"),
+    "compare a truncated checkpoint": (["compare", "truncated", "ck", "--data", "forget.jsonl"], "truncated: its weights cannot be read"),
+    "config is a directory": ([*AUDIT, "--config", "adir", "--out", "out"], "adir: is a directory"),
+    "config not UTF-8": ([*AUDIT, "--config", "latin1.toml", "--out", "out"], "latin1.toml: not UTF-8 text (byte 3)"),
+    "forget is a directory": ([*AUDIT, "--forget", "adir", "--out", "out"], "--forget adir: is a directory"),
+    # Inputs refused once the tokenizer is known, before anything is written.
+    "audit item too long": ([*AUDIT, "--forget", "long.jsonl", "--out", "out"], TOO_LONG),
+    "audit item over --max-tokens": ([*AUDIT, "--max-tokens", "5", "--out", "out"],
+                                     "forget.jsonl:1: the item is 6 tokens, more than --max-tokens 5"),
+    "unlearn item too long": ([*UNLEARN, "--forget", "long.jsonl", "--out", "out"], TOO_LONG),
+    "compare item too long": ([*COMPARE[:3], "--data", "long.jsonl", "--out", "out"], TOO_LONG),
+    "audit repeated items": ([*AUDIT, "--forget", "repeated.jsonl", "--out", "out"],
+                             "forget set: only 1 distinct items (8 items, 7 of them repeats); debiased CKA needs at least 4"),
+    "compare repeated items": ([*COMPARE[:3], "--data", "repeated.jsonl"], "repeated.jsonl: only 1 distinct items"),
+}
+if os.geteuid() != 0:  # root writes anywhere: the case needs an ordinary user
+    CASES["audit out under a read-only directory"] = ([*AUDIT, "--out", "readonly/run"], "readonly is not writable")
+    CASES["unlearn out under a read-only directory"] = ([*UNLEARN, "--out", "readonly/run"], "readonly is not writable")
+if not torch.cuda.is_available():
+    CASES["inspect on a missing GPU"] = (["inspect", "--device", "cuda"], "--device cuda: this machine has no CUDA device")
+
+
+@pytest.mark.parametrize("argv, message", list(CASES.values()), ids=list(CASES))
+def test_fails_in_one_line_with_exit_2_and_changes_nothing(workspace, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(workspace)
+    before = _tree(workspace)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert _tree(workspace) == before, "a failed command must leave every directory as it was"
