@@ -82,9 +82,11 @@ def main() -> None:
         console.print(f"predictor written to {predictor_path}")
     compute = sum(r.seconds["total"] for r in results)
     figures = args.figures or args.page.parent / "figures" / "validation"
-    write_page(results, fit, settings, page=args.page, figure_dir=figures, command=" ".join([COMMAND, *map(shlex.quote, sys.argv[1:])]), runtime_seconds=compute)
-    held_out = (f"; predictor held-out Spearman {fit.by_domain.scheme} {fit.by_domain.spearman:.2f}, "
-                f"{fit.by_method.scheme} {fit.by_method.spearman:.2f}") if fit is not None else ""
+    write_page(results, fit, settings, page=args.page, figure_dir=figures, command=" ".join([COMMAND, *map(shlex.quote, sys.argv[1:])]),
+               runtime_seconds=compute)
+    held_out = ("; predictor held-out Spearman " + ", ".join(
+        f"{held.scheme} {held.spearman:.2f} (calls right {held.reversible_calls_correct:.0%}, base rate {held.base_rate:.0%})"
+        for held in fit.held_out)) if fit is not None else ""
     console.print(f"{len(results)} cells, {compute / 60:.1f} min of cell compute in all{held_out}; wrote {args.page} and {figures}")
     console.print(f"this run: {time.perf_counter() - start:.0f} s wall")
 
