@@ -20,6 +20,8 @@ from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
 from unlearn_lens.report.figures import new_figure, save_figure
 from unlearn_lens.validation.fitting import PredictorFit, forgotten
 from unlearn_lens.validation.grid import CellResult, GridSettings
+from unlearn_lens.unlearn.objectives import ObjectiveConfig
+from unlearn_lens.validation.kl_terms import KL_FILE, KL_VARIANTS, SEPARATION, KLMeasurement, TermRun
 
 CKA_INTACT = 0.95
 """Mean lower-half debiased CKA at or above which representations count as intact."""
@@ -165,8 +167,9 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
     return claims
 
 
-def observations(results: Sequence[CellResult], settings: GridSettings) -> list[str]:
-    """Measured facts beyond the claims that a reader of the grid should not miss."""
+def observations(results: Sequence[CellResult], settings: GridSettings, kl: KLMeasurement | None = None) -> list[str]:
+    """Measured facts beyond the claims that a reader of the grid should not miss; `kl`, the
+    measurement of `benchmarks/kl_gradients.py`, explains why some objectives coincide."""
     lines = []
     groups: dict[tuple, dict[str, float]] = {}
     for r in results:
@@ -176,9 +179,8 @@ def observations(results: Sequence[CellResult], settings: GridSettings) -> list[
         same = sum(len({round(accuracy[m], 2) for m in alike}) == 1 for accuracy in groups.values())
         lines.append(
             f"Under AdamW the objective matters less than it seems: {', '.join(alike)} leave the same forget accuracy "
-            f"(to two decimals) in {same} of {len(groups)} domain × learning-rate × protocol groups. Adam normalises the "
-            "update's scale, NPO's gradient is GA's times a weight near 1 until the model has moved, and the KL term's "
-            "gradient is zero at the reference."
+            f"(to two decimals) in {same} of {len(groups)} domain × learning-rate × protocol groups. "
+            + (kl_finding(kl) if kl is not None else "Why is not measured here: run `benchmarks/kl_gradients.py`.")
         )
     done = forgotten(results)
     if done:
@@ -196,6 +198,63 @@ def observations(results: Sequence[CellResult], settings: GridSettings) -> list[
                 "control from the same budget: the knowledge was still there."
             )
     return lines
+
+
+def _span(values: Sequence[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f} to {max(values):.{digits}f}"
+
+
+def _kl_separations(measurement: KLMeasurement, split: str) -> str:
+    """At which swept kl_weight each KL variant's `split` accuracy first leaves its plain objective's."""
+    return " and ".join(
+        f"{method} at kl_weight {weight:g}" if (weight := measurement.separation(method, split)) is not None
+        else f"{method} at none up to {max(measurement.kl_weights(method)):g}"
+        for method in KL_VARIANTS
+    )
+
+
+def kl_finding(measurement: KLMeasurement) -> str:
+    """Why the KL variants and NPO follow GA, in the numbers `benchmarks/kl_gradients.py` measured."""
+    cell = measurement.cell
+    weights = measurement.kl_weights("ga_kl")
+    grid_weight = ObjectiveConfig().kl_weight
+    base = grid_weight if grid_weight in weights else weights[0]
+    runs = {method: measurement.run(method, base) for method in KL_VARIANTS}
+    plain = {method: measurement.run(name) for method, name in KL_VARIANTS.items()}
+    first = runs["ga_kl"].steps[0]
+    later = {method: run.steps[1:] for method, run in runs.items()}
+    ratios = " and ".join(f"‖∇KL‖/‖∇{KL_VARIANTS[method].upper()}‖ {_span([s.ratio for s in steps])} ({method})"
+                          for method, steps in later.items())
+    cosines = [s.forget_kl_cosine for steps in later.values() for s in steps]
+
+    def accuracies(run: TermRun) -> str:
+        return f"{run.forget_accuracy:.2f}/{run.retain_accuracy:.2f}"
+
+    same = all(abs(getattr(runs[m], split) - getattr(plain[m], split)) < SEPARATION
+               for m in KL_VARIANTS for split in ("forget_accuracy", "retain_accuracy"))
+    ends = "; ".join(f"{method} {accuracies(runs[method])} against {KL_VARIANTS[method]} {accuracies(plain[method])}"
+                     for method in KL_VARIANTS)
+    sweep = "; ".join(
+        f"{method} " + ", ".join(f"{run.kl_weight:g}: {accuracies(run)} (forget NLL {run.forget_nll:.1f})"
+                                 for run in (measurement.run(method, weight) for weight in measurement.kl_weights(method)))
+        + f", against {KL_VARIANTS[method]}'s forget NLL {plain[method].forget_nll:.1f}"
+        for method in KL_VARIANTS
+    )
+    ga_cosine = min(s.ga_cosine for s in runs["npo_kl"].steps if s.ga_cosine is not None)
+    grid = " (the grid's)" if base == grid_weight else ""
+    return (
+        f"Measured on one cell ({cell['domain']}, lr {cell['lr']:g}, single request, {cell['steps']} AdamW steps of batch "
+        f"{cell['batch_size']}, gradients over every trainable weight; `benchmarks/kl_gradients.py`): the retain KL "
+        f"vanishes only at the first step, on the reference weights (KL {first.kl:.1g}, ‖∇KL‖/‖∇GA‖ {first.ratio:.1g}). "
+        f"From the second step on, at kl_weight {base:g}{grid}, the KL reaches {max(s.kl for s in runs['ga_kl'].steps):.2f}, "
+        f"{ratios}, and the two gradients point against each other (cosine {_span(cosines)}). "
+        f"{'Yet the runs end where the plain objectives do' if same else 'The runs end'} (forget/retain accuracy): {ends}. "
+        f"NPO's gradient is parallel to GA's (cosine at least {ga_cosine:.3f} at every step of npo_kl), and Adam's update "
+        f"does not depend on a gradient's overall scale, so NPO steps like GA: npo ends at {accuracies(plain['npo_kl'])}, "
+        f"ga at {accuracies(plain['ga_kl'])}. Raising kl_weight (forget/retain accuracy by kl_weight): {sweep}. Retain "
+        f"accuracy first moves by {SEPARATION:g} or more from the plain objective's for {_kl_separations(measurement, 'retain')}; "
+        f"forget accuracy for {_kl_separations(measurement, 'forget')}."
+    )
 
 
 def _trio(r: CellResult, split: str) -> str:
@@ -354,8 +413,10 @@ def write_page(
     figure_dir: str | Path,
     command: str,
     runtime_seconds: float,
+    kl: KLMeasurement | None = None,
 ) -> list[Path]:
-    """Write the markdown page and its figures (without a predictor section when `fit` is None);
+    """Write the markdown page and its figures (without a predictor section when `fit` is None;
+    `kl`, the measurement of `benchmarks/kl_gradients.py`, quoted where objectives coincide);
     returns the paths written."""
     page, figure_dir = Path(page), Path(figure_dir)
     figures = {
@@ -366,6 +427,7 @@ def write_page(
     if fit is not None:
         figures["prediction"] = _figure_prediction(fit, figure_dir / "prediction.png")
     link = {name: Path(os.path.relpath(path, page.parent)).as_posix() for name, path in figures.items()}
+    kl_link = Path(os.path.relpath(figure_dir / KL_FILE, page.parent)).as_posix()
     n_layers = _n_layers(results[0])
     lines = [
         "# Validation: does the tool reproduce the reversibility findings on a real model?",
@@ -375,6 +437,9 @@ def write_page(
         "```bash",
         command,
         "```",
+        "",
+        f"Where it explains why objectives coincide, the page quotes `{kl_link}`, written by "
+        "`.venv/bin/python benchmarks/kl_gradients.py` (ten minutes; run it before the grid).",
         "",
         f"**{len(results)} cells**, total compute {runtime_seconds / 60:.1f} min on this machine "
         f"({number(finite_mean([r.seconds['total'] for r in results]), 1)} s per cell on average); seed {settings.seed} everywhere.",
@@ -405,7 +470,7 @@ def write_page(
     ]
     lines += [f"| {c.text} | **{c.verdict}** | {c.evidence} |" for c in check_claims(results, settings)]
     lines += ["", "Also measured:", ""]
-    lines += [f"- {line}" for line in observations(results, settings)]
+    lines += [f"- {line}" for line in observations(results, settings, kl)]
     lines += [
         "",
         "## Regimes by setting",
