@@ -5,7 +5,9 @@
 Runs every cell not yet cached in `--cache` (by default 3 domains × 6 objectives × 4 learning
 rates × single/continual = 144 cells, about 35 s each on 2 CPU cores), fits and validates the
 reversibility predictor on them, writes it into the package, and writes docs/validation.md with
-its figures. Ctrl-C keeps the finished cells; run the same command again to resume.
+its figures. Ctrl-C keeps the finished cells; run the same command again to resume. The page
+quotes `kl_gradients.json` beside its figures where it explains why some objectives coincide:
+run benchmarks/kl_gradients.py first (ten minutes) to measure it.
 
 A grid of your own choosing (for example `--methods npo --lrs 2e-5 --domains math`) needs its
 own `--cache` and `--page`; its predictor is written only where `--predictor` says, so the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import sys
 import time
@@ -27,6 +30,7 @@ from unlearn_lens.models.sources import load
 from unlearn_lens.predict.model import BUILTIN_PREDICTOR
 from unlearn_lens.validation.fitting import train_predictor
 from unlearn_lens.validation.grid import GridSettings, run_grid
+from unlearn_lens.validation.kl_terms import KL_FILE, KLMeasurement
 from unlearn_lens.validation.page import write_page
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,9 +86,15 @@ def main() -> None:
         console.print(f"predictor written to {predictor_path}")
     compute = sum(r.seconds["total"] for r in results)
     figures = args.figures or args.page.parent / "figures" / "validation"
-    write_page(results, fit, settings, page=args.page, figure_dir=figures, command=" ".join([COMMAND, *map(shlex.quote, sys.argv[1:])]), runtime_seconds=compute)
-    held_out = (f"; predictor held-out Spearman {fit.by_domain.scheme} {fit.by_domain.spearman:.2f}, "
-                f"{fit.by_method.scheme} {fit.by_method.spearman:.2f}") if fit is not None else ""
+    kl_path = figures / KL_FILE
+    kl = KLMeasurement.from_dict(json.loads(kl_path.read_text())) if kl_path.is_file() else None
+    if kl is None:
+        console.print(f"[yellow]no {kl_path}:[/] the page will not explain why objectives coincide (run benchmarks/kl_gradients.py)")
+    write_page(results, fit, settings, page=args.page, figure_dir=figures, command=" ".join([COMMAND, *map(shlex.quote, sys.argv[1:])]),
+               runtime_seconds=compute, kl=kl)
+    held_out = ("; predictor held-out Spearman " + ", ".join(
+        f"{held.scheme} {held.spearman:.2f} (calls right {held.reversible_calls_correct:.0%}, base rate {held.base_rate:.0%})"
+        for held in fit.held_out)) if fit is not None else ""
     console.print(f"{len(results)} cells, {compute / 60:.1f} min of cell compute in all{held_out}; wrote {args.page} and {figures}")
     console.print(f"this run: {time.perf_counter() - start:.0f} s wall")
 

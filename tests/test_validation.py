@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -10,9 +11,26 @@ import torch
 
 import unlearn_lens as ul
 from unlearn_lens.errors import ConfigError
+from unlearn_lens.evaluation import evaluate
+from unlearn_lens.unlearn.api import unlearn
 from unlearn_lens.metrics.token import TokenMetrics
-from unlearn_lens.validation.fitting import train_predictor
-from unlearn_lens.validation.grid import Cell, CellResult, GridCache, GridSettings, domain_data, run_cell, run_grid
+from unlearn_lens.numbers import percent
+from unlearn_lens.predict.features import PREDICTOR_INPUTS
+from unlearn_lens.predict.model import validate
+from unlearn_lens.validation.fitting import feature_matrix, setting, train_predictor
+from unlearn_lens.validation.grid import (
+    CELL_FORMAT,
+    FORMAT_KEY,
+    SETTINGS_FILE,
+    Cell,
+    CellResult,
+    GridCache,
+    GridSettings,
+    domain_data,
+    run_cell,
+    run_grid,
+)
+from unlearn_lens.validation.kl_terms import KLMeasurement, TermRun, TermStep
 from unlearn_lens.validation.page import check_claims, write_page
 
 TINY = GridSettings(domains=("text", "math"), methods=("ga", "npo_kl"), lrs=(1e-3,), protocols=("single", "continual"),
@@ -88,6 +106,26 @@ def test_grid_caches_each_cell_and_resumes_after_an_interrupt(tiny_subject, tmp_
         run_grid(subject, GridSettings(**{**TINY.to_dict(), "steps": 3}), tmp_path)
 
 
+def test_a_cell_records_what_reverting_the_head_alone_restores(tiny_subject):
+    subject = tiny_subject
+    original = subject.snapshot()
+    cell = Cell("text", "ga", 1e-3, "single")
+    data = domain_data(subject, cell.domain, TINY.n_items)
+    result = run_cell(subject, original, data, cell, TINY)
+    # By hand: the same seeded unlearning, then the original head swapped in and the forget NLL taken again.
+    unlearn(subject, data.forget, data.retain, cell.method, lr=cell.lr, steps=TINY.steps, batch_size=TINY.batch_size,
+            seed=TINY.seed, progress=False, keep_snapshots=False, eval_every=0)
+    unlearned_nll = evaluate(subject, data.forget).nll
+    with subject.head_from(original):
+        head_nll = evaluate(subject, data.forget).nll
+    subject.restore(original)
+    assert abs(data.original["forget"].nll - unlearned_nll) > 0.1
+    expected = (head_nll - unlearned_nll) / (data.original["forget"].nll - unlearned_nll)
+    assert result.head_restore["nll"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    if 0 in result.features["depth_probes"]:
+        assert result.features["depth_probes"]["0"] == result.head_restore["nll"]
+
+
 # ----- the page's rules, on cells whose outcome is known ---------------------------------------
 
 
@@ -95,8 +133,9 @@ def _metrics(accuracy: float) -> TokenMetrics:
     return TokenMetrics(accuracy=accuracy, nll=1.0 - accuracy, perplexity=1.0, exact_match=accuracy, n_tokens=10, n_sequences=4)
 
 
-def _cell(domain, method, lr, protocol, *, reversible, catastrophic, cka, depth, recovery, rng) -> CellResult:
+def _cell(domain, method, lr, protocol, *, reversible, catastrophic, cka, depth, recovery, rng, head=0.1) -> CellResult:
     n_layers = 10
+    # Blocks hold 80 % of the update, evenly; the last 3 (TOP_FRACTION of 10, rounded up) hold 24 % of it, 30 % of the blocks'.
     values = {"cka_lower": cka, "cka_upper": cka - 0.05, "depth_fraction": depth / n_layers, "delta_share_top": 0.3,
               "delta_relative": lr * 10 + rng.normal() * 1e-6, "fisher_change": -cka + rng.normal() * 0.01}
     label = {(True, False): "suppressed", (True, True): "collapsed but recoverable",
@@ -108,7 +147,8 @@ def _cell(domain, method, lr, protocol, *, reversible, catastrophic, cka, depth,
         relearned={"forget": _metrics(0.1 + 0.9 * recovery), "retain": _metrics(0.9)},
         control_before=0.0, control_after=0.1, recovery=recovery,
         regime={"label": label, "reversible": reversible, "catastrophic": catastrophic},
-        features={"values": values, "depth": depth, "cka_forget": [cka] * n_layers},
+        features={"values": values, "depth": depth, "cka_forget": [cka] * n_layers, "delta_share": [0.08] * n_layers},
+        head_restore={"nll": head, "accuracy": head / 2},
         stop_reason="completed", seconds={"total": 1.0},
     )
 
@@ -137,6 +177,20 @@ def test_claims_follow_their_stated_rules():
     assert "learning rate: 1e-06 50 %, 0.0001 0 % (spread 50 %)" in claims[3].evidence  # domain spread 0: partly
 
 
+def test_an_older_cache_is_refused_in_one_line(tmp_path):
+    cache = GridCache(tmp_path)
+    cache.open(TINY)
+    stored = json.loads((tmp_path / SETTINGS_FILE).read_text())
+    assert stored == {**TINY.to_dict(), FORMAT_KEY: CELL_FORMAT}
+    cache.open(TINY)  # the same settings and format: accepted
+    del stored[FORMAT_KEY]  # what caches written before the format key hold
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match=rf"the cached cells are of format 1, this version measures format {CELL_FORMAT} "
+                                          r"\(the forgetting depth counts the output head") as refused:
+        cache.open(TINY)
+    assert "\n" not in str(refused.value)
+
+
 def test_page_and_figures_are_written(tmp_path):
     results = _synthetic_grid(SYNTHETIC)
     fit = train_predictor(results, SYNTHETIC)
@@ -147,6 +201,17 @@ def test_page_and_figures_are_written(tmp_path):
     assert text.splitlines()[5] == "python benchmarks/validation.py"  # the command at the top
     assert "**16 cells**" in text and "| ga | 1e-06 | single | 1.00→0.10→0.9" in text
     assert "leave one domain out" in text and "![Held-out predictions](figures/prediction.png)" in text
+    # Head restore is the 9th column; every synthetic cell restores 0.10 of its NLL with the head alone.
+    assert "| depth | head restore | CKA lower |" in text and "| 9 | 0.10 | 0.9" in text
+    assert "restores a median 0.10 of the forget NLL, 80 % or more in 0 % of the cells" in text
+    # Blocks hold 0.08 each of the whole update; the top 3 of 10 hold 30 % of the blocks' and 24 % of the whole.
+    assert "carry 30 % of the blocks' Σ‖ΔW‖²" in text and "and 24 % of the whole update's" in text
+    assert "every distinct weight tensor, a tied embedding and unembedding matrix counted once" in text
+    assert "(embeddings, final norm, unembedding) carry 20 % of it" in text
+    # Reversible share of the forgotten cells: the gentle single-request quarter, so the base rate is 75 %.
+    for held in fit.held_out:
+        assert held.base_rate == 0.75
+        assert f"| {percent(held.reversible_calls_correct)} | 75 % |" in text
     for path in written[1:]:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -174,3 +239,76 @@ def test_the_gentle_claim_is_judged_at_the_gentlest_setting_that_forgets():
     claims = check_claims(results, settings)
     assert claims[0].verdict == "holds"
     assert "lr 1e-06, single request (none of the 4 single-request cells at lower learning rates forgot)" in claims[0].evidence
+
+
+TWINS = GridSettings(domains=("text", "code"), methods=("ga", "ga_kl", "npo", "npo_kl"), lrs=(1e-6, 1e-5, 1e-4),
+                     protocols=("single", "continual"))
+
+
+def _twin_grid() -> list[CellResult]:
+    """Each setting's four objectives leave the same features and recovery (twins), as on the real grid."""
+    rng = np.random.default_rng(3)
+    by_setting = {}
+    cells = []
+    for cell in TWINS.cells():
+        key = (cell.domain, cell.lr, cell.protocol)
+        if key not in by_setting:
+            by_setting[key] = (0.9 + rng.uniform(0, 0.1), rng.uniform(0, 1), rng.integers(1, 10))
+        cka, recovery, depth = by_setting[key]
+        twin = _cell(cell.domain, cell.method, cell.lr, cell.protocol, reversible=recovery >= 0.5, catastrophic=False,
+                     cka=cka, depth=depth, recovery=recovery, rng=np.random.default_rng(int(depth)))
+        cells.append(twin)
+    return cells
+
+
+def test_leave_one_setting_out_never_splits_a_setting():
+    cells = _twin_grid()
+    fit = train_predictor(cells, TWINS)
+    settings = {setting(r) for r in cells}
+    assert len(settings) == 12 and set(fit.by_setting.per_group) == settings
+    assert all(len({setting(r) for r in cells if r.cell.lr == lr and r.cell.domain == d and r.cell.protocol == p}) == 1
+               for d, lr, p in [("text", 1e-5, "single"), ("code", 1e-4, "continual")])
+    X, y = feature_matrix(cells), np.array([r.recovery for r in cells])
+    # Moving every target of one setting must leave that setting's held-out predictions exactly where they were...
+    held = np.array([setting(r) == "text lr 1e-05 single" for r in cells])
+    moved = np.where(held, 1.0 - y, y)
+    again = validate(X, moved, [setting(r) for r in cells], PREDICTOR_INPUTS, "leave one setting out")
+    np.testing.assert_allclose(again.predictions[held], fit.by_setting.predictions[held], rtol=1e-12)
+    # ...while holding out one objective at a time lets the fit see the held-out cells' twins.
+    by_method = validate(X, y, [r.cell.method for r in cells], PREDICTOR_INPUTS, "leave one objective out")
+    leaked = validate(X, moved, [r.cell.method for r in cells], PREDICTOR_INPUTS, "leave one objective out")
+    assert not np.allclose(leaked.predictions[held], by_method.predictions[held])
+
+
+def _kl_measurement() -> KLMeasurement:
+    """ga_kl's KL gradient 1e-6 of GA's at step 1, 0.02 at step 2; the variants part at kl_weight 100 (ga_kl)
+    and never (npo_kl)."""
+    def steps(ga_cosine):
+        return [TermStep(1, -2.0, 0.0, 100.0, 1e-4, -0.1, ga_cosine), TermStep(2, -5.0, 0.04, 150.0, 3.0, -0.8, ga_cosine)]
+
+    def run(method, weight, forget, retain=0.4):
+        return TermRun(method, weight, forget, retain, 9.0, 2.5, steps(None if method == "ga_kl" else 0.99) if weight else [])
+
+    return KLMeasurement(
+        cell={"domain": "text", "lr": 1e-5, "protocol": "single", "n_items": 16, "steps": 2, "batch_size": 8, "seed": 0},
+        runs=[run("ga", 0.0, 0.11), run("npo", 0.0, 0.12), run("ga_kl", 1.0, 0.11), run("ga_kl", 100.0, 0.3, 0.6),
+              run("npo_kl", 1.0, 0.12), run("npo_kl", 100.0, 0.125)],
+    )
+
+
+def test_the_page_explains_coinciding_objectives_with_the_kl_measurement(tmp_path):
+    cells = _twin_grid()
+    common = {"results": cells, "fit": None, "settings": TWINS, "figure_dir": tmp_path / "figures", "command": "x",
+              "runtime_seconds": 1.0}
+    text = write_page(page=tmp_path / "v.md", kl=_kl_measurement(), **common)[0].read_text()
+    assert "ga, ga_kl, npo, npo_kl leave the same forget accuracy (to two decimals) in 12 of 12" in text
+    assert "vanishes only at the first step, on the reference weights (KL 0, ‖∇KL‖/‖∇GA‖ 1e-06)" in text
+    assert "at kl_weight 1 (the grid's), the KL reaches 0.04, ‖∇KL‖/‖∇GA‖ 0.02 to 0.02 (ga_kl)" in text
+    assert "point against each other (cosine -0.80 to -0.80). Yet the runs end where the plain objectives do" in text
+    assert "(cosine at least 0.990 at every step of npo_kl)" in text
+    assert "ga_kl 1: 0.11/0.40 (forget NLL 9.0), 100: 0.30/0.60 (forget NLL 9.0), against ga's forget NLL 9.0" in text
+    assert ("Retain accuracy first moves by 0.01 or more from the plain objective's for ga_kl at kl_weight 100 and npo_kl at "
+            "none up to 100; forget accuracy for ga_kl at kl_weight 100 and npo_kl at none up to 100.") in text
+    assert "gradient is zero at the reference" not in text  # the old, unmeasured explanation
+    plain = write_page(page=tmp_path / "w.md", **common)[0].read_text()
+    assert "Why is not measured here: run `benchmarks/kl_gradients.py`." in plain

@@ -171,6 +171,7 @@ def measure_features(
     unlearned: Snapshot | None = None,
     original_pass: ModelPass | None = None,
     unlearned_pass: ModelPass | None = None,
+    reverter: Reverter | None = None,
     progress: bool = False,
 ) -> ReversibilityFeatures:
     """Measure the features of the unlearned weights `subject` holds against the `original` snapshot.
@@ -179,7 +180,10 @@ def measure_features(
     holds; `original_pass` and `unlearned_pass`, the two models'
     [`model_pass`][unlearn_lens.diagnostics.compare.model_pass] over `forget`. A pass is used only
     if it was taken with the settings the predictor was fitted with (mean pooling over all tokens,
-    with Fisher); otherwise it is taken again. `subject` holds its unlearned weights again on return.
+    with Fisher); otherwise it is taken again; `reverter`, a
+    [`Reverter`][unlearn_lens.localize.reversion.Reverter] of `subject` from these unlearned weights
+    to `original` over `forget`, whose measurements the caller can reuse afterwards. `subject`
+    holds its unlearned weights again on return.
     """
     if unlearned is None:
         unlearned = subject.snapshot()
@@ -193,5 +197,7 @@ def measure_features(
     if unlearned_pass is None:
         unlearned_pass = model_pass(subject, forget, progress=progress, label="unlearned")
     deltas = weight_deltas(subject.specs, original, unlearned)
-    depth, probes = search_forgetting_depth(Reverter(subject, original, forget, unlearned=unlearned))
+    if reverter is None:
+        reverter = Reverter(subject, original, forget, unlearned=unlearned)
+    depth, probes = search_forgetting_depth(reverter)
     return reversibility_features(original_pass, unlearned_pass, deltas, depth, probes)

@@ -3,8 +3,8 @@
 Inputs are standardised with the training cells' mean and standard deviation (a missing value,
 NaN, becomes the training mean) and clipped to ±`Z_CLIP` standard deviations, then fitted by
 ridge regression in float64; predictions are clipped to the range of recovery seen in training.
-Validation holds out whole groups of cells (a domain, or an objective) and scores predictions
-only on cells the fit never saw.
+Validation holds out whole groups of cells (a domain, or every cell of one setting) and scores
+predictions only on cells the fit never saw, beside the base rate a constant answer would score.
 """
 
 from __future__ import annotations
@@ -128,9 +128,21 @@ def fit_predictor(X: np.ndarray, y: Sequence[float], features: Sequence[str], al
     )
 
 
+def majority_share(y: Sequence[float]) -> float:
+    """Share of the cells whose reversible call (recovery ≥ `REVERSIBLE_RECOVERY`) is the more
+    common one: what always answering that call scores."""
+    reversible = float(np.mean(np.asarray(y, dtype=np.float64) >= REVERSIBLE_RECOVERY))
+    return max(reversible, 1.0 - reversible)
+
+
 @dataclass(frozen=True)
 class HeldOut:
-    """Predictions for every cell from a fit that did not see the cell's group."""
+    """Predictions for every cell from a fit that did not see the cell's group.
+
+    `base_rate` is what the reversible call scores without a predictor, always answering the
+    more common call ([`majority_share`][unlearn_lens.predict.model.majority_share]): the number
+    `reversible_calls_correct` must beat.
+    """
 
     scheme: str
     predictions: np.ndarray
@@ -138,6 +150,7 @@ class HeldOut:
     per_group: dict[str, float]
     mean_abs_error: float
     reversible_calls_correct: float
+    base_rate: float
 
     def to_dict(self) -> dict[str, Any]:
         def clean(x: float) -> float | None:
@@ -149,6 +162,7 @@ class HeldOut:
             "per_group_spearman": {group: clean(value) for group, value in self.per_group.items()},
             "mean_abs_error": clean(self.mean_abs_error),
             "reversible_calls_correct": clean(self.reversible_calls_correct),
+            "base_rate": clean(self.base_rate),
         }
 
 
@@ -158,7 +172,9 @@ def validate(
     """Leave-one-group-out: fit on every other group, predict the held-out one.
 
     Reports the Spearman correlation of the pooled held-out predictions with `y`, the same per
-    group, the mean absolute error, and how often the reversible call (recovery ≥ 0.5) is right.
+    group, the mean absolute error, how often the reversible call (recovery ≥ 0.5) is right, and
+    the base rate of that call. Cells of one group are never split between fit and prediction:
+    give near-identical cells one group.
     """
     X, y, groups = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64), np.asarray(groups)
     predictions = np.full(len(y), np.nan)
@@ -177,6 +193,7 @@ def validate(
         per_group=per_group,
         mean_abs_error=float(np.mean(np.abs(predictions - y))),
         reversible_calls_correct=float(np.mean((predictions >= REVERSIBLE_RECOVERY) == (y >= REVERSIBLE_RECOVERY))),
+        base_rate=majority_share(y),
     )
 
 

@@ -31,10 +31,10 @@ def print_prediction(console: Console, features: ReversibilityFeatures, predicto
     validation = predictor.validation
     if validation:
         lines = []
-        for key in ("by_domain", "by_method"):
-            held = validation[key]
+        for held in (value for value in validation.values() if isinstance(value, dict) and "scheme" in value):
+            base = f" (base rate {percent(held['base_rate'])})" if "base_rate" in held else ""
             lines.append(f"{held['scheme']}: Spearman {number(held['spearman'], 2)}, mean abs. error "
-                         f"{number(held['mean_abs_error'], 2)}, reversible call right {percent(held['reversible_calls_correct'])}")
+                         f"{number(held['mean_abs_error'], 2)}, reversible call right {percent(held['reversible_calls_correct'])}{base}")
         trained = predictor.trained_on
         console.print(
             f"validated on {validation['n_cells']} held-out cells of {trained.get('model', 'its')} grid "

@@ -20,6 +20,11 @@ def forgotten(results: Sequence[CellResult]) -> list[CellResult]:
     return [r for r in results if r.regime["reversible"] is not None and r.recovery is not None]
 
 
+def setting(r: CellResult) -> str:
+    """The cell's (domain, learning rate, protocol): the group its objectives' near-twins share."""
+    return f"{r.cell.domain} lr {r.cell.lr:g} {r.cell.protocol}"
+
+
 def feature_matrix(results: Sequence[CellResult]) -> np.ndarray:
     """Cells × predictor inputs (`PREDICTOR_INPUTS`), float64; a missing value is NaN."""
     rows = [predictor_inputs(r.features["values"]) for r in results]
@@ -29,29 +34,39 @@ def feature_matrix(results: Sequence[CellResult]) -> np.ndarray:
 @dataclass(frozen=True)
 class PredictorFit:
     """The predictor fitted on every usable cell, its held-out validations, and one-feature baselines
-    (the Spearman correlation of each raw feature with recovery, no fitting at all)."""
+    (the Spearman correlation of each raw feature with recovery, no fitting at all).
+
+    `by_setting` holds out every cell of one (domain, learning rate, protocol) together: ga,
+    ga_kl, npo and npo_kl leave near-identical cells in many settings, so holding out one
+    objective at a time would test on cells whose twins the fit saw.
+    """
 
     predictor: ReversibilityPredictor
     cells: list[CellResult]
     by_domain: HeldOut
-    by_method: HeldOut
+    by_setting: HeldOut
     baselines: dict[str, float]
+
+    @property
+    def held_out(self) -> tuple[HeldOut, HeldOut]:
+        """The validations, in the order the page shows them."""
+        return self.by_domain, self.by_setting
 
 
 def train_predictor(results: Sequence[CellResult], settings: GridSettings) -> PredictorFit:
-    """Fit on the forgotten cells; validate leaving one domain out, then one objective out."""
+    """Fit on the forgotten cells; validate leaving one domain out, then one setting out."""
     cells = forgotten(results)
-    if len({r.cell.domain for r in cells}) < 2 or len({r.cell.method for r in cells}) < 2:
-        raise ValueError("validating the predictor needs forgotten cells from at least two domains and two objectives")
+    if len({r.cell.domain for r in cells}) < 2:
+        raise ValueError("validating the predictor needs forgotten cells from at least two domains")
     X = feature_matrix(cells)
     y = np.array([r.recovery for r in cells], dtype=np.float64)
     by_domain = validate(X, y, [r.cell.domain for r in cells], PREDICTOR_INPUTS, "leave one domain out")
-    by_method = validate(X, y, [r.cell.method for r in cells], PREDICTOR_INPUTS, "leave one objective out")
+    by_setting = validate(X, y, [setting(r) for r in cells], PREDICTOR_INPUTS, "leave one setting out")
     predictor = dataclasses.replace(
         fit_predictor(X, y, PREDICTOR_INPUTS),
-        validation={"n_cells": len(cells), "by_domain": by_domain.to_dict(), "by_method": by_method.to_dict()},
+        validation={"n_cells": len(cells), "by_domain": by_domain.to_dict(), "by_setting": by_setting.to_dict()},
         trained_on={"model": "smollm2-135m", "cells": len(cells), "grid": settings.to_dict(),
                     "target": "relearning recovery of forget-set token accuracy"},
     )
     baselines = {name: spearman(X[:, i], y) for i, name in enumerate(PREDICTOR_INPUTS)}
-    return PredictorFit(predictor=predictor, cells=cells, by_domain=by_domain, by_method=by_method, baselines=baselines)
+    return PredictorFit(predictor=predictor, cells=cells, by_domain=by_domain, by_setting=by_setting, baselines=baselines)

@@ -1,8 +1,8 @@
 """The validation grid: every domain × objective × learning rate × protocol, one cell each.
 
 A cell unlearns the built-in forget set from the original model, measures the cheap
-reversibility features (see [`unlearn_lens.predict.features`][unlearn_lens.predict.features]),
-then spends a fixed relearning budget on the forget set and the same budget on the novel
+reversibility features (see [`unlearn_lens.predict.features`][unlearn_lens.predict.features])
+and what reverting the output head alone restores, then spends a fixed relearning budget on the forget set and the same budget on the novel
 control set, and classifies the regime. Each finished cell is written to its own JSON file in
 the cache directory, so an interrupted grid resumes where it stopped.
 """
@@ -20,12 +20,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from unlearn_lens.atomic import write_json_atomic
+from unlearn_lens.atomic import json_float, write_json_atomic
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
 from unlearn_lens.data.items import Item
 from unlearn_lens.diagnostics.compare import ModelPass, model_pass
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
+from unlearn_lens.localize.reversion import Reverter, head_patch
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.predict.features import measure_features
@@ -40,6 +41,16 @@ STUDY_OBJECTIVES = ("ga", "ga_gd", "ga_kl", "npo", "npo_kl", "rlabel")
 PROTOCOLS = ("single", "continual")
 SETTINGS_FILE = "settings.json"
 CELLS_DIR = "cells"
+
+CELL_FORMAT = 2
+"""Version of what a cell measures, stored in the cache's settings file: bump it whenever a
+definition changes, so that a cache of old cells is refused instead of mixed with new ones."""
+
+CELL_FORMAT_CHANGE = "the forgetting depth counts the output head (k = 0 … L) and each cell records the head-only restore"
+"""What format `CELL_FORMAT` changed, for the error that refuses an older cache."""
+
+FORMAT_KEY = "cell_format"
+"""Key of `CELL_FORMAT` in the settings file (absent in caches from before format 2)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,9 @@ class CellResult:
 
     `recovery` is (relearned − unlearned) / (original − unlearned) on the forget set, None when
     unlearning removed (almost) nothing; `control_gain` is the accuracy the same budget taught
-    the novel control items; `features` are the cheap pre-relearning measurements.
+    the novel control items; `features` are the cheap pre-relearning measurements;
+    `head_restore` is the restoration effect of reverting the output head alone (final norm and
+    unembedding, the forgetting depth's k = 0) on the forget set, by metric (`"nll"`, `"accuracy"`).
     """
 
     cell: Cell
@@ -124,6 +137,7 @@ class CellResult:
     recovery: float | None
     regime: dict[str, Any]
     features: dict[str, Any]
+    head_restore: dict[str, float]
     stop_reason: str
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -145,6 +159,7 @@ class CellResult:
             "recovery": self.recovery,
             "regime": self.regime,
             "features": self.features,
+            "head_restore": self.head_restore,
             "stop_reason": self.stop_reason,
             "seconds": self.seconds,
         }
@@ -164,6 +179,7 @@ class CellResult:
             recovery=data["recovery"],
             regime=data["regime"],
             features=data["features"],
+            head_restore={metric: json_float(value) for metric, value in data["head_restore"].items()},
             stop_reason=str(data["stop_reason"]),
             seconds=dict(data["seconds"]),
         )
@@ -193,8 +209,8 @@ def domain_data(subject: Subject, domain: str, n_items: int) -> DomainData:
 
 
 def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell, settings: GridSettings) -> CellResult:
-    """Unlearn, measure the cheap features, relearn (and the control), classify; `subject` ends
-    with the original weights."""
+    """Unlearn, measure the cheap features and the head-only restore, relearn (and the control),
+    classify; `subject` ends with the original weights."""
     seconds: dict[str, float] = {}
     began = start = time.perf_counter()
     subject.restore(original)
@@ -208,7 +224,10 @@ def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell,
     seconds["unlearn"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    features = measure_features(subject, original, data.forget, unlearned=unlearned_weights, original_pass=data.original_pass)
+    reverter = Reverter(subject, original, data.forget, unlearned=unlearned_weights)
+    features = measure_features(subject, original, data.forget, unlearned=unlearned_weights,
+                                original_pass=data.original_pass, reverter=reverter)
+    head = reverter.measure(head_patch(subject))  # measured already when the depth's bisection reached k = 0
     seconds["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -232,12 +251,13 @@ def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell,
         cell=cell, original=data.original, unlearned=unlearned, relearned=relearned,
         control_before=attack.control_before.accuracy, control_after=attack.control_after.accuracy,
         recovery=attack.recovery["accuracy"].recovery, regime=regime.to_dict(), features=features.to_dict(),
+        head_restore={"nll": head.effect_nll, "accuracy": head.effect_accuracy},
         stop_reason=outcome.run.stop_reason, seconds={k: round(v, 2) for k, v in seconds.items()},
     )
 
 
 class GridCache:
-    """A directory of finished cells (`cells/<name>.json`) under the settings that made them."""
+    """A directory of finished cells (`cells/<name>.json`) under the settings and cell format that made them."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -246,16 +266,20 @@ class GridCache:
         return self.path / CELLS_DIR / f"{cell.name}.json"
 
     def open(self, settings: GridSettings) -> None:
-        """Start a new cache, or check that an existing one was made with the same settings."""
+        """Start a new cache, or check that an existing one was made with the same settings and cell format."""
         settings_path = self.path / SETTINGS_FILE
         if settings_path.is_file():
             stored = json.loads(settings_path.read_text())
+            found = stored.pop(FORMAT_KEY, 1)
+            if found != CELL_FORMAT:
+                raise ConfigError(f"{settings_path}: the cached cells are of format {found}, this version measures format "
+                                  f"{CELL_FORMAT} ({CELL_FORMAT_CHANGE}); use another cache directory or delete this one")
             if stored != settings.to_dict():
                 changed = sorted(k for k, v in settings.to_dict().items() if stored.get(k) != v)
                 raise ConfigError(f"{settings_path}: the cached cells were made with other settings ({', '.join(changed)}); "
                                   "use another cache directory or delete this one")
         else:
-            write_json_atomic(settings_path, settings.to_dict())
+            write_json_atomic(settings_path, {**settings.to_dict(), FORMAT_KEY: CELL_FORMAT})
 
     def load(self, cell: Cell) -> CellResult | None:
         path = self.cell_path(cell)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from unlearn_lens.atomic import write_bytes_atomic
+from unlearn_lens.localize.reversion import RESTORE_FRACTION
 from unlearn_lens.localize.summary import SHALLOW_FRACTION, shallow_limit, spearman
 from unlearn_lens.numbers import finite_mean, number, percent
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, TOP_FRACTION
@@ -19,6 +20,8 @@ from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
 from unlearn_lens.report.figures import new_figure, save_figure
 from unlearn_lens.validation.fitting import PredictorFit, forgotten
 from unlearn_lens.validation.grid import CellResult, GridSettings
+from unlearn_lens.unlearn.objectives import ObjectiveConfig
+from unlearn_lens.validation.kl_terms import KL_FILE, KL_VARIANTS, SEPARATION, KLMeasurement, TermRun
 
 CKA_INTACT = 0.95
 """Mean lower-half debiased CKA at or above which representations count as intact."""
@@ -48,6 +51,22 @@ def _depth(r: CellResult) -> int | None:
 
 def _n_layers(r: CellResult) -> int:
     return len(r.features["cka_forget"])
+
+
+def _head_restore(r: CellResult) -> float:
+    """Share of the forget NLL that reverting the output head alone restores."""
+    return r.head_restore["nll"]
+
+
+def _block_shares(r: CellResult) -> list[float]:
+    """Each block's share of the whole update's Σ‖ΔW‖² (every distinct weight tensor)."""
+    return r.features["delta_share"]
+
+
+def _finite_median(values: Sequence[float]) -> float:
+    """Median of the finite values; NaN when there are none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.median(finite)) if finite else math.nan
 
 
 @dataclass(frozen=True)
@@ -107,14 +126,23 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
     shallow = _share(done, lambda r: _depth(r) is not None and _depth(r) <= shallow_limit(_n_layers(r)))
     n_layers = _n_layers(done[0]) if done else 0
     top = math.ceil(TOP_FRACTION * n_layers)
+    head_nll = [_head_restore(r) for r in done]
     claims.append(Claim(
         "Shallow weight perturbations near the output concentrate the forget effect.",
         _verdict(shallow),
         f"{percent(shallow)} of {len(done)} forgotten cells have a forgetting depth ≤ {shallow_limit(n_layers)} of {n_layers} "
-        f"blocks (reverting the last {round(100 * SHALLOW_FRACTION)} % restores 80 % of the forget NLL); median depth "
-        f"{number(float(np.median([d if d is not None else n_layers + 1 for d in depths])) if depths else math.nan, 0)}; "
-        f"the last {top} blocks carry {percent(finite_mean([r.features['values']['delta_share_top'] for r in done]))} of the "
-        f"update's Σ‖ΔW‖² (their uniform share would be {percent(top / n_layers if n_layers else math.nan)}). "
+        f"blocks (reverting the output head and the last {round(100 * SHALLOW_FRACTION)} % of the blocks restores "
+        f"{percent(RESTORE_FRACTION)} of the forget NLL); median depth "
+        f"{number(float(np.median([d if d is not None else n_layers + 1 for d in depths])) if depths else math.nan, 0)}. "
+        f"The output head alone (final norm and unembedding, depth 0) restores a median "
+        f"{number(_finite_median(head_nll), 2)} of the forget NLL, "
+        f"{percent(RESTORE_FRACTION)} or more in {percent(_share(done, lambda r: _head_restore(r) >= RESTORE_FRACTION))} of the "
+        f"cells. The last {top} blocks carry {percent(finite_mean([r.features['values']['delta_share_top'] for r in done]))} "
+        f"of the blocks' Σ‖ΔW‖² (their uniform share would be {percent(top / n_layers if n_layers else math.nan)}) and "
+        f"{percent(finite_mean([sum(_block_shares(r)[-top:]) for r in done]))} of the whole update's, whose Σ‖ΔW‖² runs over "
+        f"every distinct weight tensor, a tied embedding and unembedding matrix counted once; the weights outside the "
+        f"blocks (embeddings, final norm, unembedding) carry "
+        f"{percent(finite_mean([1 - sum(_block_shares(r)) for r in done]))} of it. "
         f"Rule: holds if at least {percent(MAJORITY)} of the forgotten cells are shallow.",
     ))
 
@@ -139,8 +167,9 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
     return claims
 
 
-def observations(results: Sequence[CellResult], settings: GridSettings) -> list[str]:
-    """Measured facts beyond the claims that a reader of the grid should not miss."""
+def observations(results: Sequence[CellResult], settings: GridSettings, kl: KLMeasurement | None = None) -> list[str]:
+    """Measured facts beyond the claims that a reader of the grid should not miss; `kl`, the
+    measurement of `benchmarks/kl_gradients.py`, explains why some objectives coincide."""
     lines = []
     groups: dict[tuple, dict[str, float]] = {}
     for r in results:
@@ -150,9 +179,8 @@ def observations(results: Sequence[CellResult], settings: GridSettings) -> list[
         same = sum(len({round(accuracy[m], 2) for m in alike}) == 1 for accuracy in groups.values())
         lines.append(
             f"Under AdamW the objective matters less than it seems: {', '.join(alike)} leave the same forget accuracy "
-            f"(to two decimals) in {same} of {len(groups)} domain × learning-rate × protocol groups. Adam normalises the "
-            "update's scale, NPO's gradient is GA's times a weight near 1 until the model has moved, and the KL term's "
-            "gradient is zero at the reference."
+            f"(to two decimals) in {same} of {len(groups)} domain × learning-rate × protocol groups. "
+            + (kl_finding(kl) if kl is not None else "Why is not measured here: run `benchmarks/kl_gradients.py`.")
         )
     done = forgotten(results)
     if done:
@@ -172,21 +200,78 @@ def observations(results: Sequence[CellResult], settings: GridSettings) -> list[
     return lines
 
 
+def _span(values: Sequence[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f} to {max(values):.{digits}f}"
+
+
+def _kl_separations(measurement: KLMeasurement, split: str) -> str:
+    """At which swept kl_weight each KL variant's `split` accuracy first leaves its plain objective's."""
+    return " and ".join(
+        f"{method} at kl_weight {weight:g}" if (weight := measurement.separation(method, split)) is not None
+        else f"{method} at none up to {max(measurement.kl_weights(method)):g}"
+        for method in KL_VARIANTS
+    )
+
+
+def kl_finding(measurement: KLMeasurement) -> str:
+    """Why the KL variants and NPO follow GA, in the numbers `benchmarks/kl_gradients.py` measured."""
+    cell = measurement.cell
+    weights = measurement.kl_weights("ga_kl")
+    grid_weight = ObjectiveConfig().kl_weight
+    base = grid_weight if grid_weight in weights else weights[0]
+    runs = {method: measurement.run(method, base) for method in KL_VARIANTS}
+    plain = {method: measurement.run(name) for method, name in KL_VARIANTS.items()}
+    first = runs["ga_kl"].steps[0]
+    later = {method: run.steps[1:] for method, run in runs.items()}
+    ratios = " and ".join(f"‖∇KL‖/‖∇{KL_VARIANTS[method].upper()}‖ {_span([s.ratio for s in steps])} ({method})"
+                          for method, steps in later.items())
+    cosines = [s.forget_kl_cosine for steps in later.values() for s in steps]
+
+    def accuracies(run: TermRun) -> str:
+        return f"{run.forget_accuracy:.2f}/{run.retain_accuracy:.2f}"
+
+    same = all(abs(getattr(runs[m], split) - getattr(plain[m], split)) < SEPARATION
+               for m in KL_VARIANTS for split in ("forget_accuracy", "retain_accuracy"))
+    ends = "; ".join(f"{method} {accuracies(runs[method])} against {KL_VARIANTS[method]} {accuracies(plain[method])}"
+                     for method in KL_VARIANTS)
+    sweep = "; ".join(
+        f"{method} " + ", ".join(f"{run.kl_weight:g}: {accuracies(run)} (forget NLL {run.forget_nll:.1f})"
+                                 for run in (measurement.run(method, weight) for weight in measurement.kl_weights(method)))
+        + f", against {KL_VARIANTS[method]}'s forget NLL {plain[method].forget_nll:.1f}"
+        for method in KL_VARIANTS
+    )
+    ga_cosine = min(s.ga_cosine for s in runs["npo_kl"].steps if s.ga_cosine is not None)
+    grid = " (the grid's)" if base == grid_weight else ""
+    return (
+        f"Measured on one cell ({cell['domain']}, lr {cell['lr']:g}, single request, {cell['steps']} AdamW steps of batch "
+        f"{cell['batch_size']}, gradients over every trainable weight; `benchmarks/kl_gradients.py`): the retain KL "
+        f"vanishes only at the first step, on the reference weights (KL {first.kl:.1g}, ‖∇KL‖/‖∇GA‖ {first.ratio:.1g}). "
+        f"From the second step on, at kl_weight {base:g}{grid}, the KL reaches {max(s.kl for s in runs['ga_kl'].steps):.2f}, "
+        f"{ratios}, and the two gradients point against each other (cosine {_span(cosines)}). "
+        f"{'Yet the runs end where the plain objectives do' if same else 'The runs end'} (forget/retain accuracy): {ends}. "
+        f"NPO's gradient is parallel to GA's (cosine at least {ga_cosine:.3f} at every step of npo_kl), and Adam's update "
+        f"does not depend on a gradient's overall scale, so NPO steps like GA: npo ends at {accuracies(plain['npo_kl'])}, "
+        f"ga at {accuracies(plain['ga_kl'])}. Raising kl_weight (forget/retain accuracy by kl_weight): {sweep}. Retain "
+        f"accuracy first moves by {SEPARATION:g} or more from the plain objective's for {_kl_separations(measurement, 'retain')}; "
+        f"forget accuracy for {_kl_separations(measurement, 'forget')}."
+    )
+
+
 def _trio(r: CellResult, split: str) -> str:
     return f"{r.original[split].accuracy:.2f}→{r.unlearned[split].accuracy:.2f}→{r.relearned[split].accuracy:.2f}"
 
 
 def _cell_table(results: Sequence[CellResult]) -> list[str]:
     lines = [
-        "| objective | lr | protocol | forget o→u→r | retain o→u→r | recovery | control gain | depth | CKA lower | regime |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| objective | lr | protocol | forget o→u→r | retain o→u→r | recovery | control gain | depth | head restore | CKA lower | regime |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         depth = _depth(r)
         lines.append(
             f"| {r.cell.method} | {r.cell.lr:g} | {r.cell.protocol} | {_trio(r, 'forget')} | {_trio(r, 'retain')} | "
             f"{number(r.recovery, 2)} | {number(r.control_gain, 2)} | {depth if depth is not None else '>' + str(_n_layers(r))} | "
-            f"{number(_cka_lower(r), 3)} | {r.regime['label']} |"
+            f"{number(_head_restore(r), 2)} | {number(_cka_lower(r), 3)} | {r.regime['label']} |"
         )
     return lines
 
@@ -237,7 +322,7 @@ def _figure_cka(results: Sequence[CellResult], settings: GridSettings, path: Pat
 def _figure_prediction(fit: PredictorFit, path: Path) -> Path:
     figure, axes = new_figure(9.6, 4.0, 1, 2)
     measured = [r.recovery for r in fit.cells]
-    for ax, held in zip(axes, (fit.by_domain, fit.by_method)):
+    for ax, held in zip(axes, fit.held_out):
         ax.scatter(held.predictions, measured, s=14, color="#1f77b4")
         low = min(min(measured), float(np.min(held.predictions)))
         high = max(max(measured), float(np.max(held.predictions)))
@@ -253,18 +338,35 @@ def _figure_depth(results: Sequence[CellResult], path: Path) -> Path:
     figure, (ax,) = new_figure(6.4, 3.6)
     n_layers = _n_layers(done[0])
     depths = [d if (d := _depth(r)) is not None else n_layers + 1 for r in done]
-    ax.hist(depths, bins=np.arange(0.5, n_layers + 2.5), color="#1f77b4")
+    ax.hist(depths, bins=np.arange(-0.5, n_layers + 2.5), color="#1f77b4")
     ax.axvline(shallow_limit(n_layers) + 0.5, color="#d62728", linewidth=1, label="shallow limit")
-    ax.set_xlabel(f"forgetting depth (last k of {n_layers} blocks reverted; {n_layers + 1} = none suffices)")
+    ax.set_xlabel(f"forgetting depth k (output head + last k of {n_layers} blocks reverted; 0 = head alone, "
+                  f"{n_layers + 1} = none suffices)", fontsize="small")
     ax.set_ylabel("forgotten cells")
     ax.legend(fontsize="small")
     return save_figure(figure, path)
 
 
+MAX_GROUPS_LISTED = 6
+"""Groups whose Spearman the predictor table lists one by one; more are summarised."""
+
+
+def _per_group(per_group: dict[str, float]) -> str:
+    """Each group's held-out Spearman, or for many groups their median and range (groups too
+    small or too uniform to rank are left out of the summary)."""
+    if len(per_group) <= MAX_GROUPS_LISTED:
+        return ", ".join(f"{group} {number(value, 2)}" for group, value in per_group.items())
+    ranked = [v for v in per_group.values() if math.isfinite(v)]
+    if not ranked:
+        return f"{len(per_group)} groups, none rankable"
+    return (f"median {number(float(np.median(ranked)), 2)} over {len(ranked)} of {len(per_group)} groups "
+            f"(range {number(min(ranked), 2)} to {number(max(ranked), 2)})")
+
+
 def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
     lines = ["## Predicting reversibility without the attack", ""]
     if fit is None:
-        return [*lines, "Not fitted: held-out validation needs forgotten cells from at least two domains and two objectives.", ""]
+        return [*lines, "Not fitted: held-out validation needs forgotten cells from at least two domains.", ""]
     lr_rank = spearman([r.cell.lr for r in fit.cells], [r.recovery for r in fit.cells])
     lines += [
         f"A ridge regression (features standardised, α = {fit.predictor.alpha:g}) of the measured recovery on features "
@@ -278,15 +380,17 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
         "with recovery on the same cells.",
         "",
         f"Fitted on the {len(fit.cells)} forgotten cells; validated on held-out cells only (each group's cells are "
-        "predicted by a fit on the other groups):",
+        "predicted by a fit on the other groups). *Leave one setting out* holds out every objective's cell of one "
+        "domain × learning rate × protocol together: ga, ga_kl, npo and npo_kl leave near-identical cells in many "
+        "settings (see above), and holding out one objective at a time would test on cells whose twins the fit saw. "
+        "The base rate is what always answering the more common call scores:",
         "",
-        "| held out | Spearman (held-out predictions vs measured) | per group | mean abs. error | reversible call right |",
-        "|---|---|---|---|---|",
+        "| held out | Spearman (held-out predictions vs measured) | per group | mean abs. error | reversible call right | base rate |",
+        "|---|---|---|---|---|---|",
     ]
-    for held in (fit.by_domain, fit.by_method):
-        groups = ", ".join(f"{group} {number(value, 2)}" for group, value in held.per_group.items())
-        lines.append(f"| {held.scheme} | **{number(held.spearman, 2)}** | {groups} | {number(held.mean_abs_error, 2)} | "
-                     f"{percent(held.reversible_calls_correct)} |")
+    for held in fit.held_out:
+        lines.append(f"| {held.scheme} | **{number(held.spearman, 2)}** | {_per_group(held.per_group)} | "
+                     f"{number(held.mean_abs_error, 2)} | {percent(held.reversible_calls_correct)} | {percent(held.base_rate)} |")
     return [
         *lines,
         "",
@@ -309,8 +413,10 @@ def write_page(
     figure_dir: str | Path,
     command: str,
     runtime_seconds: float,
+    kl: KLMeasurement | None = None,
 ) -> list[Path]:
-    """Write the markdown page and its figures (without a predictor section when `fit` is None);
+    """Write the markdown page and its figures (without a predictor section when `fit` is None;
+    `kl`, the measurement of `benchmarks/kl_gradients.py`, quoted where objectives coincide);
     returns the paths written."""
     page, figure_dir = Path(page), Path(figure_dir)
     figures = {
@@ -321,6 +427,7 @@ def write_page(
     if fit is not None:
         figures["prediction"] = _figure_prediction(fit, figure_dir / "prediction.png")
     link = {name: Path(os.path.relpath(path, page.parent)).as_posix() for name, path in figures.items()}
+    kl_link = Path(os.path.relpath(figure_dir / KL_FILE, page.parent)).as_posix()
     n_layers = _n_layers(results[0])
     lines = [
         "# Validation: does the tool reproduce the reversibility findings on a real model?",
@@ -330,6 +437,9 @@ def write_page(
         "```bash",
         command,
         "```",
+        "",
+        f"Where it explains why objectives coincide, the page quotes `{kl_link}`, written by "
+        "`.venv/bin/python benchmarks/kl_gradients.py` (ten minutes; run it before the grid).",
         "",
         f"**{len(results)} cells**, total compute {runtime_seconds / 60:.1f} min on this machine "
         f"({number(finite_mean([r.seconds['total'] for r in results]), 1)} s per cell on average); seed {settings.seed} everywhere.",
@@ -346,8 +456,10 @@ def write_page(
         f"- Relearning attack: {settings.relearn_steps} steps at lr {settings.relearn_lr:g} on the forget set; the *control* "
         "spends the same budget on the novel control items, from the same unlearned weights.",
         "- Accuracies are token accuracies on the answer tokens, original → unlearned → relearned. Recovery = "
-        "(relearned − unlearned) / (original − unlearned) on the forget set. Depth = smallest k whose last-k weight "
-        "reversion restores 80 % of the forget NLL (found by bisection). CKA lower = mean debiased CKA, original vs "
+        "(relearned − unlearned) / (original − unlearned) on the forget set. Depth = smallest k (0 … "
+        f"{n_layers}) whose reversion of the output head (final norm and unembedding) and the last k blocks restores "
+        f"{percent(RESTORE_FRACTION)} of the forget NLL (found by bisection; k = 0: the head alone). Head restore = share "
+        "of the forget NLL that reverting the output head alone restores. CKA lower = mean debiased CKA, original vs "
         f"unlearned, over blocks 0–{n_layers // 2 - 1}, forget items, masked-mean pooling.",
         "- Regimes as in [the concepts page](concepts/regimes.md): *not forgotten* when forget accuracy fell by less than half.",
         "",
@@ -358,7 +470,7 @@ def write_page(
     ]
     lines += [f"| {c.text} | **{c.verdict}** | {c.evidence} |" for c in check_claims(results, settings)]
     lines += ["", "Also measured:", ""]
-    lines += [f"- {line}" for line in observations(results, settings)]
+    lines += [f"- {line}" for line in observations(results, settings, kl)]
     lines += [
         "",
         "## Regimes by setting",
