@@ -50,10 +50,10 @@ def workspace(tmp_path_factory) -> Path:
     (root / "afile").write_text("not a directory\n")
     (root / "list.json").write_text("[1, 2]\n")
     (root / "partial").mkdir()
-    (root / "partial" / "results.json").write_text('{"schema": "unlearn_lens.results", "version": 1}\n')
+    (root / "partial" / "results.json").write_text('{"schema": "unlearn_lens.results", "version": 2}\n')
     finished = root / "finished"
     (finished / "figures").mkdir(parents=True)
-    (finished / "results.json").write_text('{"schema": "unlearn_lens.results", "version": 1, "status": "complete"}\n')
+    (finished / "results.json").write_text('{"schema": "unlearn_lens.results", "version": 2, "status": "complete"}\n')
     (finished / "report.html").write_text("<html>the finished run's report</html>\n")
     (finished / "figures" / "ga-cka.png").write_bytes(b"\x89PNG\r\n\x1a\nfigure")
     (root / "mine").mkdir()

@@ -31,7 +31,7 @@ from unlearn_lens.unlearn.api import UnlearnResult
 from unlearn_lens.unlearn.relearn import RelearnResult
 
 SCHEMA = "unlearn_lens.results"
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 """Bumped on any incompatible change of the JSON layout; readers refuse other versions."""
 RESULTS_FILE = "results.json"
 TOP_LEVEL_FIELDS: dict[str, tuple[type, ...]] = {
