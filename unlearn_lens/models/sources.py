@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from unlearn_lens.errors import ModelSourceError
+from unlearn_lens.hub import hub_reachable
 from unlearn_lens.models.architecture import model_shape
 from unlearn_lens.models.bridge_backend import BridgeSubject, boot_bridge
 from unlearn_lens.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL, ensure_builtin_cache
@@ -71,19 +70,6 @@ def _load_directory(path: Path, **options):
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def _hub_reachable() -> bool:
-    """False when the hub's host does not even resolve (offline), so no retry loop is started."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
-    except OSError:
-        return False
-    return True
-
-
 def _load_hub(name: str, **options):
     if not HUB_ID.match(name):
         raise ModelSourceError(
@@ -91,7 +77,7 @@ def _load_hub(name: str, **options):
             "not a directory, not a Hugging Face hub id"
         )
     try:
-        if not _hub_reachable():
+        if not hub_reachable():
             options = {**options, "local_files_only": True}
         return _from_pretrained(name, **options)
     except OSError as error:
