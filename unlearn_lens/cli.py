@@ -24,7 +24,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     from unlearn_lens.models import load
     from unlearn_lens.report.inspect import print_inspection
 
-    subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map)
+    subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map, dtype=args.dtype)
     print_inspection(console, subject, args.prompt, top_k=args.top_k)
 
 

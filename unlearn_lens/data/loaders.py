@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,17 @@ def items_from_records(records: Iterable[Mapping[str, Any]], fields: FieldMap = 
     return items
 
 
-def as_items(data: Any, fields: FieldMap = FieldMap(), source: str = "<data>") -> list[Item]:
+ItemsLike = Sequence[Item] | Iterable[Mapping[str, Any]]
+"""What the library's functions accept as a set of items: `Item`s, or records such as the rows of
+a `datasets.Dataset` (read through the default `FieldMap`)."""
+
+
+def as_items(data: ItemsLike | str | Path, fields: FieldMap = FieldMap(), source: str = "<data>") -> list[Item]:
     """A list of items from what a caller hands the library: items, mappings (dicts, the rows of
     a `datasets.Dataset`), or a data spec for `load_items`.
 
-    **Raises** `DataError` for a `DatasetDict` (a mapping of splits: pass one split) or records
-    that do not read as items.
+    An empty collection gives an empty list. **Raises** `DataError` for a `DatasetDict` (a
+    mapping of splits: pass one split) or records that do not read as items.
     """
     if isinstance(data, (str, Path)):
         return load_items(data, fields)
@@ -47,8 +52,8 @@ def as_items(data: Any, fields: FieldMap = FieldMap(), source: str = "<data>") -
         splits = ", ".join(repr(key) for key in data)
         raise DataError(f"{source}: got a mapping of {splits}, not a list of items; pass one split, e.g. data[{next(iter(data), 'train')!r}]")
     rows = list(data)
-    if rows and all(isinstance(row, Item) for row in rows):
-        return rows
+    if all(isinstance(row, Item) for row in rows):
+        return rows  # empty too: whether an empty set is allowed is the caller's call
     return items_from_records(rows, fields, source)
 
 

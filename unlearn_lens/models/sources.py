@@ -14,6 +14,7 @@ from unlearn_lens.hub import hub_reachable
 from unlearn_lens.models.architecture import model_shape
 from unlearn_lens.models.bridge_backend import BridgeSubject, boot_bridge
 from unlearn_lens.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL, ensure_builtin_cache
+from unlearn_lens.models.dtypes import resolve_dtype
 from unlearn_lens.models.nnsight_backend import NNsightSubject
 from unlearn_lens.models.subject import Subject
 
@@ -94,7 +95,7 @@ def load(
     *,
     tokenizer=None,
     device: str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str | None = None,
     device_map: Any = None,
     trust_remote_code: bool = False,
     remote: bool = False,
@@ -103,17 +104,21 @@ def load(
 
     `source` is a built-in name (`"smollm2-135m"`), a local HF model directory (safetensors
     or a single GGUF), a Hugging Face hub id (needs network), or an in-memory `transformers`
-    causal LM (then pass `tokenizer`). `device_map` is passed to transformers for models that
-    span several devices; `remote=True` (nnsight only) runs traces on NDIF.
+    causal LM (then pass `tokenizer`). `dtype` (a torch dtype or `"float32"`, `"bfloat16"`,
+    `"float16"`) is the weights' dtype: float32 by default for a model read from disk, unchanged
+    by default for an in-memory one. `device_map` is passed to transformers for models that
+    span several devices (e.g. `"auto"`); `remote=True` (nnsight only) runs traces on NDIF.
     """
     _check_backend(backend)
     if remote and backend != "nnsight":
         raise ModelSourceError("remote=True needs backend='nnsight' (NDIF runs nnsight traces)")
-    options = {"dtype": dtype, "device": device, "device_map": device_map, "trust_remote_code": trust_remote_code}
+    options = {"dtype": resolve_dtype(dtype or "float32"), "device": device, "device_map": device_map, "trust_remote_code": trust_remote_code}
     if isinstance(source, nn.Module):
         if tokenizer is None:
             raise ModelSourceError("an in-memory model needs its tokenizer: load(model, tokenizer=tokenizer)")
         model, label = source.eval(), f"in-memory {type(source).__name__}"
+        if dtype is not None:
+            model = model.to(resolve_dtype(dtype))
         if device is not None:
             model = model.to(device)
     elif remote:

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save
 
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
+from unlearn_lens.data.chat import chat_items
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import check_overlap, load_items
 from unlearn_lens.diagnostics.compare import ModelPass, compare_passes, model_pass
@@ -60,11 +61,11 @@ def _read_sets(config: StudyConfig) -> tuple[str, StudyData]:
     """The forget / retain / control / unrelated sets named by the settings (files win over the domain)."""
     if config.domain not in BUILTIN_DOMAINS:
         raise ConfigError(f"unknown domain {config.domain!r}; choose one of {', '.join(BUILTIN_DOMAINS)}")
-    sets = builtin(config.domain)
+    sets, fields = builtin(config.domain), config.field_map
     data = StudyData(
-        forget=load_items(config.forget) if config.forget else list(sets.forget),
-        retain=load_items(config.retain) if config.retain else list(sets.retain),
-        control=load_items(config.control) if config.control else list(sets.control),
+        forget=load_items(config.forget, fields) if config.forget else list(sets.forget),
+        retain=load_items(config.retain, fields) if config.retain else list(sets.retain),
+        control=load_items(config.control, fields) if config.control else list(sets.control),
         unrelated=list(sets.unrelated),
     )
     files = [f"{name}={path}" for name, path in (("forget", config.forget), ("retain", config.retain), ("control", config.control)) if path]
@@ -75,6 +76,9 @@ def _read_sets(config: StudyConfig) -> tuple[str, StudyData]:
 def _prepare_data(subject: Subject, config: StudyConfig, console: Console) -> DataSummary:
     """Known filter on forget and retain, novelty filter on the control, then the item cap."""
     source, data = _read_sets(config)
+    if config.chat_template:
+        data = StudyData(*(chat_items(items, subject.tokenizer) for items in (data.forget, data.retain, data.control, data.unrelated)))
+        source += ", prompts in the chat template"
     overlap = check_overlap(data.forget, data.retain)
     if overlap:
         console.print(f"[yellow]warning:[/] {overlap} items are in both the forget and the retain set")
@@ -104,10 +108,11 @@ def _prepare_data(subject: Subject, config: StudyConfig, console: Console) -> Da
     return DataSummary(source=source, items=kept, given=given)
 
 
-def _relearn_items(config: StudyConfig, data: DataSummary) -> list[Item]:
+def _relearn_items(config: StudyConfig, data: DataSummary, tokenizer) -> list[Item]:
     if config.relearn_source in RELEARN_SOURCES:
         return data.items[config.relearn_source]
-    return load_items(config.relearn_source)
+    items = load_items(config.relearn_source, config.field_map)
+    return chat_items(items, tokenizer) if config.chat_template else items
 
 
 def _check_methods(config: StudyConfig) -> None:
@@ -197,7 +202,8 @@ def audit(
     console = console or Console(stderr=True)
     run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
     if subject is None:
-        subject = load(config.model, backend=config.backend, device=config.device)
+        subject = load(config.model, backend=config.backend, device=config.device, device_map=config.device_map,
+                       dtype=config.dtype)
     original = subject.snapshot()
     results = results or AuditResults(config=config, environment=environment())
     results.status = "running"
@@ -275,7 +281,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         subject.restore(unlearned)
         with _timed(result, "relearn"):
             result_relearn = relearn(
-                subject, _relearn_items(config, results.data), control,
+                subject, _relearn_items(config, results.data, subject.tokenizer), control,
                 steps=config.relearn_steps, forget_items=forget, original_forget=results.original["forget"],
                 lr=config.relearn_lr or config.lr, batch_size=config.batch_size, seed=config.seed, progress=progress,
             )
