@@ -1,4 +1,5 @@
-"""`--dtype` and `--device-map` reach transformers, and half-precision models still get float64 diagnostics."""
+"""Beyond one CPU: `--dtype` and `--device-map` reach transformers, half-precision models still get
+float64 diagnostics, and a remote (NDIF) subject refuses what needs local weights in one line."""
 
 from __future__ import annotations
 
@@ -90,3 +91,19 @@ def test_study_toml_dtype_is_checked(tmp_path):
     (tmp_path / "study.toml").write_text('dtype = "float64"\n')
     with pytest.raises(ul.ConfigError, match=r"study.toml:1: dtype must be one of float32, bfloat16, float16"):
         ul.load_config(tmp_path / "study.toml")
+
+
+def test_remote_subject_refuses_weights_and_gradients_before_any_network(memorised_nnsight):
+    """A remote subject (no call is made here: both refusals come before a trace) fails at once on
+    what needs local weights or gradients, naming what it can do instead."""
+    remote = ul.wrap(memorised_nnsight.lm, remote=True)
+    for needs_local in (remote.snapshot, lambda: ul.unlearn(remote, FORGET, progress=False),
+                        lambda: ul.model_fisher(remote, FORGET)):
+        with pytest.raises(ul.ModelSourceError, match=r"runs on NDIF: .*remotely, use the forward-only diagnostics: "
+                                                      r"evaluate, collect_activations, compare\(\.\.\., fisher=False\)$"):
+            needs_local()
+
+
+@pytest.fixture
+def memorised_nnsight():
+    return memorised_subject(backend="nnsight")
