@@ -24,7 +24,7 @@ def chat_prompt(tokenizer, prompt: str) -> str:
 
 
 def chat_items(items: Sequence[Item], tokenizer) -> list[Item]:
-    """Prompt + answer items with the prompt wrapped by [`chat_prompt`][unlearn_lens.data.chat.chat_prompt];
+    """Prompt + answer items with the prompt wrapped by [`chat_prompt`][unlearn_lens.data.chat_prompt];
     text items unchanged. The answer stays the only labelled part: batching tokenises it on its own.
 
     **Raises** `DataError` when the tokenizer has no chat template.

@@ -86,7 +86,7 @@ def load_items(spec: str | Path, fields: FieldMap = FieldMap()) -> list[Item]:
     """Items from a data spec, read through `fields` (which record fields hold prompt, answer, text).
 
     - `hf:NAME[:CONFIG]:SPLIT`: a Hugging Face dataset (see
-      [`load_hf_dataset`][unlearn_lens.data.hf.load_hf_dataset]).
+      [`load_hf_dataset`][unlearn_lens.data.load_hf_dataset]).
     - a directory written by `datasets.Dataset.save_to_disk`.
     - `.jsonl`: one JSON object a line (blank lines skipped); `.json`: one array of objects;
       `.csv`: a header row, then one item a row; `.parquet`: one item a row.
