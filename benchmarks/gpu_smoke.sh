@@ -4,6 +4,8 @@
 #
 #   bash benchmarks/gpu_smoke.sh [OUT_DIR]      # default runs/gpu-smoke (replaced if present)
 #
+# It measures speed and memory: at the default lr 1e-5, bfloat16 training rounds most unlearning
+# updates away (measured on CPU, docs/howto/scale.md), so read its verdicts with that in mind.
 # Without CUDA it refuses in one line and exits 2. Its numbers are not measured yet (no GPU was
 # available when it was written): see docs/howto/scale.md. PYTHON picks the interpreter
 # (default .venv/bin/python, else python3).

@@ -55,7 +55,7 @@ def load_hf_dataset(spec: str) -> Any:
         if config is None and split in datasets.get_dataset_config_names(name):
             config, split = split, None
         loaded = datasets.load_dataset(name, config, split=split)
-    except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
+    except (OSError, ValueError, datasets.exceptions.DatasetsError) as error:
         where = " (offline: HF_HUB_OFFLINE is set and it is not in the local cache)" if datasets.config.HF_HUB_OFFLINE else ""
         raise DataError(f"{spec}: cannot load it{where}: {_first_line(error)}") from None
     if isinstance(loaded, datasets.DatasetDict):
