@@ -108,7 +108,7 @@ CASES = {
     "compare a truncated checkpoint": (["compare", "truncated", "ck", "--data", "forget.jsonl"], "truncated: its weights cannot be read"),
     "config is a directory": ([*AUDIT, "--config", "adir", "--out", "out"], "adir: is a directory"),
     "config not UTF-8": ([*AUDIT, "--config", "latin1.toml", "--out", "out"], "latin1.toml: not UTF-8 text (byte 3)"),
-    "forget is a directory": ([*AUDIT, "--forget", "adir", "--out", "out"], "--forget adir: is a directory"),
+    "forget is a directory": ([*AUDIT, "--forget", "adir", "--out", "out"], "adir: not a directory written by Dataset.save_to_disk"),
     # Inputs refused once the tokenizer is known, before anything is written.
     "audit item too long": ([*AUDIT, "--forget", "long.jsonl", "--out", "out"], TOO_LONG),
     "audit item over --max-tokens": ([*AUDIT, "--max-tokens", "5", "--out", "out"],

@@ -11,6 +11,7 @@ from unlearn_lens.data import (
     BUILTIN_DOMAINS,
     IGNORE_INDEX,
     DataError,
+    FieldMap,
     Item,
     builtin,
     check_overlap,
@@ -76,7 +77,7 @@ def test_wrong_type_names_field(tmp_path):
 def test_missing_answer_names_field(tmp_path):
     path = _write(tmp_path, "forget.jsonl", '{"prompt": "The capital of France is"}\n')
     message = _message(path)
-    assert message.startswith(f"{path}:1: field 'answer' is missing")
+    assert message.startswith(f"{path}:1: field 'answer'/'completion' is missing")
 
 
 def test_empty_answer_and_null_text_are_named(tmp_path):
@@ -87,9 +88,9 @@ def test_empty_answer_and_null_text_are_named(tmp_path):
 
 
 def test_object_of_neither_form_lists_its_fields(tmp_path):
-    message = _message(_write(tmp_path, "forget.jsonl", '{"question": "q", "reply": "r"}\n'))
-    assert message.endswith("forget.jsonl:1: expected fields 'prompt' and 'answer', or 'text'; "
-                            "found 'question', 'reply'")
+    message = _message(_write(tmp_path, "forget.jsonl", '{"query": "q", "reply": "r"}\n'))
+    assert message.endswith("forget.jsonl:1: expected fields 'prompt'/'question' and 'answer'/'completion', or 'text'; "
+                            "fields here: 'query', 'reply'")
 
 
 def test_both_forms_at_once_is_an_error(tmp_path):
@@ -113,8 +114,8 @@ def test_missing_file_names_path(tmp_path):
 
 
 def test_unknown_suffix_lists_accepted(tmp_path):
-    path = _write(tmp_path, "forget.csv", "prompt,answer\n")
-    assert _message(path) == f"{path}: unknown file type '.csv'; accepted: .jsonl, .txt"
+    path = _write(tmp_path, "forget.xlsx", "prompt,answer\n")
+    assert _message(path).startswith(f"{path}: unknown file type '.xlsx'; accepted: .jsonl, .txt, .json, .csv, .parquet, ")
 
 
 def test_data_error_is_a_value_error():
@@ -123,7 +124,7 @@ def test_data_error_is_a_value_error():
 
 def test_records_from_list_of_dicts():
     records = [{"question": "2 + 2 =", "reply": " 4", "id": 1}, {"body": "Some text."}]
-    items = items_from_records(records, prompt_field="question", answer_field="reply", text_field="body")
+    items = items_from_records(records, FieldMap(prompt="question", answer="reply", text="body"))
     assert items == [Item(prompt="2 + 2 =", answer=" 4"), Item(text="Some text.")]
 
 
@@ -131,7 +132,7 @@ def test_records_errors_name_index_and_field():
     with pytest.raises(DataError, match=r"^<records>\[1\]: field 'answer' must be a string, got float$"):
         items_from_records([{"prompt": "a", "answer": " b"}, {"prompt": "c", "answer": 1.5}])
     with pytest.raises(DataError, match=r"^my-dataset\[0\]: field 'reply' is missing"):
-        items_from_records([{"question": "q"}], prompt_field="question", answer_field="reply", source="my-dataset")
+        items_from_records([{"question": "q"}], FieldMap(prompt="question", answer="reply"), source="my-dataset")
     with pytest.raises(DataError, match=r"^<records>: no items$"):
         items_from_records(iter([]))
 

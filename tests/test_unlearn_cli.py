@@ -38,7 +38,8 @@ def test_writes_the_unlearned_model_and_run_record(model_dir, data_files, tmp_pa
     assert main(_args(model_dir, forget, out, "--retain", str(retain), "--method", "ga_gd")) == 0
     record = json.loads((out / "run.json").read_text())
     assert record["result"]["method"] == "ga_gd" and record["model_state"] == "unlearned"
-    assert record["data"] == {"forget": str(forget), "retain": str(retain), "n_forget": 4, "n_retain": 4, "known_filter": None}
+    assert record["data"] == {"forget": str(forget), "retain": str(retain), "n_forget": 4, "n_retain": 4, "known_filter": None,
+                              "fields": {"prompt": None, "answer": None, "text": None}, "chat_template": False}
     history = record["result"]["run"]["history"]
     assert [step["step"] for step in history] == [1, 2, 3, 4] and history[-1]["metrics"]["retain"]["n_sequences"] == 4
     unlearned = ul.load(out / "model", backend="nnsight")

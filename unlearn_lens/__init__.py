@@ -1,6 +1,16 @@
 """unlearn_lens: audit whether an unlearned language model really forgot, or only hides what it knows."""
 
-from unlearn_lens.data import BUILTIN_DOMAINS, BuiltinSets, DataError, Item, builtin, load_items
+from unlearn_lens.data import (
+    BUILTIN_DOMAINS,
+    BuiltinSets,
+    DataError,
+    FieldMap,
+    Item,
+    as_items,
+    builtin,
+    chat_items,
+    load_items,
+)
 from unlearn_lens.diagnostics import Comparison, collect_activations, compare, compare_snapshots, model_fisher
 from unlearn_lens.errors import ConfigError, ModelSourceError, UnlearnLensError
 from unlearn_lens.evaluation import evaluate, items_correct
@@ -57,6 +67,7 @@ __all__ = [
     "ConfigError",
     "DEFAULT_MODEL",
     "DataError",
+    "FieldMap",
     "DeltaTracker",
     "GridSettings",
     "Item",
@@ -80,9 +91,11 @@ __all__ = [
     "UnlearnLensError",
     "UnlearnResult",
     "__version__",
+    "as_items",
     "audit",
     "builtin",
     "builtin_predictor",
+    "chat_items",
     "classify_regime",
     "collect_activations",
     "compare",

@@ -28,7 +28,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
-    subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map)
+    subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map, dtype=args.dtype)
     print_inspection(console, subject, args.prompt, top_k=args.top_k)
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from unlearn_lens.commands.common import add_model_flags
+from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_model_flags
+from unlearn_lens.data.fields import DataError
+from unlearn_lens.data.loaders import check_spec
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.study.config import StudyConfig, load_config
@@ -32,9 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_model_flags(parser, defaults=False)
     parser.add_argument("--config", type=Path, metavar="FILE", help="study.toml holding any of these settings (flags win)")
     parser.add_argument("--domain", default=None, help=f"built-in data sets: {', '.join(BUILTIN_DOMAINS)} (default text)")
-    parser.add_argument("--forget", default=None, metavar="FILE", help="your forget items (.jsonl or .txt)")
-    parser.add_argument("--retain", default=None, metavar="FILE", help="your retain items")
-    parser.add_argument("--control", default=None, metavar="FILE", help="novel control items the model never knew")
+    parser.add_argument("--forget", default=None, metavar="SPEC", help=f"your forget items: {DATA_SPEC}")
+    parser.add_argument("--retain", default=None, metavar="SPEC", help="your retain items (any form --forget takes)")
+    parser.add_argument("--control", default=None, metavar="SPEC", help="novel control items the model never knew")
+    add_data_flags(parser, defaults=False)
     parser.add_argument("--method", dest="methods", action="append", default=None,
                         help="unlearning method, repeatable: ga ga_gd ga_kl npo npo_gd npo_kl rlabel simnpo rmu (default ga, npo)")
     parser.add_argument("--requests", type=int, default=None, help="1 = single request; k = continual, k sequential requests")
@@ -43,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="items per step (default 8)")
     parser.add_argument("--relearn-steps", type=int, default=None, help="relearning budget in steps (default 10)")
     parser.add_argument("--relearn-lr", type=float, default=None, help="relearning learning rate (default 3e-5: chosen so the control learns; see the regimes page)")
-    parser.add_argument("--relearn-source", default=None, help="forget, retain, unrelated, or a data file (default forget)")
+    parser.add_argument("--relearn-source", default=None, help="forget, retain, unrelated, or a data spec like --forget's (default forget)")
     verdict = parser.add_argument_group("verdict thresholds (printed with every verdict; see the regimes page)")
     for name, meaning in (
         ("min-forgotten", "share of forget accuracy unlearning must remove to classify reversibility (default 0.5)"),
@@ -75,7 +78,9 @@ def settings(args: argparse.Namespace) -> StudyConfig:
     """Defaults, then the config file, then the flags that were given."""
     base = load_config(args.config) if args.config else StudyConfig()
     flags = {
-        "model": args.model, "backend": args.backend, "device": args.device, "domain": args.domain,
+        "model": args.model, "backend": args.backend, "device": args.device, "device_map": args.device_map,
+        "dtype": args.dtype, "domain": args.domain, "prompt_field": args.prompt_field, "answer_field": args.answer_field,
+        "text_field": args.text_field, "chat_template": args.chat_template,
         "forget": args.forget, "retain": args.retain, "control": args.control,
         "methods": args.methods, "requests": args.requests, "lr": args.lr, "steps": args.steps,
         "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
@@ -87,12 +92,17 @@ def settings(args: argparse.Namespace) -> StudyConfig:
     config = base.merged(flags)
     if config.domain not in BUILTIN_DOMAINS:
         raise ConfigError(f"--domain {config.domain!r} is unknown; choose one of {', '.join(BUILTIN_DOMAINS)}")
-    for name in ("forget", "retain", "control"):
-        path = getattr(config, name)
-        if path is not None and Path(path).is_dir():
-            raise ConfigError(f"--{name} {path}: is a directory; give a .jsonl or .txt file")
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"--{name} {path}: no such file")
+    from unlearn_lens.study.audit import RELEARN_SOURCES
+
+    specs = {name: getattr(config, name) for name in ("forget", "retain", "control")}
+    if config.relearn_source not in RELEARN_SOURCES:
+        specs["relearn-source"] = config.relearn_source
+    for name, spec in specs.items():
+        try:
+            if spec is not None:
+                check_spec(spec)
+        except DataError as error:
+            raise ConfigError(f"--{name} {error}") from None
     return config
 
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from unlearn_lens.models import BACKENDS, DEFAULT_MODEL
+from unlearn_lens.data.fields import FieldMap
+from unlearn_lens.errors import ConfigError
+from unlearn_lens.models import BACKENDS, DEFAULT_MODEL, DTYPES
+
+
+DATA_SPEC = "a .jsonl, .json, .csv, .parquet or .txt file, a save_to_disk directory, or hf:NAME[:CONFIG]:SPLIT"
+"""What a data flag takes, for its help text."""
 
 
 def add_model_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
-    """`--model`, `--backend`, `--device`, `--device-map`. With `defaults=False` they default to
+    """`--model` and the runtime flags (`--backend`, `--device`, `--device-map`, `--dtype`). With `defaults=False` they default to
     None, so a config file's values are kept unless a flag is given."""
     parser.add_argument("--model", default=DEFAULT_MODEL if defaults else None,
                         help=f"built-in name, local directory or hub id (default {DEFAULT_MODEL})")
@@ -16,9 +22,28 @@ def add_model_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) -
 
 
 def add_runtime_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
-    """`--backend`, `--device`, `--device-map`: how a model is loaded, for commands that name their models otherwise."""
+    """`--backend`, `--device`, `--device-map`, `--dtype`: how a model is loaded, for commands that name their models otherwise."""
     parser.add_argument("--backend", default="transformer_lens" if defaults else None, choices=BACKENDS,
                         help="hook backend (default transformer_lens)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: where transformers puts it)")
     parser.add_argument("--device-map", default=None, help="transformers device_map for models spanning several GPUs, e.g. auto")
+    parser.add_argument("--dtype", default="float32" if defaults else None, choices=tuple(DTYPES),
+                        help="weights' dtype (default float32); diagnostics still compute in float64")
+
+
+def add_data_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """`--prompt-field`, `--answer-field`, `--text-field`, `--chat-template`: how records become items.
+    With `defaults=False`, `--chat-template` defaults to None so a config file's value is kept."""
+    parser.add_argument("--prompt-field", default=None, metavar="NAME",
+                        help="record field holding the prompt (default: prompt or question)")
+    parser.add_argument("--answer-field", default=None, metavar="NAME",
+                        help="record field holding the answer (default: answer or completion)")
+    parser.add_argument("--text-field", default=None, metavar="NAME", help="record field holding a plain text (default: text)")
+    parser.add_argument("--chat-template", action="store_true", default=False if defaults else None,
+                        help="wrap each prompt in the tokenizer's chat template (instruct models); the answer stays the only target")
+
+
+def field_map(args: argparse.Namespace) -> FieldMap:
+    """The `FieldMap` of the data flags."""
+    return FieldMap(prompt=args.prompt_field, answer=args.answer_field, text=args.text_field)
 

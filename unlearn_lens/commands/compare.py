@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn_lens.commands.common import add_runtime_flags
+from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_runtime_flags, field_map
 from unlearn_lens.diagnostics.activations import POOLINGS, TOKEN_SPANS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("reference", metavar="REFERENCE", help="reference model: built-in name, local directory or hub id")
     parser.add_argument("updated", metavar="UPDATED", help="updated model: built-in name, local directory or hub id")
-    parser.add_argument("--data", required=True, type=Path, metavar="FILE", help="items to compare on (.jsonl or .txt)")
+    parser.add_argument("--data", required=True, metavar="SPEC", help=f"items to compare on: {DATA_SPEC}")
+    add_data_flags(parser)
     parser.add_argument("--pooling", default="mean", choices=POOLINGS, help="how a sequence becomes a sample (default mean)")
     parser.add_argument("--tokens", default="all", choices=TOKEN_SPANS, help="which real tokens are pooled (default all)")
     add_runtime_flags(parser)
@@ -106,7 +107,7 @@ def write_outputs(comparison: Comparison, out: Path, prediction: dict[str, Any] 
 
 def run(args: argparse.Namespace) -> None:
     """Load the items and both models, compare them, print the tables, write the outputs."""
-    from unlearn_lens.data.loaders import load_items
+    from unlearn_lens.data import chat_items, load_items
     from unlearn_lens.diagnostics.compare import compare_models
     from unlearn_lens.models import load
     from unlearn_lens.report.compare_table import print_comparison
@@ -120,11 +121,13 @@ def run(args: argparse.Namespace) -> None:
     if args.predictor is not None and not args.predict_reversibility:
         raise ConfigError("--predictor is used only with --predict-reversibility")
     predictor = _predictor(args) if args.predict_reversibility else None
-    items = load_items(args.data)
-    options = {"backend": args.backend, "device": args.device, "device_map": args.device_map}
+    items = load_items(args.data, field_map(args))
+    options = {"backend": args.backend, "device": args.device, "device_map": args.device_map, "dtype": args.dtype}
     reference = load(args.reference, **options)
     _check_items(reference, items, args)
     updated = load(args.updated, **options)
+    if args.chat_template:
+        items = chat_items(items, reference.tokenizer)
     comparison, reference_pass, updated_pass = compare_models(
         reference, updated, items, pooling=args.pooling, tokens=args.tokens, batch_size=args.batch_size,
         fisher=not args.no_fisher, fisher_components=args.fisher_components, progress=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from unlearn_lens.commands.common import add_model_flags
+from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_model_flags, field_map
 from unlearn_lens.data import BUILTIN_DOMAINS, builtin, load_items
 from unlearn_lens.data.checks import check_token_lengths, describe_duplicates, item_locations
 from unlearn_lens.errors import ConfigError
@@ -43,9 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_model_flags(parser)
     data = parser.add_mutually_exclusive_group()
-    data.add_argument("--forget", type=Path, metavar="FILE", help="forget items (.jsonl or .txt)")
+    data.add_argument("--forget", metavar="SPEC", help=f"forget items: {DATA_SPEC}")
     data.add_argument("--domain", choices=BUILTIN_DOMAINS, help="built-in forget and retain sets (default text when --forget is not given)")
-    parser.add_argument("--retain", type=Path, metavar="FILE", help="retain items (default with --domain: its retain set)")
+    parser.add_argument("--retain", metavar="SPEC", help="retain items, in any form --forget takes (default with --domain: its retain set)")
+    add_data_flags(parser)
     parser.add_argument("--method", default="ga", help="unlearning objective: ga, ga_gd, ga_kl, npo, npo_gd, npo_kl, rlabel, simnpo, rmu (default ga)")
     parser.add_argument("--lr", type=float, default=1e-5, help="learning rate (default 1e-5)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimiser steps per request (default {DEFAULT_STEPS})")
@@ -61,11 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-
 def _load_data(args: argparse.Namespace) -> tuple[list, list, dict[str, Any]]:
     """Forget and retain items, and where they came from (for run.json)."""
+    fields = field_map(args)
     if args.forget is not None:
-        forget, forget_source = list(load_items(args.forget)), str(args.forget)
+        forget, forget_source = load_items(args.forget, fields), args.forget
         retain, retain_source = [], None
     else:
         domain = args.domain or "text"
@@ -73,12 +75,13 @@ def _load_data(args: argparse.Namespace) -> tuple[list, list, dict[str, Any]]:
         forget, forget_source = list(sets.forget), f"builtin:{domain}"
         retain, retain_source = list(sets.retain), f"builtin:{domain}"
     if args.retain is not None:
-        retain, retain_source = list(load_items(args.retain)), str(args.retain)
+        retain, retain_source = load_items(args.retain, fields), args.retain
     return forget, retain, {"forget": forget_source, "retain": retain_source}
 
 
 def run(args: argparse.Namespace) -> None:
     """Handler of `unlearn-lens unlearn`."""
+    from unlearn_lens.data import chat_items
     from unlearn_lens.models import load
     from unlearn_lens.unlearn import filter_known, get_objective, unlearn
 
@@ -88,7 +91,9 @@ def run(args: argparse.Namespace) -> None:
     if args.max_tokens is not None and args.max_tokens < 2:
         raise ConfigError(f"--max-tokens must be at least 2 (a target needs a token before it), got {args.max_tokens}")
     forget, retain, sources = _load_data(args)
-    subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map)
+    subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map, dtype=args.dtype)
+    if args.chat_template:
+        forget, retain = chat_items(forget, subject.tokenizer), chat_items(retain, subject.tokenizer)
     for split, items in (("forget", forget), ("retain", retain)):
         where = item_locations(sources[split], len(items), str(sources[split]))
         check_token_lengths(subject, items, where, args.max_tokens)
@@ -105,7 +110,8 @@ def run(args: argparse.Namespace) -> None:
         "command": "unlearn",
         "model": args.model,
         "backend": args.backend,
-        "data": {**sources, "n_forget": len(forget), "n_retain": len(retain),
+        "dtype": args.dtype,
+        "data": {**sources, "fields": asdict(field_map(args)), "chat_template": args.chat_template, "n_forget": len(forget), "n_retain": len(retain),
                  "known_filter": known.to_dict() if known is not None else None},
         "result": result.to_dict(),
     }

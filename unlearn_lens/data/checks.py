@@ -12,16 +12,22 @@ from pathlib import Path
 
 from unlearn_lens.data.batching import encode_item
 from unlearn_lens.data.items import Item
-from unlearn_lens.data.loaders import ITEM_SUFFIXES, DataError
+from unlearn_lens.data.loaders import DataError
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.models.subject import Subject
 
 
+LINE_SUFFIXES = (".jsonl", ".txt")
+"""Files holding one item per non-blank line, so that an item's place is a line number; other
+records (csv, parquet, json arrays, datasets) are named by their row."""
+
+
 def item_locations(source: str | Path | None, count: int, label: str) -> list[str]:
     """Where each of `count` items was read: `file:line` for a JSONL or text file (the loaders
-    skip blank lines), `label[index]` for anything else (built-in sets, records)."""
+    skip blank lines), `label[index]` for anything else (built-in sets, records: `label` is the
+    file for those)."""
     path = Path(source) if source is not None else None
-    if path is not None and path.suffix.lower() in ITEM_SUFFIXES and path.is_file():
+    if path is not None and path.suffix.lower() in LINE_SUFFIXES and path.is_file():
         lines = path.read_text(encoding="utf-8-sig").split("\n")
         numbers = [number for number, line in enumerate(lines, start=1) if line.removesuffix("\r").strip()]
         if len(numbers) == count:

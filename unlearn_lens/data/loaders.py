@@ -1,84 +1,146 @@
-"""Read items from JSONL or text files, or from any iterable of records (a Hugging Face dataset too)."""
+"""Read items from a data spec (a file, a `save_to_disk` directory, a `hf:` dataset) or from records.
+
+Every data flag and setting goes through [`load_items`][unlearn_lens.data.load_items]; an
+in-memory collection (a list of items or of dicts, a `datasets.Dataset`) through
+[`as_items`][unlearn_lens.data.as_items].
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from unlearn_lens.data.fields import DataError, FieldMap, record_item
+from unlearn_lens.data.hf import is_hf_spec, load_hf_dataset
 from unlearn_lens.data.items import Item
-from unlearn_lens.errors import UnlearnLensError
 
-ITEM_SUFFIXES = (".jsonl", ".txt")
-"""File types `load_items` reads: JSONL (one JSON object a line) and plain text (one item a line)."""
-
-
-class DataError(UnlearnLensError, ValueError):
-    """Items that cannot be read; the message says where (file and line, or record) and what is wrong."""
+ITEM_SUFFIXES = (".jsonl", ".txt", ".json", ".csv", ".parquet")
+"""File types `load_items` reads (besides `save_to_disk` directories and `hf:` datasets)."""
 
 
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+def items_from_records(records: Iterable[Mapping[str, Any]], fields: FieldMap = FieldMap(), source: str = "<records>") -> list[Item]:
+    """Items from mappings, e.g. a list of dicts or a Hugging Face `datasets.Dataset`, read through `fields`.
 
-
-def _string_field(record: Mapping[str, Any], field: str, where: str) -> str:
-    value = record[field]
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field '{field}' must be a string, got {_type_name(value)}")
-    if not value:
-        raise DataError(f"{where}: field '{field}' is empty")
-    return value
-
-
-def _record_to_item(record: Any, where: str, prompt_field: str, answer_field: str, text_field: str) -> Item:
-    """One item from a mapping with `prompt_field` + `answer_field` or `text_field` (other keys ignored)."""
-    if not isinstance(record, Mapping):
-        raise DataError(f"{where}: expected an object with fields '{prompt_field}' and '{answer_field}', "
-                        f"or '{text_field}'; got {_type_name(record)}")
-    has_pair = prompt_field in record or answer_field in record
-    if has_pair and text_field in record:
-        raise DataError(f"{where}: field '{text_field}' next to '{prompt_field}'/'{answer_field}'; "
-                        "an item is either a prompt with its answer or a plain text")
-    if has_pair:
-        for field in (prompt_field, answer_field):
-            if field not in record:
-                raise DataError(f"{where}: field '{field}' is missing "
-                                f"(an item needs both '{prompt_field}' and '{answer_field}')")
-        return Item(prompt=_string_field(record, prompt_field, where),
-                    answer=_string_field(record, answer_field, where))
-    if text_field in record:
-        return Item(text=_string_field(record, text_field, where))
-    found = ", ".join(f"'{key}'" for key in record) or "none"
-    raise DataError(f"{where}: expected fields '{prompt_field}' and '{answer_field}', or '{text_field}'; "
-                    f"found {found}")
-
-
-def items_from_records(
-    records: Iterable[Mapping[str, Any]],
-    prompt_field: str = "prompt",
-    answer_field: str = "answer",
-    text_field: str = "text",
-    source: str = "<records>",
-) -> list[Item]:
-    """Items from mappings, e.g. a list of dicts or a Hugging Face `datasets.Dataset`.
-
-    Each record holds `prompt_field` + `answer_field` (scored on the answer) or `text_field`
-    (scored on every token); other keys are ignored.
-
-    **Raises** `DataError` naming `source[index]` and the field at fault, or `source` when
-    there are no records.
+    **Raises** `DataError` naming `source[index]` (0-based) and the field at fault, or `source`
+    when there are no records.
     """
-    items = [
-        _record_to_item(record, f"{source}[{index}]", prompt_field, answer_field, text_field)
-        for index, record in enumerate(records)
-    ]
+    items = [record_item(record, f"{source}[{index}]", fields) for index, record in enumerate(records)]
     if not items:
         raise DataError(f"{source}: no items")
     return items
 
 
-def _jsonl_items(path: Path, lines: list[str]) -> list[Item]:
+ItemsLike = Sequence[Item] | Iterable[Mapping[str, Any]]
+"""What the library's functions accept as a set of items: `Item`s, or records such as the rows of
+a `datasets.Dataset` (read through the default `FieldMap`)."""
+
+
+def as_items(data: ItemsLike | str | Path, fields: FieldMap = FieldMap(), source: str = "<data>") -> list[Item]:
+    """A list of items from what a caller hands the library: items, mappings (dicts, the rows of
+    a `datasets.Dataset`), or a data spec for `load_items`.
+
+    An empty collection gives an empty list. **Raises** `DataError` for a `DatasetDict` (a
+    mapping of splits: pass one split) or records that do not read as items.
+    """
+    if isinstance(data, (str, Path)):
+        return load_items(data, fields)
+    if isinstance(data, Mapping):
+        splits = ", ".join(repr(key) for key in data)
+        raise DataError(f"{source}: got a mapping of {splits}, not a list of items; pass one split, e.g. data[{next(iter(data), 'train')!r}]")
+    rows = list(data)
+    if all(isinstance(row, Item) for row in rows):
+        return rows  # empty too: whether an empty set is allowed is the caller's call
+    return items_from_records(rows, fields, source)
+
+
+def check_spec(spec: str | Path) -> None:
+    """Cheap checks of a data spec that need no reading: a `hf:` spec's form, or that a path exists
+    with an accepted suffix (or is a directory). Lets a command fail before it loads a model."""
+    if is_hf_spec(spec):
+        from unlearn_lens.data.hf import parse_hf_spec
+
+        parse_hf_spec(str(spec))
+        return
+    _check_path(Path(spec))
+
+
+def _check_path(path: Path) -> None:
+    if path.is_dir():
+        return
+    suffix = path.suffix.lower()
+    if suffix not in ITEM_SUFFIXES:
+        kind = f"type {path.suffix!r}" if path.suffix else "name without a suffix"
+        raise DataError(f"{path}: unknown file {kind}; accepted: {', '.join(ITEM_SUFFIXES)}, "
+                        "a directory written by Dataset.save_to_disk, or hf:NAME[:CONFIG]:SPLIT")
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+
+
+def load_items(spec: str | Path, fields: FieldMap = FieldMap()) -> list[Item]:
+    """Items from a data spec, read through `fields` (which record fields hold prompt, answer, text).
+
+    - `hf:NAME[:CONFIG]:SPLIT`: a Hugging Face dataset (see
+      [`load_hf_dataset`][unlearn_lens.data.load_hf_dataset]).
+    - a directory written by `datasets.Dataset.save_to_disk`.
+    - `.jsonl`: one JSON object a line (blank lines skipped); `.json`: one array of objects;
+      `.csv`: a header row, then one item a row; `.parquet`: one item a row.
+    - `.txt`: one text item a non-blank line (the line as written, without its line ending).
+
+    Other fields of a record are ignored.
+
+    **Raises** `DataError` in one line naming the file or spec, the line (`file:LINE`) or row
+    (`file[ROW]`, 0-based) and the field: a missing file, an unknown suffix, unreadable
+    content, a missing or non-string field, or no items at all.
+    """
+    if is_hf_spec(spec):
+        return items_from_records(load_hf_dataset(str(spec)), fields, str(spec))
+    path = Path(spec)
+    _check_path(path)
+    if path.is_dir():
+        items = items_from_records(_disk_dataset(path), fields, str(path))
+    elif path.suffix.lower() == ".parquet":
+        items = items_from_records(_parquet_rows(path), fields, str(path))
+    else:
+        items = _text_file_items(path, _read_text(path), fields)
+    if not items:
+        raise DataError(f"{path}: no items")
+    return items
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
+def _text_file_items(path: Path, text: str, fields: FieldMap) -> list[Item]:
+    """Items of a `.jsonl`, `.json`, `.csv` or `.txt` file's text."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{error.lineno}: invalid JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(records, list):
+            raise DataError(f"{path}: expected a JSON array of objects, got a {type(records).__name__}")
+        return [record_item(record, f"{path}[{index}]", fields) for index, record in enumerate(records)]
+    if suffix == ".csv":
+        return _csv_items(path, text, fields)
+    # Split on newlines only: str.splitlines would also split inside JSON strings holding U+2028.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if suffix == ".jsonl":
+        return _jsonl_items(path, lines, fields)
+    return [Item(text=line) for line in lines if line.strip()]
+
+
+def _jsonl_items(path: Path, lines: list[str], fields: FieldMap) -> list[Item]:
     items = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -87,42 +149,47 @@ def _jsonl_items(path: Path, lines: list[str]) -> list[Item]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise DataError(f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})") from None
-        items.append(_record_to_item(record, f"{path}:{number}", "prompt", "answer", "text"))
+        items.append(record_item(record, f"{path}:{number}", fields))
     return items
 
 
-def load_items(path: str | Path) -> list[Item]:
-    """Items from a file, by suffix.
-
-    - `.jsonl`: one JSON object a line, `{"prompt": ..., "answer": ...}` or `{"text": ...}`;
-      blank lines are skipped and other keys ignored.
-    - `.txt`: one text item a non-blank line (the line as written, without its line ending).
-
-    **Raises** `DataError` naming the file (and line and field, where there is one): a missing
-    file, an unknown suffix, invalid JSON, a missing or non-string field, or no items at all.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in ITEM_SUFFIXES:
-        kind = f"type {path.suffix!r}" if path.suffix else "name without a suffix"
-        raise DataError(f"{path}: unknown file {kind}; accepted: {', '.join(ITEM_SUFFIXES)}")
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if not path.is_file():
-        raise DataError(f"{path}: not a file")
+def _csv_items(path: Path, text: str, fields: FieldMap) -> list[Item]:
+    """One item a row after the header; errors name the row's line in the file (header = line 1)."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    items = []
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    # Split on newlines only: str.splitlines would also split inside JSON strings holding U+2028.
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    if suffix == ".jsonl":
-        items = _jsonl_items(path, lines)
-    else:
-        items = [Item(text=line) for line in lines if line.strip()]
-    if not items:
-        raise DataError(f"{path}: no items")
+        for row in reader:
+            if None in row:
+                raise DataError(f"{path}:{reader.line_num}: more cells than the header's {len(reader.fieldnames or [])} columns")
+            items.append(record_item({k: v for k, v in row.items() if v is not None}, f"{path}:{reader.line_num}", fields))
+    except csv.Error as error:
+        raise DataError(f"{path}:{reader.line_num}: invalid CSV ({error})") from None
     return items
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as error:
+        raise DataError(f"{path}: not a readable Parquet file ({str(error).strip().splitlines()[0]})") from None
+
+
+def _disk_dataset(path: Path) -> Any:
+    """The `Dataset` that `save_to_disk` wrote to `path` (memory-mapped; nothing is written)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{path}: not a directory written by Dataset.save_to_disk ({first})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = list(loaded)
+        raise DataError(f"{path}: holds the splits {', '.join(splits)}; give one split's directory, e.g. {path / splits[0]}")
+    return loaded
 
 
 def check_overlap(forget: Iterable[Item], retain: Iterable[Item]) -> int:

@@ -27,6 +27,7 @@ from torch import Tensor
 from unlearn_lens.atomic import json_float
 from unlearn_lens.data.batching import encode_item
 from unlearn_lens.data.items import Item
+from unlearn_lens.data.loaders import ItemsLike, as_items
 from unlearn_lens.diagnostics.activations import (
     POOLINGS,
     TOKEN_SPANS,
@@ -482,7 +483,7 @@ def check_compatible(reference: Subject, updated: Subject, items: Sequence[Item]
 def compare(
     reference: Subject,
     updated: Subject,
-    items: Sequence[Item],
+    items: ItemsLike,
     pooling: Pooling = "mean",
     tokens: TokenSpan = "all",
     batch_size: int = EVAL_BATCH_SIZE,
@@ -491,7 +492,8 @@ def compare(
     subspace_k: int = SUBSPACE_K,
     fisher_components: bool = False,
 ) -> Comparison:
-    """Every diagnostic between two loaded checkpoints of the same model on `items`.
+    """Every diagnostic between two loaded checkpoints of the same model on `items` (items or
+    records, a `datasets.Dataset` too: see [`as_items`][unlearn_lens.data.as_items]).
 
     **Arguments:**
 
@@ -512,7 +514,7 @@ def compare(
 def compare_models(
     reference: Subject,
     updated: Subject,
-    items: Sequence[Item],
+    items: ItemsLike,
     pooling: Pooling = "mean",
     tokens: TokenSpan = "all",
     batch_size: int = EVAL_BATCH_SIZE,
@@ -524,6 +526,7 @@ def compare_models(
     """[`compare`][unlearn_lens.diagnostics.compare.compare], also returning the two models'
     passes for callers that measure more from them (the reversibility features) without a
     second pass over the items."""
+    items = as_items(items, source="items")
     _check_settings(items, pooling, tokens, batch_size)
     _check_enough_items(items, pooling)
     check_compatible(reference, updated, items)

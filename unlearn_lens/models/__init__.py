@@ -3,6 +3,7 @@
 from unlearn_lens.models.architecture import COMPONENTS, ModelShape, WeightSpec
 from unlearn_lens.models.bridge_backend import BridgeSubject
 from unlearn_lens.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL, cache_root, ensure_builtin_cache
+from unlearn_lens.models.dtypes import DTYPES
 from unlearn_lens.models.nnsight_backend import NNsightSubject
 from unlearn_lens.models.saving import save_checkpoint
 from unlearn_lens.models.sources import BACKENDS, load, wrap
@@ -14,6 +15,7 @@ __all__ = [
     "BUILTIN_MODELS",
     "COMPONENTS",
     "DEFAULT_MODEL",
+    "DTYPES",
     "BridgeSubject",
     "ModelShape",
     "NNsightSubject",

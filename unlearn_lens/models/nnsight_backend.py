@@ -3,7 +3,7 @@
 With `remote=True` the very same trace is sent to NDIF (`lm.trace(..., remote=True)`), which
 needs network access and an API key (`nnsight.CONFIG.set_default_api_key(...)`); the model must
 then be a hub model NDIF hosts. Remote subjects serve forward passes (diagnostics); training
-and weight snapshots need the weights in local memory.
+and weight snapshots need the weights in local memory, and fail at once with `REMOTE_LIMITS`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,18 @@ import torch
 from torch import Tensor
 
 from unlearn_lens.data.batching import Batch
+from unlearn_lens.errors import ModelSourceError
 from unlearn_lens.models.architecture import layers_path
 from unlearn_lens.models.subject import RunOutput, Subject
+
+
+REMOTE_LIMITS = (
+    "this needs the weights in local memory or gradients, and a remote (NDIF) subject has neither: unlearning, "
+    "relearning, weight snapshots, deltas, reversion and the Fisher information need a local model (load(..., "
+    "device_map='auto') across local GPUs); remotely, use the forward-only diagnostics: evaluate, "
+    "collect_activations, compare(..., fisher=False)"
+)
+"""What a remote subject cannot do, and what it can: the one-line error for the others."""
 
 
 def _envoy(lm, path: str):
@@ -42,6 +52,8 @@ class NNsightSubject(Subject):
         return {"remote": self.remote}
 
     def run(self, batch: Batch, residual_layers: Sequence[int] | None = None, grad: bool = False) -> RunOutput:
+        if grad and self.remote:
+            raise ModelSourceError(f"{self.source} runs on NDIF: {REMOTE_LIMITS}")
         wanted = sorted(set(residual_layers or ()))
         layers = _envoy(self.lm, self._layers_path)
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
@@ -57,3 +69,9 @@ class NNsightSubject(Subject):
                 logits = self.lm.output.logits.save()
         residuals = {index: saved[index] if grad else saved[index].detach() for index in wanted}
         return RunOutput(logits=logits if grad else logits.detach(), residuals=residuals)
+
+    def _params(self) -> dict[str, torch.nn.Parameter]:
+        """The local parameters; a remote subject has none to read or write."""
+        if self.remote:
+            raise ModelSourceError(f"{self.source} runs on NDIF: {REMOTE_LIMITS}")
+        return super()._params()

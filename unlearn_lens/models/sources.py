@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
 from unlearn_lens.errors import ModelSourceError
+from unlearn_lens.hub import hub_reachable
 from unlearn_lens.models.architecture import model_shape
 from unlearn_lens.models.bridge_backend import BridgeSubject, boot_bridge
 from unlearn_lens.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL, ensure_builtin_cache
+from unlearn_lens.models.dtypes import resolve_dtype
 from unlearn_lens.models.nnsight_backend import NNsightSubject
 from unlearn_lens.models.subject import Subject
 
@@ -93,19 +93,6 @@ def _load_directory(path: Path, **options):
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def _hub_reachable() -> bool:
-    """False when the hub's host does not even resolve (offline), so no retry loop is started."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
-    except OSError:
-        return False
-    return True
-
-
 def _load_hub(name: str, **options):
     if not HUB_ID.match(name):
         raise ModelSourceError(
@@ -113,7 +100,7 @@ def _load_hub(name: str, **options):
             "not a directory, not a Hugging Face hub id"
         )
     try:
-        if not _hub_reachable():
+        if not hub_reachable():
             options = {**options, "local_files_only": True}
         return _from_pretrained(name, **options)
     except OSError as error:
@@ -130,7 +117,7 @@ def load(
     *,
     tokenizer=None,
     device: str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str | None = None,
     device_map: Any = None,
     trust_remote_code: bool = False,
     remote: bool = False,
@@ -139,18 +126,22 @@ def load(
 
     `source` is a built-in name (`"smollm2-135m"`), a local HF model directory (safetensors
     or a single GGUF), a Hugging Face hub id (needs network), or an in-memory `transformers`
-    causal LM (then pass `tokenizer`). `device_map` is passed to transformers for models that
-    span several devices; `remote=True` (nnsight only) runs traces on NDIF.
+    causal LM (then pass `tokenizer`). `dtype` (a torch dtype or `"float32"`, `"bfloat16"`,
+    `"float16"`) is the weights' dtype: float32 by default for a model read from disk, unchanged
+    by default for an in-memory one. `device_map` is passed to transformers for models that
+    span several devices (e.g. `"auto"`); `remote=True` (nnsight only) runs traces on NDIF.
     """
     _check_backend(backend)
     check_device(device)
     if remote and backend != "nnsight":
         raise ModelSourceError("remote=True needs backend='nnsight' (NDIF runs nnsight traces)")
-    options = {"dtype": dtype, "device": device, "device_map": device_map, "trust_remote_code": trust_remote_code}
+    options = {"dtype": resolve_dtype(dtype or "float32"), "device": device, "device_map": device_map, "trust_remote_code": trust_remote_code}
     if isinstance(source, nn.Module):
         if tokenizer is None:
             raise ModelSourceError("an in-memory model needs its tokenizer: load(model, tokenizer=tokenizer)")
         model, label = source.eval(), f"in-memory {type(source).__name__}"
+        if dtype is not None:
+            model = model.to(resolve_dtype(dtype))
         if device is not None:
             model = model.to(device)
     elif remote:

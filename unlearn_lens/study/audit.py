@@ -23,9 +23,11 @@ from safetensors.torch import load_file, save
 from unlearn_lens.atomic import replace_directory, write_bytes_atomic
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
 from unlearn_lens.data.checks import check_distinct, check_token_lengths, describe_duplicates, item_locations
+from unlearn_lens.data.chat import chat_items
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import check_overlap, load_items
 from unlearn_lens.diagnostics.compare import ModelPass, compare_passes, model_pass
+from unlearn_lens.data.fields import DataError
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate, items_correct
 from unlearn_lens.localize.deltas import update_cosines, weight_deltas
@@ -64,11 +66,11 @@ def _read_sets(config: StudyConfig) -> tuple[str, StudyData]:
     """The forget / retain / control / unrelated sets named by the settings (files win over the domain)."""
     if config.domain not in BUILTIN_DOMAINS:
         raise ConfigError(f"unknown domain {config.domain!r}; choose one of {', '.join(BUILTIN_DOMAINS)}")
-    sets = builtin(config.domain)
+    sets, fields = builtin(config.domain), config.field_map
     data = StudyData(
-        forget=load_items(config.forget) if config.forget else list(sets.forget),
-        retain=load_items(config.retain) if config.retain else list(sets.retain),
-        control=load_items(config.control) if config.control else list(sets.control),
+        forget=load_items(config.forget, fields) if config.forget else list(sets.forget),
+        retain=load_items(config.retain, fields) if config.retain else list(sets.retain),
+        control=load_items(config.control, fields) if config.control else list(sets.control),
         unrelated=list(sets.unrelated),
     )
     files = [f"{name}={path}" for name, path in (("forget", config.forget), ("retain", config.retain), ("control", config.control)) if path]
@@ -91,13 +93,16 @@ def _check_items(subject: Subject, config: StudyConfig, data: StudyData, console
         if note is not None:
             console.print(f"[yellow]warning:[/] {escape(note)}")
     if config.relearn_source not in RELEARN_SOURCES:
-        items = load_items(config.relearn_source)
+        items = _relearn_items(config, None, subject.tokenizer)
         check_token_lengths(subject, items, item_locations(config.relearn_source, len(items), "relearn"), config.max_tokens)
 
 
 def _prepare_data(subject: Subject, config: StudyConfig, sets: tuple[str, StudyData], console: Console) -> DataSummary:
     """Item checks, known filter on forget and retain, novelty filter on the control, then the item cap."""
     source, data = sets
+    if config.chat_template:
+        data = StudyData(*(chat_items(items, subject.tokenizer) for items in (data.forget, data.retain, data.control, data.unrelated)))
+        source += ", prompts in the chat template"
     _check_items(subject, config, data, console)
     overlap = check_overlap(data.forget, data.retain)
     if overlap:
@@ -128,10 +133,12 @@ def _prepare_data(subject: Subject, config: StudyConfig, sets: tuple[str, StudyD
     return DataSummary(source=source, items=kept, given=given)
 
 
-def _relearn_items(config: StudyConfig, data: DataSummary) -> list[Item]:
+def _relearn_items(config: StudyConfig, data: DataSummary | None, tokenizer) -> list[Item]:
+    """The relearning source: a named split of the run's data, or items read from its data spec."""
     if config.relearn_source in RELEARN_SOURCES:
         return data.items[config.relearn_source]
-    return load_items(config.relearn_source)
+    items = load_items(config.relearn_source, config.field_map)
+    return chat_items(items, tokenizer) if config.chat_template else items
 
 
 def _check_methods(config: StudyConfig) -> None:
@@ -144,9 +151,10 @@ def _check_relearn_source(config: StudyConfig) -> None:
     """A relearning source that is not a named set must be a readable data file, checked before any model loads."""
     if config.relearn_source in RELEARN_SOURCES:
         return
-    if not Path(config.relearn_source).exists():
-        raise ConfigError(f"--relearn-source {config.relearn_source}: no such file, and not one of {', '.join(RELEARN_SOURCES)}")
-    load_items(config.relearn_source)
+    try:
+        load_items(config.relearn_source, config.field_map)
+    except DataError as error:
+        raise ConfigError(f"--relearn-source {error} (or name one of {', '.join(RELEARN_SOURCES)})") from None
 
 
 def replacement_path(out: Path) -> Path:
@@ -260,7 +268,8 @@ def audit(
     run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
     sets = _read_sets(config) if results is None or results.data is None else None
     if subject is None:
-        subject = load(config.model, backend=config.backend, device=config.device)
+        subject = load(config.model, backend=config.backend, device=config.device, device_map=config.device_map,
+                       dtype=config.dtype)
     original = subject.snapshot()
     results = results or AuditResults(config=config, environment=environment())
     results.status = "running"
@@ -341,7 +350,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         subject.restore(unlearned)
         with _timed(result, "relearn"):
             result_relearn = relearn(
-                subject, _relearn_items(config, results.data), control,
+                subject, _relearn_items(config, results.data, subject.tokenizer), control,
                 steps=config.relearn_steps, forget_items=forget, retain_items=retain, original_forget=results.original["forget"],
                 lr=config.relearn_lr or config.lr, batch_size=config.batch_size, seed=config.seed, progress=progress,
             )

@@ -9,11 +9,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from unlearn_lens.data.fields import FieldMap
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.localize.logit_lens import DECODERS
 from unlearn_lens.localize.reversion import RESTORE_FRACTION
 from unlearn_lens.models.builtin import DEFAULT_MODEL
 from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.models.dtypes import DTYPES
 
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
@@ -35,6 +37,10 @@ class StudyConfig:
     forget: str | None = None
     retain: str | None = None
     control: str | None = None
+    prompt_field: str | None = None
+    answer_field: str | None = None
+    text_field: str | None = None
+    chat_template: bool = False
     methods: tuple[str, ...] = DEFAULT_METHODS
     requests: int = 1
     lr: float = 1e-5
@@ -49,6 +55,8 @@ class StudyConfig:
     pooling: str = "mean"
     seed: int = 0
     device: str | None = None
+    device_map: str | None = None
+    dtype: str = "float32"
     objective_options: dict[str, Any] = field(default_factory=dict)
     min_forgotten: float = RegimeThresholds.min_forgotten
     recovery_threshold: float = RegimeThresholds.recovery
@@ -126,6 +134,17 @@ class StudyConfig:
             raise ConfigError(f"{source}: lens_decoder must be one of {', '.join(DECODERS)}, got {self.lens_decoder!r}")
         if self.pooling not in ("mean", "last"):
             raise ConfigError(f"{source}: pooling must be 'mean' or 'last', got {self.pooling!r}")
+        for name in ("prompt_field", "answer_field", "text_field", "device_map"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{source}: {name} must be a non-empty string, got {value!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"{source}: dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def field_map(self) -> FieldMap:
+        """Which record fields the data specs are read through."""
+        return FieldMap(prompt=self.prompt_field, answer=self.answer_field, text=self.text_field)
 
     def with_values(self, **changes: Any) -> StudyConfig:
         """A copy with some fields changed."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from unlearn_lens.data.items import Item
+from unlearn_lens.data.loaders import ItemsLike, as_items
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.unlearn.loop import DEFAULT_STEPS, Callback, TrainConfig, TrainingStep, TrainResult, train
@@ -60,8 +60,8 @@ class UnlearnResult:
 
 def unlearn(
     subject: Subject,
-    forget: Sequence[Item],
-    retain: Sequence[Item] | None = None,
+    forget: ItemsLike,
+    retain: ItemsLike | None = None,
     method: str = "ga",
     *,
     lr: float = 1e-5,
@@ -81,6 +81,9 @@ def unlearn(
 ) -> UnlearnResult:
     """Unlearn `forget` from `subject` **in place** with `method`, keeping `retain` where the method uses it.
 
+    `forget` and `retain` are items or records (a `datasets.Dataset` too: see
+    [`as_items`][unlearn_lens.data.as_items]).
+
     `objective_options` are fields of
     [`ObjectiveConfig`][unlearn_lens.unlearn.ObjectiveConfig] (`beta=0.2`, `rmu_layer=5`, ...);
     the other arguments are those of [`TrainConfig`][unlearn_lens.unlearn.TrainConfig].
@@ -90,6 +93,8 @@ def unlearn(
     (see [`train`][unlearn_lens.unlearn.train]).
     """
     spec = get_objective(method)
+    forget = as_items(forget, source="forget")
+    retain = as_items(retain, source="retain") if retain is not None else None
     config = TrainConfig(
         optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, grad_clip=grad_clip, seed=seed,
         requests=requests, early_stop_forget_accuracy=early_stop_forget_accuracy, eval_every=eval_every,

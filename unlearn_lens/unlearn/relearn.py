@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from unlearn_lens.data.items import Item
+from unlearn_lens.data.loaders import ItemsLike, as_items
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.metrics.token import TokenMetrics
@@ -315,13 +316,13 @@ class _CurveRecorder:
 
 def relearn(
     subject: Subject,
-    source_items: Sequence[Item],
-    control_items: Sequence[Item],
+    source_items: ItemsLike,
+    control_items: ItemsLike,
     *,
     steps: int | None = None,
     examples: int | None = None,
-    forget_items: Sequence[Item] | None = None,
-    retain_items: Sequence[Item] = (),
+    forget_items: ItemsLike | None = None,
+    retain_items: ItemsLike = (),
     original_forget: TokenMetrics | None = None,
     lr: float = 1e-5,
     optimizer: str = "adamw",
@@ -350,12 +351,13 @@ def relearn(
     the relearning run follows, so `subject` ends up *relearned on the source*. Ctrl-C in
     either run restores the starting weights and re-raises `KeyboardInterrupt`.
     """
-    source_items, control_items, retain_items = list(source_items), list(control_items), list(retain_items)
+    source_items, control_items = as_items(source_items, source="source_items"), as_items(control_items, source="control_items")
+    retain_items = as_items(retain_items, source="retain_items")
     if not source_items:
         raise ConfigError("the relearning source set is empty: give at least one item")
     if not control_items:
         raise ConfigError("the control set is empty: relearning needs novel items to compare with")
-    forget_items = source_items if forget_items is None else list(forget_items)
+    forget_items = source_items if forget_items is None else as_items(forget_items, source="forget_items")
     n_steps = budget_steps(steps, examples, batch_size)
     n_control = equal_work_steps(n_steps, len(source_items), len(control_items), batch_size)
 
