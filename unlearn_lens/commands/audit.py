@@ -14,7 +14,7 @@ from rich.console import Console
 from unlearn_lens.commands.common import add_model_flags
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.study.config import StudyConfig, load_config
+from unlearn_lens.study.config import LOCALIZATIONS, StudyConfig, load_config
 
 DEFAULT_OUT = Path("runs/audit")
 
@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--relearn-source", default=None, help="forget, retain, unrelated, or a data file (default forget)")
     parser.add_argument("--max-items", type=int, default=None, help="items kept per split (default 32)")
     parser.add_argument("--keep-unknown", action="store_true", default=None, help="skip the known filter on forget/retain")
+    parser.add_argument("--localization", default=None, choices=LOCALIZATIONS,
+                        help="attribution: integrated gradients over every weight, exact depth and checks (default); "
+                             "exact: revert every block, last-k, component and head set one by one")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help=f"run directory (default {DEFAULT_OUT})")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -62,6 +65,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "methods": args.methods, "requests": args.requests, "lr": args.lr, "steps": args.steps,
         "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
         "relearn_source": args.relearn_source, "max_items": args.max_items, "seed": args.seed,
+        "localization": args.localization,
         "known_only": False if args.keep_unknown else None,
     }
     config = base.merged(flags)

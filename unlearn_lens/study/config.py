@@ -13,6 +13,8 @@ from unlearn_lens.models.builtin import DEFAULT_MODEL
 
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
+LOCALIZATIONS = ("attribution", "exact")
+"""How an audit localises: weight attribution with exact depth and checks, or the full reversion sweep."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class StudyConfig:
     max_items: int | None = 32
     known_only: bool = True
     pooling: str = "mean"
+    localization: str = "attribution"
     seed: int = 0
     device: str | None = None
     objective_options: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +82,8 @@ class StudyConfig:
             raise ConfigError(f"{source}: methods is empty; give at least one unlearning method")
         if self.pooling not in ("mean", "last"):
             raise ConfigError(f"{source}: pooling must be 'mean' or 'last', got {self.pooling!r}")
+        if self.localization not in LOCALIZATIONS:
+            raise ConfigError(f"{source}: localization must be one of {', '.join(LOCALIZATIONS)}, got {self.localization!r}")
 
     def with_values(self, **changes: Any) -> StudyConfig:
         """A copy with some fields changed."""
