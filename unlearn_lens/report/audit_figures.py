@@ -113,6 +113,57 @@ def plot_head_heatmap(result: MethodResults, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def plot_attribution(result: MethodResults, path: Path) -> Path:
+    """Attributed share of the forget effect per block (exact reversions of the verified blocks
+    beside it), and the attributed head + last-k curve with the exact depth search's points."""
+    localized = result.attribution
+    forget, check, depth = localized.attribution.forget, localized.check, localized.depth
+    figure, (ax_block, ax_last) = new_figure(10.0, 4.0, columns=2)
+    ax_block.bar(range(forget.n_layers), forget.blocks(fraction=True), color="tab:purple", label="attributed")
+    ax_block.plot(check.blocks, check.block_exact, "o", color="tab:red", markersize=4, label="exact reversion (verified)")
+    ax_block.set_xlabel("block")
+    ax_block.set_ylabel("share of the forget NLL effect")
+    ax_block.set_title(f"Per block: attribution vs exact (Spearman {check.block_agreement:.2f})")
+    ax_last.plot(range(forget.n_layers + 1), forget.last_k(fraction=True), "-", color="tab:purple", label="attributed")
+    measured = sorted(depth.last_k.items())
+    ax_last.plot([k for k, _ in measured], [e for _, e in measured], "o", color="tab:red", markersize=4,
+                 label="exact reversion (depth search)")
+    ax_last.axhline(depth.restore_fraction, color="tab:green", linestyle=":", label="restore threshold")
+    if depth.forgetting_depth is not None:
+        ax_last.axvline(depth.forgetting_depth, color="tab:green", linewidth=0.8)
+    ax_last.set_xlabel("k (output head + last k blocks; 0 = head alone)")
+    ax_last.set_ylabel("share of the forget NLL effect")
+    ax_last.set_title(f"Head + last k blocks (exact depth = {depth.forgetting_depth})")
+    for ax in (ax_block, ax_last):
+        ax.axhline(0.0, color="black", linewidth=0.5)
+        ax.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def plot_head_attribution(result: MethodResults, path: Path) -> Path:
+    """Layer × query-head attribution of the forget effect for every head, the verified heads
+    marked, beside the weight-delta norm of each head."""
+    localized = result.attribution
+    check = localized.check
+    table = localized.attribution.forget.heads(fraction=True)
+    figure, (ax_attr, ax_delta) = new_figure(10.0, 5.0, columns=2)
+    limit = float(np.nanmax(np.abs(table))) or 1.0
+    image = ax_attr.imshow(table, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower")
+    figure.colorbar(image, ax=ax_attr, label="share of the forget NLL effect")
+    ax_attr.plot([head for _, head in check.heads], [layer for layer, _ in check.heads], "s", markersize=9,
+                 markerfacecolor="none", markeredgecolor="black", label="verified by exact reversion")
+    ax_attr.legend(fontsize="small", loc="upper left")
+    ax_attr.set_xlabel("query head")
+    ax_attr.set_ylabel("block")
+    ax_attr.set_title(f"Attribution per head ({table.size} heads; verified ρ = {check.head_agreement:.2f})")
+    image = ax_delta.imshow(result.deltas.query_head_norms(), aspect="auto", cmap="magma", origin="lower")
+    figure.colorbar(image, ax=ax_delta, label="‖ΔW‖ of the head (q, k, v, o)")
+    ax_delta.set_xlabel("query head")
+    ax_delta.set_ylabel("block")
+    ax_delta.set_title("Weight delta per head")
+    return save_figure(figure, path)
+
+
 def plot_training_curves(result: MethodResults, path: Path) -> Path:
     """Unlearning loss and forget / retain accuracy by step, then relearning vs control losses."""
     figure, (ax_unlearn, ax_relearn) = new_figure(10.0, 4.0, columns=2)
@@ -168,4 +219,9 @@ def write_method_figures(result: MethodResults, directory: Path) -> list[tuple[P
         figures.append((plot_reversion(result, directory / f"{name}-reversion.png"), "Reversion effect by layer"))
     if result.heads is not None:
         figures.append((plot_head_heatmap(result, directory / f"{name}-heads.png"), "Layer × head attribution"))
+    if result.attribution is not None:
+        figures.append((plot_attribution(result, directory / f"{name}-attribution.png"),
+                        "Weight attribution by block and head + last k, with the exact reversions that check it"))
+        figures.append((plot_head_attribution(result, directory / f"{name}-head-attribution.png"),
+                        "Attribution of the forget effect to every query head (verified heads outlined)"))
     return figures

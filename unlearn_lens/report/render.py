@@ -11,7 +11,7 @@ from rich.console import Console
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.report.audit_figures import write_method_figures
 from unlearn_lens.report.html import Section, Table, render_html
-from unlearn_lens.report.terminal import fmt, method_row, print_report
+from unlearn_lens.report.terminal import attribution_lines, fmt, method_row, print_report
 from unlearn_lens.study.results import AuditResults
 
 REPORT_FILE = "report.html"
@@ -57,6 +57,15 @@ def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str
             section.tables.append(Table(("column A", "column B", "Spearman ρ", "layers"),
                                         [(c.a, c.b, fmt(c.rho), str(c.n_layers)) for c in result.localization.correlations],
                                         caption="Rank correlations between the per-layer columns"))
+        lines, warnings = attribution_lines(result)
+        section.verdicts.extend(f"Warning: {line}" for line in warnings)
+        section.paragraphs.extend(lines)
+        if result.attribution is not None:
+            check = result.attribution.check
+            rows = [(f"block {layer}", fmt(a), fmt(e)) for layer, a, e in zip(check.blocks, check.block_attributed, check.block_exact)]
+            rows += [(f"L{layer}H{head}", fmt(a), fmt(e)) for (layer, head), a, e in zip(check.heads, check.head_attributed, check.head_exact)]
+            section.tables.append(Table(("patch", "attributed", "exact reversion"), rows,
+                                        caption="Verification: share of the forget NLL effect, attributed vs exact"))
         if result.logit_lens is not None:
             section.paragraphs.append(
                 "Logit lens: first layer where the answer's median rank departs from the original's: "
