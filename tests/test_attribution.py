@@ -19,6 +19,7 @@ from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.localize import (
     COMPLETENESS_TOLERANCE,
     LOW_AGREEMENT,
+    N_VERIFIED_HEADS,
     AttributedLocalization,
     AttributionCheck,
     Reverter,
@@ -179,8 +180,11 @@ def test_check_reverts_the_top_attributed_parts_and_round_trips(tiny_tok):
     reverter = Reverter(subject, original, FORGET, unlearned=unlearned)
     for (layer, head), exact in zip(check.heads, check.head_exact):
         assert exact == reverter.measure(query_heads_patch(subject, [(layer, head)])).effect_nll
+    # The top half of the verified heads are the top-attributed ones, the rest spread down to the lowest.
     table = forget.heads(fraction=True)
-    assert min(table[layer, head] for layer, head in check.heads) >= np.sort(table.ravel())[-len(check.heads)]
+    values = [table[layer, head] for layer, head in check.heads]
+    assert len(check.heads) == N_VERIFIED_HEADS and values[:4] == sorted(table.ravel(), reverse=True)[:4]
+    assert values[4:] == sorted(values[4:], reverse=True) and values[-1] == table.min()
     # The depth is exact: the bisection's effects are those of the patches themselves.
     for k, effect in localized.depth.last_k.items():
         assert effect == reverter.measure(last_layers_patch(subject, k)).effect_nll

@@ -63,9 +63,11 @@ def localize_by_attribution(
     """Attribute the forget and retain loss changes to every weight, find the forgetting depth by
     exact bisection, and revert the top-attributed blocks and heads exactly to check the
     attribution. The subject holds `unlearned` afterwards."""
-    attribution = attribute_weights(subject, original, unlearned, forget_set, retain_set, progress=progress)
     # Exact reversions only need the forget effect: no retain items, so each costs a forget pass.
     reverter = Reverter(subject, original, forget_set, unlearned=unlearned)
+    forget_losses = (reverter.unlearned.forget.nll, reverter.original.forget.nll)
+    attribution = attribute_weights(subject, original, unlearned, forget_set, retain_set,
+                                    known_losses={"forget": forget_losses}, progress=progress)
     # The attributed head + last-k curve guesses the depth; the bisection then checks it exactly.
     n_layers = subject.shape.n_layers
     guess = forgetting_depth(attribution.forget.last_k(fraction=True))

@@ -23,7 +23,7 @@ apart, as [`head_patch`][unlearn_lens.localize.head_patch] and
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -359,6 +359,7 @@ def attribute_weights(
     first_points: int = FIRST_POINTS,
     max_points: int = MAX_POINTS,
     batch_size: int = EVAL_BATCH_SIZE,
+    known_losses: Mapping[str, tuple[float, float]] | None = None,
     progress: bool = True,
 ) -> WeightAttribution:
     """Attribute the forget (and retain) loss change between `unlearned` and `original` to every
@@ -367,6 +368,9 @@ def attribute_weights(
     Starts with `first_points` Gauss–Legendre nodes and doubles them until the forget set's
     completeness residual is at most `tolerance` or the next rule would exceed `max_points`
     (check [`WeightAttribution.converged`][unlearn_lens.localize.WeightAttribution.converged]).
+    `known_losses` maps `"forget"` / `"retain"` to `(L(θ_u), L(θ_o))` already measured on the same
+    items (e.g. a [`Reverter`][unlearn_lens.localize.Reverter]'s `unlearned` and `original`
+    NLL); the sets not in it are evaluated here.
     Each weight's gradient is contracted with `θ_o − θ_u` as soon as backward has accumulated
     it and then freed, so memory grows by one pass's activations and, for a tied unembedding, its
     untied copy. The subject holds `unlearned` afterwards.
@@ -378,8 +382,10 @@ def attribute_weights(
     sets = {"forget": forget_set, **({"retain": retain_set} if retain_set else {})}
     encoded = {name: list(subject.batches(items, batch_size)) for name, items in sets.items()}
     n_tokens = {name: _n_tokens(batches) for name, batches in encoded.items()}
-    endpoints = {}
+    endpoints = dict(known_losses or {})
     for name, items in sets.items():
+        if name in endpoints:
+            continue
         subject.restore(original)
         loss_original = evaluate(subject, items, batch_size).nll
         subject.restore(unlearned)
