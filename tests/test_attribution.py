@@ -203,7 +203,7 @@ def test_low_agreement_is_a_warning():
     reversed_blocks = AttributionCheck([2, 0, 1], [0.6, 0.3, 0.1], [0.0, 0.4, 0.5], heads, [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4])
     assert reversed_blocks.block_agreement == -1.0 and reversed_blocks.head_agreement == -1.0 < LOW_AGREEMENT
     lines = reversed_blocks.warnings()
-    assert len(lines) == 2 and "top 3 blocks (Spearman -1.00" in lines[0] and "top 4 heads" in lines[1]
+    assert len(lines) == 2 and "3 verified blocks (Spearman -1.00" in lines[0] and "4 verified heads" in lines[1]
 
 
 def test_guided_bisection_equals_the_full_scan_from_every_guess():

@@ -63,7 +63,7 @@ class AttributionCheck:
         for name, rho, n in (("blocks", self.block_agreement, len(self.blocks)), ("heads", self.head_agreement, len(self.heads))):
             if rho < LOW_AGREEMENT:
                 lines.append(
-                    f"attribution disagrees with exact reversion on the top {n} {name} (Spearman {rho:.2f} < {LOW_AGREEMENT}): "
+                    f"attribution disagrees with exact reversion on the {n} verified {name} (Spearman {rho:.2f} < {LOW_AGREEMENT}): "
                     "trust the exact effects over the attributed ranking there"
                 )
         return lines
