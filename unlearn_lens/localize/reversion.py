@@ -51,7 +51,7 @@ class Patch:
     with `output_head`, the output head (final norm and unembedding).
 
     The output head is reverted apart from the input embedding even when the two share one
-    tied matrix (see [`Subject.head_from`][unlearn_lens.Subject.head_from]); reverting
+    tied matrix (see [`Subject.head_from`][unlearn_lens.models.subject.Subject.head_from]); reverting
     `embed.weight` without `output_head` reverts only the matrix's input use.
     """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from unlearn_lens.report.figures import (
     LAYER_AXIS,
@@ -136,6 +137,7 @@ def plot_attribution(result: MethodResults, path: Path) -> Path:
     ax_last.set_title(f"Head + last k blocks (exact depth = {depth.forgetting_depth})")
     for ax in (ax_block, ax_last):
         ax.axhline(0.0, color="black", linewidth=0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="small")
     return save_figure(figure, path)
 
@@ -161,6 +163,9 @@ def plot_head_attribution(result: MethodResults, path: Path) -> Path:
     ax_delta.set_xlabel("query head")
     ax_delta.set_ylabel("block")
     ax_delta.set_title("Weight delta per head")
+    for ax in (ax_attr, ax_delta):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return save_figure(figure, path)
 
 
