@@ -12,4 +12,6 @@ results = ul.audit(config, out="runs/example-first-audit", force=True, progress=
 ga = results.methods["ga"]
 print("regime:", ga.regime.describe())
 print("localisation:", ga.localization.verdict)
-print("forgetting depth:", ga.reversion.forgetting_depth, "of", ga.reversion.n_layers, "layers")
+print("forgetting depth:", ga.localization.forgetting_depth, "of", ga.localization.n_layers, "layers")
+check = ga.attribution.check
+print(f"attribution vs exact reversion: blocks ρ {check.block_agreement:.2f}, heads ρ {check.head_agreement:.2f}")

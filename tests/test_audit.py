@@ -13,6 +13,7 @@ from memorised import CONTROL, FORGET, RETAIN, memorised_subject
 from unlearn_lens.atomic import json_safe
 from unlearn_lens.cli import main
 from unlearn_lens.errors import ConfigError
+from unlearn_lens.localize import MAX_POINTS
 from unlearn_lens.report.render import REPORT_FILE, render_run
 from unlearn_lens.study.audit import audit
 from unlearn_lens.study.config import StudyConfig
@@ -48,8 +49,10 @@ def test_audit_runs_every_stage_and_round_trips(tmp_path, tiny_config):
         recovery = result.relearn.recovery["accuracy"]
         assert recovery.unlearned < recovery.original, "unlearning must lower forget accuracy"
         assert set(result.comparisons) == {"unlearned/forget", "unlearned/retain", "relearned/forget", "relearned/retain"}
-        # The summary quotes the sweep it summarises.
-        assert result.localization.forgetting_depth == result.reversion.forgetting_depth
+        # The default localisation: attribution with the exact depth search it summarises.
+        assert result.reversion is None and result.heads is None
+        assert result.localization.forgetting_depth == result.attribution.depth.forgetting_depth
+        assert result.localization.columns["attribution_nll"] == result.attribution.attribution.forget.blocks(fraction=True)
     assert all((subject.weight(k).cpu() == original[k]).all() for k in subject.keys()), "audit leaves the original weights"
     loaded = AuditResults.load(tmp_path / "run")
     # Everything written comes back (non-finite values are stored as null and read back as NaN).
@@ -87,9 +90,42 @@ def test_interrupted_audit_keeps_finished_stages_and_resumes(tmp_path, tiny_conf
     assert resumed.methods["ga"].regime is not None and resumed.methods["npo"].regime is not None
 
 
-def test_report_renders_terminal_figures_and_self_contained_html(tmp_path, tiny_config):
-    results = audit(tiny_config.with_values(methods=("ga",)), out=tmp_path / "run", subject=memorised_subject(),
-                    progress=False, console=_quiet())
+def test_localization_modes_measure_the_same_depth(tiny_config):
+    """Same seed, same unlearned model: the attribution mode's bisection finds the depth the exact
+    sweep's full last-k curve implies, and its exact reversions are the sweep's numbers."""
+    config = tiny_config.with_values(methods=("ga",))
+    attributed = audit(config, subject=memorised_subject(), progress=False, console=_quiet()).methods["ga"]
+    exact = audit(config.with_values(localization="exact"), subject=memorised_subject(), progress=False,
+                  console=_quiet()).methods["ga"]
+    assert exact.attribution is None and exact.reversion is not None and exact.heads is not None
+    assert attributed.comparisons["unlearned/forget"].updated_metrics == exact.comparisons["unlearned/forget"].updated_metrics
+    sweep, localized = exact.reversion, attributed.attribution
+    effects = sweep.last_k_effects()
+    depth = attributed.localization.forgetting_depth
+    assert depth is not None and effects[depth] >= sweep.restore_fraction and (depth == 0 or effects[depth - 1] < sweep.restore_fraction)
+    if all(b >= a for a, b in zip(effects, effects[1:])):
+        assert depth == sweep.forgetting_depth
+    for k, effect in localized.depth.last_k.items():
+        assert effect == pytest.approx(effects[k], rel=1e-5, abs=1e-6)
+    check = localized.check
+    assert check.block_exact == pytest.approx([sweep.layer_effects()[layer] for layer in check.blocks], rel=1e-5, abs=1e-6)
+    attribution = localized.attribution
+    assert attribution.forget.heads().shape == (2, 4)
+    # GA at lr 1e-2 takes the tiny model's forget NLL from 0.02 to 17 along a sharp path: the rule is
+    # refined to its last size, and a residual still above tolerance is a warning.
+    converged = [line for line in localized.warnings() if "did not converge" in line]
+    assert (attribution.converged and not converged) or (attribution.points == MAX_POINTS and converged), attribution.residual
+
+
+def test_unknown_localization_is_refused():
+    with pytest.raises(ConfigError, match="localization must be one of attribution, exact"):
+        StudyConfig(localization="sweep").validate()
+
+
+@pytest.mark.parametrize("localization", ["attribution", "exact"])
+def test_report_renders_terminal_figures_and_self_contained_html(tmp_path, tiny_config, localization):
+    results = audit(tiny_config.with_values(methods=("ga",), localization=localization), out=tmp_path / "run",
+                    subject=memorised_subject(), progress=False, console=_quiet())
     console = Console(record=True, width=200, file=io.StringIO())
     render_run(results, tmp_path / "run", console)
     text = console.export_text()
@@ -103,9 +139,12 @@ def test_report_renders_terminal_figures_and_self_contained_html(tmp_path, tiny_
     assert re.search(r"│\s*embed \(input\)( \(tied\))?\s*│", text) and re.search(r"│\s*head( \(tied\))?\s*│", text)
     assert "[thresholds:forgotten≥50%" in "".join(text.split())  # wrapped lines
     figures = sorted(p.name for p in (tmp_path / "run" / "figures").iterdir())
-    for expected in ("ga-cka.png", "ga-pc1.png", "ga-pca-shift.png", "ga-delta-share.png", "ga-reversion.png",
-                     "ga-heads.png", "ga-training.png", "ga-where.png", "ga-recovery.png", "ga-updates.png",
-                     "ga-correlations.png"):
+    by_mode = {"exact": ("ga-reversion.png", "ga-heads.png"), "attribution": ("ga-attribution.png", "ga-head-attribution.png")}
+    if localization == "attribution":
+        assert "weight attribution over 8 heads: completeness residual" in text and "top heads" in text
+        assert "attributed ℓ: nll" in text and "revert ℓ: nll" not in text
+    for expected in ("ga-cka.png", "ga-pc1.png", "ga-pca-shift.png", "ga-delta-share.png", *by_mode[localization],
+                     "ga-training.png", "ga-where.png", "ga-recovery.png", "ga-updates.png", "ga-correlations.png"):
         assert expected in figures
         assert (tmp_path / "run" / "figures" / expected).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "run" / REPORT_FILE).read_text()
@@ -117,6 +156,7 @@ def test_report_renders_terminal_figures_and_self_contained_html(tmp_path, tiny_
     assert "<details><summary>Per-layer evidence" in page
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page), "the report must not fetch anything"
     assert results.methods["ga"].regime.label in page
+    assert ("Verification: share of the forget NLL effect" in page) == (localization == "attribution")
 
 
 @pytest.mark.parametrize("args, message", [

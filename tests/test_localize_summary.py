@@ -13,12 +13,14 @@ from unlearn_lens.localize import (
     CKA_KEPT,
     SHALLOW_FRACTION,
     DeltaReport,
+    DepthEvidence,
     LayerDelta,
     LocalizationSummary,
     ReversionResult,
     ReversionSweep,
     WeightDelta,
     average_ranks,
+    bisect_depth,
     shallow_limit,
     spearman,
     summarise_localization,
@@ -175,3 +177,27 @@ def test_columns_correlations_and_stream_alignment():
     assert LocalizationSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
     with pytest.raises(ValueError, match="pc1_similarity has 3 values; give one per layer"):
         summarise_localization(_deltas(shares), _sweep([0.9] * (n + 1)), pc1_similarity=[1, 1, 1])
+
+
+@pytest.mark.parametrize("last_k", [
+    [0.0, 0.1, 0.5, 0.83] + [0.9] * 7,  # shallow
+    [0.0, 0.1, 0.2, 0.3, 0.85, 0.9, 0.95, 1.0, 1.0, 1.0, 1.0],  # deep
+    [0.05 * k for k in range(11)],  # never restored
+])
+def test_depth_search_alone_gives_the_sweeps_verdict(last_k):
+    """Attribution mode: the verdict from a bisection's few exact reversions (plus the ones it
+    quotes) equals the verdict from the full sweep; the per-layer column is the attribution."""
+    n = len(last_k) - 1
+    sweep = _sweep(last_k)
+    measured: dict[int, float] = {}
+    depth = bisect_depth(lambda k: measured.setdefault(k, last_k[k]), n)
+    limit = shallow_limit(n)
+    if depth is not None and depth > limit:
+        measured[limit] = last_k[limit]
+    evidence = DepthEvidence(n, depth, measured, 0.0 if depth is None else None)
+    assert len(measured) < n + 1
+    full, searched = summarise_localization(_deltas([1 / n] * n), sweep), summarise_localization(
+        _deltas([1 / n] * n), evidence, attribution=[0.1] * n)
+    assert searched.verdict == full.verdict and searched.shallow == full.shallow and searched.forgetting_depth == depth
+    assert "reversion_nll" not in searched.columns and searched.columns["attribution_nll"] == [0.1] * n
+    assert DepthEvidence.from_dict(json.loads(json.dumps(evidence.to_dict()))) == evidence

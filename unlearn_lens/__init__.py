@@ -15,10 +15,14 @@ from unlearn_lens.diagnostics import Comparison, collect_activations, compare, c
 from unlearn_lens.errors import ConfigError, ModelSourceError, UnlearnLensError
 from unlearn_lens.evaluation import evaluate, items_correct
 from unlearn_lens.localize import (
+    AttributedLocalization,
     DeltaTracker,
     LocalizationSummary,
     ReversionSweep,
+    WeightAttribution,
+    attribute_weights,
     head_attribution,
+    localize_by_attribution,
     logit_lens,
     reversion_sweep,
     summarise_localization,
@@ -59,6 +63,7 @@ from unlearn_lens.unlearn import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttributedLocalization",
     "AuditResults",
     "BUILTIN_DOMAINS",
     "BUILTIN_MODELS",
@@ -90,8 +95,10 @@ __all__ = [
     "TrainingStep",
     "UnlearnLensError",
     "UnlearnResult",
+    "WeightAttribution",
     "__version__",
     "as_items",
+    "attribute_weights",
     "audit",
     "builtin",
     "builtin_predictor",
@@ -107,6 +114,7 @@ __all__ = [
     "load",
     "load_config",
     "load_items",
+    "localize_by_attribution",
     "logit_lens",
     "measure_features",
     "model_fisher",

@@ -16,7 +16,7 @@ from unlearn_lens.data.fields import DataError
 from unlearn_lens.data.loaders import check_spec
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.study.config import StudyConfig, load_config
+from unlearn_lens.study.config import LOCALIZATIONS, StudyConfig, load_config
 
 DEFAULT_OUT = Path("runs/audit")
 THRESHOLD_SETTINGS = ("min_forgotten", "recovery_threshold", "control_margin", "min_control_gain", "retain_drop",
@@ -64,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
                         help="refuse any item longer than N tokens (default: the model's context length)")
     parser.add_argument("--keep-unknown", action="store_true", default=None, help="skip the known filter on forget/retain")
+    parser.add_argument("--localization", default=None, choices=LOCALIZATIONS,
+                        help="attribution: integrated gradients over every weight, exact depth and checks (default); "
+                             "exact: revert every block, last-k, component and head set one by one")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help=f"run directory (default {DEFAULT_OUT})")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -85,6 +88,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "methods": args.methods, "requests": args.requests, "lr": args.lr, "steps": args.steps,
         "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
         "relearn_source": args.relearn_source, "max_items": args.max_items, "max_tokens": args.max_tokens, "seed": args.seed,
+        "localization": args.localization,
         "known_only": False if args.keep_unknown else None,
         "lens_decoder": args.lens_decoder,
         **{name: getattr(args, name) for name in THRESHOLD_SETTINGS},

@@ -1,4 +1,16 @@
-"""Localising forgetting: weight deltas, reversion patching, logit lens, heads, and the verdict."""
+"""Localising forgetting: weight deltas, reversion patching, weight attribution, logit lens, heads,
+and the verdict."""
+
+from unlearn_lens.localize.attributed import AttributedLocalization, localize_by_attribution
+from unlearn_lens.localize.attribution import (
+    COMPLETENESS_TOLERANCE,
+    FIRST_POINTS,
+    MAX_POINTS,
+    LossAttribution,
+    WeightAttribution,
+    attribute_weights,
+    gauss_legendre,
+)
 
 from unlearn_lens.localize.deltas import (
     DeltaReport,
@@ -27,6 +39,7 @@ from unlearn_lens.localize.reversion import (
     HEAD_LABEL,
     INPUT_EMBEDDING_LABEL,
     RESTORE_FRACTION,
+    DepthEvidence,
     Patch,
     Reverter,
     ReversionResult,
@@ -39,6 +52,7 @@ from unlearn_lens.localize.reversion import (
     input_embedding_patch,
     last_layers_patch,
     layer_patch,
+    measure_depth,
     query_heads_patch,
     restoration_effect,
     reversion_sweep,
@@ -55,20 +69,36 @@ from unlearn_lens.localize.summary import (
     summarise_localization,
 )
 from unlearn_lens.localize.tracking import DeltaRecord, DeltaTracker
+from unlearn_lens.localize.verification import (
+    LOW_AGREEMENT,
+    N_VERIFIED_BLOCKS,
+    N_VERIFIED_HEADS,
+    AttributionCheck,
+    verify_attribution,
+)
 
 __all__ = [
     "CKA_KEPT",
+    "COMPLETENESS_TOLERANCE",
     "DEPTH_METRIC",
     "DIVERGENCE_RANK_FACTOR",
+    "FIRST_POINTS",
     "HEAD_LABEL",
     "INPUT_EMBEDDING_LABEL",
+    "LOW_AGREEMENT",
+    "MAX_POINTS",
+    "N_VERIFIED_BLOCKS",
+    "N_VERIFIED_HEADS",
     "RESTORE_FRACTION",
     "SHALLOW_FRACTION",
     "TOP_LAYERS",
+    "AttributedLocalization",
+    "AttributionCheck",
     "Correlation",
     "DeltaRecord",
     "DeltaReport",
     "DeltaTracker",
+    "DepthEvidence",
     "HeadAttribution",
     "HeadDelta",
     "LayerDelta",
@@ -76,18 +106,22 @@ __all__ = [
     "LensReadout",
     "LocalizationSummary",
     "LogitLens",
+    "LossAttribution",
     "Patch",
-    "Reverter",
     "ReversionResult",
     "ReversionSweep",
+    "Reverter",
     "UpdateDirections",
+    "WeightAttribution",
     "WeightDelta",
+    "attribute_weights",
     "average_ranks",
     "bisect_depth",
     "component_patch",
     "first_divergence",
     "forgetting_depth",
     "full_patch",
+    "gauss_legendre",
     "head_attribution",
     "head_patch",
     "input_embedding_patch",
@@ -95,7 +129,9 @@ __all__ = [
     "last_layers_patch",
     "layer_patch",
     "lens_logits",
+    "localize_by_attribution",
     "logit_lens",
+    "measure_depth",
     "query_heads_patch",
     "read_answers",
     "read_both",
@@ -106,5 +142,6 @@ __all__ = [
     "spearman",
     "summarise_localization",
     "update_cosines",
+    "verify_attribution",
     "weight_deltas",
 ]

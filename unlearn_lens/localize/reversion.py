@@ -299,18 +299,34 @@ def forgetting_depth(last_k_effects: Sequence[float], restore_fraction: float = 
 
 
 def bisect_depth(
-    effect: Callable[[int], float], n_layers: int, restore_fraction: float = RESTORE_FRACTION
+    effect: Callable[[int], float], n_layers: int, restore_fraction: float = RESTORE_FRACTION, guess: int | None = None
 ) -> int | None:
     """The smallest k in 0 … `n_layers` with `effect(k) ≥ restore_fraction`, found by bisection
     (about log2(n_layers + 1) + 1 calls), or None when even `effect(n_layers)` falls short.
 
-    The answer always satisfies effect(k) ≥ `restore_fraction` > effect(k − 1) (for k > 0),
-    so it equals [`forgetting_depth`][unlearn_lens.localize.reversion.forgetting_depth] of the
-    full curve whenever the curve rises with k.
+    With a `guess` (e.g. the depth an attribution predicts), `guess` and its neighbour are tried
+    first: a right guess, or one off by one, takes two calls; a wrong one bisects the side it
+    rules in. The answer always satisfies effect(k) ≥ `restore_fraction` > effect(k − 1) (for
+    k > 0), so it equals [`forgetting_depth`][unlearn_lens.localize.reversion.forgetting_depth]
+    of the full curve whenever the curve rises with k.
     """
-    if not effect(n_layers) >= restore_fraction:
-        return None
     below, above = -1, n_layers
+    if guess is not None:
+        guess = min(max(guess, 0), n_layers)
+        if effect(guess) >= restore_fraction:
+            if guess == 0 or not effect(guess - 1) >= restore_fraction:
+                return guess
+            above = guess - 1
+        else:
+            if guess == n_layers:
+                return None
+            if effect(guess + 1) >= restore_fraction:
+                return guess + 1
+            below = guess + 1
+            if below == n_layers:
+                return None
+    if above == n_layers and not effect(n_layers) >= restore_fraction:
+        return None
     while above - below > 1:
         middle = (below + above) // 2
         if effect(middle) >= restore_fraction:
@@ -324,6 +340,7 @@ def search_forgetting_depth(
     reverter: Reverter,
     restore_fraction: float = RESTORE_FRACTION,
     metric: Metric = DEPTH_METRIC,
+    guess: int | None = None,
 ) -> tuple[int | None, dict[int, float]]:
     """The forgetting depth from about log2(L + 1) + 1 top-of-network reversions instead of
     the sweep's L + 1.
@@ -339,7 +356,65 @@ def search_forgetting_depth(
             measured[k] = reverter.measure(last_layers_patch(reverter.subject, k)).effect(metric)
         return measured[k]
 
-    return bisect_depth(effect, reverter.subject.shape.n_layers, restore_fraction), measured
+    return bisect_depth(effect, reverter.subject.shape.n_layers, restore_fraction, guess), measured
+
+
+@dataclass(frozen=True)
+class DepthEvidence:
+    """The forgetting depth and the exact head + last-k reversions it rests on.
+
+    **Fields:** `last_k[k]`, the exact effect (on `depth_metric`) of reverting the output head
+    and the last k blocks, for the k measured (a sweep measures every k, a bisection about
+    log2(L + 1) + 1 of them); `input_embedding`, the exact effect of reverting the input
+    embedding alone (None when not measured); `forgetting_depth`, as in
+    [`forgetting_depth`][unlearn_lens.localize.forgetting_depth].
+    """
+
+    n_layers: int
+    forgetting_depth: int | None
+    last_k: dict[int, float]
+    input_embedding: float | None
+    restore_fraction: float = RESTORE_FRACTION
+    depth_metric: Metric = DEPTH_METRIC
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_layers": self.n_layers,
+            "forgetting_depth": self.forgetting_depth,
+            "last_k": {str(k): effect for k, effect in sorted(self.last_k.items())},
+            "input_embedding": self.input_embedding,
+            "restore_fraction": self.restore_fraction,
+            "depth_metric": self.depth_metric,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DepthEvidence:
+        return cls(
+            n_layers=int(data["n_layers"]),
+            forgetting_depth=data["forgetting_depth"],
+            last_k={int(k): json_float(effect) for k, effect in data["last_k"].items()},
+            input_embedding=None if data["input_embedding"] is None else json_float(data["input_embedding"]),
+            restore_fraction=json_float(data["restore_fraction"]),
+            depth_metric=data["depth_metric"],
+        )
+
+
+def measure_depth(
+    reverter: Reverter,
+    quoted: int,
+    restore_fraction: float = RESTORE_FRACTION,
+    metric: Metric = DEPTH_METRIC,
+    guess: int | None = None,
+) -> DepthEvidence:
+    """The forgetting depth by bisection ([`search_forgetting_depth`][unlearn_lens.localize.search_forgetting_depth])
+    and the other exact reversions a verdict quotes: head + last `quoted` blocks when the depth is
+    larger (`quoted` is the shallow limit), the input embedding alone when no depth restores enough.
+    `guess` starts the bisection (see [`bisect_depth`][unlearn_lens.localize.bisect_depth])."""
+    depth, measured = search_forgetting_depth(reverter, restore_fraction, metric, guess)
+    if depth is not None and depth > quoted:
+        measured.setdefault(quoted, reverter.measure(last_layers_patch(reverter.subject, quoted)).effect(metric))
+    input_embedding = reverter.measure(input_embedding_patch(reverter.subject)).effect(metric) if depth is None else None
+    return DepthEvidence(reverter.subject.shape.n_layers, depth, measured, input_embedding, restore_fraction, metric)
 
 
 @dataclass(frozen=True)
@@ -388,6 +463,14 @@ class ReversionSweep:
         """Smallest k whose head + last-k reversion restores `restore_fraction` of the forget
         effect (on `depth_metric`); 0 means the head alone; None if no k does."""
         return forgetting_depth(self.last_k_effects(), self.restore_fraction)
+
+    def depth_evidence(self) -> DepthEvidence:
+        """The sweep's depth with every head + last-k effect and the input embedding's."""
+        effects = self.last_k_effects()
+        return DepthEvidence(
+            self.n_layers, self.forgetting_depth, dict(enumerate(effects)), self.input_embedding.effect(self.depth_metric),
+            self.restore_fraction, self.depth_metric,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,7 +1,7 @@
 """Where forgetting lives: per-layer evidence side by side, its rank correlations, and a verdict.
 
-The columns come from the weight deltas, the reversion sweep and, when given, the
-representation diagnostics (computed elsewhere and passed in per layer). The verdict is one
+The columns come from the weight deltas, the reversion sweep or the weight attribution and, when
+given, the representation diagnostics (computed elsewhere and passed in per layer). The verdict is one
 line that quotes the numbers it rests on.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from unlearn_lens.atomic import json_float
 from unlearn_lens.localize.deltas import DeltaReport
-from unlearn_lens.localize.reversion import ReversionSweep
+from unlearn_lens.localize.reversion import DepthEvidence, ReversionSweep
 from unlearn_lens.numbers import percent
 
 SHALLOW_FRACTION = 0.2
@@ -34,6 +34,7 @@ COLUMNS = (
     "delta_share",
     "reversion_accuracy",
     "reversion_nll",
+    "attribution_nll",
     "cka_change_forget",
     "cka_change_retain",
     "pc1_similarity",
@@ -184,25 +185,24 @@ def _top(k: int, n_layers: int) -> str:
     return "the output head alone" if k == 0 else f"the output head and the last {k} of {n_layers} blocks"
 
 
-def _verdict(sweep: ReversionSweep, limit: int) -> tuple[str, bool | None, dict[str, Any]]:
-    n_layers = sweep.n_layers
-    effects = sweep.last_k_effects()
-    depth = sweep.forgetting_depth
-    metric = sweep.depth_metric
-    evidence: dict[str, Any] = {
-        "depth_metric": metric,
-        "restore_fraction": sweep.restore_fraction,
-        "forgetting_depth": depth,
-        "restored_by_head": effects[0],
-        "restored_by_input_embedding": sweep.input_embedding.effect(metric),
-    }
-    if all(math.isnan(e) for e in effects):
+def _verdict(depth_evidence: DepthEvidence, limit: int) -> tuple[str, bool | None, dict[str, Any]]:
+    n_layers = depth_evidence.n_layers
+    effects = depth_evidence.last_k
+    depth = depth_evidence.forgetting_depth
+    metric = depth_evidence.depth_metric
+    fraction = depth_evidence.restore_fraction
+    evidence: dict[str, Any] = {"depth_metric": metric, "restore_fraction": fraction, "forgetting_depth": depth}
+    if 0 in effects:
+        evidence["restored_by_head"] = effects[0]
+    if depth_evidence.input_embedding is not None:
+        evidence["restored_by_input_embedding"] = depth_evidence.input_embedding
+    if all(math.isnan(e) for e in effects.values()):
         return f"undetermined: unlearning left the forget-set {metric} unchanged, so there is nothing to restore", None, evidence
     if depth is None:
-        evidence["restored_by_all_layers"] = effects[-1]
+        evidence["restored_by_all_layers"] = effects[n_layers]
         line = (
-            f"deep (no depth restores {percent(sweep.restore_fraction)}): reverting {_top(n_layers, n_layers)} "
-            f"restores only {percent(effects[-1])} of the forget effect ({metric}); the rest is in the input embedding "
+            f"deep (no depth restores {percent(fraction)}): reverting {_top(n_layers, n_layers)} "
+            f"restores only {percent(effects[n_layers])} of the forget effect ({metric}); the rest is in the input embedding "
             f"(reverted alone it restores {percent(evidence['restored_by_input_embedding'])})"
         )
         return line, False, evidence
@@ -223,8 +223,9 @@ def _verdict(sweep: ReversionSweep, limit: int) -> tuple[str, bool | None, dict[
 
 def summarise_localization(
     deltas: DeltaReport,
-    sweep: ReversionSweep,
+    depth: ReversionSweep | DepthEvidence,
     *,
+    attribution: Sequence[float] | None = None,
     cka_forget: Sequence[float] | None = None,
     cka_retain: Sequence[float] | None = None,
     pc1_similarity: Sequence[float] | None = None,
@@ -235,7 +236,12 @@ def summarise_localization(
 
     **Arguments:**
 
-    - `deltas`: original → unlearned weight deltas; `sweep`: the reversion sweep.
+    - `deltas`: original → unlearned weight deltas.
+    - `depth`: the reversion sweep (its per-layer effects become the reversion columns), or,
+      without a sweep, the exact depth search
+      ([`measure_depth`][unlearn_lens.localize.measure_depth]).
+    - `attribution`: attributed share of the forget effect per block (the `attribution_nll`
+      column, see [`LossAttribution.blocks`][unlearn_lens.localize.LossAttribution.blocks]).
     - `cka_forget`, `cka_retain`: debiased CKA original vs unlearned per layer on forget and
       retain data (shown as `1 − CKA`); `pc1_similarity`: PC1 similarity per layer;
       `fisher_change`: log10 of the mean Fisher ratio per layer. Each is one value per block,
@@ -244,8 +250,10 @@ def summarise_localization(
     - `fraction`: see `SHALLOW_FRACTION`.
     """
     n_layers = deltas.n_layers
-    if sweep.n_layers != n_layers:
-        raise ValueError(f"deltas cover {n_layers} layers but the reversion sweep {sweep.n_layers}")
+    sweep = depth if isinstance(depth, ReversionSweep) else None
+    depth_evidence = sweep.depth_evidence() if sweep is not None else depth
+    if depth_evidence.n_layers != n_layers:
+        raise ValueError(f"deltas cover {n_layers} layers but the depth evidence {depth_evidence.n_layers}")
     optional = {
         name: _per_layer(name, values, n_layers)
         for name, values in (
@@ -253,13 +261,15 @@ def summarise_localization(
             ("cka_retain", cka_retain),
             ("pc1_similarity", pc1_similarity),
             ("fisher_change", fisher_change),
+            ("attribution_nll", attribution),
         )
     }
     available: dict[str, list[float] | None] = {
         "relative_delta": deltas.relative_by_layer(),
         "delta_share": deltas.share_by_layer(),
-        "reversion_accuracy": sweep.layer_effects("accuracy"),
-        "reversion_nll": sweep.layer_effects("nll"),
+        "reversion_accuracy": sweep.layer_effects("accuracy") if sweep is not None else None,
+        "reversion_nll": sweep.layer_effects("nll") if sweep is not None else None,
+        "attribution_nll": optional["attribution_nll"],
         "cka_change_forget": None if optional["cka_forget"] is None else [1 - v for v in optional["cka_forget"]],
         "cka_change_retain": None if optional["cka_retain"] is None else [1 - v for v in optional["cka_retain"]],
         "pc1_similarity": optional["pc1_similarity"],
@@ -271,7 +281,7 @@ def summarise_localization(
         x, y = np.asarray(columns[a]), np.asarray(columns[b])
         correlations.append(Correlation(a, b, spearman(x, y), int((~(np.isnan(x) | np.isnan(y))).sum())))
     limit = shallow_limit(n_layers, fraction)
-    line, shallow, evidence = _verdict(sweep, limit)
+    line, shallow, evidence = _verdict(depth_evidence, limit)
     if optional["cka_forget"] is not None and shallow is not None:
         clause, first_below = _cka_clause(optional["cka_forget"])
         line = f"{line}; {clause}"
@@ -281,7 +291,7 @@ def summarise_localization(
         n_layers=n_layers,
         columns=columns,
         correlations=correlations,
-        forgetting_depth=sweep.forgetting_depth,
+        forgetting_depth=depth_evidence.forgetting_depth,
         shallow_limit=limit,
         shallow=shallow,
         verdict=line,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from unlearn_lens.report.figures import (
     LAYER_AXIS,
@@ -113,6 +115,61 @@ def plot_head_heatmap(result: MethodResults, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def plot_attribution(result: MethodResults, path: Path) -> Path:
+    """Attributed share of the forget effect per block (exact reversions of the verified blocks
+    beside it), and the attributed head + last-k curve with the exact depth search's points."""
+    localized = result.attribution
+    forget, check, depth = localized.attribution.forget, localized.check, localized.depth
+    figure, (ax_block, ax_last) = new_figure(10.0, 4.0, columns=2)
+    ax_block.bar(range(forget.n_layers), forget.blocks(fraction=True), color="tab:purple", label="attributed")
+    ax_block.plot(check.blocks, check.block_exact, "o", color="tab:red", markersize=4, label="exact reversion (verified)")
+    ax_block.set_xlabel("block")
+    ax_block.set_ylabel("share of the forget NLL effect")
+    ax_block.set_title(f"Per block: attribution vs exact (Spearman {check.block_agreement:.2f})")
+    ax_last.plot(range(forget.n_layers + 1), forget.last_k(fraction=True), "-", color="tab:purple", label="attributed")
+    measured = sorted(depth.last_k.items())
+    ax_last.plot([k for k, _ in measured], [e for _, e in measured], "o", color="tab:red", markersize=4,
+                 label="exact reversion (depth search)")
+    ax_last.axhline(depth.restore_fraction, color="tab:green", linestyle=":", label="restore threshold")
+    if depth.forgetting_depth is not None:
+        ax_last.axvline(depth.forgetting_depth, color="tab:green", linewidth=0.8)
+    ax_last.set_xlabel("k (output head + last k blocks; 0 = head alone)")
+    ax_last.set_ylabel("share of the forget NLL effect")
+    ax_last.set_title(f"Head + last k blocks (exact depth = {depth.forgetting_depth})")
+    for ax in (ax_block, ax_last):
+        ax.axhline(0.0, color="black", linewidth=0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def plot_head_attribution(result: MethodResults, path: Path) -> Path:
+    """Layer × query-head attribution of the forget effect for every head, the verified heads
+    marked, beside the weight-delta norm of each head."""
+    localized = result.attribution
+    check = localized.check
+    table = localized.attribution.forget.heads(fraction=True)
+    figure, (ax_attr, ax_delta) = new_figure(10.0, 5.0, columns=2)
+    limit = float(np.nanmax(np.abs(table))) or 1.0
+    image = ax_attr.imshow(table, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower")
+    figure.colorbar(image, ax=ax_attr, label="share of the forget NLL effect")
+    ax_attr.plot([head for _, head in check.heads], [layer for layer, _ in check.heads], "s", markersize=9,
+                 markerfacecolor="none", markeredgecolor="black", label="verified by exact reversion")
+    ax_attr.legend(fontsize="small", loc="upper left")
+    ax_attr.set_xlabel("query head")
+    ax_attr.set_ylabel("block")
+    ax_attr.set_title(f"Attribution per head ({table.size} heads; verified ρ = {check.head_agreement:.2f})")
+    image = ax_delta.imshow(result.deltas.query_head_norms(), aspect="auto", cmap="magma", origin="lower")
+    figure.colorbar(image, ax=ax_delta, label="‖ΔW‖ of the head (q, k, v, o)")
+    ax_delta.set_xlabel("query head")
+    ax_delta.set_ylabel("block")
+    ax_delta.set_title("Weight delta per head")
+    for ax in (ax_attr, ax_delta):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return save_figure(figure, path)
+
+
 def plot_training_curves(result: MethodResults, path: Path) -> Path:
     """Unlearning loss and forget / retain accuracy by step, then relearning vs control losses."""
     figure, (ax_unlearn, ax_relearn) = new_figure(10.0, 4.0, columns=2)
@@ -146,26 +203,52 @@ SET_COLOURS = {"forget": "tab:red", "retain": "tab:green", "control": "tab:orang
 """One colour per item set in the curves: forget red, retain green, novel control orange."""
 
 
+@dataclass(frozen=True)
+class PlaceEffects:
+    """The forget effect of each place, from the exact sweep or from the attribution: `blocks[ℓ]`,
+    `input_embedding`, `head`, and the head + last-k curve `last_k[k]` (k = 0 … L)."""
+
+    source: str
+    blocks: list[float]
+    input_embedding: float
+    head: float
+    last_k: list[float]
+
+
+def place_effects(result: MethodResults) -> PlaceEffects:
+    """Exact reversion effects (on the depth metric) when the sweep ran, attributed shares otherwise."""
+    if result.reversion is not None:
+        sweep = result.reversion
+        return PlaceEffects(f"reverted alone ({sweep.depth_metric})", sweep.layer_effects(), sweep.input_embedding.effect(sweep.depth_metric),
+                            sweep.head.effect(sweep.depth_metric), sweep.last_k_effects())
+    forget = result.attribution.attribution.forget
+    scale = 1 / forget.change if forget.change else float("nan")
+    return PlaceEffects("attributed (nll)", forget.blocks(fraction=True), forget.input_embedding * scale,
+                        forget.output_head * scale, forget.last_k(fraction=True))
+
+
 def plot_where(result: MethodResults, path: Path) -> Path:
     """Where the forgetting lives, one column per place: the input embedding, each block, the
-    output head. Rows: reversion effect (depth shaded), share of the update, representational
+    output head. Rows: forget effect (depth shaded), share of the update, representational
     change, and the logit-lens answer rank (fixed decoder)."""
-    sweep, deltas, n = result.reversion, result.deltas, result.reversion.n_layers
+    effects, deltas, summary = place_effects(result), result.deltas, result.localization
+    n = len(effects.blocks)
     x_embed, x_head, blocks = -1.5, n + 0.5, np.arange(n)
     figure, axes = new_figure(11.0, 9.0, rows=4)
     ax_revert, ax_share, ax_cka, ax_rank = axes
-    metric = sweep.depth_metric
-    ax_revert.bar(blocks, sweep.layer_effects(metric), color="tab:blue", label=f"block reverted alone ({metric})")
-    ax_revert.bar([x_embed], [sweep.input_embedding.effect(metric)], color="tab:gray", label="input embedding alone")
-    ax_revert.bar([x_head], [sweep.head.effect(metric)], color="tab:purple", label="output head alone")
-    ax_revert.plot([n - k - 0.5 for k in range(n + 1)], sweep.last_k_effects(metric), "k.-", markersize=3,
+    ax_revert.bar(blocks, effects.blocks, color="tab:blue", label=f"block, {effects.source}")
+    ax_revert.bar([x_embed], [effects.input_embedding], color="tab:gray", label="input embedding alone")
+    ax_revert.bar([x_head], [effects.head], color="tab:purple", label="output head alone")
+    ax_revert.plot([n - k - 0.5 for k in range(n + 1)], effects.last_k, "k.-", markersize=3,
                    label="head + last k blocks (plotted at the first block reverted)")
-    ax_revert.axhline(sweep.restore_fraction, color="tab:green", linestyle=":", linewidth=0.8)
-    depth = sweep.forgetting_depth
+    restore = summary.evidence.get("restore_fraction")
+    if restore is not None:
+        ax_revert.axhline(restore, color="tab:green", linestyle=":", linewidth=0.8)
+    depth = summary.forgetting_depth
     if depth is not None:
         ax_revert.axvspan(n - depth - 0.5, x_head + 0.5, color="tab:green", alpha=0.08,
-                          label=f"depth {depth}: head + last {depth} restore ≥ {sweep.restore_fraction:.0%}")
-    ax_revert.set_ylabel("forget effect restored")
+                          label=f"exact depth {depth}: head + last {depth} blocks restore enough")
+    ax_revert.set_ylabel("share of the forget effect")
     ax_revert.set_title(f"{result.method}: where the forgetting lives")
     ax_revert.legend(fontsize="x-small", loc="upper left")
     ax_share.bar(blocks, deltas.share_by_layer(), color="tab:purple")
@@ -285,6 +368,11 @@ def write_method_figures(result: MethodResults, directory: Path) -> list[tuple[P
         figures.append((plot_reversion(result, directory / f"{name}-reversion.png"), "Reversion effect by layer"))
     if result.heads is not None:
         figures.append((plot_head_heatmap(result, directory / f"{name}-heads.png"), "Layer × head attribution"))
+    if result.attribution is not None:
+        figures.append((plot_attribution(result, directory / f"{name}-attribution.png"),
+                        "Weight attribution by block and head + last k, with the exact reversions that check it"))
+        figures.append((plot_head_attribution(result, directory / f"{name}-head-attribution.png"),
+                        "Attribution of the forget effect to every query head (verified heads outlined)"))
     if result.directions is not None or result.tracking:
         figures.append((plot_update_history(result, directory / f"{name}-updates.png"),
                         "Relearning against unlearning per block, and the weight-delta history"))
@@ -297,7 +385,7 @@ def headline_figures(result: MethodResults, directory: Path) -> list[tuple[Path,
     """The first screen's figures of one method: where the forgetting lives, and the recovery curves."""
     directory.mkdir(parents=True, exist_ok=True)
     figures: list[tuple[Path, str]] = []
-    if result.reversion is not None and result.deltas is not None:
+    if result.localization is not None and result.deltas is not None:
         figures.append((plot_where(result, directory / f"{result.method}-where.png"),
                         "Where the forgetting lives: reversion effect (depth shaded), update share, CKA change, logit-lens rank"))
     if result.relearn is not None:

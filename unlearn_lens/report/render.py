@@ -11,7 +11,7 @@ from rich.console import Console
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.report.audit_figures import headline_figures, write_method_figures
 from unlearn_lens.report.html import Section, Table, render_html
-from unlearn_lens.report.terminal import budget_line, fmt, method_row, print_report, update_line
+from unlearn_lens.report.terminal import attribution_lines, budget_line, fmt, method_row, print_report, update_line
 from unlearn_lens.study.results import AuditResults
 
 REPORT_FILE = "report.html"
@@ -35,7 +35,9 @@ def findings(results: AuditResults, headline: dict[str, list[tuple[Path, str]]])
             section.verdicts.append(f"Regime: {result.regime.describe()}")
         if result.localization is not None:
             section.verdicts.append(f"Localisation: {result.localization.verdict}")
-        section.paragraphs.extend(line for line in (budget_line(result), update_line(result)) if line is not None)
+        lines, warnings = attribution_lines(result)
+        section.verdicts.extend(f"Warning: {line}" for line in warnings)
+        section.paragraphs.extend([*lines, *(line for line in (budget_line(result), update_line(result)) if line is not None)])
         section.figures.extend(headline.get(method, []))
         sections.append(section)
     return sections
@@ -72,6 +74,12 @@ def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str
             section.tables.append(Table(("column A", "column B", "Spearman ρ", "layers"),
                                         [(c.a, c.b, fmt(c.rho), str(c.n_layers)) for c in result.localization.correlations],
                                         caption="Rank correlations between the per-layer columns", collapsed=True))
+        if result.attribution is not None:
+            check = result.attribution.check
+            rows = [(f"block {layer}", fmt(a), fmt(e)) for layer, a, e in zip(check.blocks, check.block_attributed, check.block_exact)]
+            rows += [(f"L{layer}H{head}", fmt(a), fmt(e)) for (layer, head), a, e in zip(check.heads, check.head_attributed, check.head_exact)]
+            section.tables.append(Table(("patch", "attributed", "exact reversion"), rows, collapsed=True,
+                                        caption="Verification: share of the forget NLL effect, attributed vs exact"))
         if result.logit_lens is not None:
             section.paragraphs.append(
                 "Logit lens: first layer where the answer's median rank departs from the original's: "

@@ -9,9 +9,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from unlearn_lens.localize.verification import top_indices
+from unlearn_lens.numbers import percent
 from unlearn_lens.study.results import AuditResults, MethodResults
 
 
+EFFECT_COLUMNS = (("revert ℓ: acc", "reversion_accuracy"), ("revert ℓ: nll", "reversion_nll"),
+                  ("attributed ℓ: nll", "attribution_nll"))
+"""Per-layer effect columns: exact reversions (exact localisation) or attributions (the default)."""
+TOP_HEADS_SHOWN = 5
+"""Heads named in the attribution line: the few a reader can take in at a glance."""
 REPORT_WIDTH = 180
 """Columns used when the report goes to a file or pipe (rich would assume 80 and wrap the layer table)."""
 
@@ -51,9 +58,9 @@ def method_row(results: AuditResults, result: MethodResults) -> list[str]:
         step = result.relearn.steps_to_recover()
         half = f"step {step}" if step is not None else "not within budget"
     depth = "—"
-    if result.reversion is not None:
-        found = result.reversion.forgetting_depth
-        depth = f"{found}/{result.reversion.n_layers}" if found is not None else f">{result.reversion.n_layers}"
+    if result.localization is not None:
+        found, n_layers = result.localization.forgetting_depth, result.localization.n_layers
+        depth = f"{found}/{n_layers}" if found is not None else f">{n_layers}"
     regime = result.regime.label if result.regime is not None else "—"
     return [result.method, _arrow(forget_o, forget_u, forget_r), _arrow(retain_o, retain_u, retain_r),
             recovery, half, control, depth, regime]
@@ -113,17 +120,19 @@ def layer_table(result: MethodResults) -> Table | None:
     forget = result.comparisons["unlearned/forget"]
     lens = result.logit_lens
     table = Table(title=f"{result.method}: per layer (block ℓ; CKA and logit lens read after the block)", title_justify="left")
-    headers = ["layer", "rel. Δ", "Δ share", "revert ℓ: acc", "revert ℓ: nll",
+    effects = [(header, name) for header, name in EFFECT_COLUMNS if name in columns]
+    headers = ["layer", "rel. Δ", "Δ share", *(header for header, _ in effects),
                "CKA forget (deb./bias.)", "CKA retain", "PC1 sim", "log10 Fisher ratio", "answer rank o/u/r", "cos(Δu, Δr)"]
     for header in headers:
         table.add_column(header, justify="right")
     retain = result.comparisons["unlearned/retain"]
     ranks = {label: readout.median_rank() for label, readout in lens.readouts.items()} if lens else {}
-    sweep, deltas = result.reversion, result.deltas
+    deltas = result.deltas
     cosine = result.directions.cosine if result.directions is not None else None
     tied = " (tied)" if deltas.tied_embeddings else ""
-    table.add_row(f"embed (input){tied}", "", fmt(deltas.input_embedding_share, 3), fmt(sweep.input_embedding.effect_accuracy),
-                  fmt(sweep.input_embedding.effect_nll), "", "", "", "", "", "")
+    blank = [""] * 6
+    table.add_row(f"embed (input){tied}", "", fmt(deltas.input_embedding_share, 3),
+                  *(fmt(value) for value in _place_effects(result, "input_embedding", effects)), *blank)
     for layer in range(result.localization.n_layers):
         stream = layer + 1
         cka = forget.layers[stream]
@@ -132,8 +141,7 @@ def layer_table(result: MethodResults) -> Table | None:
             str(layer),
             _column(columns, "relative_delta", layer, 5),
             _column(columns, "delta_share", layer, 3),
-            _column(columns, "reversion_accuracy", layer),
-            _column(columns, "reversion_nll", layer),
+            *(_column(columns, name, layer) for _, name in effects),
             f"{fmt(cka.cka_debiased, 3)} / {fmt(cka.cka_biased, 3)}",
             fmt(retain.layers[stream].cka_debiased, 3),
             fmt(cka.pc1_similarity, 3),
@@ -141,9 +149,46 @@ def layer_table(result: MethodResults) -> Table | None:
             rank or "—",
             fmt(cosine[layer]) if cosine is not None else "—",
         )
-    table.add_row(f"head{tied}", "", fmt(deltas.head_share, 3), fmt(sweep.head.effect_accuracy), fmt(sweep.head.effect_nll),
-                  "", "", "", "", "", "")
+    table.add_row(f"head{tied}", "", fmt(deltas.head_share, 3), *(fmt(value) for value in _place_effects(result, "head", effects)),
+                  *blank)
     return table
+
+
+def _place_effects(result: MethodResults, place: str, effects: list[tuple[str, str]]) -> list[float | None]:
+    """The effect columns for a place outside the blocks (`"head"` or `"input_embedding"`): exact
+    reversion effects from the sweep, or the attribution's share of the forget effect."""
+    values: list[float | None] = []
+    for _, name in effects:
+        if name == "attribution_nll" and result.attribution is not None:
+            forget = result.attribution.attribution.forget
+            values.append((forget.output_head if place == "head" else forget.input_embedding) / forget.change
+                          if forget.change else None)
+        elif name.startswith("reversion_") and result.reversion is not None:
+            reverted = result.reversion.head if place == "head" else result.reversion.input_embedding
+            values.append(reverted.effect(name.removeprefix("reversion_")))
+        else:
+            values.append(None)
+    return values
+
+
+def attribution_lines(result: MethodResults) -> tuple[list[str], list[str]]:
+    """The attribution's completeness, its agreement with exact reversion and the top heads; and
+    its warnings (low agreement, no convergence). Both empty without an attribution."""
+    localized = result.attribution
+    if localized is None:
+        return [], []
+    attribution, check = localized.attribution, localized.check
+    forget = attribution.forget
+    table = forget.heads(fraction=True)
+    top = top_indices(table, TOP_HEADS_SHOWN)
+    heads = ", ".join(f"L{index // table.shape[1]}H{index % table.shape[1]} {percent(table.flat[index])}" for index in top)
+    lines = [
+        f"weight attribution over {table.size} heads: completeness residual {fmt(100 * attribution.residual, 1)} % "
+        f"({attribution.points} quadrature points); agreement with exact reversion: blocks ρ {fmt(check.block_agreement)} "
+        f"({len(check.blocks)} verified), heads ρ {fmt(check.head_agreement)} ({len(check.heads)} verified)",
+        f"top heads (share of the forget effect): {heads}",
+    ]
+    return lines, localized.warnings()
 
 
 def _column(columns: dict[str, list[float]], name: str, layer: int, digits: int = 2) -> str:
@@ -160,6 +205,11 @@ def print_report(console: Console, results: AuditResults, layer_methods: Sequenc
             console.print(f"[bold]{result.method}[/] regime: {escape(result.regime.describe())}")
         if result.localization is not None:
             console.print(f"[bold]{result.method}[/] localisation: {escape(result.localization.verdict)}")
+        lines, warnings = attribution_lines(result)
+        for line in lines:
+            console.print(f"  {escape(line)}")
+        for line in warnings:
+            console.print(f"  [yellow]warning:[/] {escape(line)}")
         for line in (budget_line(result), update_line(result)):
             if line is not None:
                 console.print(f"[bold]{result.method}[/] {escape(line)}", highlight=False)

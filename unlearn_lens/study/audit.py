@@ -30,6 +30,7 @@ from unlearn_lens.diagnostics.compare import ModelPass, compare_passes, model_pa
 from unlearn_lens.data.fields import DataError
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate, items_correct
+from unlearn_lens.localize.attributed import localize_by_attribution
 from unlearn_lens.localize.deltas import update_cosines, weight_deltas
 from unlearn_lens.localize.heads import head_attribution
 from unlearn_lens.localize.logit_lens import logit_lens
@@ -379,9 +380,15 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         with _timed(result, "localization"):
             result.deltas = weight_deltas(subject.specs, original, unlearned)
             result.directions = update_cosines(subject.specs, original, unlearned, relearned)
-            reverter = Reverter(subject, original, forget, retain, unlearned=unlearned)
-            result.reversion = reversion_sweep(reverter, result.deltas, restore_fraction=config.restore_fraction, progress=progress)
-            result.heads = head_attribution(result.deltas, reverter, sweep=result.reversion, progress=progress)
+            if config.localization == "exact":
+                reverter = Reverter(subject, original, forget, retain, unlearned=unlearned)
+                result.reversion = reversion_sweep(reverter, result.deltas, restore_fraction=config.restore_fraction, progress=progress)
+                result.heads = head_attribution(result.deltas, reverter, sweep=result.reversion, progress=progress)
+            else:
+                result.attribution = localize_by_attribution(subject, original, unlearned, forget, retain,
+                                                             restore_fraction=config.restore_fraction, progress=progress)
+                for line in result.attribution.warnings():
+                    console.print(f"[yellow]warning:[/] {method}: {line}")
             result.logit_lens = logit_lens(
                 subject, forget, {"original": original, "unlearned": unlearned, "relearned": relearned},
                 decoder=config.lens_decoder, progress=progress,
@@ -407,9 +414,11 @@ def _summarise(result: MethodResults):
     fisher = forget.fisher_by_layer()
     n_layers = len(forget.layers) - 1
     fisher_change = [fisher[layer].log10_mean_ratio if layer in fisher else float("nan") for layer in range(n_layers)]
+    attribution = result.attribution
     return summarise_localization(
         result.deltas,
-        result.reversion,
+        result.reversion if attribution is None else attribution.depth,
+        attribution=None if attribution is None else attribution.attribution.forget.blocks(fraction=True),
         cka_forget=_per_block(forget, "cka_debiased"),
         cka_retain=_per_block(retain, "cka_debiased"),
         pc1_similarity=_per_block(forget, "pc1_similarity"),

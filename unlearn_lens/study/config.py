@@ -19,6 +19,8 @@ from unlearn_lens.models.dtypes import DTYPES
 
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
+LOCALIZATIONS = ("attribution", "exact")
+"""How an audit localises: weight attribution with exact depth and checks, or the full reversion sweep."""
 
 DEFAULT_RELEARN_LR = 3e-5
 """Relearning learning rate of the default audit (10 steps of 8): measured with
@@ -53,6 +55,7 @@ class StudyConfig:
     max_tokens: int | None = None
     known_only: bool = True
     pooling: str = "mean"
+    localization: str = "attribution"
     seed: int = 0
     device: str | None = None
     device_map: str | None = None
@@ -140,6 +143,8 @@ class StudyConfig:
                 raise ConfigError(f"{source}: {name} must be a non-empty string, got {value!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"{source}: dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.localization not in LOCALIZATIONS:
+            raise ConfigError(f"{source}: localization must be one of {', '.join(LOCALIZATIONS)}, got {self.localization!r}")
 
     @property
     def field_map(self) -> FieldMap:

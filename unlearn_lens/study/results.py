@@ -18,6 +18,7 @@ from unlearn_lens.atomic import write_json_atomic
 from unlearn_lens.data.items import Item
 from unlearn_lens.diagnostics.compare import Comparison
 from unlearn_lens.errors import ConfigError
+from unlearn_lens.localize.attributed import AttributedLocalization
 from unlearn_lens.localize.deltas import DeltaReport, UpdateDirections
 from unlearn_lens.localize.heads import HeadAttribution
 from unlearn_lens.localize.logit_lens import LogitLens
@@ -100,6 +101,7 @@ class MethodResults:
     directions: UpdateDirections | None = None
     reversion: ReversionSweep | None = None
     heads: HeadAttribution | None = None
+    attribution: AttributedLocalization | None = None
     logit_lens: LogitLens | None = None
     localization: LocalizationSummary | None = None
     regime: RegimeVerdict | None = None
@@ -119,6 +121,7 @@ class MethodResults:
             "directions": opt(self.directions),
             "reversion": opt(self.reversion),
             "heads": opt(self.heads),
+            "attribution": opt(self.attribution),
             "logit_lens": opt(self.logit_lens),
             "localization": opt(self.localization),
             "regime": opt(self.regime),
@@ -137,6 +140,7 @@ class MethodResults:
             directions=_optional(data, "directions", UpdateDirections),
             reversion=_optional(data, "reversion", ReversionSweep),
             heads=_optional(data, "heads", HeadAttribution),
+            attribution=_optional(data, "attribution", AttributedLocalization),
             logit_lens=_optional(data, "logit_lens", LogitLens),
             localization=_optional(data, "localization", LocalizationSummary),
             regime=_optional(data, "regime", RegimeVerdict),

@@ -1,0 +1,142 @@
+"""Exact checks of a weight attribution: revert its top-ranked blocks and heads and compare.
+
+Integrated gradients is exact in sum (completeness) but each part's share is an approximation
+of what reverting that part alone does, since parts interact. The check reverts the blocks and
+query heads the attribution ranks highest, one at a time, and reports the Spearman correlation
+between attributed and exact effects; a low agreement is a warning, never hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from unlearn_lens.atomic import json_float
+from unlearn_lens.localize.attribution import LossAttribution
+from unlearn_lens.localize.reversion import Reverter, layer_patch, query_heads_patch
+from unlearn_lens.localize.summary import spearman
+
+N_VERIFIED_BLOCKS = 6
+"""Blocks reverted exactly, about 2 s each on SmolLM2 with 32 forget items; with 6 pairs a
+Spearman ρ ≥ 0.83 is significant (one-sided p < 0.05)."""
+N_VERIFIED_HEADS = 8
+"""Query heads reverted exactly; with 8 pairs a Spearman ρ ≥ 0.64 is significant (one-sided
+p < 0.05)."""
+LOW_AGREEMENT = 0.7
+"""Spearman ρ (attributed vs exact effects of the verified patches) below which the attribution's
+ranking is flagged: under it about a quarter of the pairs or more are ordered the wrong way."""
+
+
+@dataclass(frozen=True)
+class AttributionCheck:
+    """Attributed and exact NLL effects (fractions of the forget effect) of the verified patches.
+
+    **Fields:** `blocks`, the verified blocks (the top-attributed first, then blocks spread
+    over the rest of the ranking); `block_attributed[i]`, `block_exact[i]` their
+    effects; `heads`, the verified `(layer, query head)` pairs, whose exact patch reverts the
+    head's q and o slices and its whole key-value head, and whose attributed effect is that of
+    the same weights ([`LossAttribution.head_patch`][unlearn_lens.localize.LossAttribution.head_patch]).
+    """
+
+    blocks: list[int]
+    block_attributed: list[float]
+    block_exact: list[float]
+    heads: list[tuple[int, int]]
+    head_attributed: list[float]
+    head_exact: list[float]
+
+    @property
+    def block_agreement(self) -> float:
+        """Spearman ρ of attributed vs exact block effects (NaN with fewer than 3 blocks)."""
+        return spearman(self.block_attributed, self.block_exact)
+
+    @property
+    def head_agreement(self) -> float:
+        """Spearman ρ of attributed vs exact head effects (NaN with fewer than 3 heads)."""
+        return spearman(self.head_attributed, self.head_exact)
+
+    def warnings(self) -> list[str]:
+        """One line per agreement below `LOW_AGREEMENT`."""
+        lines = []
+        for name, rho, n in (("blocks", self.block_agreement, len(self.blocks)), ("heads", self.head_agreement, len(self.heads))):
+            if rho < LOW_AGREEMENT:
+                lines.append(
+                    f"attribution disagrees with exact reversion on the {n} verified {name} (Spearman {rho:.2f} < {LOW_AGREEMENT}): "
+                    "trust the exact effects over the attributed ranking there"
+                )
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "blocks": self.blocks,
+            "block_attributed": self.block_attributed,
+            "block_exact": self.block_exact,
+            "heads": [list(pair) for pair in self.heads],
+            "head_attributed": self.head_attributed,
+            "head_exact": self.head_exact,
+            "block_agreement": self.block_agreement,
+            "head_agreement": self.head_agreement,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttributionCheck:
+        return cls(
+            blocks=[int(layer) for layer in data["blocks"]],
+            block_attributed=[json_float(v) for v in data["block_attributed"]],
+            block_exact=[json_float(v) for v in data["block_exact"]],
+            heads=[(int(layer), int(head)) for layer, head in data["heads"]],
+            head_attributed=[json_float(v) for v in data["head_attributed"]],
+            head_exact=[json_float(v) for v in data["head_exact"]],
+        )
+
+
+def top_indices(values: np.ndarray, n: int) -> list[int]:
+    """Flat indices of the `n` largest values (NaN last, ties in index order)."""
+    flat = np.nan_to_num(np.asarray(values, dtype=np.float64).ravel(), nan=-np.inf)
+    return [int(i) for i in np.argsort(-flat, kind="stable")[:n]]
+
+
+def verified_indices(values: np.ndarray, n: int) -> list[int]:
+    """Flat indices of the parts to verify: the top half of `n` by value (the parts a report names),
+    then the rest at evenly spaced ranks down to the lowest.
+
+    Top parts alone have nearly equal values on a deep update (SmolLM2 after GA: the top 8 of 270
+    heads within 0.001 of the effect of each other), where a rank correlation measures noise; the
+    spread half makes the agreement a test of the whole ranking.
+    """
+    order = top_indices(values, np.asarray(values).size)
+    n = min(n, len(order))
+    top = (n + 1) // 2
+    spread = np.linspace(top - 1, len(order) - 1, n - top + 1)[1:].round().astype(int)
+    return [order[rank] for rank in (*range(top), *sorted(set(int(r) for r in spread)))]
+
+
+def verify_attribution(
+    attribution: LossAttribution,
+    reverter: Reverter,
+    *,
+    n_blocks: int = N_VERIFIED_BLOCKS,
+    n_heads: int = N_VERIFIED_HEADS,
+    progress: bool = True,
+) -> AttributionCheck:
+    """Revert `n_blocks` blocks and `n_heads` query heads one at a time with `reverter` (forget set of
+    the attribution, same snapshots): the top-attributed half and the rest spread over the ranking
+    (see `verified_indices`; heads ranked by
+    [`LossAttribution.heads`][unlearn_lens.localize.LossAttribution.heads])."""
+    subject = reverter.subject
+    block_fractions = attribution.blocks(fraction=True)
+    blocks = verified_indices(np.asarray(block_fractions), n_blocks)
+    table = attribution.heads(fraction=True)
+    heads = [divmod(index, table.shape[1]) for index in verified_indices(table, n_heads)]
+    patches = [layer_patch(subject, layer) for layer in blocks] + [query_heads_patch(subject, [pair]) for pair in heads]
+    exact = [result.effect_nll for result in reverter.measure_all(patches, progress=progress, description="verification")]
+    return AttributionCheck(
+        blocks=blocks,
+        block_attributed=[block_fractions[layer] for layer in blocks],
+        block_exact=exact[: len(blocks)],
+        heads=[(int(layer), int(head)) for layer, head in heads],
+        head_attributed=[attribution.head_patch(layer, head, fraction=True) for layer, head in heads],
+        head_exact=exact[len(blocks) :],
+    )
