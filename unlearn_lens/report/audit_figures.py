@@ -250,7 +250,7 @@ def plot_where(result: MethodResults, path: Path) -> Path:
                           label=f"exact depth {depth}: head + last {depth} blocks restore enough")
     ax_revert.set_ylabel("share of the forget effect")
     ax_revert.set_title(f"{result.method}: where the forgetting lives")
-    ax_revert.legend(fontsize="x-small", loc="upper left")
+    ax_revert.legend(fontsize="x-small", loc="upper right")
     ax_share.bar(blocks, deltas.share_by_layer(), color="tab:purple")
     tied = " (tied matrix: counted in both)" if deltas.tied_embeddings else ""
     ax_share.bar([x_embed, x_head], [deltas.input_embedding_share, deltas.head_share], color="tab:gray")
