@@ -117,6 +117,17 @@ def test_localization_modes_measure_the_same_depth(tiny_config):
     assert (attribution.converged and not converged) or (attribution.points == MAX_POINTS and converged), attribution.residual
 
 
+@pytest.mark.parametrize("terminal", [False, True])
+def test_off_a_terminal_each_stage_ends_with_one_timed_line(tiny_config, terminal):
+    """CI logs and pipes get a line per stage and method (transient bars would leave nothing); a terminal gets bars."""
+    console = Console(file=io.StringIO(), force_terminal=terminal, width=200)
+    audit(tiny_config, subject=memorised_subject(), console=console)
+    lines = re.findall(r"^(.+) done in \d+\.\d s$", console.file.getvalue(), flags=re.MULTILINE)
+    stages = ["unlearn", "relearn", "diagnostics", "localization"]
+    expected = ["data (checks, known filter, original metrics)"] + [f"{m}: {stage}" for m in ("ga", "npo") for stage in stages]
+    assert lines == ([] if terminal else expected)
+
+
 def test_unknown_localization_is_refused():
     with pytest.raises(ConfigError, match="localization must be one of attribution, exact"):
         StudyConfig(localization="sweep").validate()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,10 +232,16 @@ def _open_run(config: StudyConfig, out: Path | None, resume: bool, force: bool) 
 
 
 @contextmanager
-def _timed(result: MethodResults, stage: str):
+def _timed(console: Console, stage: str, result: MethodResults | None = None) -> Iterator[None]:
+    """Time a stage into `result.seconds` and, off a terminal (where no bars show), print one line when it ends."""
     start = time.perf_counter()
     yield
-    result.seconds[stage] = round(time.perf_counter() - start, 2)
+    seconds = round(time.perf_counter() - start, 2)
+    if result is not None:
+        result.seconds[stage] = seconds
+    if not console.is_terminal:
+        console.print(f"{result.method}: {stage}" if result is not None else stage, f"done in {seconds:.1f} s",
+                      markup=False, highlight=False)
 
 
 def audit(
@@ -258,6 +264,7 @@ def audit(
     written beside `out` until then, and `resume=True` finds it there). `subject` lets a caller
     pass a model already loaded (its weights must be the original ones); otherwise
     `config.model` is loaded. `on_stage` is called with the results after every saved stage.
+    Progress bars show only when `console` is a terminal; otherwise it gets one line as each stage ends.
     """
     config = config or StudyConfig()
     config.validate()
@@ -266,6 +273,7 @@ def audit(
     if subject is None:
         check_device(config.device)
     console = console or Console(stderr=True)
+    progress = progress and console.is_terminal  # bars vanish off a terminal: `_timed` prints a line per stage instead
     run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
     sets = _read_sets(config) if results is None or results.data is None else None
     if subject is None:
@@ -283,8 +291,9 @@ def audit(
 
     try:
         if results.data is None:
-            prepared = _prepare_data(subject, config, sets, console)
-            metrics = {split: evaluate(subject, items) for split, items in prepared.items.items() if split != "unrelated"}
+            with _timed(console, "data (checks, known filter, original metrics)"):
+                prepared = _prepare_data(subject, config, sets, console)
+                metrics = {split: evaluate(subject, items) for split, items in prepared.items.items() if split != "unrelated"}
             results.data, results.original = prepared, metrics  # together: an interrupt saves both or neither
             if run is not None:
                 run.start()
@@ -330,7 +339,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
     if result.unlearn is None:
         subject.restore(original)
         tracker = DeltaTracker(subject, original, every=1)
-        with _timed(result, "unlearn"):
+        with _timed(console, "unlearn", result):
             outcome = unlearn(
                 subject, forget, retain, method,
                 lr=config.lr, steps=config.steps, batch_size=config.batch_size, requests=config.requests,
@@ -349,7 +358,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
 
     if result.relearn is None:
         subject.restore(unlearned)
-        with _timed(result, "relearn"):
+        with _timed(console, "relearn", result):
             result_relearn = relearn(
                 subject, _relearn_items(config, results.data, subject.tokenizer), control,
                 steps=config.relearn_steps, forget_items=forget, retain_items=retain, original_forget=results.original["forget"],
@@ -365,7 +374,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
 
     if not result.comparisons:
         comparisons = {}  # set on the result only when all four exist: an interrupt saves none or all
-        with _timed(result, "diagnostics"):
+        with _timed(console, "diagnostics", result):
             for name, snapshot in (("unlearned", unlearned), ("relearned", relearned)):
                 for split, items in (("forget", forget), ("retain", retain)):
                     reference = _original_pass(subject, original, items, split, config, original_passes, progress)
@@ -377,7 +386,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
 
     if result.localization is None:
         subject.restore(unlearned)
-        with _timed(result, "localization"):
+        with _timed(console, "localization", result):
             result.deltas = weight_deltas(subject.specs, original, unlearned)
             result.directions = update_cosines(subject.specs, original, unlearned, relearned)
             if config.localization == "exact":
