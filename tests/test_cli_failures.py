@@ -42,6 +42,8 @@ def workspace(tmp_path_factory) -> Path:
     # Line 2 (after a blank line) is one word past the context; the tiny tokenizer gives a token a word.
     (root / "long.jsonl").write_text("\n" + json.dumps({"text": " ".join(["Veltravia"] * (CONTEXT + 1))}) + "\n")
     _jsonl(root / "repeated.jsonl", [FORGET[0]] * 8)
+    # An answer as long as the context: no prompt token fits beside it, so --truncate cannot help.
+    (root / "long_answer.jsonl").write_text(json.dumps({"prompt": "The capital of", "answer": " ".join(["Veltravia"] * CONTEXT)}) + "\n")
     (root / "options.toml").write_text('steps = 2\n\n[objective_options]\nbeta = 0.1\nbta = 1\n')
     (root / "infinite.toml").write_text("lr = inf\n")
     (root / "latin1.toml").write_bytes("# réglages\nsteps = 2\n".encode("latin-1"))
@@ -75,6 +77,7 @@ AUDIT = ["audit", "--model", "ck", "--backend", "nnsight", "--forget", "forget.j
 UNLEARN = ["unlearn", "--model", "ck", "--backend", "nnsight", "--forget", "forget.jsonl", "--steps", "1"]
 COMPARE = ["compare", "ck", "ck", "--data", "forget.jsonl", "--no-fisher"]
 TOO_LONG = f"long.jsonl:2: the item is {CONTEXT + 1} tokens, more than the model's context of {CONTEXT} tokens"
+LONG_ANSWER = f"long_answer.jsonl:1: answer: {CONTEXT} tokens leave no room for a prompt within the model's context of {CONTEXT} tokens"
 
 CASES = {
     # Data loss: a forced rerun that fails leaves the finished run whole, before and after the model loads.
@@ -114,6 +117,8 @@ CASES = {
     "audit item over --max-tokens": ([*AUDIT, "--max-tokens", "5", "--out", "out"],
                                      "forget.jsonl:1: the item is 6 tokens, more than --max-tokens 5"),
     "unlearn item too long": ([*UNLEARN, "--forget", "long.jsonl", "--out", "out"], TOO_LONG),
+    "audit answer too long to truncate": ([*AUDIT, "--forget", "long_answer.jsonl", "--truncate", "--out", "out"], LONG_ANSWER),
+    "unlearn answer too long to truncate": ([*UNLEARN, "--forget", "long_answer.jsonl", "--truncate", "--out", "out"], LONG_ANSWER),
     "compare item too long": ([*COMPARE[:3], "--data", "long.jsonl", "--out", "out"], TOO_LONG),
     "audit repeated items": ([*AUDIT, "--forget", "repeated.jsonl", "--out", "out"],
                              "forget set: only 1 distinct items (8 items, 7 of them repeats); debiased CKA needs at least 4"),
@@ -136,3 +141,18 @@ def test_fails_in_one_line_with_exit_2_and_changes_nothing(workspace, monkeypatc
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("error: ") and message in lines[0], lines[0]
     assert _tree(workspace) == before, "a failed command must leave every directory as it was"
+
+
+def test_audit_with_truncate_shortens_over_long_items_and_goes_on(workspace, monkeypatch, capsys):
+    """Forget and control items are 6 tokens, retain items 5: with --max-tokens 5 --truncate the audit passes
+    the length check (warning once per split truncated, the relearning file too) and stops at the next check."""
+    monkeypatch.chdir(workspace)
+    argv = [*AUDIT, "--max-tokens", "5", "--truncate", "--relearn-source", "control.jsonl", "--requests", "5", "--out", "out"]
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps the warnings to the test's 80 columns
+    note = "of 4 items were longer than --max-tokens 5; truncated from the left to at most 5 tokens, answers kept whole"
+    for split in ("forget", "control", "relearn"):
+        assert f"warning: {split}: 4 {note}" in err
+    assert "warning: retain:" not in err
+    assert err.endswith("error: requests=5 is more than the 4 forget items kept; each request needs at least one item")
+    assert not (workspace / "out").exists()

@@ -46,3 +46,41 @@ def test_repeats_are_named_and_too_few_distinct_refused():
     check_distinct("forget", items, 3, "this diagnostic")
     with pytest.raises(ConfigError, match=r"^forget: only 3 distinct items \(5 items, 2 of them repeats\); CKA needs at least 4$"):
         check_distinct("forget", items, 4, "CKA")
+
+
+@pytest.mark.parametrize("bos", [False, True], ids=["plain", "with a BOS token"])
+def test_truncation_keeps_the_answer_and_the_longest_prompt_suffix_that_fits(subject, bos, monkeypatch):
+    tok = subject.tokenizer
+    if bos:
+        from tokenizers import processors
+
+        tok = tokenizer()
+        tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single="<eos> $A", special_tokens=[("<eos>", tok.eos_token_id)])
+        monkeypatch.setattr(subject, "tokenizer", tok)
+    special = len(tok("", add_special_tokens=True)["input_ids"])
+    pair = Item("The capital of Veltravia is not the capital of Orsenne but", "Orsenne and Veltravia")
+    text = Item(text="The capital of Veltravia is not the capital of Orsenne")
+    prompt = tok(pair.prompt, add_special_tokens=False)["input_ids"]
+    answer = tok(pair.answer, add_special_tokens=False)["input_ids"]
+    words = tok(text.text, add_special_tokens=False)["input_ids"]
+    for limit in range(len(answer) + special + 1, len(prompt) + len(answer) + special):
+        (short,), note = check_token_lengths(subject, [pair], ["x:1"], max_tokens=limit, truncate=True, split="forget")
+        assert note == (f"forget: 1 of 1 items were longer than --max-tokens {limit}; truncated from the left "
+                        f"to at most {limit} tokens, answers kept whole")
+        assert short.answer == pair.answer and tok(short.answer, add_special_tokens=False)["input_ids"] == answer
+        kept = tok(short.prompt, add_special_tokens=False)["input_ids"]
+        assert kept == prompt[-len(kept):] and len(kept) == limit - len(answer) - special  # the longest suffix that fits
+    for limit in range(special + 2, len(words) + special):
+        (short,), _ = check_token_lengths(subject, [text], ["x:1"], max_tokens=limit, truncate=True)
+        assert tok(short.text, add_special_tokens=False)["input_ids"] == words[-(limit - special):]
+    fits = Item("The capital of Veltravia is", "Orsenne")
+    assert check_token_lengths(subject, [fits], ["x:1"], max_tokens=128, truncate=True) == ([fits], None)
+
+
+def test_truncation_refuses_an_answer_that_alone_does_not_fit(subject):
+    item = Item("The capital of Veltravia is", "Orsenne and Veltravia")  # a 3-token answer
+    with pytest.raises(DataError, match=r"^x:4: answer: 3 tokens leave no room for a prompt within --max-tokens 3; shorten it$"):
+        check_token_lengths(subject, [item], ["x:4"], max_tokens=3, truncate=True)
+    with pytest.raises(DataError, match=r"^x:4: the item is 8 tokens, more than --max-tokens 4; shorten or split it$"):
+        check_token_lengths(subject, [item], ["x:4"], max_tokens=4)  # without truncate: refused as before

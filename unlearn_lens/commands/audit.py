@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_model_flags
+from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_length_flags, add_model_flags
 from unlearn_lens.data.fields import DataError
 from unlearn_lens.data.loaders import check_spec
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
@@ -61,8 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--lens-decoder", choices=("fixed", "own"), default=None,
                         help="logit lens: read every model through the original's head (fixed, default) or its own")
     parser.add_argument("--max-items", type=int, default=None, help="items kept per split (default 32)")
-    parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
-                        help="refuse any item longer than N tokens (default: the model's context length)")
+    add_length_flags(parser, defaults=False)
     parser.add_argument("--keep-unknown", action="store_true", default=None, help="skip the known filter on forget/retain")
     parser.add_argument("--localization", default=None, choices=LOCALIZATIONS,
                         help="attribution: integrated gradients over every weight, exact depth and checks (default); "
@@ -87,7 +86,8 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "forget": args.forget, "retain": args.retain, "control": args.control,
         "methods": args.methods, "requests": args.requests, "lr": args.lr, "steps": args.steps,
         "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
-        "relearn_source": args.relearn_source, "max_items": args.max_items, "max_tokens": args.max_tokens, "seed": args.seed,
+        "relearn_source": args.relearn_source, "max_items": args.max_items, "max_tokens": args.max_tokens,
+        "truncate": args.truncate, "seed": args.seed,
         "localization": args.localization,
         "known_only": False if args.keep_unknown else None,
         "lens_decoder": args.lens_decoder,

@@ -43,6 +43,15 @@ def add_data_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) ->
                         help="wrap each prompt in the tokenizer's chat template (instruct models); the answer stays the only target")
 
 
+def add_length_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """`--max-tokens`, `--truncate`: the longest item allowed, and whether a longer one is shortened
+    instead of refused. With `defaults=False`, `--truncate` defaults to None so a config file's value is kept."""
+    parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                        help="refuse any item longer than N tokens (default: the model's context length)")
+    parser.add_argument("--truncate", action="store_true", default=False if defaults else None,
+                        help="shorten an over-long item from the left of its prompt instead of refusing it (the answer is kept whole)")
+
+
 def field_map(args: argparse.Namespace) -> FieldMap:
     """The `FieldMap` of the data flags."""
     return FieldMap(prompt=args.prompt_field, answer=args.answer_field, text=args.text_field)

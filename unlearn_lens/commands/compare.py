@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_runtime_flags, field_map
+from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_length_flags, add_runtime_flags, field_map
 from unlearn_lens.diagnostics.activations import POOLINGS, TOKEN_SPANS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
@@ -55,8 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--tokens", default="all", choices=TOKEN_SPANS, help="which real tokens are pooled (default all)")
     add_runtime_flags(parser)
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help=f"items per forward pass (default {EVAL_BATCH_SIZE})")
-    parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
-                        help="refuse any item longer than N tokens (default: the model's context length)")
+    add_length_flags(parser)
     parser.add_argument("--no-fisher", action="store_true", help="skip the Fisher information (no backward passes)")
     parser.add_argument("--fisher-components", action="store_true", help="compare the Fisher information per component (q, k, v, o, MLP) too")
     parser.add_argument(
@@ -124,10 +123,10 @@ def run(args: argparse.Namespace) -> None:
     items = load_items(args.data, field_map(args))
     options = {"backend": args.backend, "device": args.device, "device_map": args.device_map, "dtype": args.dtype}
     reference = load(args.reference, **options)
-    _check_items(reference, items, args)
-    updated = load(args.updated, **options)
-    if args.chat_template:
+    if args.chat_template:  # before the length check: the template's tokens count too
         items = chat_items(items, reference.tokenizer)
+    items = _check_items(reference, items, args)
+    updated = load(args.updated, **options)
     comparison, reference_pass, updated_pass = compare_models(
         reference, updated, items, pooling=args.pooling, tokens=args.tokens, batch_size=args.batch_size,
         fisher=not args.no_fisher, fisher_components=args.fisher_components, progress=True,
@@ -139,18 +138,22 @@ def run(args: argparse.Namespace) -> None:
         console.print(f"wrote {', '.join(path.name for path in written)} to {args.out}")
 
 
-def _check_items(reference: Subject, items: list[Item], args: argparse.Namespace) -> None:
-    """Every item fits the model; repeats are reported, and refused when too few distinct items are left for debiased CKA."""
+def _check_items(reference: Subject, items: list[Item], args: argparse.Namespace) -> list[Item]:
+    """The items, each fitting the model (truncated with `--truncate`); repeats are reported, and
+    refused when too few distinct items are left for debiased CKA."""
     from unlearn_lens.data.checks import check_distinct, check_token_lengths, describe_duplicates, item_locations
     from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES
 
     where = item_locations(args.data, len(items), str(args.data))
-    check_token_lengths(reference, items, where, args.max_tokens)
+    items, note = check_token_lengths(reference, items, where, args.max_tokens, args.truncate, str(args.data))
+    if note is not None:
+        console.print(f"[yellow]warning:[/] {escape(note)}")
     if args.pooling != "tokens":
         check_distinct(str(args.data), items, MIN_DEBIASED_SAMPLES, f"debiased CKA with --pooling {args.pooling}")
     note = describe_duplicates(str(args.data), items, where)
     if note is not None:
         console.print(f"[yellow]warning:[/] {escape(note)}")
+    return items
 
 
 def _predictor(args: argparse.Namespace) -> ReversibilityPredictor:

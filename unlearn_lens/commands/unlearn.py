@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_model_flags, field_map
+from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_length_flags, add_model_flags, field_map
 from unlearn_lens.data import BUILTIN_DOMAINS, builtin, load_items
 from unlearn_lens.data.checks import check_token_lengths, describe_duplicates, item_locations
 from unlearn_lens.errors import ConfigError
@@ -55,8 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=1, help="split the forget set into this many sequential requests (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of batching and random labels (default 0)")
     parser.add_argument("--known-only", action="store_true", help="keep only forget items the model answers exactly before unlearning")
-    parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
-                        help="refuse any item longer than N tokens (default: the model's context length)")
+    add_length_flags(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help=f"write {MODEL_DIR}/ and {RUN_FILE} here")
     parser.add_argument("--force", action="store_true", help=f"overwrite an existing {RUN_FILE} in --out")
     parser.set_defaults(handler=run)
@@ -94,12 +93,14 @@ def run(args: argparse.Namespace) -> None:
     subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map, dtype=args.dtype)
     if args.chat_template:
         forget, retain = chat_items(forget, subject.tokenizer), chat_items(retain, subject.tokenizer)
+    fitted = {}
     for split, items in (("forget", forget), ("retain", retain)):
         where = item_locations(sources[split], len(items), str(sources[split]))
-        check_token_lengths(subject, items, where, args.max_tokens)
-        note = describe_duplicates(split, items, where)
-        if note is not None:
-            console.print(f"[yellow]warning:[/] {escape(note)}")
+        fitted[split], truncated = check_token_lengths(subject, items, where, args.max_tokens, args.truncate, split)
+        for note in (truncated, describe_duplicates(split, fitted[split], where)):
+            if note is not None:
+                console.print(f"[yellow]warning:[/] {escape(note)}")
+    forget, retain = fitted["forget"], fitted["retain"]
     known = None
     if args.known_only:
         forget, known = filter_known(subject, forget)

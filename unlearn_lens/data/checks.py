@@ -1,5 +1,6 @@
 """Checks on items once the model's tokenizer is known, run before anything is computed or written:
-every item fits the model's context (and `--max-tokens`), and repeated items are named.
+every item fits the model's context (and `--max-tokens`), or is truncated to fit with `--truncate`,
+and repeated items are named.
 
 A single over-long item would otherwise make one forward pass allocate for millions of tokens,
 and a split of one item repeated looks like many samples to CKA while being one.
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unlearn_lens.data.batching import encode_item
+from unlearn_lens.data.batching import IGNORE_INDEX, encode_item
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import DataError
 from unlearn_lens.errors import ConfigError
@@ -49,26 +50,57 @@ def token_limit(subject: Subject, max_tokens: int | None) -> tuple[int | None, s
     return context, f"the model's context of {context} tokens"
 
 
-def check_token_lengths(subject: Subject, items: Sequence[Item], locations: Sequence[str],
-                        max_tokens: int | None = None) -> None:
-    """Raise `DataError` at the first item that cannot be tokenised into a target, or is longer
-    than the model's context (or `max_tokens`), naming where it was read."""
+def _truncated(tokenizer, item: Item, limit: int) -> Item | None:
+    """The item with tokens dropped from the left of its prompt (of its text, for a plain text,
+    keeping 2 tokens) until it encodes to at most `limit` tokens, the answer whole; None if it
+    cannot fit."""
+    source = item.text if item.is_text else item.prompt
+    tokens = tokenizer(source or "", add_special_tokens=False)["input_ids"]
+    kept = min(len(tokens), limit - (len(encode_item(tokenizer, item)[0]) - len(tokens)))  # what fits beside the rest
+    while kept >= (2 if item.is_text else 1):
+        suffix = tokenizer.decode(tokens[-kept:])
+        shorter = Item(text=suffix) if item.is_text else Item(suffix, item.answer)
+        try:
+            if len(encode_item(tokenizer, shorter)[0]) <= limit:
+                return shorter
+        except ValueError:  # the suffix tokenises to nothing (or to one token of a text): drop more, as for too long
+            pass
+        kept -= 1
+    return None
+
+
+def check_token_lengths(subject: Subject, items: Sequence[Item], locations: Sequence[str], max_tokens: int | None = None,
+                        truncate: bool = False, split: str = "items") -> tuple[list[Item], str | None]:
+    """The items, each fitting the model's context (and `max_tokens`): an over-long one is refused
+    with `DataError` naming where it was read, or with `truncate` shortened from the left of its
+    prompt; also a one-line note saying how many of `split` were truncated (None if none was)."""
     from transformers.utils import logging as hf_logging
 
     limit, limit_name = token_limit(subject, max_tokens)
+    fitted, n_truncated = [], 0
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the tokenizer's own "longer than the maximum" warning would be a second line
     try:
         for item, where in zip(items, locations):
             try:
-                ids, _ = encode_item(subject.tokenizer, item)
+                ids, labels = encode_item(subject.tokenizer, item)
             except ValueError as error:
                 raise DataError(f"{where}: {error}") from None
             if limit is not None and len(ids) > limit:
-                raise DataError(f"{where}: the item is {len(ids):,} tokens, more than {limit_name}; "
-                                "shorten or split it")
+                shorter = _truncated(subject.tokenizer, item, limit) if truncate else None
+                if shorter is None and truncate and not item.is_text:
+                    answer = sum(label != IGNORE_INDEX for label in labels)
+                    raise DataError(f"{where}: answer: {answer:,} tokens leave no room for a prompt within {limit_name}; "
+                                    "shorten it")
+                if shorter is None:
+                    raise DataError(f"{where}: the item is {len(ids):,} tokens, more than {limit_name}; shorten or split it")
+                item, n_truncated = shorter, n_truncated + 1
+            fitted.append(item)
     finally:
         hf_logging.set_verbosity(verbosity)
+    note = (f"{split}: {n_truncated} of {len(fitted)} items were longer than {limit_name}; truncated from the left "
+            f"to at most {limit} tokens, answers kept whole") if n_truncated else None
+    return fitted, note
 
 
 def duplicates(items: Sequence[Item], locations: Sequence[str]) -> list[tuple[str, str]]:

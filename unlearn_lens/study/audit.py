@@ -79,14 +79,18 @@ def _read_sets(config: StudyConfig) -> tuple[str, StudyData]:
     return source, data
 
 
-def _check_items(subject: Subject, config: StudyConfig, data: StudyData, console: Console) -> None:
-    """Every item fits the model (refused with file:line otherwise); repeated items are reported,
-    and a split with too few distinct items for debiased CKA is refused."""
+def _check_items(subject: Subject, config: StudyConfig, data: StudyData, console: Console) -> StudyData:
+    """The sets with every item fitting the model (refused with file:line otherwise, or truncated
+    with `truncate`); repeated items are reported, and a split with too few distinct items for
+    debiased CKA is refused."""
     files = {"forget": config.forget, "retain": config.retain, "control": config.control}
+    fitted = {}
     for split in ("forget", "retain", "control", "unrelated"):
-        items = getattr(data, split)
-        where = item_locations(files.get(split), len(items), f"built-in {config.domain} {split}")
-        check_token_lengths(subject, items, where, config.max_tokens)
+        where = item_locations(files.get(split), len(getattr(data, split)), f"built-in {config.domain} {split}")
+        items, note = check_token_lengths(subject, getattr(data, split), where, config.max_tokens, config.truncate, split)
+        fitted[split] = items
+        if note is not None:
+            console.print(f"[yellow]warning:[/] {escape(note)}")
         if split == "unrelated":
             continue
         check_distinct(f"{split} set", items, MIN_DEBIASED_SAMPLES, "debiased CKA")
@@ -94,8 +98,10 @@ def _check_items(subject: Subject, config: StudyConfig, data: StudyData, console
         if note is not None:
             console.print(f"[yellow]warning:[/] {escape(note)}")
     if config.relearn_source not in RELEARN_SOURCES:
-        items = _relearn_items(config, None, subject.tokenizer)
-        check_token_lengths(subject, items, item_locations(config.relearn_source, len(items), "relearn"), config.max_tokens)
+        note = _relearn_items(config, None, subject)[1]
+        if note is not None:
+            console.print(f"[yellow]warning:[/] {escape(note)}")
+    return StudyData(**fitted)
 
 
 def _prepare_data(subject: Subject, config: StudyConfig, sets: tuple[str, StudyData], console: Console) -> DataSummary:
@@ -104,7 +110,7 @@ def _prepare_data(subject: Subject, config: StudyConfig, sets: tuple[str, StudyD
     if config.chat_template:
         data = StudyData(*(chat_items(items, subject.tokenizer) for items in (data.forget, data.retain, data.control, data.unrelated)))
         source += ", prompts in the chat template"
-    _check_items(subject, config, data, console)
+    data = _check_items(subject, config, data, console)
     overlap = check_overlap(data.forget, data.retain)
     if overlap:
         console.print(f"[yellow]warning:[/] {overlap} items are in both the forget and the retain set")
@@ -134,12 +140,15 @@ def _prepare_data(subject: Subject, config: StudyConfig, sets: tuple[str, StudyD
     return DataSummary(source=source, items=kept, given=given)
 
 
-def _relearn_items(config: StudyConfig, data: DataSummary | None, tokenizer) -> list[Item]:
-    """The relearning source: a named split of the run's data, or items read from its data spec."""
+def _relearn_items(config: StudyConfig, data: DataSummary | None, subject: Subject) -> tuple[list[Item], str | None]:
+    """The relearning source: a named split of the run's data, or items read from its data spec,
+    checked (and truncated with `truncate`) like the splits; with the truncation note, if any."""
     if config.relearn_source in RELEARN_SOURCES:
-        return data.items[config.relearn_source]
+        return data.items[config.relearn_source], None
     items = load_items(config.relearn_source, config.field_map)
-    return chat_items(items, tokenizer) if config.chat_template else items
+    items = chat_items(items, subject.tokenizer) if config.chat_template else items
+    where = item_locations(config.relearn_source, len(items), config.relearn_source)
+    return check_token_lengths(subject, items, where, config.max_tokens, config.truncate, "relearn")
 
 
 def _check_methods(config: StudyConfig) -> None:
@@ -360,7 +369,7 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         subject.restore(unlearned)
         with _timed(console, "relearn", result):
             result_relearn = relearn(
-                subject, _relearn_items(config, results.data, subject.tokenizer), control,
+                subject, _relearn_items(config, results.data, subject)[0], control,
                 steps=config.relearn_steps, forget_items=forget, retain_items=retain, original_forget=results.original["forget"],
                 lr=config.relearn_lr or config.lr, batch_size=config.batch_size, seed=config.seed, progress=progress,
             )

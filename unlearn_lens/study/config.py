@@ -53,6 +53,7 @@ class StudyConfig:
     relearn_source: str = "forget"
     max_items: int | None = 32
     max_tokens: int | None = None
+    truncate: bool = False
     known_only: bool = True
     pooling: str = "mean"
     localization: str = "attribution"
