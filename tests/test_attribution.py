@@ -28,7 +28,6 @@ from unlearn_lens.localize import (
     bisect_depth,
     forgetting_depth,
     gauss_legendre,
-    head_patch,
     input_embedding_patch,
     last_layers_patch,
     layer_patch,
@@ -144,7 +143,7 @@ def test_in_the_linear_regime_every_part_equals_its_exact_reversion(tiny_tok, ti
     assert result.points == 2 and result.residual < 1e-4
     reverter = Reverter(subject, original, FORGET, unlearned=unlearned)
     pairs = [(forget.blocks(fraction=True)[layer], reverter.measure(layer_patch(subject, layer)).effect_nll) for layer in range(N_LAYERS)]
-    pairs.append((forget.output_head / forget.change, reverter.measure(head_patch(subject)).effect_nll))
+    pairs.append((forget.output_head / forget.change, reverter.measure(last_layers_patch(subject, 0)).effect_nll))
     pairs.append((forget.input_embedding / forget.change, reverter.measure(input_embedding_patch(subject)).effect_nll))
     pairs += [(forget.head_patch(layer, head, fraction=True), reverter.measure(query_heads_patch(subject, [(layer, head)])).effect_nll)
               for layer in range(N_LAYERS) for head in range(subject.shape.n_heads)]

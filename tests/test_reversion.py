@@ -20,7 +20,6 @@ from unlearn_lens.localize import (
     forgetting_depth,
     full_patch,
     head_attribution,
-    head_patch,
     input_embedding_patch,
     last_layers_patch,
     layer_patch,
@@ -189,7 +188,7 @@ def test_tied_head_patch_reverts_the_output_use_only_and_reties(tiny_tok, backen
     assert restored.effect_nll == 1.0
     assert restored.forget == reverter.original.forget and restored.retain == reverter.original.retain
     # The head alone and the input embedding alone are different patches with different effects.
-    head, inputs = reverter.measure(head_patch(subject)), reverter.measure(input_embedding_patch(subject))
+    head, inputs = reverter.measure(last_layers_patch(subject, 0)), reverter.measure(input_embedding_patch(subject))
     assert head.forget != inputs.forget and head.forget != reverter.unlearned.forget
     # Reverting the tied matrix's input use alone is the model with the original embedding
     # feeding the blocks and the unlearned matrix reading out: build that model by hand.

@@ -16,7 +16,7 @@ quadrature was fine enough, and the number of nodes is doubled until it is below
 [`Reverter`][unlearn_lens.localize.Reverter] divides, so attributions over `L(θ_o) − L(θ_u)` are
 comparable with reversion effects. A tied unembedding gets its own leaf on the path during the
 passes, so the output head (final norm and unembedding) and the input embedding are attributed
-apart, as [`head_patch`][unlearn_lens.localize.head_patch] and
+apart, as [`last_layers_patch(subject, 0)`][unlearn_lens.localize.last_layers_patch] and
 [`input_embedding_patch`][unlearn_lens.localize.input_embedding_patch] revert them apart.
 """
 

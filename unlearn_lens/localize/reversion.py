@@ -77,12 +77,6 @@ def layer_patch(subject: Subject, layer: int) -> Patch:
     return Patch(f"layer {layer}", keys=tuple(subject.keys(layers=[layer])))
 
 
-def head_patch(subject: Subject) -> Patch:
-    """Revert the output head alone: the final norm and the unembedding (its output use only
-    when tied to the input embedding)."""
-    return Patch(HEAD_LABEL, output_head=True)
-
-
 def input_embedding_patch(subject: Subject) -> Patch:
     """Revert the input embeddings alone (token and, where there is one, position embedding);
     a tied unembedding keeps its unlearned weights."""

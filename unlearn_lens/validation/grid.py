@@ -26,7 +26,7 @@ from unlearn_lens.data.items import Item
 from unlearn_lens.diagnostics.compare import ModelPass, model_pass
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
-from unlearn_lens.localize.reversion import Reverter, head_patch
+from unlearn_lens.localize.reversion import Reverter, last_layers_patch
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.predict.features import measure_features
@@ -227,7 +227,7 @@ def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell,
     reverter = Reverter(subject, original, data.forget, unlearned=unlearned_weights)
     features = measure_features(subject, original, data.forget, unlearned=unlearned_weights,
                                 original_pass=data.original_pass, reverter=reverter)
-    head = reverter.measure(head_patch(subject))  # measured already when the depth's bisection reached k = 0
+    head = reverter.measure(last_layers_patch(subject, 0))  # measured already when the depth's bisection reached k = 0
     seconds["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
