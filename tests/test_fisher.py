@@ -8,6 +8,7 @@ from torch import nn
 
 from unlearn_lens.metrics import (
     QUANTILE_LEVELS,
+    FisherProfile,
     FisherSummary,
     compare_fisher,
     per_example_linear_grad_sq,
@@ -247,6 +248,27 @@ def test_value_range_counts_out_of_range_values():
     assert summary.edges == pytest.approx([1e-3, 1e-2, 1e-1], rel=1e-12)
     assert summary.counts == (1, 1)
     assert (summary.n_below, summary.n_above, summary.n_zero) == (1, 1, 1)
+
+
+def test_value_exactly_on_the_last_edge_is_in_the_last_bin():
+    values = torch.tensor([1e-3, 1e-1, 1e-1, 0.0], dtype=torch.float64)
+    summary = summarise_fisher(values, bins=2, value_range=(1e-3, 1e-1))
+    assert summary.counts == (1, 2)
+    assert (summary.n_below, summary.n_above) == (0, 0)
+
+
+def test_profile_of_parts_equals_summary_of_their_concatenation():
+    """A layer profiled as its separate matrices (views, nothing concatenated is kept) summarises
+    exactly as the concatenated values do, against any shared range, however often reused."""
+    parts = [lognormal(8, 120).reshape(10, 12), lognormal(9, 35, scale=3.0), torch.zeros(2, 5)]
+    parts[0][0, :4] = 0.0
+    joined = torch.cat([p.flatten() for p in parts])
+    profile = FisherProfile.of(*parts)
+    other = lognormal(10, 50, scale=100.0)
+    value_range = shared_value_range(profile, FisherProfile.of(other))
+    assert value_range == shared_value_range(joined, other)
+    for bins, span in ((7, None), (11, value_range), (11, value_range)):
+        assert profile.summary(bins, span) == summarise_fisher(joined, bins, span)
 
 
 def test_shared_value_range_gives_identical_edges():

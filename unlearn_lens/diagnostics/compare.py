@@ -45,7 +45,6 @@ from unlearn_lens.metrics.fisher import (
     FisherSummary,
     compare_fisher,
     shared_value_range,
-    summarise_fisher,
 )
 from unlearn_lens.metrics.pca import pc1_similarity, pca_distance, pca_shift, subspace_similarity
 from unlearn_lens.metrics.token import TokenMetrics, TokenMetricsAccumulator
@@ -336,24 +335,6 @@ def _layer_comparison(stream: int, reference: Tensor, updated: Tensor, k: int) -
     )
 
 
-def _fisher_groups(fisher: ModelFisher, components: bool) -> dict[tuple[int | None, str | None], Tensor]:
-    """Flattened Fisher values per layer (component `None`) and, if asked, per (layer, component)."""
-    by_component: dict[tuple[int | None, str], list[Tensor]] = {}
-    for key, values in fisher.values.items():
-        by_component.setdefault(fisher.addresses[key], []).append(values.flatten())
-    layers: dict[int | None, list[str]] = {}
-    for layer, component in by_component:
-        layers.setdefault(layer, []).append(component)
-    groups: dict[tuple[int | None, str | None], Tensor] = {}
-    for layer in sorted(layers, key=lambda x: (x is None, x or 0)):
-        names = layers[layer]
-        groups[(layer, None)] = torch.cat([v for name in names for v in by_component[(layer, name)]])
-        if components and len(names) > 1:
-            for name in names:
-                groups[(layer, name)] = torch.cat(by_component[(layer, name)])
-    return groups
-
-
 def compare_model_fisher(
     reference: ModelFisher, updated: ModelFisher, bins: int = FISHER_BINS, components: bool = False
 ) -> list[FisherGroup]:
@@ -361,17 +342,19 @@ def compare_model_fisher(
     summarised on shared log-scale bins, and compared.
 
     Comparisons are made from the summaries, so `ks_statistic` is `None`: the exact KS statistic
-    would sort every value a second time, and sorting (for the medians) is already what the
-    summaries of a 100M-weight model cost most.
+    would sort every value a second time, and partitioning (for the quantiles) is already what
+    the summaries of a 100M-weight model cost most. Each model's quantiles are computed once
+    ([`ModelFisher.profiles`][unlearn_lens.diagnostics.ModelFisher.profiles]); a comparison
+    then costs one histogram pass over each model's values.
     """
-    reference_groups, updated_groups = _fisher_groups(reference, components), _fisher_groups(updated, components)
+    reference_groups, updated_groups = reference.profiles(components), updated.profiles(components)
     result = []
-    for address, values in reference_groups.items():
+    for address, profile in reference_groups.items():
         if address not in updated_groups:
             continue
         other = updated_groups[address]
-        value_range = shared_value_range(values, other)
-        comparison = compare_fisher(summarise_fisher(values, bins, value_range), summarise_fisher(other, bins, value_range))
+        value_range = shared_value_range(profile, other)
+        comparison = compare_fisher(profile.summary(bins, value_range), other.summary(bins, value_range))
         result.append(FisherGroup(layer=address[0], component=address[1], comparison=comparison))
     return result
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float
@@ -36,7 +36,7 @@ from unlearn_lens.data.batching import Batch
 from unlearn_lens.data.items import Item
 from unlearn_lens.diagnostics.activations import context_length
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
-from unlearn_lens.metrics.fisher import per_example_linear_grad_sq
+from unlearn_lens.metrics.fisher import FisherProfile, per_example_linear_grad_sq
 from unlearn_lens.metrics.token import target_loss
 from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.subject import Subject
@@ -62,6 +62,29 @@ class ModelFisher:
     addresses: dict[str, tuple[int | None, str]]
     n_examples: int
     skipped: tuple[str, ...]
+    _profiles: dict[bool, dict[tuple[int | None, str | None], FisherProfile]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+
+    def profiles(self, components: bool = False) -> dict[tuple[int | None, str | None], FisherProfile]:
+        """The values profiled per layer (`(layer, None)`) and, with `components`, per layer and
+        component too, in layer order (outside the blocks last); computed once and kept, so a
+        model compared with several others is profiled once."""
+        if components not in self._profiles:
+            by_component: dict[tuple[int | None, str], list[Tensor]] = {}
+            for key, values in self.values.items():
+                by_component.setdefault(self.addresses[key], []).append(values)
+            layers: dict[int | None, list[str]] = {}
+            for layer, component in by_component:
+                layers.setdefault(layer, []).append(component)
+            profiles: dict[tuple[int | None, str | None], FisherProfile] = {}
+            for layer in sorted(layers, key=lambda x: (x is None, x or 0)):
+                names = layers[layer]
+                profiles[(layer, None)] = FisherProfile.of(*(v for name in names for v in by_component[(layer, name)]))
+                if components and len(names) > 1:
+                    for name in names:
+                        profiles[(layer, name)] = FisherProfile.of(*by_component[(layer, name)])
+            self._profiles[components] = profiles
+        return self._profiles[components]
 
 
 @dataclass

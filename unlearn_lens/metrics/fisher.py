@@ -129,8 +129,33 @@ class FisherComparison:
     updated: FisherSummary
 
 
-def _as_fisher_values(values: Tensor) -> Tensor:
-    flat = values.detach().flatten().to(torch.float64)
+def shared_value_range(*values: Tensor | FisherProfile) -> tuple[float, float] | None:
+    """Smallest positive and largest value over several Fisher tensors (or their profiles), or
+    `None` if no value is positive.
+
+    Pass it as `value_range` to [`summarise_fisher`][unlearn_lens.metrics.summarise_fisher]
+    for each tensor so that their histograms share the same bins.
+    """
+    ranges = [(v if isinstance(v, FisherProfile) else FisherProfile.of(v)).positive_range for v in values]
+    ranges = [r for r in ranges if r is not None]
+    if not ranges:
+        return None
+    return min(low for low, _ in ranges), max(high for _, high in ranges)
+
+
+def _order_statistics(values: Tensor, ranks: set[int]) -> dict[int, float]:
+    """The values at some ranks of the ascending order, by one partial partition in numpy (O(n),
+    no full sort, no size limit), in the values' own precision: converting to float64 is exact
+    and keeps the order, so float32 values need no float64 copy."""
+    ordered = np.partition(values.cpu().numpy(), sorted(ranks))
+    return {rank: float(ordered[rank]) for rank in ranks}
+
+
+def _checked_values(values: Tensor) -> Tensor:
+    """Flat values in float32 or float64 (half precisions upcast exactly), checked as Fisher values."""
+    flat = values.detach().flatten()
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.to(torch.float32)
     if flat.numel() == 0:
         raise ValueError("no Fisher values to summarise (empty tensor)")
     if not torch.isfinite(flat).all():
@@ -140,27 +165,6 @@ def _as_fisher_values(values: Tensor) -> Tensor:
             f"Fisher values are squared gradients and cannot be negative, got minimum {float(flat.min()):.3g}"
         )
     return flat
-
-
-def shared_value_range(*values: Tensor) -> tuple[float, float] | None:
-    """Smallest positive and largest value over several Fisher tensors, or `None` if no value
-    is positive.
-
-    Pass it as `value_range` to [`summarise_fisher`][unlearn_lens.metrics.summarise_fisher]
-    for each tensor so that their histograms share the same bins.
-    """
-    positives = [v.detach().flatten().to(torch.float64) for v in values]
-    positives = [v[v > 0] for v in positives]
-    positives = [v for v in positives if v.numel() > 0]
-    if not positives:
-        return None
-    return min(float(v.min()) for v in positives), max(float(v.max()) for v in positives)
-
-
-def _quantiles(values: Tensor, levels: tuple[float, ...]) -> list[float]:
-    """Linear-interpolation quantiles (numpy's default method) by partial partitioning in
-    numpy, O(n) rather than a full sort; unlike `torch.quantile`, no limit on the input size."""
-    return np.quantile(values.cpu().numpy(), levels).tolist()
 
 
 def _log_edges(value_range: tuple[float, float], bins: int, device: torch.device) -> Tensor:
@@ -174,6 +178,83 @@ def _log_edges(value_range: tuple[float, float], bins: int, device: torch.device
     # Pin the ends exactly, so that rounding in 10**x cannot push the extremes out of range.
     edges[0], edges[-1] = low, high
     return edges
+
+
+@dataclass(frozen=True)
+class FisherProfile:
+    """One tensor's Fisher values with the statistics that do not depend on a histogram's range.
+
+    The quantiles are what a summary costs most (a partition of every value); a model compared
+    with several others (the original with each of its updates) is profiled once and then costs
+    one pass over its values per histogram.
+
+    **Fields:** `values` (the tensors profiled as one set, flattened views: no copy is kept),
+    `n`, `n_zero`, `mean`, `median`, `quantiles` (as in
+    [`FisherSummary`][unlearn_lens.metrics.FisherSummary]) and `positive_range`, the smallest
+    positive and the largest value (`None` if none is positive).
+    """
+
+    values: tuple[Tensor, ...]
+    n: int
+    n_zero: int
+    mean: float
+    median: float
+    quantiles: dict[float, float]
+    positive_range: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, *values: Float[Tensor, "..."]) -> FisherProfile:
+        """Check and profile non-negative, finite Fisher values: one tensor, or several as one set
+        (a layer's matrices), of any shapes."""
+        flat = _checked_values(torch.cat([v.detach().flatten() for v in values]) if len(values) > 1 else values[0])
+        n, n_zero = flat.numel(), int((flat == 0).sum())
+        # Linear interpolation between the order statistics around level · (n - 1) (numpy's
+        # default); rank n_zero is the smallest positive value and rank n - 1 the largest.
+        positions = {level: level * (n - 1) for level in (0.5, *QUANTILE_LEVELS)}
+        ranks = {n - 1, min(n_zero, n - 1)}
+        for position in positions.values():
+            ranks |= {math.floor(position), min(math.floor(position) + 1, n - 1)}
+        order = _order_statistics(flat, ranks)
+
+        def quantile(position: float) -> float:
+            below = math.floor(position)
+            low, high = order[below], order[min(below + 1, n - 1)]
+            return low + (position - below) * (high - low)
+
+        median, *quantiles = (quantile(position) for position in positions.values())
+        positive_range = (order[n_zero], order[n - 1]) if n_zero < n else None
+        return cls(values=tuple(v.detach().flatten() for v in values), n=n, n_zero=n_zero,
+                   mean=float(flat.sum(dtype=torch.float64)) / n, median=median,
+                   quantiles=dict(zip(QUANTILE_LEVELS, quantiles)), positive_range=positive_range)
+
+    def summary(self, bins: int = 30, value_range: tuple[float, float] | None = None) -> FisherSummary:
+        """The [`FisherSummary`][unlearn_lens.metrics.FisherSummary] with a log-scale histogram
+        of `bins` bins between `value_range` (default: this tensor's `positive_range`)."""
+        if bins < 1:
+            raise ValueError(f"bins must be at least 1, got {bins}")
+        value_range = value_range if value_range is not None else self.positive_range
+        if value_range is None:
+            warnings.warn(
+                f"all {self.n} Fisher values are 0 (no parameter affects the log-likelihood "
+                "of these examples): the log-scale histogram is empty.",
+                UserWarning,
+            )
+            edges, counts, n_below, n_above = (), (), 0, 0
+        else:
+            edge_tensor = _log_edges(value_range, bins, self.values[0].device)
+            # One bucketize of every value: slot 0 is below the first edge (zeros included),
+            # slot bins + 1 at or above the last, which closes the last bin.
+            slots, on_last_edge = torch.zeros(bins + 2, dtype=torch.int64), 0
+            for part in self.values:
+                flat = part.to(torch.float64)
+                slots += torch.bincount(torch.bucketize(flat, edge_tensor, right=True), minlength=bins + 2).cpu()
+                on_last_edge += int((flat == edge_tensor[-1]).sum())
+            slots = slots.tolist()
+            counts = (*slots[1:bins], slots[bins] + on_last_edge)
+            edges, n_below, n_above = tuple(edge_tensor.tolist()), slots[0] - self.n_zero, slots[bins + 1] - on_last_edge
+        return FisherSummary(n=self.n, n_zero=self.n_zero, mean=self.mean, median=self.median,
+                             quantiles=dict(self.quantiles), edges=edges, counts=tuple(counts),
+                             n_below=n_below, n_above=n_above)
 
 
 def summarise_fisher(
@@ -190,40 +271,7 @@ def summarise_fisher(
       tensor's smallest positive and largest value. Give two models the same range (see
       [`shared_value_range`][unlearn_lens.metrics.shared_value_range]) to compare them.
     """
-    if bins < 1:
-        raise ValueError(f"bins must be at least 1, got {bins}")
-    flat = _as_fisher_values(values)
-    median, *quantiles = _quantiles(flat, (0.5, *QUANTILE_LEVELS))
-    positives = flat[flat > 0]
-    if value_range is None and positives.numel() > 0:
-        value_range = (float(positives.min()), float(positives.max()))
-    if value_range is None:
-        warnings.warn(
-            f"all {flat.numel()} Fisher values are 0 (no parameter affects the log-likelihood "
-            "of these examples): the log-scale histogram is empty.",
-            UserWarning,
-        )
-        edges, counts, n_below, n_above = (), (), 0, 0
-    else:
-        edge_tensor = _log_edges(value_range, bins, flat.device)
-        below = positives < edge_tensor[0]
-        above = positives > edge_tensor[-1]
-        inside = positives[~below & ~above]
-        bin_index = (torch.bucketize(inside, edge_tensor, right=True) - 1).clamp(max=bins - 1)
-        edges = tuple(edge_tensor.tolist())
-        counts = tuple(torch.bincount(bin_index, minlength=bins).tolist())
-        n_below, n_above = int(below.sum()), int(above.sum())
-    return FisherSummary(
-        n=flat.numel(),
-        n_zero=int((flat == 0).sum()),
-        mean=float(flat.mean()),
-        median=median,
-        quantiles=dict(zip(QUANTILE_LEVELS, quantiles)),
-        edges=edges,
-        counts=counts,
-        n_below=n_below,
-        n_above=n_above,
-    )
+    return FisherProfile.of(values).summary(bins, value_range)
 
 
 def log10_ratio(updated: float, original: float) -> float:
@@ -268,7 +316,7 @@ def compare_fisher(
         value_range = shared_value_range(original, updated)
         original_summary = summarise_fisher(original, bins, value_range)
         updated_summary = summarise_fisher(updated, bins, value_range)
-        ks = _ks_statistic(_as_fisher_values(original), _as_fisher_values(updated))
+        ks = _ks_statistic(_checked_values(original).double(), _checked_values(updated).double())
     elif isinstance(original, FisherSummary) and isinstance(updated, FisherSummary):
         if original.edges != updated.edges:
             raise ValueError(

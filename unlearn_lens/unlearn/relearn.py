@@ -297,17 +297,20 @@ def equal_work_steps(steps: int, n_source: int, n_other: int, batch_size: int) -
 
 
 class _CurveRecorder:
-    """A training callback that measures some item sets after every step."""
+    """A training callback that measures some item sets after every step; `latest` holds the
+    last measurement, which is the model as training left it (so the run's end needs no other)."""
 
     def __init__(self, subject: Subject, sets: dict[str, Sequence[Item]], trained_items: int) -> None:
         self.subject, self.sets, self.size = subject, sets, trained_items
         self.points: dict[str, list[CurvePoint]] = {name: [] for name in sets}
+        self.latest: dict[str, TokenMetrics] = {}
         self.seen = 0
 
     def record(self, step: int, measured: dict[str, TokenMetrics] | None = None) -> None:
         for name, items in self.sets.items():
             metrics = measured[name] if measured and name in measured else evaluate(self.subject, items)
             self.points[name].append(CurvePoint(step, self.seen / self.size, metrics.accuracy, metrics.nll))
+            self.latest[name] = metrics
 
     def __call__(self, step: TrainingStep) -> None:
         self.seen += step.n_items
@@ -372,7 +375,7 @@ def relearn(
     control_run = train(subject, "finetune", control_items, config=config(n_control), callbacks=[control_curve],
                         progress=progress, phase="relearn_control", keep_snapshots=False)
     _stop_if_interrupted(subject, control_run, start)
-    control_after = evaluate(subject, control_items)
+    control_after = control_curve.latest["control"]
     subject.restore(start)
     measured = {"forget": forget_items, **({"retain": retain_items} if retain_items else {})}
     source_curve = _CurveRecorder(subject, measured, len(source_items))
@@ -380,7 +383,7 @@ def relearn(
     source_run = train(subject, "finetune", source_items, config=config(n_steps), callbacks=[source_curve, *callbacks],
                        progress=progress, phase="relearn", keep_snapshots=False)
     _stop_if_interrupted(subject, source_run, start)
-    forget_after = evaluate(subject, forget_items)
+    forget_after = source_curve.latest["forget"]
     recovery = {metric: Recovery.measure(metric, original_forget, forget_before, forget_after, control_before, control_after)
                 for metric in RECOVERY_METRICS}
     work = {"source": RelearnWork.of(source_run, len(source_items)), "control": RelearnWork.of(control_run, len(control_items))}
