@@ -104,7 +104,8 @@ def test_completeness_on_a_large_update(tiny_tok):
     assert result.passes == sum(2**i for i in range(int(math.log2(result.points)) + 1))
     # Views: blocks + head + input embedding = total; last_k[L] + input embedding = total.
     last_k = forget.last_k()
-    assert last_k[0] == forget.output_head
+    assert last_k[0] == forget.output_head == forget.place("head")
+    assert forget.place("input_embedding", fraction=True) == forget.input_embedding / forget.change
     assert last_k[-1] + forget.input_embedding == pytest.approx(forget.total, abs=1e-12)
     assert sum(forget.component_totals().values()) == pytest.approx(sum(forget.blocks()), abs=1e-12)
     assert all(torch.equal(subject.weight(key).detach(), unlearned[key]) for key in subject.keys())

@@ -126,6 +126,11 @@ class LossAttribution:
         shared = kv[:, [kv_head_of(h, n_heads, n_kv) for h in range(n_heads)]] / group
         return (own + shared) * self._scale(fraction)
 
+    def place(self, name: str, fraction: bool = False) -> float:
+        """Attribution of a place outside the blocks: `"head"` (final norm and unembedding) or
+        `"input_embedding"`."""
+        return (self.output_head if name == "head" else self.input_embedding) * self._scale(fraction)
+
     def head_patch(self, layer: int, head: int, fraction: bool = False) -> float:
         """Attribution of the weights [`query_heads_patch`][unlearn_lens.localize.query_heads_patch]
         reverts for one query head: its q and o slices and the whole key-value head it reads."""

@@ -444,6 +444,10 @@ class ReversionSweep:
         """The output head (final norm and unembedding) reverted alone."""
         return self.last_k[0]
 
+    def place(self, name: str) -> ReversionResult:
+        """A place outside the blocks reverted alone: `"head"` or `"input_embedding"`."""
+        return self.head if name == "head" else self.input_embedding
+
     def layer_effects(self, metric: Metric | None = None) -> list[float]:
         """Restoration effect of reverting each block alone (default: the depth metric)."""
         return [result.effect(metric or self.depth_metric) for result in self.layers]

@@ -218,13 +218,12 @@ class PlaceEffects:
 def place_effects(result: MethodResults) -> PlaceEffects:
     """Exact reversion effects (on the depth metric) when the sweep ran, attributed shares otherwise."""
     if result.reversion is not None:
-        sweep = result.reversion
-        return PlaceEffects(f"reverted alone ({sweep.depth_metric})", sweep.layer_effects(), sweep.input_embedding.effect(sweep.depth_metric),
-                            sweep.head.effect(sweep.depth_metric), sweep.last_k_effects())
+        sweep, metric = result.reversion, result.reversion.depth_metric
+        return PlaceEffects(f"reverted alone ({metric})", sweep.layer_effects(), sweep.place("input_embedding").effect(metric),
+                            sweep.place("head").effect(metric), sweep.last_k_effects())
     forget = result.attribution.attribution.forget
-    scale = 1 / forget.change if forget.change else float("nan")
-    return PlaceEffects("attributed (nll)", forget.blocks(fraction=True), forget.input_embedding * scale,
-                        forget.output_head * scale, forget.last_k(fraction=True))
+    return PlaceEffects("attributed (nll)", forget.blocks(fraction=True), forget.place("input_embedding", fraction=True),
+                        forget.place("head", fraction=True), forget.last_k(fraction=True))
 
 
 def plot_where(result: MethodResults, path: Path) -> Path:

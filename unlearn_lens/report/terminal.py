@@ -160,12 +160,9 @@ def _place_effects(result: MethodResults, place: str, effects: list[tuple[str, s
     values: list[float | None] = []
     for _, name in effects:
         if name == "attribution_nll" and result.attribution is not None:
-            forget = result.attribution.attribution.forget
-            values.append((forget.output_head if place == "head" else forget.input_embedding) / forget.change
-                          if forget.change else None)
+            values.append(result.attribution.attribution.forget.place(place, fraction=True))
         elif name.startswith("reversion_") and result.reversion is not None:
-            reverted = result.reversion.head if place == "head" else result.reversion.input_embedding
-            values.append(reverted.effect(name.removeprefix("reversion_")))
+            values.append(result.reversion.place(place).effect(name.removeprefix("reversion_")))
         else:
             values.append(None)
     return values
