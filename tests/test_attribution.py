@@ -153,6 +153,30 @@ def test_in_the_linear_regime_every_part_equals_its_exact_reversion(tiny_tok, ti
     np.testing.assert_allclose(attributed, exact, atol=2e-4)  # measured: within 4e-5
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_first_order_is_the_gradient_at_the_unlearned_weights_contracted_with_the_delta(tiny_tok, tied):
+    """`first_order` of a part is ∇L(θ_u) · (θ_o − θ_u) over that part's weights: against one plain
+    autograd backward of the mean answer-token NLL at θ_u (no hooks, no untied leaf), per block and
+    outside the blocks (head and input embedding together,
+    since a tied matrix has one gradient for both uses). Finite differences cannot be the
+    reference: Llama's RMSNorm computes in float32 even in a float64 model."""
+    subject, original, unlearned = _perturbed(tiny_tok, 0.05, dtype=torch.float64, tied=tied)
+    first = attribute_weights(subject, original, unlearned, FORGET, progress=False).first_order
+    assert first is not None and first.change == pytest.approx(first.loss_original - first.loss_unlearned)
+    subject.restore(unlearned)
+    batch = subject.encode(FORGET)
+    target_loss(subject.run(batch, grad=True).logits, batch.labels).backward()
+    grads = {name: param.grad for name, param in named_parameters(subject.model).items()}
+    terms = {spec.key: float(((original[spec.key] - unlearned[spec.key]) * spec.view(grads)).sum()) for spec in subject.specs}
+    subject.model.zero_grad(set_to_none=True)
+    for layer in range(N_LAYERS):
+        block = sum(value for key, value in terms.items() if subject.spec(key).layer == layer)
+        assert first.blocks()[layer] == pytest.approx(block, rel=1e-9, abs=1e-15)
+    outside = sum(value for key, value in terms.items() if subject.spec(key).layer is None)
+    assert first.output_head + first.input_embedding == pytest.approx(outside, rel=1e-9, abs=1e-15)
+    assert first.total == pytest.approx(sum(terms.values()), rel=1e-9, abs=1e-15) and first.total != 0.0
+
+
 def test_gqa_head_rows_sum_to_the_attention_attribution(tiny_tok):
     subject, original, unlearned = _perturbed(tiny_tok, 0.05)
     forget = attribute_weights(subject, original, unlearned, FORGET, progress=False).forget
@@ -180,8 +204,10 @@ def test_check_reverts_the_top_attributed_parts_and_round_trips(tiny_tok):
     reverter = Reverter(subject, original, FORGET, unlearned=unlearned)
     for (layer, head), exact in zip(check.heads, check.head_exact):
         assert exact == reverter.measure(query_heads_patch(subject, [(layer, head)])).effect_nll
-    # The top half of the verified heads are the top-attributed ones, the rest spread down to the lowest.
-    table = forget.heads(fraction=True)
+    # The top half of the verified heads are the top-ranked ones (by the first-order effect of
+    # reverting each alone), the rest spread down to the lowest.
+    assert check.head_estimate == "first order"
+    table = localized.attribution.single_patches.heads(fraction=True)
     values = [table[layer, head] for layer, head in check.heads]
     assert len(check.heads) == N_VERIFIED_HEADS and values[:4] == sorted(table.ravel(), reverse=True)[:4]
     assert values[4:] == sorted(values[4:], reverse=True) and values[-1] == table.min()

@@ -85,7 +85,7 @@ def localize_by_attribution(
     depth = measure_depth(reverter, shallow_limit(n_layers), restore_fraction, guess=n_layers if guess is None else guess)
     seconds["depth"] = time.perf_counter() - started
     started = time.perf_counter()
-    check = verify_attribution(attribution.forget, reverter, progress=progress)
+    check = verify_attribution(attribution, reverter, progress=progress)
     seconds["verification"] = time.perf_counter() - started
     subject.restore(unlearned)
     return AttributedLocalization(attribution, check, depth, {stage: round(value, 2) for stage, value in seconds.items()})

@@ -1,9 +1,11 @@
 """Exact checks of a weight attribution: revert its top-ranked blocks and heads and compare.
 
 Integrated gradients is exact in sum (completeness) but each part's share is an approximation
-of what reverting that part alone does, since parts interact. The check reverts the blocks and
-query heads the attribution ranks highest, one at a time, and reports the Spearman correlation
-between attributed and exact effects; a low agreement is a warning, never hidden.
+of what reverting that part alone does, since parts interact. The check reverts blocks (ranked
+by their integrated-gradient share) and query heads (ranked by the first-order effect of
+reverting each alone, when the attribution measured it: a head is a small patch, and the
+gradient at the unlearned weights predicts it), one at a time, and reports the Spearman
+correlation between estimated and exact effects; a low agreement is a warning, never hidden.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from unlearn_lens.atomic import json_float
-from unlearn_lens.localize.attribution import LossAttribution
+from unlearn_lens.localize.attribution import WeightAttribution
 from unlearn_lens.localize.reversion import Reverter, layer_patch, query_heads_patch
 from unlearn_lens.localize.summary import spearman
 
@@ -37,7 +39,8 @@ class AttributionCheck:
     over the rest of the ranking); `block_attributed[i]`, `block_exact[i]` their
     effects; `heads`, the verified `(layer, query head)` pairs, whose exact patch reverts the
     head's q and o slices and its whole key-value head, and whose attributed effect is that of
-    the same weights ([`LossAttribution.head_patch`][unlearn_lens.localize.LossAttribution.head_patch]).
+    the same weights ([`LossAttribution.head_patch`][unlearn_lens.localize.LossAttribution.head_patch])
+    in the estimate named by `head_estimate`.
     """
 
     blocks: list[int]
@@ -46,6 +49,7 @@ class AttributionCheck:
     heads: list[tuple[int, int]]
     head_attributed: list[float]
     head_exact: list[float]
+    head_estimate: str = "integrated gradients"
 
     @property
     def block_agreement(self) -> float:
@@ -76,6 +80,7 @@ class AttributionCheck:
             "heads": [list(pair) for pair in self.heads],
             "head_attributed": self.head_attributed,
             "head_exact": self.head_exact,
+            "head_estimate": self.head_estimate,
             "block_agreement": self.block_agreement,
             "head_agreement": self.head_agreement,
         }
@@ -89,6 +94,7 @@ class AttributionCheck:
             heads=[(int(layer), int(head)) for layer, head in data["heads"]],
             head_attributed=[json_float(v) for v in data["head_attributed"]],
             head_exact=[json_float(v) for v in data["head_exact"]],
+            head_estimate=data.get("head_estimate", "integrated gradients"),
         )
 
 
@@ -114,7 +120,7 @@ def verified_indices(values: np.ndarray, n: int) -> list[int]:
 
 
 def verify_attribution(
-    attribution: LossAttribution,
+    attribution: WeightAttribution,
     reverter: Reverter,
     *,
     n_blocks: int = N_VERIFIED_BLOCKS,
@@ -122,13 +128,14 @@ def verify_attribution(
     progress: bool = True,
 ) -> AttributionCheck:
     """Revert `n_blocks` blocks and `n_heads` query heads one at a time with `reverter` (forget set of
-    the attribution, same snapshots): the top-attributed half and the rest spread over the ranking
-    (see `verified_indices`; heads ranked by
-    [`LossAttribution.heads`][unlearn_lens.localize.LossAttribution.heads])."""
+    the attribution, same snapshots): the top-ranked half and the rest spread over the ranking
+    (see `verified_indices`); blocks ranked by their integrated-gradient share, heads by
+    [`WeightAttribution.single_patches`][unlearn_lens.localize.WeightAttribution.single_patches]."""
     subject = reverter.subject
-    block_fractions = attribution.blocks(fraction=True)
+    block_fractions = attribution.forget.blocks(fraction=True)
     blocks = verified_indices(np.asarray(block_fractions), n_blocks)
-    table = attribution.heads(fraction=True)
+    single = attribution.single_patches
+    table = single.heads(fraction=True)
     heads = [divmod(index, table.shape[1]) for index in verified_indices(table, n_heads)]
     patches = [layer_patch(subject, layer) for layer in blocks] + [query_heads_patch(subject, [pair]) for pair in heads]
     exact = [result.effect_nll for result in reverter.measure_all(patches, progress=progress, description="verification")]
@@ -137,6 +144,7 @@ def verify_attribution(
         block_attributed=[block_fractions[layer] for layer in blocks],
         block_exact=exact[: len(blocks)],
         heads=[(int(layer), int(head)) for layer, head in heads],
-        head_attributed=[attribution.head_patch(layer, head, fraction=True) for layer, head in heads],
+        head_attributed=[single.head_patch(layer, head, fraction=True) for layer, head in heads],
         head_exact=exact[len(blocks) :],
+        head_estimate="integrated gradients" if attribution.first_order is None else "first order",
     )

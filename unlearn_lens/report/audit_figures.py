@@ -144,11 +144,12 @@ def plot_attribution(result: MethodResults, path: Path) -> Path:
 
 
 def plot_head_attribution(result: MethodResults, path: Path) -> Path:
-    """Layer × query-head attribution of the forget effect for every head, the verified heads
-    marked, beside the weight-delta norm of each head."""
+    """Layer × query-head effect of reverting each head alone (first order at the unlearned weights
+    when measured, integrated-gradient shares otherwise), the verified heads marked, beside the
+    weight-delta norm of each head."""
     localized = result.attribution
     check = localized.check
-    table = localized.attribution.forget.heads(fraction=True)
+    table = localized.attribution.single_patches.heads(fraction=True)
     figure, (ax_attr, ax_delta) = new_figure(10.0, 5.0, columns=2)
     limit = float(np.nanmax(np.abs(table))) or 1.0
     image = ax_attr.imshow(table, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower")
@@ -158,7 +159,8 @@ def plot_head_attribution(result: MethodResults, path: Path) -> Path:
     ax_attr.legend(fontsize="small", loc="upper left")
     ax_attr.set_xlabel("query head")
     ax_attr.set_ylabel("block")
-    ax_attr.set_title(f"Attribution per head ({table.size} heads; verified ρ = {check.head_agreement:.2f})")
+    ax_attr.set_title(f"Each head reverted alone, {check.head_estimate} ({table.size} heads; verified ρ = {check.head_agreement:.2f})",
+                      fontsize="medium")
     image = ax_delta.imshow(result.deltas.query_head_norms(), aspect="auto", cmap="magma", origin="lower")
     figure.colorbar(image, ax=ax_delta, label="‖ΔW‖ of the head (q, k, v, o)")
     ax_delta.set_xlabel("query head")

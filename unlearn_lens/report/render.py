@@ -78,8 +78,9 @@ def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str
             check = result.attribution.check
             rows = [(f"block {layer}", fmt(a), fmt(e)) for layer, a, e in zip(check.blocks, check.block_attributed, check.block_exact)]
             rows += [(f"L{layer}H{head}", fmt(a), fmt(e)) for (layer, head), a, e in zip(check.heads, check.head_attributed, check.head_exact)]
-            section.tables.append(Table(("patch", "attributed", "exact reversion"), rows, collapsed=True,
-                                        caption="Verification: share of the forget NLL effect, attributed vs exact"))
+            section.tables.append(Table(("patch", "estimated", "exact reversion"), rows, collapsed=True,
+                                        caption="Verification: share of the forget NLL effect, estimated (blocks: integrated-gradient "
+                                                f"share; heads: {check.head_estimate}) vs exact reversion of the patch alone"))
         if result.logit_lens is not None:
             section.paragraphs.append(
                 "Logit lens: first layer where the answer's median rank departs from the original's: "

@@ -175,15 +175,14 @@ def attribution_lines(result: MethodResults) -> tuple[list[str], list[str]]:
     if localized is None:
         return [], []
     attribution, check = localized.attribution, localized.check
-    forget = attribution.forget
-    table = forget.heads(fraction=True)
+    table = attribution.single_patches.heads(fraction=True)
     top = top_indices(table, TOP_HEADS_SHOWN)
     heads = ", ".join(f"L{index // table.shape[1]}H{index % table.shape[1]} {percent(table.flat[index])}" for index in top)
     lines = [
         f"weight attribution over {table.size} heads: completeness residual {fmt(100 * attribution.residual, 1)} % "
         f"({attribution.points} quadrature points); agreement with exact reversion: blocks ρ {fmt(check.block_agreement)} "
-        f"({len(check.blocks)} verified), heads ρ {fmt(check.head_agreement)} ({len(check.heads)} verified)",
-        f"top heads (share of the forget effect): {heads}",
+        f"({len(check.blocks)} verified), heads ρ {fmt(check.head_agreement)} ({len(check.heads)} verified, {check.head_estimate})",
+        f"top heads (reverted alone, {check.head_estimate}; share of the forget effect): {heads}",
     ]
     return lines, localized.warnings()
 
