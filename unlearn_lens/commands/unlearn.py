@@ -23,14 +23,8 @@ from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_length_f
 from unlearn_lens.data import BUILTIN_DOMAINS, builtin, load_items
 from unlearn_lens.data.checks import check_token_lengths, describe_duplicates, item_locations
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.out_dir import check_out_dir
+from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE, check_out_dir
 from unlearn_lens.unlearn.loop import DEFAULT_STEPS, TrainConfig
-
-RUN_FILE = "run.json"
-"""The record of a run in `--out`; its presence marks a finished run."""
-
-MODEL_DIR = "model"
-"""Where in `--out` the unlearned checkpoint goes."""
 
 console = Console()
 
