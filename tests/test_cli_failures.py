@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from memorised import CONTROL, FORGET, RETAIN, tokenizer
+from memorised import CITIES, CONTROL, COUNTRIES, FORGET, RETAIN, tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
 
 import unlearn_lens as ul
 from unlearn_lens.cli import main
@@ -33,6 +34,12 @@ def workspace(tmp_path_factory) -> Path:
     tok = tokenizer()
     subject = ul.load(ul.tiny_llama(vocab_size=len(tok)), tokenizer=tok, backend="nnsight")
     ul.save_checkpoint(subject, root / "ck")
+    # Checkpoints that do not fit `ck`: wider, deeper, or with another word at one token id.
+    wide = LlamaConfig.from_dict({**subject.model.config.to_dict(), "hidden_size": 48})
+    for name, model, words in (("wide", LlamaForCausalLM(wide), tok), ("deep", ul.tiny_llama(len(tok), n_layers=3), tok),
+                               ("othertok", ul.tiny_llama(len(tok)), ul.tiny_tokenizer(COUNTRIES[:-1] + ("Elsewhere",) + CITIES))):
+        model.save_pretrained(root / name)
+        words.save_pretrained(root / name)
     ul.save_checkpoint(subject, root / "truncated")
     weights = root / "truncated" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -120,6 +127,22 @@ CASES = {
     "audit answer too long to truncate": ([*AUDIT, "--forget", "long_answer.jsonl", "--truncate", "--out", "out"], LONG_ANSWER),
     "unlearn answer too long to truncate": ([*UNLEARN, "--forget", "long_answer.jsonl", "--truncate", "--out", "out"], LONG_ANSWER),
     "compare item too long": ([*COMPARE[:3], "--data", "long.jsonl", "--out", "out"], TOO_LONG),
+    # A given checkpoint must be the original's architecture with its tokenizer, and have its own name.
+    "given checkpoint of another width": ([*AUDIT, "--unlearned", "wide", "--out", "out"],
+                                          "--unlearned wide: wide: tensor model.embed_tokens.weight is [96, 48] in the checkpoint, "
+                                          "[96, 32] in the original"),
+    "given checkpoint with more layers": ([*AUDIT, "--unlearned", "deep", "--out", "out"],
+                                          "--unlearned deep: deep: the checkpoint has tensor model.layers.2."),
+    "given checkpoint with another tokenizer": ([*AUDIT, "--unlearned", "othertok", "--out", "out"],
+                                                "--unlearned othertok: othertok: the tokenizer differs from the original's at id 87: "
+                                                "'Elsewhere' in the checkpoint, 'Brisca' in the original"),
+    "given checkpoint missing": ([*AUDIT, "--unlearned", "runs/gone/model", "--out", "out"],
+                                 "--unlearned gone: runs/gone/model: no such directory (and not a Hugging Face hub id)"),
+    "given checkpoints named alike": ([*AUDIT, "--unlearned", "x=ck", "--unlearned", "x=deep", "--out", "out"],
+                                      "--unlearned: two checkpoints are named 'x' (ck and deep)"),
+    "given checkpoint named like a method": ([*AUDIT, "--unlearned", "ga=ck", "--out", "out"],
+                                             "'ga' names both a method and an unlearned checkpoint (ck)"),
+    "given checkpoint force over a run": ([*AUDIT, "--unlearned", "wide", "--out", "finished", "--force"], "--unlearned wide: wide: tensor"),
     "audit repeated items": ([*AUDIT, "--forget", "repeated.jsonl", "--out", "out"],
                              "forget set: only 1 distinct items (8 items, 7 of them repeats); debiased CKA needs at least 4"),
     "compare repeated items": ([*COMPARE[:3], "--data", "repeated.jsonl"], "repeated.jsonl: only 1 distinct items"),
