@@ -65,6 +65,8 @@ def workspace(tmp_path_factory) -> Path:
     (finished / "results.json").write_text('{"schema": "unlearn_lens.results", "version": 2, "status": "complete"}\n')
     (finished / "report.html").write_text("<html>the finished run's report</html>\n")
     (finished / "figures" / "ga-cka.png").write_bytes(b"\x89PNG\r\n\x1a\nfigure")
+    (root / "finished-relearn").mkdir()
+    (root / "finished-relearn" / "run.json").write_text('{"command": "relearn"}\n')
     (root / "mine").mkdir()
     (root / "mine" / "report.html").write_text("<html>my own report</html>\n")
     (root / "mine" / "notes.txt").write_text("my notes\n")
@@ -83,6 +85,7 @@ AUDIT = ["audit", "--model", "ck", "--backend", "nnsight", "--forget", "forget.j
          "--control", "control.jsonl", "--keep-unknown", "--method", "ga", "--steps", "1", "--relearn-steps", "1"]
 UNLEARN = ["unlearn", "--model", "ck", "--backend", "nnsight", "--forget", "forget.jsonl", "--steps", "1"]
 COMPARE = ["compare", "ck", "ck", "--data", "forget.jsonl", "--no-fisher"]
+RELEARN = ["relearn", "ck", "--backend", "nnsight", "--data", "forget.jsonl", "--control", "control.jsonl", "--steps", "1"]
 TOO_LONG = f"long.jsonl:2: the item is {CONTEXT + 1} tokens, more than the model's context of {CONTEXT} tokens"
 LONG_ANSWER = f"long_answer.jsonl:1: answer: {CONTEXT} tokens leave no room for a prompt within the model's context of {CONTEXT} tokens"
 
@@ -92,12 +95,17 @@ CASES = {
     "force over a run, item too long": ([*AUDIT, "--forget", "long.jsonl", "--out", "finished", "--force"], TOO_LONG),
     "audit into the user's directory": ([*AUDIT, "--out", "mine"], "--out mine holds other files ('notes.txt')"),
     "unlearn into the user's directory": ([*UNLEARN, "--out", "mine"], "--out mine holds other files"),
+    "relearn into the user's directory": ([*RELEARN, "--out", "mine"], "--out mine holds other files"),
+    "relearn over a run": ([*RELEARN, "--out", "finished-relearn"], "--out finished-relearn already holds run.json; pass --force"),
     "compare into the user's directory": ([*COMPARE, "--out", "mine"], "--out mine holds other files"),
     # Validated before anything is written.
     "lr nan": ([*AUDIT, "--lr", "nan", "--out", "out"], "lr must be a finite number, got nan"),
     "lr inf": ([*AUDIT, "--lr", "inf", "--out", "out"], "lr must be a finite number, got inf"),
     "relearn lr inf": ([*AUDIT, "--relearn-lr=-inf", "--out", "out"], "relearn_lr must be a finite number, got -inf"),
     "lr inf in study.toml": ([*AUDIT, "--config", "infinite.toml", "--out", "out"], "infinite.toml:1: lr must be a finite number"),
+    "relearn lr inf": ([*RELEARN, "--lr", "inf", "--out", "out"], "lr must be a finite number, got inf"),
+    "relearn missing control": ([*RELEARN, "--control", "nowhere.jsonl", "--out", "out"], "nowhere.jsonl: no such file"),
+    "relearn missing checkpoint": ([*RELEARN[:1], "runs/gone/model", *RELEARN[2:], "--out", "out"], "runs/gone/model"),
     "unlearn lr inf": ([*UNLEARN, "--lr", "inf", "--out", "out"], "lr must be a finite number, got inf"),
     "more requests than items": ([*AUDIT, "--requests", "5", "--out", "out"], "requests=5 is more than the 4 forget items kept"),
     "missing relearn source": ([*AUDIT, "--relearn-source", "nowhere.jsonl", "--out", "out"],
@@ -123,6 +131,7 @@ CASES = {
     "audit item too long": ([*AUDIT, "--forget", "long.jsonl", "--out", "out"], TOO_LONG),
     "audit item over --max-tokens": ([*AUDIT, "--max-tokens", "5", "--out", "out"],
                                      "forget.jsonl:1: the item is 6 tokens, more than --max-tokens 5"),
+    "relearn item too long": ([*RELEARN, "--data", "long.jsonl", "--out", "out"], TOO_LONG),
     "unlearn item too long": ([*UNLEARN, "--forget", "long.jsonl", "--out", "out"], TOO_LONG),
     "audit answer too long to truncate": ([*AUDIT, "--forget", "long_answer.jsonl", "--truncate", "--out", "out"], LONG_ANSWER),
     "unlearn answer too long to truncate": ([*UNLEARN, "--forget", "long_answer.jsonl", "--truncate", "--out", "out"], LONG_ANSWER),

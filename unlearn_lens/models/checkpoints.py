@@ -21,6 +21,7 @@ from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.builtin import BUILTIN_MODELS, ensure_builtin_cache
 from unlearn_lens.models.sources import HUB_ID
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.out_dir import MODEL_DIR
 
 INDEX_FILE = "model.safetensors.index.json"
 """Where a sharded safetensors checkpoint maps each tensor to its shard."""
@@ -39,6 +40,15 @@ class _Tensor:
 
     file: Path
     shape: tuple[int, ...]
+
+
+def model_source(source: str | Path) -> str:
+    """`source`, or `source/model` when `source` is the `--out` of `unlearn-lens unlearn` (or
+    `relearn`): a directory holding `model/` and no `config.json` of its own."""
+    path = Path(source)
+    if path.is_dir() and not (path / "config.json").exists() and (path / MODEL_DIR / "config.json").is_file():
+        return str(path / MODEL_DIR)
+    return str(source)
 
 
 def checkpoint_directory(source: str | Path) -> Path:

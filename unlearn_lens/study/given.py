@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.models.checkpoints import checkpoint_directory
+from unlearn_lens.models.checkpoints import checkpoint_directory, model_source
 from unlearn_lens.models.sources import HUB_ID
 from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE
 from unlearn_lens.unlearn.api import UnlearnResult
@@ -69,9 +69,7 @@ def checkpoint_name(source: str) -> str:
 def locate(source: str) -> GivenCheckpoint:
     """Find a given checkpoint's files (a directory, the `--out` of `unlearn-lens unlearn`, a
     built-in name or a hub id) and read the `run.json` that `unlearn-lens unlearn` wrote beside it."""
-    path = Path(source)
-    if path.is_dir() and not (path / "config.json").exists() and (path / MODEL_DIR / "config.json").is_file():
-        path = path / MODEL_DIR
+    path = Path(model_source(source))
     directory = checkpoint_directory(path if path.is_dir() else source)
     run_file = directory.parent / RUN_FILE
     if not path.is_dir() or directory.name != MODEL_DIR or not run_file.is_file():
