@@ -1,4 +1,4 @@
-"""Flags shared by the subcommands that load one model."""
+"""Flags shared by the subcommands that load one model, and the checks those flags ask of what they read."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.markup import escape
 
 from unlearn_lens.data.fields import FieldMap
@@ -14,6 +13,8 @@ from unlearn_lens.errors import ConfigError
 from unlearn_lens.models import BACKENDS, DEFAULT_MODEL, DTYPES
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from unlearn_lens.data.items import Item
     from unlearn_lens.models.subject import Subject
 

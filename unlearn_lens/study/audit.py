@@ -311,17 +311,18 @@ def audit(
     original (architecture, tensor names and shapes, tokenizer) right after it loads.
     """
     if unlearned:
-        config = (config or StudyConfig(methods=())).with_values(unlearned={**(config.unlearned if config else {}), **unlearned})
+        base = config if config is not None else StudyConfig(methods=())  # checkpoints alone: no default methods
+        config = base.with_values(unlearned={**base.unlearned, **unlearned})
     config = config or StudyConfig()
     config.validate()
     _check_methods(config)
     _check_relearn_source(config)
-    given = _locate_given(config)
     if subject is None:
         check_device(config.device)
     console = console or Console(stderr=True)
     progress = progress and console.is_terminal  # bars vanish off a terminal: `_timed` prints a line per stage instead
     run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
+    given = _locate_given(config)
     sets = _read_sets(config) if results is None or results.data is None else None
     if subject is None:
         subject = load(config.model, backend=config.backend, device=config.device, device_map=config.device_map,

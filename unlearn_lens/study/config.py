@@ -20,7 +20,7 @@ from unlearn_lens.models.dtypes import DTYPES
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
 CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-"""What a method's or given checkpoint's name may be: it names report rows and files (snapshots, figures)."""
+"""What a given checkpoint's name may be: like a method's, it names report rows and files (snapshots, figures)."""
 NAMED_RUNS = ("methods", "unlearned")
 """The settings that name what an audit studies: unlearning methods, and checkpoints unlearned elsewhere."""
 LOCALIZATIONS = ("attribution", "exact")
@@ -163,8 +163,8 @@ class StudyConfig:
                 raise ConfigError(f"{source}: {name!r} names both a method and an unlearned checkpoint ({checkpoint}); "
                                   "name the checkpoint otherwise with --unlearned NAME=PATH")
             if not CHECKPOINT_NAME.match(name):
-                raise ConfigError(f"{source}: unlearned checkpoint name {name!r} is not usable (letters, digits and . _ + - "
-                                  "only, not first); name it with --unlearned NAME=PATH")
+                raise ConfigError(f"{source}: unlearned checkpoint name {name!r} is not usable (letters, digits, '.', '_', '+' "
+                                  "and '-', starting with a letter or digit); name it with --unlearned NAME=PATH")
             if not checkpoint:
                 raise ConfigError(f"{source}: unlearned checkpoint {name!r} has an empty path; give its directory or hub id")
 
