@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from memorised import CONTROL, FORGET, RETAIN, tokenizer
+from memorised import CITIES, CONTROL, COUNTRIES, FORGET, RETAIN, tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
 
 import unlearn_lens as ul
 from unlearn_lens.cli import main
@@ -33,6 +34,12 @@ def workspace(tmp_path_factory) -> Path:
     tok = tokenizer()
     subject = ul.load(ul.tiny_llama(vocab_size=len(tok)), tokenizer=tok, backend="nnsight")
     ul.save_checkpoint(subject, root / "ck")
+    # Checkpoints that do not fit `ck`: wider, deeper, or with another word at one token id.
+    wide = LlamaConfig.from_dict({**subject.model.config.to_dict(), "hidden_size": 48})
+    for name, model, words in (("wide", LlamaForCausalLM(wide), tok), ("deep", ul.tiny_llama(len(tok), n_layers=3), tok),
+                               ("othertok", ul.tiny_llama(len(tok)), ul.tiny_tokenizer(COUNTRIES[:-1] + ("Elsewhere",) + CITIES))):
+        model.save_pretrained(root / name)
+        words.save_pretrained(root / name)
     ul.save_checkpoint(subject, root / "truncated")
     weights = root / "truncated" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -58,6 +65,8 @@ def workspace(tmp_path_factory) -> Path:
     (finished / "results.json").write_text('{"schema": "unlearn_lens.results", "version": 2, "status": "complete"}\n')
     (finished / "report.html").write_text("<html>the finished run's report</html>\n")
     (finished / "figures" / "ga-cka.png").write_bytes(b"\x89PNG\r\n\x1a\nfigure")
+    (root / "finished-relearn").mkdir()
+    (root / "finished-relearn" / "run.json").write_text('{"command": "relearn"}\n')
     (root / "mine").mkdir()
     (root / "mine" / "report.html").write_text("<html>my own report</html>\n")
     (root / "mine" / "notes.txt").write_text("my notes\n")
@@ -76,6 +85,7 @@ AUDIT = ["audit", "--model", "ck", "--backend", "nnsight", "--forget", "forget.j
          "--control", "control.jsonl", "--keep-unknown", "--method", "ga", "--steps", "1", "--relearn-steps", "1"]
 UNLEARN = ["unlearn", "--model", "ck", "--backend", "nnsight", "--forget", "forget.jsonl", "--steps", "1"]
 COMPARE = ["compare", "ck", "ck", "--data", "forget.jsonl", "--no-fisher"]
+RELEARN = ["relearn", "ck", "--backend", "nnsight", "--data", "forget.jsonl", "--control", "control.jsonl", "--steps", "1"]
 TOO_LONG = f"long.jsonl:2: the item is {CONTEXT + 1} tokens, more than the model's context of {CONTEXT} tokens"
 LONG_ANSWER = f"long_answer.jsonl:1: answer: {CONTEXT} tokens leave no room for a prompt within the model's context of {CONTEXT} tokens"
 
@@ -85,12 +95,17 @@ CASES = {
     "force over a run, item too long": ([*AUDIT, "--forget", "long.jsonl", "--out", "finished", "--force"], TOO_LONG),
     "audit into the user's directory": ([*AUDIT, "--out", "mine"], "--out mine holds other files ('notes.txt')"),
     "unlearn into the user's directory": ([*UNLEARN, "--out", "mine"], "--out mine holds other files"),
+    "relearn into the user's directory": ([*RELEARN, "--out", "mine"], "--out mine holds other files"),
+    "relearn over a run": ([*RELEARN, "--out", "finished-relearn"], "--out finished-relearn already holds run.json; pass --force"),
     "compare into the user's directory": ([*COMPARE, "--out", "mine"], "--out mine holds other files"),
     # Validated before anything is written.
     "lr nan": ([*AUDIT, "--lr", "nan", "--out", "out"], "lr must be a finite number, got nan"),
     "lr inf": ([*AUDIT, "--lr", "inf", "--out", "out"], "lr must be a finite number, got inf"),
     "relearn lr inf": ([*AUDIT, "--relearn-lr=-inf", "--out", "out"], "relearn_lr must be a finite number, got -inf"),
     "lr inf in study.toml": ([*AUDIT, "--config", "infinite.toml", "--out", "out"], "infinite.toml:1: lr must be a finite number"),
+    "relearn lr inf": ([*RELEARN, "--lr", "inf", "--out", "out"], "lr must be a finite number, got inf"),
+    "relearn missing control": ([*RELEARN, "--control", "nowhere.jsonl", "--out", "out"], "nowhere.jsonl: no such file"),
+    "relearn missing checkpoint": ([*RELEARN[:1], "runs/gone/model", *RELEARN[2:], "--out", "out"], "runs/gone/model"),
     "unlearn lr inf": ([*UNLEARN, "--lr", "inf", "--out", "out"], "lr must be a finite number, got inf"),
     "more requests than items": ([*AUDIT, "--requests", "5", "--out", "out"], "requests=5 is more than the 4 forget items kept"),
     "missing relearn source": ([*AUDIT, "--relearn-source", "nowhere.jsonl", "--out", "out"],
@@ -116,10 +131,27 @@ CASES = {
     "audit item too long": ([*AUDIT, "--forget", "long.jsonl", "--out", "out"], TOO_LONG),
     "audit item over --max-tokens": ([*AUDIT, "--max-tokens", "5", "--out", "out"],
                                      "forget.jsonl:1: the item is 6 tokens, more than --max-tokens 5"),
+    "relearn item too long": ([*RELEARN, "--data", "long.jsonl", "--out", "out"], TOO_LONG),
     "unlearn item too long": ([*UNLEARN, "--forget", "long.jsonl", "--out", "out"], TOO_LONG),
     "audit answer too long to truncate": ([*AUDIT, "--forget", "long_answer.jsonl", "--truncate", "--out", "out"], LONG_ANSWER),
     "unlearn answer too long to truncate": ([*UNLEARN, "--forget", "long_answer.jsonl", "--truncate", "--out", "out"], LONG_ANSWER),
     "compare item too long": ([*COMPARE[:3], "--data", "long.jsonl", "--out", "out"], TOO_LONG),
+    # A given checkpoint must be the original's architecture with its tokenizer, and have its own name.
+    "given checkpoint of another width": ([*AUDIT, "--unlearned", "wide", "--out", "out"],
+                                          "--unlearned wide: wide: tensor model.embed_tokens.weight is [96, 48] in the checkpoint, "
+                                          "[96, 32] in the original"),
+    "given checkpoint with more layers": ([*AUDIT, "--unlearned", "deep", "--out", "out"],
+                                          "--unlearned deep: deep: the checkpoint has tensor model.layers.2."),
+    "given checkpoint with another tokenizer": ([*AUDIT, "--unlearned", "othertok", "--out", "out"],
+                                                "--unlearned othertok: othertok: the tokenizer differs from the original's at id 87: "
+                                                "'Elsewhere' in the checkpoint, 'Brisca' in the original"),
+    "given checkpoint missing": ([*AUDIT, "--unlearned", "runs/gone/model", "--out", "out"],
+                                 "--unlearned gone: runs/gone/model: no such directory (and not a Hugging Face hub id)"),
+    "given checkpoints named alike": ([*AUDIT, "--unlearned", "x=ck", "--unlearned", "x=deep", "--out", "out"],
+                                      "--unlearned: two checkpoints are named 'x' (ck and deep)"),
+    "given checkpoint named like a method": ([*AUDIT, "--unlearned", "ga=ck", "--out", "out"],
+                                             "'ga' names both a method and an unlearned checkpoint (ck)"),
+    "given checkpoint force over a run": ([*AUDIT, "--unlearned", "wide", "--out", "finished", "--force"], "--unlearned wide: wide: tensor"),
     "audit repeated items": ([*AUDIT, "--forget", "repeated.jsonl", "--out", "out"],
                              "forget set: only 1 distinct items (8 items, 7 of them repeats); debiased CKA needs at least 4"),
     "compare repeated items": ([*COMPARE[:3], "--data", "repeated.jsonl"], "repeated.jsonl: only 1 distinct items"),

@@ -46,6 +46,7 @@ from unlearn_lens.predict import ReversibilityFeatures, ReversibilityPredictor, 
 from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict, classify_regime
 from unlearn_lens.study.audit import audit
 from unlearn_lens.study.config import StudyConfig, load_config
+from unlearn_lens.study.given import GivenCheckpoint
 from unlearn_lens.study.results import AuditResults, MethodResults
 from unlearn_lens.validation import GridSettings, run_grid
 from unlearn_lens.unlearn import (
@@ -74,6 +75,7 @@ __all__ = [
     "DataError",
     "FieldMap",
     "DeltaTracker",
+    "GivenCheckpoint",
     "GridSettings",
     "Item",
     "LocalizationSummary",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn_lens.commands import audit, compare, report, unlearn
+from unlearn_lens.commands import audit, compare, relearn, report, unlearn
 from unlearn_lens.commands.common import add_model_flags
 from unlearn_lens.errors import ConfigError, UnlearnLensError
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("prompt", nargs="?", default="The capital of France is", help="text to continue")
     inspect.add_argument("--top-k", type=int, default=5, help="how many predictions to show (default 5)")
     inspect.set_defaults(handler=_cmd_inspect)
-    for command in (audit, report, compare, unlearn):
+    for command in (audit, report, compare, unlearn, relearn):
         command.register(sub)
     return parser
 

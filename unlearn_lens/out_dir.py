@@ -8,6 +8,11 @@ from pathlib import Path
 
 from unlearn_lens.errors import ConfigError
 
+RUN_FILE = "run.json"
+"""The record a training command (`unlearn`, `relearn`) writes in its `--out`; its presence marks a finished run."""
+MODEL_DIR = "model"
+"""Where in a training command's `--out` the trained checkpoint goes."""
+
 
 def check_out_location(out: Path) -> None:
     """Refuse an `--out` that is a file, lies under a file, or cannot be created or written."""

@@ -16,7 +16,7 @@ from unlearn_lens.data.fields import DataError
 from unlearn_lens.data.loaders import check_spec
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.study.config import LOCALIZATIONS, StudyConfig, load_config
+from unlearn_lens.study.config import LOCALIZATIONS, StudyConfig, file_settings
 
 DEFAULT_OUT = Path("runs/audit")
 THRESHOLD_SETTINGS = ("min_forgotten", "recovery_threshold", "control_margin", "min_control_gain", "retain_drop",
@@ -39,7 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--control", default=None, metavar="SPEC", help="novel control items the model never knew")
     add_data_flags(parser, defaults=False)
     parser.add_argument("--method", dest="methods", action="append", default=None,
-                        help="unlearning method, repeatable: ga ga_gd ga_kl npo npo_gd npo_kl rlabel simnpo rmu (default ga, npo)")
+                        help="unlearning method, repeatable: ga ga_gd ga_kl npo npo_gd npo_kl rlabel simnpo rmu "
+                             "(default ga, npo; none when --unlearned is given)")
+    parser.add_argument("--unlearned", action="append", default=None, metavar="[NAME=]PATH",
+                        help="a checkpoint unlearned elsewhere (directory, unlearn --out, or hub id) to audit against --model "
+                             "instead of unlearning it here; repeatable (default name: its directory, or OUT for OUT/model)")
     parser.add_argument("--requests", type=int, default=None, help="1 = single request; k = continual, k sequential requests")
     parser.add_argument("--lr", type=float, default=None, help="unlearning learning rate (default 1e-5)")
     parser.add_argument("--steps", type=int, default=None, help="unlearning steps per request (default 10)")
@@ -78,13 +82,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def settings(args: argparse.Namespace) -> StudyConfig:
     """Defaults, then the config file, then the flags that were given."""
-    base = load_config(args.config) if args.config else StudyConfig()
+    from_file = file_settings(args.config) if args.config else {}
+    base = StudyConfig.from_dict(from_file, str(args.config)) if args.config else StudyConfig()
+    unlearned = given_checkpoints(args.unlearned) if args.unlearned else None
+    methods = args.methods
+    if unlearned is not None and methods is None and "methods" not in from_file:
+        methods = []  # checkpoints given and no method named: audit only the checkpoints
     flags = {
         "model": args.model, "backend": args.backend, "device": args.device, "device_map": args.device_map,
         "dtype": args.dtype, "domain": args.domain, "prompt_field": args.prompt_field, "answer_field": args.answer_field,
         "text_field": args.text_field, "chat_template": args.chat_template,
         "forget": args.forget, "retain": args.retain, "control": args.control,
-        "methods": args.methods, "requests": args.requests, "lr": args.lr, "steps": args.steps,
+        "methods": methods, "unlearned": unlearned, "requests": args.requests, "lr": args.lr, "steps": args.steps,
         "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
         "relearn_source": args.relearn_source, "max_items": args.max_items, "max_tokens": args.max_tokens,
         "truncate": args.truncate, "seed": args.seed,
@@ -108,6 +117,20 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         except DataError as error:
             raise ConfigError(f"--{name} {error}") from None
     return config
+
+
+def given_checkpoints(values: list[str]) -> dict[str, str]:
+    """`--unlearned [NAME=]PATH` values as names to paths; a name given twice is refused."""
+    from unlearn_lens.study.given import checkpoint_name
+
+    named: dict[str, str] = {}
+    for value in values:
+        name, _, source = value.partition("=") if "=" in value else (checkpoint_name(value), "", value)
+        if name in named:
+            raise ConfigError(f"--unlearned: two checkpoints are named {name!r} ({named[name]} and {source}); "
+                              "name them with --unlearned NAME=PATH")
+        named[name] = source
+    return named
 
 
 def run(args: argparse.Namespace) -> None:

@@ -1,13 +1,22 @@
-"""Flags shared by the subcommands that load one model."""
+"""Flags shared by the subcommands that load one model, and the checks those flags ask of what they read."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
 
 from unlearn_lens.data.fields import FieldMap
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.models import BACKENDS, DEFAULT_MODEL, DTYPES
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from unlearn_lens.data.items import Item
+    from unlearn_lens.models.subject import Subject
 
 DATA_SPEC = "a .jsonl, .json, .csv, .parquet or .txt file, a save_to_disk directory, or hf:NAME[:CONFIG]:SPLIT"
 """What a data flag takes, for its help text."""
@@ -50,6 +59,26 @@ def add_length_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) 
                         help="refuse any item longer than N tokens (default: the model's context length)")
     parser.add_argument("--truncate", action="store_true", default=False if defaults else None,
                         help="shorten an over-long item from the left of its prompt instead of refusing it (the answer is kept whole)")
+
+
+def check_max_tokens(args: argparse.Namespace) -> None:
+    """Refuse a `--max-tokens` no item could meet, before any model loads."""
+    if args.max_tokens is not None and args.max_tokens < 2:
+        raise ConfigError(f"--max-tokens must be at least 2 (a target needs a token before it), got {args.max_tokens}")
+
+
+def fit_items(subject: Subject, items: list[Item], source: str | Path | None, split: str, args: argparse.Namespace,
+              console: Console) -> list[Item]:
+    """The items, each fitting the model's context and `--max-tokens` (refused with file:line, or
+    truncated with `--truncate`); a warning names truncated and repeated items."""
+    from unlearn_lens.data.checks import check_token_lengths, describe_duplicates, item_locations
+
+    where = item_locations(source, len(items), str(source))
+    fitted, truncated = check_token_lengths(subject, items, where, args.max_tokens, args.truncate, split)
+    for note in (truncated, describe_duplicates(split, fitted, where)):
+        if note is not None:
+            console.print(f"[yellow]warning:[/] {escape(note)}")
+    return fitted
 
 
 def field_map(args: argparse.Namespace) -> FieldMap:

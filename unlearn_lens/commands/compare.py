@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_length_flags, add_runtime_flags, field_map
+from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_length_flags, add_runtime_flags, check_max_tokens, field_map
 from unlearn_lens.diagnostics.activations import POOLINGS, TOKEN_SPANS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
@@ -115,8 +115,7 @@ def run(args: argparse.Namespace) -> None:
         check_out_dir(args.out, args.force, (COMPARISON_FILE,))
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
-    if args.max_tokens is not None and args.max_tokens < 2:
-        raise ConfigError(f"--max-tokens must be at least 2 (a target needs a token before it), got {args.max_tokens}")
+    check_max_tokens(args)
     if args.predictor is not None and not args.predict_reversibility:
         raise ConfigError("--predictor is used only with --predict-reversibility")
     predictor = _predictor(args) if args.predict_reversibility else None

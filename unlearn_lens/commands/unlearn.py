@@ -16,21 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_length_flags, add_model_flags, field_map
+from unlearn_lens.commands.common import (
+    DATA_SPEC,
+    add_data_flags,
+    add_length_flags,
+    add_model_flags,
+    check_max_tokens,
+    field_map,
+    fit_items,
+)
 from unlearn_lens.data import BUILTIN_DOMAINS, builtin, load_items
-from unlearn_lens.data.checks import check_token_lengths, describe_duplicates, item_locations
-from unlearn_lens.errors import ConfigError
-from unlearn_lens.out_dir import check_out_dir
+from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE, check_out_dir
 from unlearn_lens.unlearn.loop import DEFAULT_STEPS, TrainConfig
-
-RUN_FILE = "run.json"
-"""The record of a run in `--out`; its presence marks a finished run."""
-
-MODEL_DIR = "model"
-"""Where in `--out` the unlearned checkpoint goes."""
 
 console = Console()
 
@@ -87,20 +86,13 @@ def run(args: argparse.Namespace) -> None:
     check_out_dir(args.out, args.force, (RUN_FILE, MODEL_DIR))
     get_objective(args.method)  # an unknown method or bad setting fails before the model loads
     TrainConfig(lr=args.lr, steps=args.steps, batch_size=args.batch_size, requests=args.requests, seed=args.seed)
-    if args.max_tokens is not None and args.max_tokens < 2:
-        raise ConfigError(f"--max-tokens must be at least 2 (a target needs a token before it), got {args.max_tokens}")
+    check_max_tokens(args)
     forget, retain, sources = _load_data(args)
     subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map, dtype=args.dtype)
     if args.chat_template:
         forget, retain = chat_items(forget, subject.tokenizer), chat_items(retain, subject.tokenizer)
-    fitted = {}
-    for split, items in (("forget", forget), ("retain", retain)):
-        where = item_locations(sources[split], len(items), str(sources[split]))
-        fitted[split], truncated = check_token_lengths(subject, items, where, args.max_tokens, args.truncate, split)
-        for note in (truncated, describe_duplicates(split, fitted[split], where)):
-            if note is not None:
-                console.print(f"[yellow]warning:[/] {escape(note)}")
-    forget, retain = fitted["forget"], fitted["retain"]
+    forget, retain = (fit_items(subject, items, sources[split], split, args, console)
+                      for split, items in (("forget", forget), ("retain", retain)))
     known = None
     if args.known_only:
         forget, known = filter_known(subject, forget)

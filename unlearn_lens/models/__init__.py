@@ -2,6 +2,7 @@
 
 from unlearn_lens.models.architecture import COMPONENTS, ModelShape, WeightSpec
 from unlearn_lens.models.bridge_backend import BridgeSubject
+from unlearn_lens.models.checkpoints import check_checkpoint, checkpoint_directory, read_snapshot
 from unlearn_lens.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL, cache_root, ensure_builtin_cache
 from unlearn_lens.models.dtypes import DTYPES
 from unlearn_lens.models.nnsight_backend import NNsightSubject
@@ -25,8 +26,11 @@ __all__ = [
     "SubjectInfo",
     "WeightSpec",
     "cache_root",
+    "check_checkpoint",
+    "checkpoint_directory",
     "ensure_builtin_cache",
     "load",
+    "read_snapshot",
     "save_checkpoint",
     "tiny_gpt2",
     "tiny_llama",

@@ -11,7 +11,7 @@ from rich.console import Console
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.report.audit_figures import headline_figures, write_method_figures
 from unlearn_lens.report.html import Section, Table, render_html
-from unlearn_lens.report.terminal import attribution_lines, budget_line, fmt, method_row, print_report, update_line
+from unlearn_lens.report.terminal import attribution_lines, budget_line, fmt, given_line, method_row, print_report, update_line
 from unlearn_lens.study.results import AuditResults
 
 REPORT_FILE = "report.html"
@@ -30,14 +30,16 @@ def findings(results: AuditResults, headline: dict[str, list[tuple[Path, str]]])
     beside the recovery curves."""
     sections = []
     for method, result in results.methods.items():
-        section = Section(f"Findings: {method}", figure_columns=2)
+        section = Section(f"Findings: {method}" + (" (given checkpoint)" if result.given is not None else ""), figure_columns=2)
         if result.regime is not None:
             section.verdicts.append(f"Regime: {result.regime.describe()}")
         if result.localization is not None:
             section.verdicts.append(f"Localisation: {result.localization.verdict}")
         lines, warnings = attribution_lines(result)
         section.verdicts.extend(f"Warning: {line}" for line in warnings)
-        section.paragraphs.extend([*lines, *(line for line in (budget_line(result), update_line(result)) if line is not None)])
+        given = given_line(result)
+        section.paragraphs.extend([*([given] if given else []), *lines,
+                                   *(line for line in (budget_line(result), update_line(result)) if line is not None)])
         section.figures.extend(headline.get(method, []))
         sections.append(section)
     return sections

@@ -62,7 +62,8 @@ def method_row(results: AuditResults, result: MethodResults) -> list[str]:
         found, n_layers = result.localization.forgetting_depth, result.localization.n_layers
         depth = f"{found}/{n_layers}" if found is not None else f">{n_layers}"
     regime = result.regime.label if result.regime is not None else "—"
-    return [result.method, _arrow(forget_o, forget_u, forget_r), _arrow(retain_o, retain_u, retain_r),
+    name = f"{result.method} (given)" if result.given is not None else result.method
+    return [name, _arrow(forget_o, forget_u, forget_r), _arrow(retain_o, retain_u, retain_r),
             recovery, half, control, depth, regime]
 
 
@@ -80,17 +81,31 @@ def summary_table(results: AuditResults) -> Table:
 
 
 def budget_line(result: MethodResults) -> str | None:
-    """The relearning budget against the unlearning budget: steps, learning rate, epochs, tokens."""
-    if result.unlearn is None or result.relearn is None:
+    """The relearning budget against the unlearning budget: steps, learning rate, epochs, tokens
+    (for a given checkpoint the unlearning budget is its run.json's, or unknown without one)."""
+    if result.relearn is None:
         return None
-    run = result.unlearn.run
     source, control = result.relearn.work["source"], result.relearn.work["control"]
     return (
-        f"budgets — unlearning: {run.steps_run} steps × {run.config.batch_size} items at lr {run.config.lr:g} "
-        f"({run.tokens_seen} answer tokens); relearning attack: {source.steps} steps at lr {source.lr:g}, "
+        f"budgets — unlearning: {_unlearning_budget(result)}; relearning attack: {source.steps} steps at lr {source.lr:g}, "
         f"{source.epochs:.2f} epochs of {source.n_items} items ({source.tokens_seen} tokens); control: {control.steps} steps, "
         f"{control.epochs:.2f} epochs of {control.n_items} items ({control.tokens_seen} tokens)"
     )
+
+
+def _unlearning_budget(result: MethodResults) -> str:
+    """Steps, items per step, learning rate and tokens of the unlearning, as far as known."""
+    unlearning = result.unlearn if result.given is None else result.given.unlearning
+    if unlearning is None:
+        return "unknown (a given checkpoint with no run.json beside it)"
+    run = unlearning.run
+    origin = f", from {result.given.run_file}" if result.given is not None else ""
+    return f"{run.steps_run} steps × {run.config.batch_size} items at lr {run.config.lr:g} ({run.tokens_seen} answer tokens{origin})"
+
+
+def given_line(result: MethodResults) -> str | None:
+    """Where a given checkpoint is and how it was made (None for a method unlearned in the audit)."""
+    return None if result.given is None else result.given.describe()
 
 
 def update_line(result: MethodResults) -> str | None:
@@ -206,7 +221,7 @@ def print_report(console: Console, results: AuditResults, layer_methods: Sequenc
             console.print(f"  {escape(line)}")
         for line in warnings:
             console.print(f"  [yellow]warning:[/] {escape(line)}")
-        for line in (budget_line(result), update_line(result)):
+        for line in (given_line(result), budget_line(result), update_line(result)):
             if line is not None:
                 console.print(f"[bold]{result.method}[/] {escape(line)}", highlight=False)
     chosen = list(results.methods)[:1] if layer_methods is None else list(layer_methods)

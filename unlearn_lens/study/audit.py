@@ -5,13 +5,17 @@ One model is held in memory; the original, unlearned and relearned weights are C
 swapped in with `restore`. Each finished stage rewrites `results.json` atomically, and the
 unlearned / relearned snapshots are written as safetensors beside it, so an interrupted run
 keeps everything it finished and `resume=True` continues from there.
+
+A checkpoint unlearned elsewhere (`StudyConfig.unlearned`) goes through the same stages but the
+first: its weights are the unlearned snapshot, read from its own safetensors whenever needed
+(never copied into the run), after a check against the original before any work.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,7 @@ from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import check_overlap, load_items
 from unlearn_lens.diagnostics.compare import ModelPass, compare_passes, model_pass
 from unlearn_lens.data.fields import DataError
-from unlearn_lens.errors import ConfigError
+from unlearn_lens.errors import ConfigError, ModelSourceError
 from unlearn_lens.evaluation import evaluate, items_correct
 from unlearn_lens.localize.attributed import localize_by_attribution
 from unlearn_lens.localize.deltas import update_cosines, weight_deltas
@@ -38,11 +42,13 @@ from unlearn_lens.localize.reversion import Reverter, reversion_sweep
 from unlearn_lens.localize.summary import summarise_localization
 from unlearn_lens.localize.tracking import DeltaTracker
 from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES
+from unlearn_lens.models.checkpoints import check_checkpoint, read_snapshot
 from unlearn_lens.models.sources import check_device, load
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.out_dir import check_not_foreign, check_out_location
 from unlearn_lens.regimes import classify_regime
 from unlearn_lens.study.config import StudyConfig
+from unlearn_lens.study.given import GivenCheckpoint, locate
 from unlearn_lens.study.results import RESULTS_FILE, AuditResults, DataSummary, MethodResults, environment
 from unlearn_lens.unlearn.api import unlearn
 from unlearn_lens.unlearn.objectives import get_objective
@@ -167,6 +173,29 @@ def _check_relearn_source(config: StudyConfig) -> None:
         raise ConfigError(f"--relearn-source {error} (or name one of {', '.join(RELEARN_SOURCES)})") from None
 
 
+def _locate_given(config: StudyConfig) -> dict[str, GivenCheckpoint]:
+    """Each given checkpoint's files and run record, found before any model loads (a hub id is fetched here)."""
+    located = {}
+    for name, source in config.unlearned.items():
+        try:
+            located[name] = locate(source)
+        except (ModelSourceError, ConfigError) as error:
+            raise type(error)(f"--unlearned {name}: {error}") from None
+    return located
+
+
+def _check_given(subject: Subject, given: dict[str, GivenCheckpoint], console: Console) -> None:
+    """Refuse a given checkpoint whose architecture, tensors or tokenizer differ from the
+    original's, before anything is computed or written."""
+    for name, checkpoint in given.items():
+        try:
+            note = check_checkpoint(subject, Path(checkpoint.directory), checkpoint.source)
+        except ModelSourceError as error:
+            raise ModelSourceError(f"--unlearned {name}: {error}") from None
+        if note is not None:
+            console.print(f"[yellow]warning:[/] {escape(note)}")
+
+
 def replacement_path(out: Path) -> Path:
     """Where a run replacing the finished run in `out` (with force) is written until it completes:
     a fixed name beside `out`, so `--resume` finds it after an interrupt."""
@@ -263,8 +292,10 @@ def audit(
     progress: bool = True,
     console: Console | None = None,
     on_stage: Callable[[AuditResults], None] | None = None,
+    unlearned: Mapping[str, str] | None = None,
 ) -> AuditResults:
-    """Run the study for every method of `config` and return its results.
+    """Run the study for every method of `config`, and every checkpoint it names as unlearned
+    elsewhere, and return its results.
 
     With `out`, every finished stage is saved there (results.json plus weight snapshots) and
     `resume=True` continues an interrupted run. Settings, data files and `out` are checked
@@ -274,7 +305,14 @@ def audit(
     pass a model already loaded (its weights must be the original ones); otherwise
     `config.model` is loaded. `on_stage` is called with the results after every saved stage.
     Progress bars show only when `console` is a terminal; otherwise it gets one line as each stage ends.
+
+    `unlearned` names checkpoints unlearned elsewhere (name → directory or hub id), added to
+    `config.unlearned`; without a `config`, only they are audited. Each is checked against the
+    original (architecture, tensor names and shapes, tokenizer) right after it loads.
     """
+    if unlearned:
+        base = config if config is not None else StudyConfig(methods=())  # checkpoints alone: no default methods
+        config = base.with_values(unlearned={**base.unlearned, **unlearned})
     config = config or StudyConfig()
     config.validate()
     _check_methods(config)
@@ -284,10 +322,12 @@ def audit(
     console = console or Console(stderr=True)
     progress = progress and console.is_terminal  # bars vanish off a terminal: `_timed` prints a line per stage instead
     run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
+    given = _locate_given(config)
     sets = _read_sets(config) if results is None or results.data is None else None
     if subject is None:
         subject = load(config.model, backend=config.backend, device=config.device, device_map=config.device_map,
                        dtype=config.dtype)
+    _check_given(subject, given, console)
     original = subject.snapshot()
     results = results or AuditResults(config=config, environment=environment())
     results.status = "running"
@@ -310,6 +350,10 @@ def audit(
         original_passes: dict[str, ModelPass] = {}
         for method in config.methods:
             method_result = results.methods.setdefault(method, MethodResults(method=method))
+            _run_method(subject, config, results, method_result, original, original_passes, run, save, progress, console)
+        for name, checkpoint in given.items():
+            method_result = results.methods.setdefault(name, MethodResults(method=name))
+            method_result.given = checkpoint  # found afresh: a resumed run reads the checkpoint where it is now
             _run_method(subject, config, results, method_result, original, original_passes, run, save, progress, console)
         results.status = "complete"
         save()
@@ -339,13 +383,15 @@ def _original_pass(subject: Subject, original: Snapshot, items: Sequence[Item], 
 def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, result: MethodResults, original: Snapshot,
                 original_passes: dict[str, ModelPass], run: RunDirectory | None, save: Callable[[], None],
                 progress: bool, console: Console) -> None:
-    """The stages of one method, skipping those a resumed run already finished."""
+    """The stages of one method (or given checkpoint: no unlearning), skipping those a resumed run already finished."""
     data = results.data.items
     forget, retain, control = data["forget"], data["retain"], data["control"]
     method = result.method
-    console.rule(f"[bold]{method}")
+    console.rule(f"[bold]{escape(method)}[/]" + (f" (given checkpoint {escape(result.given.source)})" if result.given else ""))
 
-    if result.unlearn is None:
+    if result.given is not None:
+        unlearned = read_snapshot(subject, Path(result.given.directory))
+    elif result.unlearn is None:
         subject.restore(original)
         tracker = DeltaTracker(subject, original, every=1)
         with _timed(console, "unlearn", result):

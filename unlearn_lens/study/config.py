@@ -19,6 +19,10 @@ from unlearn_lens.models.dtypes import DTYPES
 
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
+CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+"""What a given checkpoint's name may be: like a method's, it names report rows and files (snapshots, figures)."""
+NAMED_RUNS = ("methods", "unlearned")
+"""The settings that name what an audit studies: unlearning methods, and checkpoints unlearned elsewhere."""
 LOCALIZATIONS = ("attribution", "exact")
 """How an audit localises: weight attribution with exact depth and checks, or the full reversion sweep."""
 
@@ -44,6 +48,7 @@ class StudyConfig:
     text_field: str | None = None
     chat_template: bool = False
     methods: tuple[str, ...] = DEFAULT_METHODS
+    unlearned: dict[str, str] = field(default_factory=dict)
     requests: int = 1
     lr: float = 1e-5
     steps: int = 10
@@ -125,8 +130,9 @@ class StudyConfig:
             ObjectiveConfig.from_options(**self.objective_options)
         except ConfigError as error:
             raise ConfigError(f"{source}: [objective_options] {error}") from None
-        if not self.methods:
-            raise ConfigError(f"{source}: methods is empty; give at least one unlearning method")
+        if not self.methods and not self.unlearned:
+            raise ConfigError(f"{source}: methods is empty; give at least one unlearning method or unlearned checkpoint")
+        self._validate_names(source)
         for name in ("min_forgotten", "recovery_threshold", "min_control_gain", "retain_drop", "restore_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"{source}: {name} must lie in (0, 1], got {getattr(self, name)}")
@@ -147,6 +153,21 @@ class StudyConfig:
         if self.localization not in LOCALIZATIONS:
             raise ConfigError(f"{source}: localization must be one of {', '.join(LOCALIZATIONS)}, got {self.localization!r}")
 
+    def _validate_names(self, source: str) -> None:
+        """Every method and given checkpoint has its own name, usable in file names."""
+        repeated = sorted({method for method in self.methods if self.methods.count(method) > 1})
+        if repeated:
+            raise ConfigError(f"{source}: method {repeated[0]!r} is given twice; give each method once")
+        for name, checkpoint in self.unlearned.items():
+            if name in self.methods:
+                raise ConfigError(f"{source}: {name!r} names both a method and an unlearned checkpoint ({checkpoint}); "
+                                  "name the checkpoint otherwise with --unlearned NAME=PATH")
+            if not CHECKPOINT_NAME.match(name):
+                raise ConfigError(f"{source}: unlearned checkpoint name {name!r} is not usable (letters, digits, '.', '_', '+' "
+                                  "and '-', starting with a letter or digit); name it with --unlearned NAME=PATH")
+            if not checkpoint:
+                raise ConfigError(f"{source}: unlearned checkpoint {name!r} has an empty path; give its directory or hub id")
+
     @property
     def field_map(self) -> FieldMap:
         """Which record fields the data specs are read through."""
@@ -165,6 +186,10 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{source}: setting 'methods' must be a list of method names, got {value!r}")
         return tuple(value)
+    if key == "unlearned":
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"{source}: setting 'unlearned' must be a table of names to checkpoint paths or hub ids, got {value!r}")
+        return dict(value)
     if key == "objective_options":
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: setting 'objective_options' must be a table, got {type(value).__name__}")
@@ -208,6 +233,15 @@ def load_config(path: str | Path) -> StudyConfig:
 
     Errors name the file, the line and the setting, e.g. `study.toml:3: setting 'steps' must be int`.
     """
+    return StudyConfig.from_dict(file_settings(path), str(path))
+
+
+def file_settings(path: str | Path) -> dict[str, Any]:
+    """The settings a `study.toml` sets, each checked (errors name the file, line and setting).
+
+    A file naming `unlearned` checkpoints and no `methods` audits only those checkpoints: its
+    `methods` is set empty here, so the default methods do not join them.
+    """
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory; give the study.toml file")
@@ -221,6 +255,8 @@ def load_config(path: str | Path) -> StudyConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML ({error})") from None
+    if "unlearned" in data and "methods" not in data:
+        data["methods"] = []
     for key, value in data.items():
         line = _key_line(text, key)
         where = f"{path}:{line}" if line else str(path)
@@ -228,5 +264,7 @@ def load_config(path: str | Path) -> StudyConfig:
             for option, setting in value.items():  # each option first, so an error names its own line
                 line = _key_line(text, option)
                 StudyConfig.from_dict({key: {option: setting}}, f"{path}:{line}" if line else str(path))
-        StudyConfig.from_dict({key: value}, where)
-    return StudyConfig.from_dict(data, str(path))
+        # Methods and checkpoints are checked together: their names must differ, and one must name something.
+        named = {name: data[name] for name in NAMED_RUNS if name in data} if key in NAMED_RUNS else {key: value}
+        StudyConfig.from_dict(named, where)
+    return data

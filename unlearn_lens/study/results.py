@@ -28,6 +28,7 @@ from unlearn_lens.localize.tracking import DeltaRecord
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.regimes import RegimeVerdict
 from unlearn_lens.study.config import StudyConfig
+from unlearn_lens.study.given import GivenCheckpoint
 from unlearn_lens.unlearn.api import UnlearnResult
 from unlearn_lens.unlearn.relearn import RelearnResult
 
@@ -90,9 +91,15 @@ class DataSummary:
 
 @dataclass
 class MethodResults:
-    """Every stage of one unlearning method; a stage that has not finished is None (or empty)."""
+    """Every stage of one unlearning method, or of a checkpoint unlearned elsewhere; a stage that
+    has not finished is None (or empty).
+
+    For a given checkpoint `method` is its name, `given` says where it is and how it was made,
+    and `unlearn` and `tracking` stay empty: the unlearning happened elsewhere.
+    """
 
     method: str
+    given: GivenCheckpoint | None = None
     unlearn: UnlearnResult | None = None
     tracking: list[DeltaRecord] = field(default_factory=list)
     relearn: RelearnResult | None = None
@@ -113,6 +120,7 @@ class MethodResults:
 
         return {
             "method": self.method,
+            "given": opt(self.given),
             "unlearn": opt(self.unlearn),
             "tracking": [record.to_dict() for record in self.tracking],
             "relearn": opt(self.relearn),
@@ -132,6 +140,7 @@ class MethodResults:
     def from_dict(cls, data: dict[str, Any]) -> MethodResults:
         return cls(
             method=data["method"],
+            given=_optional(data, "given", GivenCheckpoint),
             unlearn=_optional(data, "unlearn", UnlearnResult),
             tracking=[DeltaRecord.from_dict(record) for record in data.get("tracking", [])],
             relearn=_optional(data, "relearn", RelearnResult),

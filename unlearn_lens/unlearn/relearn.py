@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ from unlearn_lens.data.loaders import ItemsLike, as_items
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.metrics.token import TokenMetrics
+from unlearn_lens.models.checkpoints import model_source
+from unlearn_lens.models.sources import load
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.unlearn.loop import Callback, TrainConfig, TrainingStep, TrainResult, train
 
@@ -318,7 +321,7 @@ class _CurveRecorder:
 
 
 def relearn(
-    subject: Subject,
+    subject: Subject | str | Path,
     source_items: ItemsLike,
     control_items: ItemsLike,
     *,
@@ -339,6 +342,11 @@ def relearn(
 
     **Arguments:**
 
+    - `subject`: a loaded model, or a checkpoint to load with
+      [`load`][unlearn_lens.models.sources.load] (a directory, the `--out` of `unlearn-lens
+      unlearn`, a built-in name or a hub id; its defaults: float32, TransformerLens backend). A
+      model loaded here is not returned: to keep the relearned weights, load it yourself.
+
     - `steps` / `examples`: the budget on the source set (exactly one); examples become
       `ceil(examples / batch_size)` steps, so `examples=len(source_items)` is one epoch. The
       control gets as many epochs of its own set at the same items per step
@@ -354,6 +362,8 @@ def relearn(
     the relearning run follows, so `subject` ends up *relearned on the source*. Ctrl-C in
     either run restores the starting weights and re-raises `KeyboardInterrupt`.
     """
+    if not isinstance(subject, Subject):
+        subject = load(model_source(subject))
     source_items, control_items = as_items(source_items, source="source_items"), as_items(control_items, source="control_items")
     retain_items = as_items(retain_items, source="retain_items")
     if not source_items:

@@ -1,0 +1,86 @@
+"""`unlearn-lens relearn` and `ul.relearn` on a checkpoint path: the relearned model and its
+recovery curve saved, the overwrite guard, and Ctrl-C writing nothing."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+from memorised import CONTROL, FORGET, RETAIN, memorised_subject
+
+import unlearn_lens as ul
+from unlearn_lens.cli import main
+from unlearn_lens.evaluation import evaluate
+from unlearn_lens.unlearn import TrainingStep
+
+relearn_module = importlib.import_module("unlearn_lens.unlearn.relearn")
+"""The module (the package's `relearn` attribute is the function)."""
+
+
+@pytest.fixture(scope="module")
+def unlearned(tmp_path_factory):
+    """Data files and `u`: the --out of `unlearn-lens unlearn` on the memorised tiny model."""
+    root = tmp_path_factory.mktemp("relearn")
+    for name, items in (("forget", FORGET), ("retain", RETAIN), ("control", CONTROL)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(item.to_dict()) + "\n" for item in items))
+    ul.save_checkpoint(memorised_subject(), root / "ck")
+    assert main(["unlearn", "--model", str(root / "ck"), "--backend", "nnsight", "--forget", str(root / "forget.jsonl"),
+                 "--lr", "1e-2", "--steps", "3", "--batch-size", "4", "--out", str(root / "u")]) == 0
+    return root
+
+
+def _args(root, out, *extra):
+    return ["relearn", str(root / "u" / "model"), "--backend", "nnsight", "--data", str(root / "forget.jsonl"),
+            "--control", str(root / "control.jsonl"), "--steps", "3", "--lr", "1e-2", "--batch-size", "4",
+            "--out", str(out), *extra]
+
+
+def test_saves_the_relearned_model_and_its_recovery_curve(unlearned, tmp_path, capsys):
+    out = tmp_path / "attack"
+    assert main(_args(unlearned, out, "--retain", str(unlearned / "retain.jsonl"))) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"] == "relearn" and record["model"] == str(unlearned / "u" / "model")
+    assert record["data"]["n_data"] == 4 and record["data"]["n_control"] == 4 and record["data"]["n_retain"] == 4
+    curve = record["result"]["curve"]
+    assert [point["step"] for point in curve["forget"]] == [0, 1, 2, 3], "steps + 1 points: before the first step and after each"
+    assert len(curve["retain"]) == 4 and curve["control"][0]["step"] == 0
+    work = record["result"]["work"]
+    assert work["source"]["steps"] == 3 and work["source"]["lr"] == 1e-2 and work["control"]["epochs"] == work["source"]["epochs"]
+    relearned = ul.load(out / "model", backend="nnsight")
+    assert evaluate(relearned, FORGET).accuracy == pytest.approx(curve["forget"][-1]["accuracy"])
+    assert str(out / "model") in capsys.readouterr().out
+
+
+def test_refuses_an_earlier_run_without_force(unlearned, tmp_path, capsys):
+    out = tmp_path / "attack"
+    assert main(_args(unlearned, out, "--steps", "1")) == 0
+    capsys.readouterr()
+    assert main(_args(unlearned, out, "--steps", "2")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds run.json" in err and "--force" in err
+    assert main(_args(unlearned, out, "--steps", "2", "--force")) == 0
+    assert len(json.loads((out / "run.json").read_text())["result"]["curve"]["forget"]) == 3
+
+
+def test_ctrl_c_writes_nothing(unlearned, tmp_path, monkeypatch):
+    train = relearn_module.train
+
+    def interrupt_at_step_2(step: TrainingStep) -> None:
+        if step.step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(relearn_module, "train",
+                        lambda *a, callbacks=(), **k: train(*a, callbacks=[*callbacks, interrupt_at_step_2], **k))
+    assert main(_args(unlearned, tmp_path / "attack")) == 130
+    assert not (tmp_path / "attack").exists()
+
+
+def test_relearn_takes_a_checkpoint_path(unlearned):
+    """`ul.relearn` loads a path (here unlearn's --out, whose model/ it finds) and gives the numbers
+    the same call on the loaded model gives."""
+    kwargs = {"steps": 2, "lr": 1e-2, "batch_size": 4}
+    from_path = ul.relearn(str(unlearned / "u"), FORGET, CONTROL, progress=False, **kwargs)
+    loaded = ul.relearn(ul.load(unlearned / "u" / "model"), FORGET, CONTROL, progress=False, **kwargs)
+    assert len(from_path.curve.forget) == 3
+    assert from_path.curve.to_dict() == loaded.curve.to_dict()
