@@ -344,7 +344,7 @@ def compare_model_fisher(
     Comparisons are made from the summaries, so `ks_statistic` is `None`: the exact KS statistic
     would sort every value a second time, and partitioning (for the quantiles) is already what
     the summaries of a 100M-weight model cost most. Each model's quantiles are computed once
-    ([`ModelFisher.profiles`][unlearn_lens.diagnostics.ModelFisher.profiles]); a comparison
+    ([`ModelFisher.profiles`][unlearn_lens.diagnostics.model_fisher.ModelFisher.profiles]); a comparison
     then costs one histogram pass over each model's values.
     """
     reference_groups, updated_groups = reference.profiles(components), updated.profiles(components)
