@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import pytest
 import torch
@@ -159,6 +160,29 @@ def test_resume_rereads_the_given_checkpoint_and_keeps_no_copy(config, workspace
     resumed = audit(config, out=tmp_path / "run", resume=True, subject=subject, progress=False, console=_quiet())
     assert resumed.status == "complete"
     assert _study_numbers(resumed.methods["u1"]) == _study_numbers(expected.methods["u1"])
+
+
+def test_resume_refuses_a_given_checkpoint_whose_weights_changed(config, workspace, tmp_path):
+    """The run records the SHA-256 of the weights it read; other weights at the same path are
+    refused in one line before anything is written, the same weights resume."""
+    shutil.copytree(workspace / "u1", tmp_path / "u1")
+    config = config.with_values(methods=(), unlearned={"u1": str(tmp_path / "u1")})
+    subject = memorised_subject()
+
+    def stop_after_relearning(results: AuditResults) -> None:
+        if results.methods.get("u1") is not None and results.methods["u1"].relearn is not None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit(config, out=tmp_path / "run", subject=subject, progress=False, console=_quiet(), on_stage=stop_after_relearning)
+    recorded = AuditResults.load(tmp_path / "run").methods["u1"].given.weights_sha256
+    assert recorded is not None and len(recorded) == 64
+    before = (tmp_path / "run" / "results.json").read_bytes()
+    ul.save_checkpoint(memorised_subject(), tmp_path / "u1" / "model")  # other weights, same path
+    with pytest.raises(ConfigError) as info:
+        audit(config, out=tmp_path / "run", resume=True, subject=subject, progress=False, console=_quiet())
+    assert "u1: the weights in" in str(info.value) and "changed since this run began" in str(info.value)
+    assert "\n" not in str(info.value) and (tmp_path / "run" / "results.json").read_bytes() == before
 
 
 @pytest.mark.parametrize("unlearned, message", [

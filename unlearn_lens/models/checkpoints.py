@@ -8,6 +8,7 @@ tokenizer; its tensors are read only when the audit needs them, shard by shard.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,18 @@ def _tensors(directory: Path) -> dict[str, _Tensor]:
             raise ModelSourceError(f"{file}: its weights cannot be read ({error}); the checkpoint is truncated or corrupt: "
                                    "copy or save it again") from None
     return tensors
+
+
+def weights_digest(directory: Path) -> str:
+    """SHA-256 over the checkpoint's safetensors files (names and bytes): what a resumed audit
+    compares to be sure it reads the weights the run began with (about 1 s per 500 MB)."""
+    digest = hashlib.sha256()
+    for file in sorted({tensor.file for tensor in _tensors(directory).values()}):
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _stored_name(name: str, tensors: dict[str, _Tensor], prefix: str) -> str | None:

@@ -184,6 +184,16 @@ def _locate_given(config: StudyConfig) -> dict[str, GivenCheckpoint]:
     return located
 
 
+def _check_unchanged(results: AuditResults, given: dict[str, GivenCheckpoint]) -> None:
+    """A resumed run must read the weights it began with: a given checkpoint that changed since is refused."""
+    for name, checkpoint in given.items():
+        before = results.methods.get(name)
+        if before is None or before.given is None or before.given.weights_sha256 in (None, checkpoint.weights_sha256):
+            continue
+        raise ConfigError(f"--unlearned {name}: the weights in {checkpoint.directory} changed since this run began "
+                          "(their SHA-256 differs); resume with the same checkpoint, or rerun with --force")
+
+
 def _check_given(subject: Subject, given: dict[str, GivenCheckpoint], console: Console) -> None:
     """Refuse a given checkpoint whose architecture, tensors or tokenizer differ from the
     original's, before anything is computed or written."""
@@ -323,6 +333,8 @@ def audit(
     progress = progress and console.is_terminal  # bars vanish off a terminal: `_timed` prints a line per stage instead
     run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
     given = _locate_given(config)
+    if results is not None:
+        _check_unchanged(results, given)
     sets = _read_sets(config) if results is None or results.data is None else None
     if subject is None:
         subject = load(config.model, backend=config.backend, device=config.device, device_map=config.device_map,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.models.checkpoints import checkpoint_directory, model_source
+from unlearn_lens.models.checkpoints import checkpoint_directory, model_source, weights_digest
 from unlearn_lens.models.sources import HUB_ID
 from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE
 from unlearn_lens.unlearn.api import UnlearnResult
@@ -23,11 +23,13 @@ class GivenCheckpoint:
     read. When `unlearn-lens unlearn` made it (`source` is its `OUT/model`, or `OUT` itself),
     `run_file` is the `run.json` it wrote beside the model, `unlearning` the run recorded there
     (method, settings, history) and `unlearned_from` the model it started from; otherwise all
-    three are None and how it was unlearned is unknown.
+    three are None and how it was unlearned is unknown. `weights_sha256` fingerprints the weights
+    read, so that resuming a run refuses a checkpoint that changed in between.
     """
 
     source: str
     directory: str
+    weights_sha256: str | None = None
     run_file: str | None = None
     unlearning: UnlearnResult | None = None
     unlearned_from: str | None = None
@@ -43,7 +45,8 @@ class GivenCheckpoint:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {"source": self.source, "directory": self.directory, "run_file": self.run_file,
+        return {"source": self.source, "directory": self.directory, "weights_sha256": self.weights_sha256,
+                "run_file": self.run_file,
                 "unlearning": None if self.unlearning is None else self.unlearning.to_dict(),
                 "unlearned_from": self.unlearned_from}
 
@@ -51,7 +54,8 @@ class GivenCheckpoint:
     def from_dict(cls, data: dict[str, Any]) -> GivenCheckpoint:
         """Inverse of `to_dict`."""
         unlearning = data.get("unlearning")
-        return cls(source=data["source"], directory=data["directory"], run_file=data.get("run_file"),
+        return cls(source=data["source"], directory=data["directory"], weights_sha256=data.get("weights_sha256"),
+                   run_file=data.get("run_file"),
                    unlearning=None if unlearning is None else UnlearnResult.from_dict(unlearning),
                    unlearned_from=data.get("unlearned_from"))
 
@@ -71,18 +75,19 @@ def locate(source: str) -> GivenCheckpoint:
     built-in name or a hub id) and read the `run.json` that `unlearn-lens unlearn` wrote beside it."""
     path = Path(model_source(source))
     directory = checkpoint_directory(path if path.is_dir() else source)
+    digest = weights_digest(directory)
     run_file = directory.parent / RUN_FILE
     if not path.is_dir() or directory.name != MODEL_DIR or not run_file.is_file():
-        return GivenCheckpoint(source, str(directory))
+        return GivenCheckpoint(source, str(directory), digest)
     record = _read_record(run_file)
     if record.get("command") != "unlearn":
-        return GivenCheckpoint(source, str(directory))
+        return GivenCheckpoint(source, str(directory), digest)
     try:
         unlearning = UnlearnResult.from_dict(record["result"])
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ConfigError(f"{run_file}: not a run record of unlearn-lens unlearn ({error!r}); move it away to audit "
                           "the checkpoint without it") from None
-    return GivenCheckpoint(source, str(directory), str(run_file), unlearning, record.get("model"))
+    return GivenCheckpoint(source, str(directory), digest, str(run_file), unlearning, record.get("model"))
 
 
 def _read_record(run_file: Path) -> dict[str, Any]:
