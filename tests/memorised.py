@@ -6,7 +6,11 @@ Word-level tokenizer, so every country and city is one token; the original model
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import unlearn_lens as ul
+from unlearn_lens.cli import main
 from unlearn_lens.data.items import Item
 from unlearn_lens.evaluation import items_correct
 from unlearn_lens.unlearn import TrainConfig, train
@@ -36,3 +40,14 @@ def memorised_subject(backend: str = "nnsight", family: str = "llama", seed: int
     assert all(items_correct(subject, FORGET + RETAIN)), "the tiny model failed to memorise its facts"
     assert not any(items_correct(subject, CONTROL))
     return subject
+
+
+def unlearned_workspace(root: Path, out: str) -> Path:
+    """In `root`: the three sets as JSONL files, the memorised model saved as `ck`, and `out`, the
+    --out of `unlearn-lens unlearn` on it (GA at lr 1e-2, 3 steps of 4): a checkpoint made elsewhere."""
+    for name, items in (("forget", FORGET), ("retain", RETAIN), ("control", CONTROL)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(item.to_dict()) + "\n" for item in items))
+    ul.save_checkpoint(memorised_subject(), root / "ck")
+    assert main(["unlearn", "--model", str(root / "ck"), "--backend", "nnsight", "--forget", str(root / "forget.jsonl"),
+                 "--lr", "1e-2", "--steps", "3", "--batch-size", "4", "--out", str(root / out)]) == 0
+    return root

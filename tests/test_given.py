@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import torch
-from memorised import CONTROL, FORGET, RETAIN, memorised_subject
+from memorised import memorised_subject, unlearned_workspace
 from rich.console import Console
 
 import unlearn_lens as ul
@@ -51,13 +51,7 @@ def _study_numbers(result) -> dict:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """Data files, the memorised model saved as `ck`, and `u1`: the --out of `unlearn-lens unlearn` on it."""
-    root = tmp_path_factory.mktemp("given")
-    for name, items in (("forget", FORGET), ("retain", RETAIN), ("control", CONTROL)):
-        (root / f"{name}.jsonl").write_text("".join(json.dumps(item.to_dict()) + "\n" for item in items))
-    ul.save_checkpoint(memorised_subject(), root / "ck")
-    assert main(["unlearn", "--model", str(root / "ck"), "--backend", "nnsight", "--forget", str(root / "forget.jsonl"),
-                 "--lr", "1e-2", "--steps", "3", "--batch-size", "4", "--out", str(root / "u1")]) == 0
-    return root
+    return unlearned_workspace(tmp_path_factory.mktemp("given"), "u1")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import importlib
 import json
 
 import pytest
-from memorised import CONTROL, FORGET, RETAIN, memorised_subject
+from memorised import CONTROL, FORGET, unlearned_workspace
 
 import unlearn_lens as ul
 from unlearn_lens.cli import main
@@ -21,13 +21,7 @@ relearn_module = importlib.import_module("unlearn_lens.unlearn.relearn")
 @pytest.fixture(scope="module")
 def unlearned(tmp_path_factory):
     """Data files and `u`: the --out of `unlearn-lens unlearn` on the memorised tiny model."""
-    root = tmp_path_factory.mktemp("relearn")
-    for name, items in (("forget", FORGET), ("retain", RETAIN), ("control", CONTROL)):
-        (root / f"{name}.jsonl").write_text("".join(json.dumps(item.to_dict()) + "\n" for item in items))
-    ul.save_checkpoint(memorised_subject(), root / "ck")
-    assert main(["unlearn", "--model", str(root / "ck"), "--backend", "nnsight", "--forget", str(root / "forget.jsonl"),
-                 "--lr", "1e-2", "--steps", "3", "--batch-size", "4", "--out", str(root / "u")]) == 0
-    return root
+    return unlearned_workspace(tmp_path_factory.mktemp("relearn"), "u")
 
 
 def _args(root, out, *extra):
