@@ -267,6 +267,36 @@ def test_page_and_figures_are_written(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _with_inconclusive(results: list[CellResult], domain: str) -> list[CellResult]:
+    """`domain`'s irreversible cells made inconclusive: the budget taught their control 0.05, below `min_control_gain`."""
+    return [dataclasses.replace(r, control_after=0.05, regime={**r.regime, "label": "inconclusive", "reversible": None})
+            if r.cell.domain == domain and not r.regime["reversible"] else r for r in results]
+
+
+def test_inconclusive_cells_are_counted_and_left_out_of_every_reversible_share(tmp_path):
+    settings = dataclasses.replace(SYNTHETIC, relearn_steps=6, relearn_lr=3e-5)
+    results = _with_inconclusive(_synthetic_grid(settings), "code")
+    # Classified: text's 8 cells (its 2 gentle ones reversible) and code's 2 gentle ones (reversible);
+    # code's 6 harsher cells are inconclusive. Counted as irreversible, code's share would be 25 % like text's.
+    claims = check_claims(results, settings)
+    assert "by domain: text 25 %, code 100 % (spread 75 %)" in claims[3].evidence
+    assert ("lr 0.0001 or continual requests: 12 forgotten cells, 6 of them inconclusive (the budget taught the control "
+            "too little) and left out; of the 6 classified 100 % irreversible") in claims[1].evidence
+    assert "4 of 4 cells forgot; of the 4 classified 100 % are reversible" in claims[0].evidence
+    fit = train_predictor(results, settings)
+    assert len(fit.cells) == 10 and fit.predictor.trained_on["inconclusive_left_out"] == 6
+    text = write_page(results, fit, settings, page=tmp_path / "v.md", figure_dir=tmp_path / "figures", command="x",
+                      runtime_seconds=1.0)[0].read_text()
+    assert "*Inconclusive*: 6 of the 16 forgotten cells" in text and "Fitted on the 10 classified cells" in text
+    assert "| lr | protocol | destroyed | inconclusive | suppressed | mean recovery (classified) |" in text
+    assert "| 1e-06 | continual | 2 | 2 | 0 |" in text
+    # The relearning budget beside the unlearning budget, and what it taught the control (10 cells 0.10, 6 cells 0.05).
+    assert ("Relearning attack: 6 steps of 8 at lr 3e-05 on the forget set (3 epochs of its 16 items)" in text
+            and "Unlearning, for comparison: 8 steps of 8 per request, 8 (single) or 32 (continual) in all, at lr 1e-06, "
+                "0.0001. Across the 16 cells it raised the control's token accuracy by a median 0.10 (range 0.05 to 0.10)." in text)
+    assert "*inconclusive* when recovery < 0.5 but the budget raised the control's token accuracy by less than 0.1" in text
+
+
 def test_a_grid_too_small_to_validate_gets_a_page_without_a_predictor(tmp_path):
     settings = GridSettings(domains=("math",), methods=("npo",), lrs=(2e-5,), protocols=("single",))
     results = _synthetic_grid(settings)
