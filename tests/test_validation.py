@@ -1,4 +1,4 @@
-"""The validation grid (cache, resume, determinism) on a tiny model, and the page's claim rules."""
+"""The validation grid (cache, resume, determinism, regimes decided as the audit does) on tiny models, and the page's claim rules."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import pytest
 import torch
 
 import unlearn_lens as ul
+from memorised import CONTROL, FORGET, RETAIN, memorised_subject
+from unlearn_lens.diagnostics.compare import model_pass
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
+from unlearn_lens.regimes import RegimeThresholds
 from unlearn_lens.unlearn.api import unlearn
+from unlearn_lens.unlearn.relearn import relearn
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.numbers import percent
 from unlearn_lens.predict.features import PREDICTOR_INPUTS
@@ -24,6 +28,7 @@ from unlearn_lens.validation.grid import (
     SETTINGS_FILE,
     Cell,
     CellResult,
+    DomainData,
     GridCache,
     GridSettings,
     domain_data,
@@ -126,6 +131,42 @@ def test_a_cell_records_what_reverting_the_head_alone_restores(tiny_subject):
         assert result.features["depth_probes"]["0"] == result.head_restore["nll"]
 
 
+MEMORISED = GridSettings(domains=("text",), methods=("ga",), lrs=(3e-3,), protocols=("single",), n_items=4, steps=3,
+                         batch_size=4, relearn_steps=4, relearn_lr=1e-2)
+"""A cell of the memorised model that halves forget accuracy; relearning at 1e-2 teaches the control much too."""
+
+
+def test_a_cell_decides_its_regime_as_the_audit_does():
+    subject = memorised_subject()
+    original = subject.snapshot()
+    original_pass = model_pass(subject, FORGET, label="original")
+    data = DomainData(FORGET, RETAIN, CONTROL, {"forget": original_pass.token_metrics, "retain": evaluate(subject, RETAIN)},
+                      original_pass)
+    cell = MEMORISED.cells()[0]
+    result = run_cell(subject, original, data, cell, MEMORISED)
+    # By hand: the same seeded unlearning and relearning. Forget and control have 4 items each, so the curves' steps
+    # are equal work, and the peak excess is the largest (forget gain − control gain) / accuracy lost along them.
+    unlearn(subject, FORGET, RETAIN, cell.method, lr=cell.lr, steps=MEMORISED.steps, batch_size=MEMORISED.batch_size,
+            seed=MEMORISED.seed, progress=False, keep_snapshots=False)
+    attack = relearn(subject, FORGET, CONTROL, steps=MEMORISED.relearn_steps, lr=MEMORISED.relearn_lr,
+                     batch_size=MEMORISED.batch_size, seed=MEMORISED.seed, progress=False)
+    subject.restore(original)
+    forget = np.array([point.accuracy for point in attack.curve.forget])
+    control = np.array([point.accuracy for point in attack.curve.control])
+    lost = data.original["forget"].accuracy - forget[0]
+    assert lost == 0.5 and len(forget) == len(control) == MEMORISED.relearn_steps + 1
+    peak = float(np.max(((forget - forget[0]) - (control - control[0])) / lost))
+    assert result.peak_excess == pytest.approx(peak, abs=1e-12) and result.regime["evidence"]["peak_excess"] == result.peak_excess
+    # By the end the control has learned more than the forget set recovered: only the peak shows the recovery came faster.
+    end_excess = result.recovery - result.control_gain / lost
+    assert end_excess < RegimeThresholds().control_margin <= peak
+    assert result.regime["label"] == "suppressed" and result.regime["thresholds"] == RegimeThresholds().to_dict()
+    assert CellResult.from_dict(json.loads(json.dumps(result.to_dict()))).peak_excess == result.peak_excess
+    # A budget that teaches the control nothing cannot call the forgetting irreversible.
+    weak = run_cell(subject, original, data, cell, dataclasses.replace(MEMORISED, relearn_lr=1e-6))
+    assert weak.control_gain < RegimeThresholds().min_control_gain and weak.regime["label"] == "inconclusive"
+
+
 # ----- the page's rules, on cells whose outcome is known ---------------------------------------
 
 
@@ -145,7 +186,7 @@ def _cell(domain, method, lr, protocol, *, reversible, catastrophic, cka, depth,
         original={"forget": _metrics(1.0), "retain": _metrics(1.0)},
         unlearned={"forget": _metrics(0.1), "retain": _metrics(0.5 if catastrophic else 0.95)},
         relearned={"forget": _metrics(0.1 + 0.9 * recovery), "retain": _metrics(0.9)},
-        control_before=0.0, control_after=0.1, recovery=recovery,
+        control_before=0.0, control_after=0.1, recovery=recovery, peak_excess=recovery - 0.1 / 0.9,
         regime={"label": label, "reversible": reversible, "catastrophic": catastrophic},
         features={"values": values, "depth": depth, "cka_forget": [cka] * n_layers, "delta_share": [0.08] * n_layers},
         head_restore={"nll": head, "accuracy": head / 2},
@@ -169,6 +210,12 @@ def _synthetic_grid(settings: GridSettings) -> list[CellResult]:
 SYNTHETIC = GridSettings(domains=("text", "code"), methods=("ga", "npo"), lrs=(1e-6, 1e-4), protocols=("single", "continual"))
 
 
+def test_a_cell_survives_its_json_round_trip():
+    cell = _synthetic_grid(SYNTHETIC)[0]
+    assert CellResult.from_dict(json.loads(json.dumps(cell.to_dict()))) == cell
+    assert dataclasses.replace(cell, peak_excess=None).to_dict()["peak_excess"] is None
+
+
 def test_claims_follow_their_stated_rules():
     claims = check_claims(_synthetic_grid(SYNTHETIC), SYNTHETIC)
     assert [c.verdict for c in claims] == ["holds", "holds", "does not hold", "partly holds"]
@@ -186,9 +233,13 @@ def test_an_older_cache_is_refused_in_one_line(tmp_path):
     del stored[FORMAT_KEY]  # what caches written before the format key hold
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(stored))
     with pytest.raises(ConfigError, match=rf"the cached cells are of format 1, this version measures format {CELL_FORMAT} "
-                                          r"\(the forgetting depth counts the output head") as refused:
+                                          r"\(the regime is decided as the audit decides it") as refused:
         cache.open(TINY)
     assert "\n" not in str(refused.value)
+    # Format 2 cells were classified without the peak excess or the inconclusive verdict: refused too.
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({**stored, FORMAT_KEY: 2}))
+    with pytest.raises(ConfigError, match="the cached cells are of format 2, .* each cell records its peak excess"):
+        cache.open(TINY)
 
 
 def test_page_and_figures_are_written(tmp_path):
@@ -214,6 +265,36 @@ def test_page_and_figures_are_written(tmp_path):
         assert f"| {percent(held.reversible_calls_correct)} | 75 % |" in text
     for path in written[1:]:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _with_inconclusive(results: list[CellResult], domain: str) -> list[CellResult]:
+    """`domain`'s irreversible cells made inconclusive: the budget taught their control 0.05, below `min_control_gain`."""
+    return [dataclasses.replace(r, control_after=0.05, regime={**r.regime, "label": "inconclusive", "reversible": None})
+            if r.cell.domain == domain and not r.regime["reversible"] else r for r in results]
+
+
+def test_inconclusive_cells_are_counted_and_left_out_of_every_reversible_share(tmp_path):
+    settings = dataclasses.replace(SYNTHETIC, relearn_steps=6, relearn_lr=3e-5)
+    results = _with_inconclusive(_synthetic_grid(settings), "code")
+    # Classified: text's 8 cells (its 2 gentle ones reversible) and code's 2 gentle ones (reversible);
+    # code's 6 harsher cells are inconclusive. Counted as irreversible, code's share would be 25 % like text's.
+    claims = check_claims(results, settings)
+    assert "by domain: text 25 %, code 100 % (spread 75 %)" in claims[3].evidence
+    assert ("lr 0.0001 or continual requests: 12 forgotten cells, 6 of them inconclusive (the budget taught the control "
+            "too little) and left out; of the 6 classified 100 % irreversible") in claims[1].evidence
+    assert "4 of 4 cells forgot; of the 4 classified 100 % are reversible" in claims[0].evidence
+    fit = train_predictor(results, settings)
+    assert len(fit.cells) == 10 and fit.predictor.trained_on["inconclusive_left_out"] == 6
+    text = write_page(results, fit, settings, page=tmp_path / "v.md", figure_dir=tmp_path / "figures", command="x",
+                      runtime_seconds=1.0)[0].read_text()
+    assert "*Inconclusive*: 6 of the 16 forgotten cells" in text and "Fitted on the 10 classified cells" in text
+    assert "| lr | protocol | destroyed | inconclusive | suppressed | mean recovery (classified) |" in text
+    assert "| 1e-06 | continual | 2 | 2 | 0 |" in text
+    # The relearning budget beside the unlearning budget, and what it taught the control (10 cells 0.10, 6 cells 0.05).
+    assert ("Relearning attack: 6 steps of 8 at lr 3e-05 on the forget set (3 epochs of its 16 items)" in text
+            and "Unlearning, for comparison: 8 steps of 8 per request, 8 (single) or 32 (continual) in all, at lr 1e-06, "
+                "0.0001. Across the 16 cells it raised the control's token accuracy by a median 0.10 (range 0.05 to 0.10)." in text)
+    assert "*inconclusive* when recovery < 0.5 but the budget raised the control's token accuracy by less than 0.1" in text
 
 
 def test_a_grid_too_small_to_validate_gets_a_page_without_a_predictor(tmp_path):

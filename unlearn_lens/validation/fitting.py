@@ -11,13 +11,26 @@ import numpy as np
 from unlearn_lens.localize.summary import spearman
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, predictor_inputs
 from unlearn_lens.predict.model import HeldOut, ReversibilityPredictor, fit_predictor, validate
+from unlearn_lens.regimes import INCONCLUSIVE, NOT_FORGOTTEN
 from unlearn_lens.validation.grid import CellResult, GridSettings
 
 
 def forgotten(results: Sequence[CellResult]) -> list[CellResult]:
     """Cells whose unlearning removed enough to classify (the regime's `min_forgotten`) and
-    whose recovery is defined: the runs a user would ask the predictor about."""
-    return [r for r in results if r.regime["reversible"] is not None and r.recovery is not None]
+    whose recovery is defined, inconclusive ones included: what unlearning did to the weights."""
+    return [r for r in results if r.regime["label"] != NOT_FORGOTTEN and r.recovery is not None]
+
+
+def inconclusive(results: Sequence[CellResult]) -> list[CellResult]:
+    """Forgotten cells whose recovery stayed low while the relearning budget taught the control
+    less than `min_control_gain`: the attack could not have shown recovery."""
+    return [r for r in forgotten(results) if r.regime["label"] == INCONCLUSIVE]
+
+
+def classified(results: Sequence[CellResult]) -> list[CellResult]:
+    """Forgotten cells with a reversibility verdict (not inconclusive): the runs whose recovery
+    says whether the knowledge was still there, and the ones a user would ask the predictor about."""
+    return [r for r in forgotten(results) if r.regime["reversible"] is not None]
 
 
 def setting(r: CellResult) -> str:
@@ -54,10 +67,11 @@ class PredictorFit:
 
 
 def train_predictor(results: Sequence[CellResult], settings: GridSettings) -> PredictorFit:
-    """Fit on the forgotten cells; validate leaving one domain out, then one setting out."""
-    cells = forgotten(results)
+    """Fit on the classified cells (inconclusive ones left out: their low recovery measures a
+    weak attack, not lost knowledge); validate leaving one domain out, then one setting out."""
+    cells = classified(results)
     if len({r.cell.domain for r in cells}) < 2:
-        raise ValueError("validating the predictor needs forgotten cells from at least two domains")
+        raise ValueError("validating the predictor needs classified cells (forgotten, not inconclusive) from at least two domains")
     X = feature_matrix(cells)
     y = np.array([r.recovery for r in cells], dtype=np.float64)
     by_domain = validate(X, y, [r.cell.domain for r in cells], PREDICTOR_INPUTS, "leave one domain out")
@@ -65,7 +79,8 @@ def train_predictor(results: Sequence[CellResult], settings: GridSettings) -> Pr
     predictor = dataclasses.replace(
         fit_predictor(X, y, PREDICTOR_INPUTS),
         validation={"n_cells": len(cells), "by_domain": by_domain.to_dict(), "by_setting": by_setting.to_dict()},
-        trained_on={"model": "smollm2-135m", "cells": len(cells), "grid": settings.to_dict(),
+        trained_on={"model": "smollm2-135m", "cells": len(cells), "inconclusive_left_out": len(inconclusive(results)),
+                    "grid": settings.to_dict(),
                     "target": "relearning recovery of forget-set token accuracy"},
     )
     baselines = {name: spearman(X[:, i], y) for i, name in enumerate(PREDICTOR_INPUTS)}

@@ -30,7 +30,7 @@ from unlearn_lens.localize.reversion import Reverter, last_layers_patch
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.predict.features import measure_features
-from unlearn_lens.regimes import classify_regime
+from unlearn_lens.regimes import RegimeThresholds, classify_regime
 from unlearn_lens.unlearn.api import unlearn
 from unlearn_lens.unlearn.objectives import get_objective
 from unlearn_lens.unlearn.relearn import relearn
@@ -42,11 +42,12 @@ PROTOCOLS = ("single", "continual")
 SETTINGS_FILE = "settings.json"
 CELLS_DIR = "cells"
 
-CELL_FORMAT = 2
+CELL_FORMAT = 3
 """Version of what a cell measures, stored in the cache's settings file: bump it whenever a
 definition changes, so that a cache of old cells is refused instead of mixed with new ones."""
 
-CELL_FORMAT_CHANGE = "the forgetting depth counts the output head (k = 0 … L) and each cell records the head-only restore"
+CELL_FORMAT_CHANGE = ("the regime is decided as the audit decides it (peak excess along the recovery curve, "
+                      "inconclusive when the budget teaches the control < 0.1) and each cell records its peak excess")
 """What format `CELL_FORMAT` changed, for the error that refuses an older cache."""
 
 FORMAT_KEY = "cell_format"
@@ -123,7 +124,9 @@ class CellResult:
 
     `recovery` is (relearned − unlearned) / (original − unlearned) on the forget set, None when
     unlearning removed (almost) nothing; `control_gain` is the accuracy the same budget taught
-    the novel control items; `features` are the cheap pre-relearning measurements;
+    the novel control items; `peak_excess` is the largest excess of recovery over the control's
+    gain at equal work along the relearning curve (None with `recovery`), which the regime
+    compares with its `control_margin`; `features` are the cheap pre-relearning measurements;
     `head_restore` is the restoration effect of reverting the output head alone (final norm and
     unembedding, the forgetting depth's k = 0) on the forget set, by metric (`"nll"`, `"accuracy"`).
     """
@@ -135,6 +138,7 @@ class CellResult:
     control_before: float
     control_after: float
     recovery: float | None
+    peak_excess: float | None
     regime: dict[str, Any]
     features: dict[str, Any]
     head_restore: dict[str, float]
@@ -157,6 +161,7 @@ class CellResult:
             "control_before": self.control_before,
             "control_after": self.control_after,
             "recovery": self.recovery,
+            "peak_excess": self.peak_excess,
             "regime": self.regime,
             "features": self.features,
             "head_restore": self.head_restore,
@@ -177,6 +182,7 @@ class CellResult:
             control_before=float(data["control_before"]),
             control_after=float(data["control_after"]),
             recovery=data["recovery"],
+            peak_excess=data["peak_excess"],
             regime=data["regime"],
             features=data["features"],
             head_restore={metric: json_float(value) for metric, value in data["head_restore"].items()},
@@ -210,7 +216,7 @@ def domain_data(subject: Subject, domain: str, n_items: int) -> DomainData:
 
 def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell, settings: GridSettings) -> CellResult:
     """Unlearn, measure the cheap features and the head-only restore, relearn (and the control),
-    classify; `subject` ends with the original weights."""
+    classify as the audit does (peak excess, default thresholds); `subject` ends with the original weights."""
     seconds: dict[str, float] = {}
     began = start = time.perf_counter()
     subject.restore(original)
@@ -241,16 +247,19 @@ def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell,
     seconds["total"] = time.perf_counter() - began
     subject.restore(original)
 
+    peak = attack.curve.peak_excess(data.original["forget"].accuracy)
+    peak_excess = None if peak is None else peak[0]
     regime = classify_regime(
         data.original["forget"].accuracy, unlearned["forget"].accuracy, relearned["forget"].accuracy,
         control_before=attack.control_before.accuracy, control_after=attack.control_after.accuracy,
         retain_original=data.original["retain"].accuracy, retain_unlearned=unlearned["retain"].accuracy,
         retain_nll_original=data.original["retain"].nll, retain_nll_unlearned=unlearned["retain"].nll,
+        peak_excess=peak_excess, thresholds=RegimeThresholds(),
     )
     return CellResult(
         cell=cell, original=data.original, unlearned=unlearned, relearned=relearned,
         control_before=attack.control_before.accuracy, control_after=attack.control_after.accuracy,
-        recovery=attack.recovery["accuracy"].recovery, regime=regime.to_dict(), features=features.to_dict(),
+        recovery=attack.recovery["accuracy"].recovery, peak_excess=peak_excess, regime=regime.to_dict(), features=features.to_dict(),
         head_restore={"nll": head.effect_nll, "accuracy": head.effect_accuracy},
         stop_reason=outcome.run.stop_reason, seconds={k: round(v, 2) for k, v in seconds.items()},
     )

@@ -18,7 +18,8 @@ from unlearn_lens.numbers import finite_mean, number, percent
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, TOP_FRACTION
 from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
 from unlearn_lens.report.figures import new_figure, save_figure
-from unlearn_lens.validation.fitting import PredictorFit, forgotten
+from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.validation.fitting import PredictorFit, classified, forgotten, inconclusive
 from unlearn_lens.validation.grid import CellResult, GridSettings
 from unlearn_lens.unlearn.objectives import ObjectiveConfig
 from unlearn_lens.validation.kl_terms import KL_FILE, KL_VARIANTS, SEPARATION, KLMeasurement, TermRun
@@ -84,6 +85,12 @@ def _verdict(share: float) -> str:
     return "holds" if share >= MAJORITY else "partly holds" if share >= 0.5 else "does not hold"
 
 
+def _left_out(cells: Sequence[CellResult]) -> str:
+    """The clause naming the inconclusive cells left out of a reversible share (empty when none)."""
+    n = len(inconclusive(cells))
+    return f", {n} of them inconclusive (the budget taught the control too little) and left out" if n else ""
+
+
 def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[Claim]:
     """Each claim of the study, judged by a rule stated in its evidence."""
     done = forgotten(results)
@@ -94,32 +101,36 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
     claims = []
 
     cells = [r for r in done if r.cell.lr == gentle and r.cell.protocol == "single"]
+    judged = classified(cells)
     n_all = sum(1 for r in results if r.cell.lr == gentle and r.cell.protocol == "single")
-    pattern = _share(cells, lambda r: _reversible(r) and _cka_lower(r) >= CKA_INTACT)
+    pattern = _share(judged, lambda r: _reversible(r) and _cka_lower(r) >= CKA_INTACT)
     gentler = f" (none of the {len(below)} single-request cells at lower learning rates forgot)" if below else ""
     claims.append(Claim(
         "Gentle settings give token-level collapse with intact representations, and are reversible.",
         _verdict(pattern),
-        f"gentlest forgetting setting, lr {gentle:g}, single request{gentler}: {len(cells)} of {n_all} cells forgot; "
-        f"of those {percent(_share(cells, _reversible))} "
+        f"gentlest forgetting setting, lr {gentle:g}, single request{gentler}: {len(cells)} of {n_all} cells forgot"
+        f"{_left_out(cells)}; of the {len(judged)} classified {percent(_share(judged, _reversible))} "
         f"are reversible, mean lower-half CKA {number(finite_mean([_cka_lower(r) for r in cells]), 3)}, and "
         f"{percent(pattern)} show both (reversible and CKA ≥ {CKA_INTACT}); {percent(_share(cells, lambda r: r.regime['catastrophic']))} "
-        f"are catastrophic. Rule: holds if at least {percent(MAJORITY)} of those forgotten cells show the pattern.",
+        f"are catastrophic. Rule: holds if at least {percent(MAJORITY)} of the classified cells show the pattern.",
     ))
 
     harsh = [r for r in done if r.cell.lr == aggressive or r.cell.protocol == "continual"]
+    judged = classified(harsh)
     gentle_cka = finite_mean([_cka_lower(r) for r in cells])
     harsh_cka = finite_mean([_cka_lower(r) for r in harsh])
-    pattern = _share(harsh, lambda r: not _reversible(r) and r.regime["catastrophic"])
+    pattern = _share(judged, lambda r: not _reversible(r) and r.regime["catastrophic"])
     damage = harsh_cka < gentle_cka - 0.01
     claims.append(Claim(
         "Aggressive or continual settings cause deeper representational damage and failed recovery "
         "(irreversible, usually catastrophic).",
         _verdict(pattern) if damage else "does not hold" if pattern < 0.5 else "partly holds",
-        f"lr {aggressive:g} or continual requests: {len(harsh)} forgotten cells; {percent(_share(harsh, lambda r: not _reversible(r)))} "
-        f"irreversible, {percent(_share(harsh, lambda r: r.regime['catastrophic']))} catastrophic, {percent(pattern)} both; mean "
+        f"lr {aggressive:g} or continual requests: {len(harsh)} forgotten cells{_left_out(harsh)}; of the {len(judged)} classified "
+        f"{percent(_share(judged, lambda r: not _reversible(r)))} irreversible, "
+        f"{percent(_share(judged, lambda r: r.regime['catastrophic']))} catastrophic, {percent(pattern)} both; mean "
         f"lower-half CKA {number(harsh_cka, 3)} against {number(gentle_cka, 3)} at the gentle setting. Rule: holds if at least "
-        f"{percent(MAJORITY)} are irreversible and catastrophic and the lower-half CKA is lower by more than 0.01.",
+        f"{percent(MAJORITY)} of the classified cells are irreversible and catastrophic and the lower-half CKA is lower by more "
+        "than 0.01.",
     ))
 
     depths = [_depth(r) for r in done]
@@ -150,7 +161,7 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
     factors = (("domain", "domain", settings.domains), ("learning rate", "lr", settings.lrs),
                ("protocol", "protocol", settings.protocols), ("objective", "method", settings.methods))
     for factor, field_name, order in factors:
-        levels = {level: [r for r in done if getattr(r.cell, field_name) == level] for level in order}
+        levels = {level: [r for r in classified(done) if getattr(r.cell, field_name) == level] for level in order}
         shares = {f"{level:g}" if isinstance(level, float) else level: _share(cells_, _reversible)
                   for level, cells_ in levels.items() if cells_}
         spread = max(shares.values()) - min(shares.values()) if shares else math.nan
@@ -160,7 +171,7 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
         "Reversibility depends on the domain and the hyperparameters.",
         "holds" if {"domain"} & set(depends) and {"learning rate", "protocol"} & set(depends)
         else "partly holds" if depends else "does not hold",
-        "Reversible share of the forgotten cells by " + "; by ".join(f"{f}: {levels} (spread {percent(s)})" for f, s, levels in spreads)
+        "Reversible share of the classified cells by " + "; by ".join(f"{f}: {levels} (spread {percent(s)})" for f, s, levels in spreads)
         + f". Rule: a factor matters when the spread is at least {percent(DEPENDENCE)}; holds if the domain and the learning rate "
         "or protocol both matter.",
     ))
@@ -185,10 +196,12 @@ def observations(results: Sequence[CellResult], settings: GridSettings, kl: KLMe
     done = forgotten(results)
     if done:
         ckas = [_cka_lower(r) for r in done]
+        judged = classified(done)
         lines.append(
             f"Representations below the middle barely move even when everything is destroyed: the lower-half debiased "
             f"CKA of the forgotten cells lies between {min(ckas):.4f} and {max(ckas):.4f}; yet the size of that gap from 1 "
-            f"has Spearman {number(spearman([1 - c for c in ckas], [r.recovery for r in done]), 2)} with recovery."
+            f"has Spearman {number(spearman([1 - _cka_lower(r) for r in judged], [r.recovery for r in judged]), 2)} with "
+            f"recovery over the {len(judged)} classified cells."
         )
         reversible = [r for r in done if _reversible(r)]
         if reversible:
@@ -263,27 +276,65 @@ def _trio(r: CellResult, split: str) -> str:
 
 def _cell_table(results: Sequence[CellResult]) -> list[str]:
     lines = [
-        "| objective | lr | protocol | forget o→u→r | retain o→u→r | recovery | control gain | depth | head restore | CKA lower | regime |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| objective | lr | protocol | forget o→u→r | retain o→u→r | recovery | control gain | peak excess | depth | head restore "
+        "| CKA lower | regime |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         depth = _depth(r)
         lines.append(
             f"| {r.cell.method} | {r.cell.lr:g} | {r.cell.protocol} | {_trio(r, 'forget')} | {_trio(r, 'retain')} | "
-            f"{number(r.recovery, 2)} | {number(r.control_gain, 2)} | {depth if depth is not None else '>' + str(_n_layers(r))} | "
+            f"{number(r.recovery, 2)} | {number(r.control_gain, 2)} | {number(r.peak_excess, 2)} | {depth if depth is not None else '>' + str(_n_layers(r))} | "
             f"{number(_head_restore(r), 2)} | {number(_cka_lower(r), 3)} | {r.regime['label']} |"
         )
     return lines
 
 
+def _relearning_budget(results: Sequence[CellResult], settings: GridSettings) -> str:
+    """The set-up line on the relearning budget: its size beside the unlearning budget, and what it taught the control."""
+    gains = [r.control_gain for r in results]
+    taught = (f" Across the {len(gains)} cells it raised the control's token accuracy by a median "
+              f"{number(float(np.median(gains)), 2)} (range {min(gains):.2f} to {max(gains):.2f})." if gains else "")
+    return (
+        f"- Relearning attack: {settings.relearn_steps} steps of {settings.batch_size} at lr {settings.relearn_lr:g} on the "
+        f"forget set ({settings.relearn_steps * settings.batch_size / settings.n_items:g} epochs of its {settings.n_items} items); "
+        "the *control* gets the same work on the novel control items, from the same unlearned weights. Unlearning, for "
+        f"comparison: {settings.steps} steps of {settings.batch_size} per request, {settings.steps} (single) or "
+        f"{settings.steps * settings.continual_requests} (continual) in all, at lr "
+        f"{', '.join(f'{lr:g}' for lr in settings.lrs)}.{taught}"
+    )
+
+
+def _regime_rules(t: RegimeThresholds) -> str:
+    """The set-up line on how a cell's regime is decided (as the audit decides it)."""
+    return (
+        "- Regimes as in [the concepts page](concepts/regimes.md), decided as the audit decides them: *not forgotten* when "
+        f"forget accuracy fell by less than {percent(t.min_forgotten)}; reversible when recovery ≥ {t.recovery:g} and its "
+        "largest excess over the control's gain at equal work along the relearning curve (peak excess, on the recovery "
+        f"scale) ≥ {t.control_margin:g}; *inconclusive* when recovery < {t.recovery:g} but the budget raised the control's "
+        f"token accuracy by less than {t.min_control_gain:g}; catastrophic when retain accuracy fell by more than "
+        f"{percent(t.retain_drop)} or retain NLL rose by more than {t.retain_nll_rise:.2f} nats."
+    )
+
+
+def _inconclusive_note(results: Sequence[CellResult], t: RegimeThresholds) -> str:
+    """How many forgotten cells the budget could not judge, and where they are left out."""
+    return (
+        f"*Inconclusive*: {len(inconclusive(results))} of the {len(forgotten(results))} forgotten cells (recovery below "
+        f"{t.recovery:g} while the relearning budget raised the control's token accuracy by less than {t.min_control_gain:g}: "
+        "an attack that teaches novel items nothing could not have shown recovery either). The table counts them; every "
+        "reversible share, the recovery figures and the predictor leave them out."
+    )
+
+
 def _regime_counts(results: Sequence[CellResult], settings: GridSettings) -> list[str]:
     labels = sorted({r.regime["label"] for r in results})
-    lines = ["| lr | protocol | " + " | ".join(labels) + " | mean recovery |", "|---|---|" + "---|" * (len(labels) + 1)]
+    lines = ["| lr | protocol | " + " | ".join(labels) + " | mean recovery (classified) |", "|---|---|" + "---|" * (len(labels) + 1)]
     for protocol in settings.protocols:
         for lr in settings.lrs:
             cells = [r for r in results if r.cell.lr == lr and r.cell.protocol == protocol]
             counts = " | ".join(str(sum(r.regime["label"] == label for r in cells)) for label in labels)
-            lines.append(f"| {lr:g} | {protocol} | {counts} | {number(finite_mean([r.recovery for r in forgotten(cells)]), 2)} |")
+            lines.append(f"| {lr:g} | {protocol} | {counts} | {number(finite_mean([r.recovery for r in classified(cells)]), 2)} |")
     return lines
 
 
@@ -298,7 +349,7 @@ def _figure_recovery(results: Sequence[CellResult], settings: GridSettings, path
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(columns)), [f"{lr:g} {p}" for lr, p in columns], fontsize="x-small", rotation=45, ha="right")
         ax.set_yticks(range(len(settings.methods)), settings.methods, fontsize="small")
-        ax.set_title(f"{domain}: relearning recovery (blank: not forgotten)", fontsize="small")
+        ax.set_title(f"{domain}: relearning recovery (blank: not forgotten or inconclusive)", fontsize="small")
     figure.colorbar(image, ax=axes, shrink=0.8, label="recovery")
     return save_figure(figure, path)
 
@@ -308,13 +359,13 @@ def _figure_cka(results: Sequence[CellResult], settings: GridSettings, path: Pat
     colours = ["#2ca02c", "#ff7f0e", "#d62728", "#9467bd", "#8c564b"]
     for i, lr in enumerate(settings.lrs):
         for protocol, marker in (("single", "o"), ("continual", "^")):
-            cells = [r for r in forgotten(results) if r.cell.lr == lr and r.cell.protocol == protocol]
+            cells = [r for r in classified(results) if r.cell.lr == lr and r.cell.protocol == protocol]
             ax.scatter([_cka_lower(r) for r in cells], [r.recovery for r in cells], color=colours[i % len(colours)],
                        marker=marker, s=18, label=f"lr {lr:g}, {protocol}")
     ax.axhline(REVERSIBLE_RECOVERY, color="grey", linewidth=0.5)
     ax.set_xlabel("mean debiased CKA, lower half of the blocks (forget items)")
     ax.set_ylabel("relearning recovery")
-    ax.set_title("Representation change vs recovery (forgotten cells)")
+    ax.set_title("Representation change vs recovery (classified cells)")
     ax.legend(fontsize="x-small")
     return save_figure(figure, path)
 
@@ -379,7 +430,8 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
         f"For comparison, the unlearning learning rate alone (a setting, not a measurement) has Spearman {number(lr_rank, 2)} "
         "with recovery on the same cells.",
         "",
-        f"Fitted on the {len(fit.cells)} forgotten cells; validated on held-out cells only (each group's cells are "
+        f"Fitted on the {len(fit.cells)} classified cells (forgotten, not inconclusive: an inconclusive cell's low recovery "
+        "measures a weak attack, not lost knowledge); validated on held-out cells only (each group's cells are "
         "predicted by a fit on the other groups). *Leave one setting out* holds out every objective's cell of one "
         "domain × learning rate × protocol together: ga, ga_kl, npo and npo_kl leave near-identical cells in many "
         "settings (see above), and holding out one objective at a time would test on cells whose twins the fit saw. "
@@ -453,15 +505,14 @@ def write_page(
         f"(AdamW, gradient clipping 1.0, batch {settings.batch_size}).",
         f"- Protocols: *single* = one request of {settings.steps} steps; *continual* = {settings.continual_requests} requests "
         f"of {settings.n_items // settings.continual_requests} items, {settings.steps} steps each.",
-        f"- Relearning attack: {settings.relearn_steps} steps at lr {settings.relearn_lr:g} on the forget set; the *control* "
-        "spends the same budget on the novel control items, from the same unlearned weights.",
+        _relearning_budget(results, settings),
         "- Accuracies are token accuracies on the answer tokens, original → unlearned → relearned. Recovery = "
         "(relearned − unlearned) / (original − unlearned) on the forget set. Depth = smallest k (0 … "
         f"{n_layers}) whose reversion of the output head (final norm and unembedding) and the last k blocks restores "
         f"{percent(RESTORE_FRACTION)} of the forget NLL (found by bisection; k = 0: the head alone). Head restore = share "
         "of the forget NLL that reverting the output head alone restores. CKA lower = mean debiased CKA, original vs "
         f"unlearned, over blocks 0–{n_layers // 2 - 1}, forget items, masked-mean pooling.",
-        "- Regimes as in [the concepts page](concepts/regimes.md): *not forgotten* when forget accuracy fell by less than half.",
+        _regime_rules(RegimeThresholds()),
         "",
         "## The study's claims on this model",
         "",
@@ -476,6 +527,8 @@ def write_page(
         "## Regimes by setting",
         "",
         *_regime_counts(results, settings),
+        "",
+        _inconclusive_note(results, RegimeThresholds()),
         "",
         f"![Recovery by objective and setting]({link['recovery']})",
         "",
