@@ -3,7 +3,9 @@
     bash scripts/setup.sh && .venv/bin/python benchmarks/validation.py
 
 Runs every cell not yet cached in `--cache` (by default 3 domains × 6 objectives × 4 learning
-rates × single/continual = 144 cells, about 35 s each on 2 CPU cores), fits and validates the
+rates × single/continual = 144 cells, about 100 s a single-request cell and 130 s a continual one
+on 2 CPU cores, 4.6 h in all; benchmarks/grid_budget.py measured this and chose the relearning
+budget, see `GridSettings`), fits and validates the
 reversibility predictor on them, writes it into the package, and writes docs/validation.md with
 its figures. Ctrl-C keeps the finished cells; run the same command again to resume. The page
 quotes `kl_gradients.json` beside its figures where it explains why some objectives coincide:
@@ -49,7 +51,7 @@ def _settings(args: argparse.Namespace) -> GridSettings:
         "methods": _words(args.methods) if args.methods else None,
         "protocols": _words(args.protocols) if args.protocols else None,
         "lrs": tuple(float(lr) for lr in _words(args.lrs)) if args.lrs else None,
-        "n_items": args.n_items, "steps": args.steps, "relearn_steps": args.relearn_steps,
+        "n_items": args.n_items, "steps": args.steps, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
     }
     return dataclasses.replace(GridSettings(), **{key: value for key, value in changes.items() if value is not None})
 
@@ -68,6 +70,7 @@ def main() -> None:
     parser.add_argument("--n-items", type=int, help="items per split and cell")
     parser.add_argument("--steps", type=int, help="unlearning steps per request")
     parser.add_argument("--relearn-steps", type=int, help="relearning budget in steps")
+    parser.add_argument("--relearn-lr", type=float, help="relearning learning rate")
     args = parser.parse_args()
     console = Console(stderr=True)
     start = time.perf_counter()

@@ -15,6 +15,7 @@ from unlearn_lens.diagnostics.compare import model_pass
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.unlearn.api import unlearn
 from unlearn_lens.unlearn.relearn import relearn
 from unlearn_lens.metrics.token import TokenMetrics
@@ -75,6 +76,9 @@ def test_default_grid_spans_the_study():
     assert len(cells) == 3 * 6 * 4 * 2 == len(set(cells))
     assert {c.method for c in cells} == {"ga", "ga_gd", "ga_kl", "npo", "npo_kl", "rlabel"}
     assert [c.domain for c in cells[:3]] == ["text", "code", "math"]  # domains innermost
+    # The grid relearns with the audit's default steps and learning rate (see GridSettings for why).
+    audit = StudyConfig()
+    assert (GridSettings().relearn_steps, GridSettings().relearn_lr) == (audit.relearn_steps, audit.relearn_lr)
 
 
 def test_grid_caches_each_cell_and_resumes_after_an_interrupt(tiny_subject, tmp_path):

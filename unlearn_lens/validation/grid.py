@@ -63,6 +63,18 @@ class GridSettings:
     items of its domain; unlearning runs `steps` AdamW steps of `batch_size` per request (one
     request for `"single"`, `continual_requests` for `"continual"`, each with the full `steps`);
     relearning runs `relearn_steps` at `relearn_lr` on the forget set, and the same on the control.
+
+    **The relearning budget**, 10 steps of 8 at 3e-5 (5 epochs of the 16 forget items; the audit's
+    default steps and learning rate, so a cell is attacked as the audit attacks by default), was chosen with
+    `benchmarks/grid_budget.py` (`docs/figures/validation/grid_budget.json`) on ga at lr 3e-5
+    (single) and npo at lr 1e-5 (continual) in each domain. The former 4 steps at 1e-5 taught the
+    text control 0.00-0.02 token accuracy (inconclusive); 4 steps at 6e-5, the cheapest budget
+    whose control gain clears `min_control_gain` everywhere (text 0.16-0.22, code 0.50-0.57, math
+    0.29-0.30), leaves the text cells "destroyed" (recovery 0.11-0.16) where 10 steps at 3e-5
+    brings them back (recovery 0.89-0.95 against a control gain of 0.47: "collapsed but
+    recoverable"); at 10 × 3e-5 the control gains 0.47 (text), 0.75-0.77 (code), 0.40-0.54 (math),
+    below saturation. Each relearning step costs about 6 s a cell on 2 CPU cores: the default grid
+    takes about 4.6 h there (3.1 h at 4 steps, 2.2 h with no relearning at all).
     """
 
     domains: tuple[str, ...] = BUILTIN_DOMAINS
@@ -73,8 +85,8 @@ class GridSettings:
     steps: int = 8
     batch_size: int = 8
     continual_requests: int = 4
-    relearn_steps: int = 4
-    relearn_lr: float = 1e-5
+    relearn_steps: int = 10
+    relearn_lr: float = 3e-5
     seed: int = 0
 
     def __post_init__(self) -> None:
