@@ -204,6 +204,15 @@ def test_a_hub_id_offline_and_not_cached_is_one_line(monkeypatch, tmp_path):
         checkpoint_directory("no-such-org/no-such-model")
 
 
+def test_the_out_of_unlearn_loads_as_its_model_everywhere(workspace):
+    """`load` itself reads the --out of `unlearn-lens unlearn` as its `model/` (so audit, compare,
+    relearn and given checkpoints all take it): the same weights as loading `model/`."""
+    from_out = ul.load(str(workspace / "u1"), backend="nnsight").snapshot()
+    from_model = ul.load(str(workspace / "u1" / "model"), backend="nnsight").snapshot()
+    assert from_out.keys() == from_model.keys() and all(torch.equal(from_out[k], from_model[k]) for k in from_out)
+    assert checkpoint_directory(workspace / "u1") == workspace / "u1" / "model"
+
+
 def test_names_come_from_the_directory_or_the_run_around_model(tmp_path):
     (tmp_path / "runs" / "npo-run" / "model").mkdir(parents=True)
     assert checkpoint_name(str(tmp_path / "runs" / "npo-run" / "model")) == "npo-run"

@@ -69,7 +69,6 @@ def run(args: argparse.Namespace) -> None:
     """Handler of `unlearn-lens relearn`."""
     from unlearn_lens.data import builtin, chat_items, load_items
     from unlearn_lens.models import load
-    from unlearn_lens.models.checkpoints import model_source
     from unlearn_lens.unlearn import relearn
 
     check_out_dir(args.out, args.force, (RUN_FILE, MODEL_DIR))
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> None:
         "control": load_items(args.control, fields) if args.control else list(builtin("text").control),
         "retain": load_items(args.retain, fields) if args.retain else [],
     }
-    checkpoint = model_source(args.checkpoint)
+    checkpoint = args.checkpoint
     subject = load(checkpoint, backend=args.backend, device=args.device, device_map=args.device_map, dtype=args.dtype)
     if args.chat_template:
         sets = {split: chat_items(items, subject.tokenizer) for split, items in sets.items()}

@@ -20,7 +20,7 @@ from unlearn_lens.errors import ModelSourceError
 from unlearn_lens.hub import hub_reachable
 from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.builtin import BUILTIN_MODELS, ensure_builtin_cache
-from unlearn_lens.models.sources import HUB_ID
+from unlearn_lens.models.sources import HUB_ID, model_source
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.out_dir import MODEL_DIR
 
@@ -43,20 +43,12 @@ class _Tensor:
     shape: tuple[int, ...]
 
 
-def model_source(source: str | Path) -> str:
-    """`source`, or `source/model` when `source` is the `--out` of `unlearn-lens unlearn` (or
-    `relearn`): a directory holding `model/` and no `config.json` of its own."""
-    path = Path(source)
-    if path.is_dir() and not (path / "config.json").exists() and (path / MODEL_DIR / "config.json").is_file():
-        return str(path / MODEL_DIR)
-    return str(source)
-
-
 def checkpoint_directory(source: str | Path) -> Path:
-    """The local directory holding a checkpoint: `source` itself when it is a directory, the
+    """The local directory holding a checkpoint: `source` itself when it is a directory (its
+    `model/` when it is the `--out` of `unlearn-lens unlearn`), the
     built-in model's cache for its name, else the Hugging Face hub repository it names (its
     config, tokenizer and safetensors fetched, or found in the hub cache when offline)."""
-    path = Path(source)
+    path = Path(model_source(source))
     if path.is_dir():
         return path
     if path.exists():

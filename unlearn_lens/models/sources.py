@@ -18,6 +18,7 @@ from unlearn_lens.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL, ensure_bu
 from unlearn_lens.models.dtypes import resolve_dtype
 from unlearn_lens.models.nnsight_backend import NNsightSubject
 from unlearn_lens.models.subject import Subject
+from unlearn_lens.out_dir import MODEL_DIR
 
 BACKENDS = ("transformer_lens", "nnsight")
 
@@ -76,7 +77,17 @@ def _from_pretrained(location: str, *, dtype: torch.dtype, device: str | None, d
     return model.eval(), tokenizer
 
 
+def model_source(source: str | Path) -> str:
+    """`source`, or `source/model` when `source` is the `--out` of `unlearn-lens unlearn` (or
+    `relearn`): a directory holding `model/` and no `config.json` of its own."""
+    path = Path(source)
+    if path.is_dir() and not (path / "config.json").exists() and (path / MODEL_DIR / "config.json").is_file():
+        return str(path / MODEL_DIR)
+    return str(source)
+
+
 def _load_directory(path: Path, **options):
+    path = Path(model_source(path))
     if (path / "config.json").is_file():
         if not any(path.glob("*.safetensors")):
             raise ModelSourceError(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.models.checkpoints import checkpoint_directory, model_source, weights_digest
+from unlearn_lens.models.checkpoints import checkpoint_directory, weights_digest
 from unlearn_lens.models.sources import HUB_ID
 from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE
 from unlearn_lens.unlearn.api import UnlearnResult
@@ -73,11 +73,10 @@ def checkpoint_name(source: str) -> str:
 def locate(source: str) -> GivenCheckpoint:
     """Find a given checkpoint's files (a directory, the `--out` of `unlearn-lens unlearn`, a
     built-in name or a hub id) and read the `run.json` that `unlearn-lens unlearn` wrote beside it."""
-    path = Path(model_source(source))
-    directory = checkpoint_directory(path if path.is_dir() else source)
+    directory = checkpoint_directory(source)
     digest = weights_digest(directory)
     run_file = directory.parent / RUN_FILE
-    if not path.is_dir() or directory.name != MODEL_DIR or not run_file.is_file():
+    if not Path(source).is_dir() or directory.name != MODEL_DIR or not run_file.is_file():
         return GivenCheckpoint(source, str(directory), digest)
     record = _read_record(run_file)
     if record.get("command") != "unlearn":

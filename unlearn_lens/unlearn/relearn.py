@@ -26,7 +26,6 @@ from unlearn_lens.data.loaders import ItemsLike, as_items
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.metrics.token import TokenMetrics
-from unlearn_lens.models.checkpoints import model_source
 from unlearn_lens.models.sources import load
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.unlearn.loop import Callback, TrainConfig, TrainingStep, TrainResult, train
@@ -363,7 +362,7 @@ def relearn(
     either run restores the starting weights and re-raises `KeyboardInterrupt`.
     """
     if not isinstance(subject, Subject):
-        subject = load(model_source(subject))
+        subject = load(subject)
     source_items, control_items = as_items(source_items, source="source_items"), as_items(control_items, source="control_items")
     retain_items = as_items(retain_items, source="retain_items")
     if not source_items:
