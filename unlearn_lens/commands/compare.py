@@ -18,9 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.markup import escape
 
-from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_length_flags, add_runtime_flags, check_max_tokens, field_map
+from unlearn_lens.commands.common import (
+    DATA_SPEC,
+    add_data_flags,
+    add_length_flags,
+    add_runtime_flags,
+    check_max_tokens,
+    field_map,
+    fit_items,
+)
 from unlearn_lens.diagnostics.activations import POOLINGS, TOKEN_SPANS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
@@ -138,20 +145,14 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _check_items(reference: Subject, items: list[Item], args: argparse.Namespace) -> list[Item]:
-    """The items, each fitting the model (truncated with `--truncate`); repeats are reported, and
-    refused when too few distinct items are left for debiased CKA."""
-    from unlearn_lens.data.checks import check_distinct, check_token_lengths, describe_duplicates, item_locations
+    """The items, each fitting the model (truncated with `--truncate`), repeats reported; refused
+    when too few distinct items are left for debiased CKA."""
+    from unlearn_lens.data.checks import check_distinct
     from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES
 
-    where = item_locations(args.data, len(items), str(args.data))
-    items, note = check_token_lengths(reference, items, where, args.max_tokens, args.truncate, str(args.data))
-    if note is not None:
-        console.print(f"[yellow]warning:[/] {escape(note)}")
+    items = fit_items(reference, items, args.data, str(args.data), args, console)
     if args.pooling != "tokens":
         check_distinct(str(args.data), items, MIN_DEBIASED_SAMPLES, f"debiased CKA with --pooling {args.pooling}")
-    note = describe_duplicates(str(args.data), items, where)
-    if note is not None:
-        console.print(f"[yellow]warning:[/] {escape(note)}")
     return items
 
 
