@@ -46,6 +46,24 @@ def test_saves_the_relearned_model_and_its_recovery_curve(unlearned, tmp_path, c
     assert str(out / "model") in capsys.readouterr().out
 
 
+def test_the_control_keeps_only_items_the_checkpoint_does_not_answer(unlearned, tmp_path, capsys):
+    """As in the audit: control items the model already answers could not gain, and would make any
+    recovery look faster than learning; a control it knows entirely is refused in one line."""
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text((unlearned / "control.jsonl").read_text() + (unlearned / "retain.jsonl").read_text())
+    original = ["--backend", "nnsight", "--data", str(unlearned / "forget.jsonl"), "--steps", "1", "--lr", "1e-2",
+                "--batch-size", "4"]
+    assert main(["relearn", str(unlearned / "ck"), *original, "--control", str(mixed), "--out", str(tmp_path / "a")]) == 0
+    record = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert (record["data"]["n_control_given"], record["data"]["n_control"]) == (8, 4)  # the memorised model knows RETAIN
+    assert record["result"]["control_before"]["accuracy"] < 1.0
+    capsys.readouterr()
+    assert main(["relearn", str(unlearned / "ck"), *original, "--control", str(unlearned / "retain.jsonl"),
+                 "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already answers all 4 control items" in err and not (tmp_path / "b").exists()
+
+
 def test_refuses_an_earlier_run_without_force(unlearned, tmp_path, capsys):
     out = tmp_path / "attack"
     assert main(_args(unlearned, out, "--steps", "1")) == 0

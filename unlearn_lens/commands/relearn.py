@@ -1,7 +1,8 @@
 """`unlearn-lens relearn CHECKPOINT --data SPEC`: a relearning attack on a checkpoint, with its control, saved.
 
 Fine-tunes the checkpoint on `--data` for `--steps` and spends equal work (as many epochs of its
-own items at the same items per step) on the novel `--control` items from the same weights,
+own items at the same items per step) on the `--control` items the checkpoint does not already
+answer (as the audit keeps them), from the same weights,
 as the audit's relearning stage does. Writes `OUT/model` (the relearned checkpoint) and then
 `OUT/run.json` (settings, data, the recovery curve after every step and the work each run did);
 `run.json` marks a finished run, and an existing one is only replaced with `--force`. Ctrl-C
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> None:
     if args.chat_template:
         sets = {split: chat_items(items, subject.tokenizer) for split, items in sets.items()}
     sets = {split: fit_items(subject, items, sources[split], split, args, console) for split, items in sets.items()}
+    sets["control"], n_given = _novel(subject, sets["control"]), len(sets["control"])
+    console.print(f"control: kept {len(sets['control'])} of {n_given} items (those the checkpoint does not answer)")
     result = relearn(subject, sets["data"], sets["control"], steps=args.steps, retain_items=sets["retain"], lr=args.lr,
                      batch_size=args.batch_size, seed=args.seed)
     record = {
@@ -94,12 +97,24 @@ def run(args: argparse.Namespace) -> None:
         "backend": args.backend,
         "dtype": args.dtype,
         "data": {**sources, "fields": asdict(fields), "chat_template": args.chat_template,
-                 **{f"n_{split}": len(items) for split, items in sets.items()}},
+                 **{f"n_{split}": len(items) for split, items in sets.items()}, "n_control_given": n_given},
         "result": result.to_dict(),
         "model_dir": MODEL_DIR,
     }
     _save(subject, record, args.out)
     _print_summary(result, args.out)
+
+
+def _novel(subject, control: list) -> list:
+    """The control items the model does not already answer, as the audit keeps them: a control it
+    knows cannot gain, and would make any recovery look faster than learning."""
+    from unlearn_lens.errors import ConfigError
+    from unlearn_lens.evaluation import items_correct
+
+    novel = [item for item, known in zip(control, items_correct(subject, control)) if not known]
+    if not novel:
+        raise ConfigError(f"the checkpoint already answers all {len(control)} control items; give novel ones with --control")
+    return novel
 
 
 def _save(subject, record: dict[str, Any], out: Path) -> None:
