@@ -258,3 +258,21 @@ def test_sharded_and_base_model_checkpoints_read_as_the_subjects_snapshot(tmp_pa
         snapshot, expected = read_snapshot(subject, directory), subject.snapshot()
         assert snapshot.keys() == expected.keys()
         assert all(torch.equal(snapshot[key], expected[key]) for key in expected)
+
+
+def test_a_changed_weight_the_audit_cannot_swap_in_is_refused(tmp_path):
+    """A parameter outside the audit's weights (here the final norm, dropped from the subject's
+    specs as a family whose layout lacks it would) keeps the original's values when the checkpoint
+    is swapped in: equal in the checkpoint, it passes; changed, it is refused in one line."""
+    original = memorised_subject()
+    ul.save_checkpoint(original, tmp_path / "same")
+    changed = memorised_subject()
+    norm = next(spec for spec in changed.specs if spec.component == "final_norm")
+    with torch.no_grad():
+        changed.weight(norm.key).mul_(1.5)
+    ul.save_checkpoint(changed, tmp_path / "changed")
+    original.specs = [spec for spec in original.specs if spec.component != "final_norm"]
+    assert check_checkpoint(original, tmp_path / "same", "same") is None
+    with pytest.raises(ModelSourceError) as info:
+        check_checkpoint(original, tmp_path / "changed", "changed")
+    assert f"tensor {norm.param} differs from the original's" in str(info.value) and "\n" not in str(info.value)

@@ -124,8 +124,9 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 def check_checkpoint(subject: Subject, directory: Path, label: str) -> str | None:
     """Refuse, in one line naming the first difference, a checkpoint whose architecture, tensor
-    names and shapes, or tokenizer differ from `subject`'s (the original); return a note when it
-    has no tokenizer to compare. Only the config, the safetensors headers and the tokenizer are read."""
+    names and shapes, or tokenizer differ from `subject`'s (the original), or that changed a
+    weight the audit cannot swap in; return a note when it has no tokenizer to compare. Only the
+    config, the safetensors headers, the tokenizer and the tensors outside the audit's weights are read."""
     from transformers import AutoConfig
 
     if not (directory / "config.json").is_file():
@@ -139,8 +140,29 @@ def check_checkpoint(subject: Subject, directory: Path, label: str) -> str | Non
         theirs, expected = getattr(config, setting, None), getattr(ours, setting, None)
         if theirs != expected:
             raise ModelSourceError(f"{label}: {setting} is {theirs} in the checkpoint, {expected} in the original")
-    _check_tensors(subject, _tensors(directory), label)
+    tensors = _tensors(directory)
+    _check_tensors(subject, tensors, label)
+    _check_unswapped(subject, tensors, label)
     return _check_tokenizer(subject, directory, label)
+
+
+def _check_unswapped(subject: Subject, tensors: dict[str, _Tensor], label: str) -> None:
+    """The audit swaps in the weights its snapshots cover (`subject.specs`); a parameter outside
+    them (a norm its family's layout does not list, say) keeps the original's values, so a
+    checkpoint that changed one would be audited as a model it is not: refused, naming it. Only
+    those few tensors are read."""
+    params = named_parameters(subject.model)
+    covered = {id(params[spec.param]) for spec in subject.specs}
+    prefix = _prefix(subject)
+    for name, param in params.items():
+        if id(param) in covered:
+            continue
+        stored = _stored_name(name, tensors, prefix)
+        with safe_open(tensors[stored].file, framework="pt") as handle:
+            theirs = handle.get_tensor(stored)
+        if not torch.equal(theirs.to(param.device, param.dtype), param.detach()):
+            raise ModelSourceError(f"{label}: tensor {name} differs from the original's, but it is not among the weights the "
+                                   "audit swaps in, so the audit would study another model than the checkpoint")
 
 
 def _check_tensors(subject: Subject, tensors: dict[str, _Tensor], label: str) -> None:
