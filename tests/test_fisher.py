@@ -257,18 +257,31 @@ def test_value_exactly_on_the_last_edge_is_in_the_last_bin():
     assert (summary.n_below, summary.n_above) == (0, 0)
 
 
-def test_profile_of_parts_equals_summary_of_their_concatenation():
-    """A layer profiled as its separate matrices (views, nothing concatenated is kept) summarises
-    exactly as the concatenated values do, against any shared range, however often reused."""
+def test_profile_of_parts_matches_numpy_on_their_concatenation():
+    """A layer profiled as its separate matrices (views, nothing concatenated is kept) gives, for
+    any shared range and however often reused, the statistics numpy computes on the joined values."""
     parts = [lognormal(8, 120).reshape(10, 12), lognormal(9, 35, scale=3.0), torch.zeros(2, 5)]
     parts[0][0, :4] = 0.0
-    joined = torch.cat([p.flatten() for p in parts])
+    v = np.concatenate([p.numpy().ravel() for p in parts])
     profile = FisherProfile.of(*parts)
-    other = lognormal(10, 50, scale=100.0)
-    value_range = shared_value_range(profile, FisherProfile.of(other))
-    assert value_range == shared_value_range(joined, other)
+    other = lognormal(10, 50, scale=100.0).numpy()
+    positives = v[v > 0]
+    assert profile.positive_range == (positives.min(), positives.max())
+    value_range = shared_value_range(profile, FisherProfile.of(torch.from_numpy(other)))
+    assert value_range == (min(positives.min(), other.min()), max(positives.max(), other.max()))
     for bins, span in ((7, None), (11, value_range), (11, value_range)):
-        assert profile.summary(bins, span) == summarise_fisher(joined, bins, span)
+        summary = profile.summary(bins, span)
+        low, high = span if span is not None else (positives.min(), positives.max())
+        edges = np.logspace(np.log10(low), np.log10(high), bins + 1)
+        edges[0], edges[-1] = low, high
+        assert summary.edges == pytest.approx(list(edges), rel=1e-12)
+        inside = positives[(positives >= low) & (positives <= high)]
+        assert list(summary.counts) == np.histogram(inside, bins=np.asarray(summary.edges))[0].tolist()
+        assert (summary.n_below, summary.n_above) == (int((positives < low).sum()), int((positives > high).sum()))
+        assert (summary.n, summary.n_zero) == (v.size, int((v == 0).sum()))
+        assert summary.mean == pytest.approx(v.mean(), rel=1e-12) and summary.median == pytest.approx(np.median(v), rel=1e-12)
+        for level, value in summary.quantiles.items():
+            assert value == pytest.approx(np.quantile(v, level), rel=1e-12)
 
 
 def test_shared_value_range_gives_identical_edges():
