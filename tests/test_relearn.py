@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from memorised import CONTROL, FORGET, RETAIN, memorised_subject
@@ -140,6 +142,12 @@ def test_unequal_sets_get_equal_epochs_and_the_curve_follows_every_step(subject,
         assert (point.accuracy, point.nll) == (metrics.accuracy, metrics.nll)
     recovery = curve.recovery(unlearned[1].accuracy)
     assert recovery[-1] == pytest.approx(result.recovery["accuracy"].recovery)
+    # The peak excess the regimes use: forget gain minus the control's gain at the same epoch
+    # (linear between the control's steps), over what unlearning removed, largest over the curve.
+    lost = unlearned[1].accuracy - curve.forget[0].accuracy
+    control = ([p.epoch for p in curve.control], [p.accuracy - curve.control[0].accuracy for p in curve.control])
+    by_hand = max((p.accuracy - curve.forget[0].accuracy - np.interp(p.epoch, *control)) / lost for p in curve.forget)
+    assert result.peak_excess() == pytest.approx(by_hand)
     first = next((p.step for p, r in zip(curve.forget, recovery) if r >= 0.5), None)
     assert result.steps_to_recover() == first
     data = json.loads(json.dumps(result.to_dict()))

@@ -504,7 +504,6 @@ def _summarise(result: MethodResults):
 
 def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
     recovery = result.relearn.recovery["accuracy"]
-    peak = result.relearn.curve.peak_excess(recovery.original)
     original_retain = results.original["retain"]
     unlearned_retain = result.comparisons["unlearned/retain"].updated_metrics
     return classify_regime(
@@ -517,6 +516,6 @@ def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
         retain_unlearned=unlearned_retain.accuracy,
         retain_nll_original=original_retain.nll,
         retain_nll_unlearned=unlearned_retain.nll,
-        peak_excess=None if peak is None else peak[0],
+        peak_excess=result.relearn.peak_excess(),
         thresholds=config.thresholds(),
     )

@@ -239,6 +239,15 @@ class RelearnResult:
             return None
         return self.curve.steps_to_recover(self.original_forget.accuracy, fraction)
 
+    def peak_excess(self) -> float | None:
+        """The largest excess of forget-accuracy recovery over the control's gain at equal work
+        along the curve ([`RecoveryCurve.peak_excess`][unlearn_lens.unlearn.RecoveryCurve.peak_excess]),
+        what the regime compares with its margin; None without an original accuracy to recover towards."""
+        if self.original_forget is None:
+            return None
+        peak = self.curve.peak_excess(self.original_forget.accuracy)
+        return None if peak is None else peak[0]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         metrics = ("forget_before", "forget_after", "control_before", "control_after", "original_forget")

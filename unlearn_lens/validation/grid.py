@@ -30,7 +30,7 @@ from unlearn_lens.localize.reversion import Reverter, last_layers_patch
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.predict.features import measure_features
-from unlearn_lens.regimes import RegimeThresholds, classify_regime
+from unlearn_lens.regimes import classify_regime
 from unlearn_lens.unlearn.api import unlearn
 from unlearn_lens.unlearn.objectives import get_objective
 from unlearn_lens.unlearn.relearn import relearn
@@ -259,14 +259,13 @@ def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell,
     seconds["total"] = time.perf_counter() - began
     subject.restore(original)
 
-    peak = attack.curve.peak_excess(data.original["forget"].accuracy)
-    peak_excess = None if peak is None else peak[0]
+    peak_excess = attack.peak_excess()
     regime = classify_regime(
         data.original["forget"].accuracy, unlearned["forget"].accuracy, relearned["forget"].accuracy,
         control_before=attack.control_before.accuracy, control_after=attack.control_after.accuracy,
         retain_original=data.original["retain"].accuracy, retain_unlearned=unlearned["retain"].accuracy,
         retain_nll_original=data.original["retain"].nll, retain_nll_unlearned=unlearned["retain"].nll,
-        peak_excess=peak_excess, thresholds=RegimeThresholds(),
+        peak_excess=peak_excess,
     )
     return CellResult(
         cell=cell, original=data.original, unlearned=unlearned, relearned=relearned,
