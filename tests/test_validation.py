@@ -73,8 +73,9 @@ def test_settings_reject_bad_grids():
 
 def test_default_grid_spans_the_study():
     cells = GridSettings().cells()
-    assert len(cells) == 3 * 6 * 4 * 2 == len(set(cells))
-    assert {c.method for c in cells} == {"ga", "ga_gd", "ga_kl", "npo", "npo_kl", "rlabel"}
+    assert len(cells) == 3 * 4 * 2 * 2 == len(set(cells))
+    assert {c.method for c in cells} == {"ga", "ga_gd", "npo", "rlabel"}  # the study's six less the KL twins
+    assert {c.lr for c in cells} == {3e-6, 3e-5}
     assert [c.domain for c in cells[:3]] == ["text", "code", "math"]  # domains innermost
     # The grid relearns with the audit's default steps and learning rate (see GridSettings for why).
     audit = StudyConfig()
