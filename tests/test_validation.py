@@ -25,6 +25,7 @@ from unlearn_lens.predict.model import validate
 from unlearn_lens.validation.fitting import feature_matrix, setting, train_predictor
 from unlearn_lens.validation.grid import (
     CELL_FORMAT,
+    GRID_OBJECTIVES,
     FORMAT_KEY,
     SETTINGS_FILE,
     Cell,
@@ -398,3 +399,20 @@ def test_the_page_explains_coinciding_objectives_with_the_kl_measurement(tmp_pat
     assert "gradient is zero at the reference" not in text  # the old, unmeasured explanation
     plain = write_page(page=tmp_path / "w.md", **common)[0].read_text()
     assert "Why is not measured here: run `benchmarks/kl_gradients.py`." in plain
+
+
+def test_a_grid_without_the_kl_variants_says_they_were_left_out_and_why(tmp_path):
+    settings = dataclasses.replace(TWINS, methods=GRID_OBJECTIVES)
+    twins = {(r.cell.domain, r.cell.lr, r.cell.protocol, r.cell.method): r for r in _twin_grid()}
+    cells = [twins.get((c.domain, c.lr, c.protocol, c.method))
+             or dataclasses.replace(twins[(c.domain, c.lr, c.protocol, "ga")], cell=c,
+                                    unlearned={**twins[(c.domain, c.lr, c.protocol, "ga")].unlearned, "forget": _metrics(0.5)})
+             for c in settings.cells()]
+    text = write_page(cells, None, settings, page=tmp_path / "v.md", figure_dir=tmp_path / "figures", command="x",
+                      runtime_seconds=1.0, kl=_kl_measurement())[0].read_text()
+    assert "- Objectives: ga, ga_gd, npo, rlabel (the study's ga_kl and npo_kl are left out: see *Also measured*)" in text
+    # ga and npo are twins here, ga_gd and rlabel are not part of the comparison.
+    assert "ga, npo leave the same forget accuracy (to two decimals) in 12 of 12 domain × learning-rate × protocol groups" in text
+    assert ("ga_kl and npo_kl, the study's KL variants, are left out of this grid: at the default kl_weight 1 they end "
+            "where ga and npo do, so their cells would be twins.") in text
+    assert "Yet the runs end where the plain objectives do" in text  # the measurement that justifies leaving them out

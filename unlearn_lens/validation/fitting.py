@@ -49,9 +49,9 @@ class PredictorFit:
     """The predictor fitted on every usable cell, its held-out validations, and one-feature baselines
     (the Spearman correlation of each raw feature with recovery, no fitting at all).
 
-    `by_setting` holds out every cell of one (domain, learning rate, protocol) together: ga,
-    ga_kl, npo and npo_kl leave near-identical cells in many settings, so holding out one
-    objective at a time would test on cells whose twins the fit saw.
+    `by_setting` holds out every cell of one (domain, learning rate, protocol) together: ga and
+    npo (and the KL variants, when run) leave near-identical cells in many settings, so holding
+    out one objective at a time would test on cells whose twins the fit saw.
     """
 
     predictor: ReversibilityPredictor

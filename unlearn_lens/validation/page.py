@@ -20,7 +20,7 @@ from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
 from unlearn_lens.report.figures import new_figure, save_figure
 from unlearn_lens.regimes import RegimeThresholds
 from unlearn_lens.validation.fitting import PredictorFit, classified, forgotten, inconclusive
-from unlearn_lens.validation.grid import CellResult, GridSettings
+from unlearn_lens.validation.grid import STUDY_OBJECTIVES, CellResult, GridSettings
 from unlearn_lens.unlearn.objectives import ObjectiveConfig
 from unlearn_lens.validation.kl_terms import KL_FILE, KL_VARIANTS, SEPARATION, KLMeasurement, TermRun
 
@@ -178,6 +178,11 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
     return claims
 
 
+def _stepping_alike(settings: GridSettings) -> list[str]:
+    """The grid's objectives whose updates coincide under AdamW: GA, NPO and their KL variants."""
+    return [method for method in ("ga", "ga_kl", "npo", "npo_kl") if method in settings.methods]
+
+
 def observations(results: Sequence[CellResult], settings: GridSettings, kl: KLMeasurement | None = None) -> list[str]:
     """Measured facts beyond the claims that a reader of the grid should not miss; `kl`, the
     measurement of `benchmarks/kl_gradients.py`, explains why some objectives coincide."""
@@ -185,12 +190,17 @@ def observations(results: Sequence[CellResult], settings: GridSettings, kl: KLMe
     groups: dict[tuple, dict[str, float]] = {}
     for r in results:
         groups.setdefault((r.cell.domain, r.cell.lr, r.cell.protocol), {})[r.cell.method] = r.unlearned["forget"].accuracy
-    alike = ("ga", "ga_kl", "npo", "npo_kl")
-    if all(method in settings.methods for method in alike):
-        same = sum(len({round(accuracy[m], 2) for m in alike}) == 1 for accuracy in groups.values())
+    alike = _stepping_alike(settings)
+    if len(alike) >= 2:
+        complete = [accuracy for accuracy in groups.values() if all(m in accuracy for m in alike)]
+        same = sum(len({round(accuracy[m], 2) for m in alike}) == 1 for accuracy in complete)
+        absent = [method for method in KL_VARIANTS if method not in settings.methods]
+        twins = (f" {' and '.join(absent)}, the study's KL variants, are left out of this grid: at the default kl_weight "
+                 f"{ObjectiveConfig().kl_weight:g} they end where {' and '.join(KL_VARIANTS[m] for m in absent)} do, so "
+                 "their cells would be twins." if absent else "")
         lines.append(
             f"Under AdamW the objective matters less than it seems: {', '.join(alike)} leave the same forget accuracy "
-            f"(to two decimals) in {same} of {len(groups)} domain × learning-rate × protocol groups. "
+            f"(to two decimals) in {same} of {len(complete)} domain × learning-rate × protocol groups.{twins} "
             + (kl_finding(kl) if kl is not None else "Why is not measured here: run `benchmarks/kl_gradients.py`.")
         )
     done = forgotten(results)
@@ -268,6 +278,12 @@ def kl_finding(measurement: KLMeasurement) -> str:
         f"accuracy first moves by {SEPARATION:g} or more from the plain objective's for {_kl_separations(measurement, 'retain')}; "
         f"forget accuracy for {_kl_separations(measurement, 'forget')}."
     )
+
+
+def _objectives_left_out(settings: GridSettings) -> str:
+    """The set-up clause naming the study's objectives this grid does not run (empty when it runs them all)."""
+    absent = [method for method in STUDY_OBJECTIVES if method not in settings.methods]
+    return f" (the study's {' and '.join(absent)} are left out: see *Also measured*)" if absent else ""
 
 
 def _trio(r: CellResult, split: str) -> str:
@@ -433,8 +449,8 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
         f"Fitted on the {len(fit.cells)} classified cells (forgotten, not inconclusive: an inconclusive cell's low recovery "
         "measures a weak attack, not lost knowledge); validated on held-out cells only (each group's cells are "
         "predicted by a fit on the other groups). *Leave one setting out* holds out every objective's cell of one "
-        "domain × learning rate × protocol together: ga, ga_kl, npo and npo_kl leave near-identical cells in many "
-        "settings (see above), and holding out one objective at a time would test on cells whose twins the fit saw. "
+        "domain × learning rate × protocol together: objectives that step alike under AdamW leave near-identical cells "
+        "in many settings (see above), and holding out one objective at a time would test on cells whose twins the fit saw. "
         "The base rate is what always answering the more common call scores:",
         "",
         "| held out | Spearman (held-out predictions vs measured) | per group | mean abs. error | reversible call right | base rate |",
@@ -501,8 +517,8 @@ def write_page(
         f"- Model: the built-in SmolLM2-135M-Instruct ({n_layers} blocks), raw weights, CPU, float32.",
         f"- Data: the first {settings.n_items} items of each built-in split (forget, retain, control) of the domains "
         f"{', '.join(settings.domains)}; every forget and retain item is known to the model, no control item is.",
-        f"- Objectives: {', '.join(settings.methods)}; learning rates {', '.join(f'{lr:g}' for lr in settings.lrs)} "
-        f"(AdamW, gradient clipping 1.0, batch {settings.batch_size}).",
+        f"- Objectives: {', '.join(settings.methods)}{_objectives_left_out(settings)}; learning rates "
+        f"{', '.join(f'{lr:g}' for lr in settings.lrs)} (AdamW, gradient clipping 1.0, batch {settings.batch_size}).",
         f"- Protocols: *single* = one request of {settings.steps} steps; *continual* = {settings.continual_requests} requests "
         f"of {settings.n_items // settings.continual_requests} items, {settings.steps} steps each.",
         _relearning_budget(results, settings),
