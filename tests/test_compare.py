@@ -250,9 +250,9 @@ def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_p
         features=PREDICTOR_INPUTS, mean=(-3.0, -3.0, 0.5, 0.25, -4.0, 0.0), scale=(1.0, 1.0, 0.3, 0.1, 1.0, 0.5),
         coef=(0.2, 0.1, -0.1, 0.0, 0.0, 0.05), intercept=0.4, alpha=1.0,
         validation={"n_cells": 7, "by_domain": {"scheme": "leave one domain out", "spearman": 0.61, "mean_abs_error": 0.2,
-                                                "reversible_calls_correct": 0.8},
-                    "by_method": {"scheme": "leave one objective out", "spearman": 0.55, "mean_abs_error": 0.25,
-                                  "reversible_calls_correct": 0.7}},
+                                                "reversible_calls_correct": 0.8, "base_rate": 0.6},
+                    "by_setting": {"scheme": "leave one setting out", "spearman": 0.55, "mean_abs_error": 0.25,
+                                   "reversible_calls_correct": 0.7, "base_rate": 0.6}},
         trained_on={"model": "test", "cells": 7},
     )
     path = predictor.save(tmp_path / "predictor.json")
@@ -273,6 +273,7 @@ def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_p
     text = " ".join(stdout.split())  # rich wraps long lines at the console width
     assert f"predicted relearning recovery {written['predicted_recovery']:.2f}" in text
     assert "leave one domain out: Spearman 0.61" in text and "validated on 7 held-out cells" in text
+    assert "leave one setting out: Spearman 0.55, mean abs. error 0.25, reversible call right 70 % (base rate 60 %)" in text
     code, _, _ = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
                       "--out", out, "--force", "--no-fisher")
     assert code == 0 and not (out / "reversibility.json").exists()  # no stale prediction beside a new comparison

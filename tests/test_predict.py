@@ -24,6 +24,7 @@ from unlearn_lens.predict.features import (
 )
 from unlearn_lens.predict.model import Z_CLIP, ReversibilityPredictor, builtin_predictor, fit_predictor, majority_share, validate
 from unlearn_lens.unlearn import unlearn
+from unlearn_lens.validation.grid import CELL_FORMAT, GridSettings
 
 
 # ----- depth by bisection ---------------------------------------------------------------------
@@ -204,9 +205,12 @@ def test_the_shipped_predictor_uses_the_feature_set_and_carries_its_validation()
     predictor = builtin_predictor()
     assert predictor.features == PREDICTOR_INPUTS
     held_out = [v for v in predictor.validation.values() if isinstance(v, dict)]
-    assert len(held_out) == 2 and {"leave one domain out"} < {held["scheme"] for held in held_out}
+    assert [held["scheme"] for held in held_out] == ["leave one domain out", "leave one setting out"]
     for held in held_out:
-        assert -1.0 <= held["spearman"] <= 1.0
+        assert -1.0 <= held["spearman"] <= 1.0 and 0.5 <= held["base_rate"] <= 1.0
+    # Fitted on the grid as it is now, with the cells' current definitions (the depth counts the output head,
+    # the regime is budget-aware): a change of either without re-running the grid fails here.
+    assert predictor.trained_on["grid"] == GridSettings().to_dict() and predictor.trained_on["cell_format"] == CELL_FORMAT
     assert predictor.validation["n_cells"] == predictor.trained_on["cells"] >= 20
 
 

@@ -12,7 +12,7 @@ from unlearn_lens.localize.summary import spearman
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, predictor_inputs
 from unlearn_lens.predict.model import HeldOut, ReversibilityPredictor, fit_predictor, validate
 from unlearn_lens.regimes import INCONCLUSIVE, NOT_FORGOTTEN
-from unlearn_lens.validation.grid import CellResult, GridSettings
+from unlearn_lens.validation.grid import CELL_FORMAT, CellResult, GridSettings
 
 
 def forgotten(results: Sequence[CellResult]) -> list[CellResult]:
@@ -80,7 +80,7 @@ def train_predictor(results: Sequence[CellResult], settings: GridSettings) -> Pr
         fit_predictor(X, y, PREDICTOR_INPUTS),
         validation={"n_cells": len(cells), "by_domain": by_domain.to_dict(), "by_setting": by_setting.to_dict()},
         trained_on={"model": "smollm2-135m", "cells": len(cells), "inconclusive_left_out": len(inconclusive(results)),
-                    "grid": settings.to_dict(),
+                    "grid": settings.to_dict(), "cell_format": CELL_FORMAT,
                     "target": "relearning recovery of forget-set token accuracy"},
     )
     baselines = {name: spearman(X[:, i], y) for i, name in enumerate(PREDICTOR_INPUTS)}
