@@ -271,6 +271,14 @@ def test_page_and_figures_are_written(tmp_path):
         assert f"| {percent(held.reversible_calls_correct)} | 75 % |" in text
     for path in written[1:]:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A call that only ties the base rate is said to, by scheme, and the reader is sent to the ranking.
+    beaten = [held.scheme for held in fit.held_out if held.reversible_calls_correct > held.base_rate]
+    tied = dataclasses.replace(fit, by_setting=dataclasses.replace(fit.by_setting, reversible_calls_correct=0.75))
+    text_tied = write_page(results, tied, SYNTHETIC, page=tmp_path / "tied.md", figure_dir=tmp_path / "figures", command="x",
+                           runtime_seconds=1.0)[0].read_text()
+    unbeaten = [scheme for scheme in ("leave one domain out",) if scheme not in beaten] + ["leave one setting out"]
+    assert f"does not beat the base rate ({', '.join(unbeaten)})" in text_tied
+    assert ("does not beat the base rate" in text) == (len(beaten) < 2)
 
 
 def _with_inconclusive(results: list[CellResult], domain: str) -> list[CellResult]:

@@ -437,7 +437,8 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
     lr_rank = spearman([r.cell.lr for r in fit.cells], [r.recovery for r in fit.cells])
     lines += [
         f"A ridge regression (features standardised, α = {fit.predictor.alpha:g}) of the measured recovery on features "
-        "that cost one forward/backward pass per model, the weight deltas and about six last-k reversions — no relearning:",
+        "that cost one forward/backward pass per model, the weight deltas and about six reversions of the output head "
+        "plus the last k blocks — no relearning:",
         "",
         "| input | Spearman with recovery (raw, no fit) | coefficient (per s.d.) |",
         "|---|---|---|",
@@ -459,6 +460,11 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
     for held in fit.held_out:
         lines.append(f"| {held.scheme} | **{number(held.spearman, 2)}** | {_per_group(held.per_group)} | "
                      f"{number(held.mean_abs_error, 2)} | {percent(held.reversible_calls_correct)} | {percent(held.base_rate)} |")
+    unbeaten = [held.scheme for held in fit.held_out if not held.reversible_calls_correct > held.base_rate]
+    if unbeaten:
+        lines += ["", f"Its reversible/irreversible call does not beat the base rate ({', '.join(unbeaten)}): on this grid "
+                      "always answering the more common call scores as well, so read its held-out ranking (the Spearman "
+                      "column), not its call."]
     return [
         *lines,
         "",
