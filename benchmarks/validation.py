@@ -4,7 +4,7 @@
 
 Runs every cell not yet cached in `--cache` (by default 3 domains × 4 objectives × 2 learning
 rates × single/continual = 48 cells, about 100 s a single-request cell and 130 s a continual one
-on 2 CPU cores, 1.6 h in all; benchmarks/grid_budget.py measured this and chose the relearning
+on 2 CPU cores, 1 h 43 min in all when measured; benchmarks/grid_budget.py measured this and chose the relearning
 budget, see `GridSettings`), fits and validates the
 reversibility predictor on them, writes it into the package, and writes docs/validation.md with
 its figures. Ctrl-C keeps the finished cells; run the same command again to resume. The page

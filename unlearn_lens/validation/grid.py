@@ -70,8 +70,8 @@ class GridSettings:
     request for `"single"`, `continual_requests` for `"continual"`, each with the full `steps`);
     relearning runs `relearn_steps` at `relearn_lr` on the forget set, and the same on the control.
 
-    **The span** (4 objectives × 2 learning rates × 3 domains × 2 protocols = 48 cells, about
-    1.6 h on 2 CPU cores) keeps the grid near two hours with the stronger relearning budget below:
+    **The span** (4 objectives × 2 learning rates × 3 domains × 2 protocols = 48 cells, 1 h 43 min
+    on 2 CPU cores, measured) keeps the grid under two hours with the stronger relearning budget below:
     the KL twins are left out (see `GRID_OBJECTIVES`), and the learning rates are the gentle 3e-6
     (the gentlest that forgets in a single request: at 1e-6 no single-request cell of the former
     grid forgot) and the aggressive 3e-5, a decade apart. `--methods`/`--lrs` run more.
@@ -86,7 +86,7 @@ class GridSettings:
     brings them back (recovery 0.89-0.95 against a control gain of 0.47: "collapsed but
     recoverable"); at 10 × 3e-5 the control gains 0.47 (text), 0.75-0.77 (code), 0.40-0.54 (math),
     below saturation. Each relearning step costs about 6 s a cell on 2 CPU cores: the default grid
-    takes about 1.6 h there (the former 144-cell span would take 4.6 h).
+    took 1 h 43 min there (the former 144-cell span would take 4.6 h).
     """
 
     domains: tuple[str, ...] = BUILTIN_DOMAINS
