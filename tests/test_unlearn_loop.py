@@ -13,7 +13,7 @@ from unlearn_lens.data import builtin
 from unlearn_lens.data.items import Item
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
-from unlearn_lens.unlearn import TrainConfig, TrainingStep, TrainResult, filter_known, train, unlearn
+from unlearn_lens.unlearn import TrainConfig, TrainingStep, TrainResult, filter_known, split_known, train, unlearn
 
 FAST = TrainConfig(lr=3e-3, steps=4, eval_every=0)
 """A few GA steps at a rate the memorised tiny model forgets under."""
@@ -165,6 +165,9 @@ def test_filter_known_keeps_what_the_model_answers(subject):
     kept, report = filter_known(subject, CONTROL[:2] + FORGET + CONTROL[2:])
     assert kept == FORGET
     assert (report.n_items, report.n_known, report.n_dropped) == (8, 4, 4)
+    # The split keeps both sides in order: the memorised facts, then what a control may use.
+    assert split_known(subject, CONTROL[:2] + FORGET + CONTROL[2:]) == (FORGET, CONTROL)
+    assert split_known(subject, []) == ([], [])
 
 
 def test_bad_inputs_fail_before_training(subject, memorised):

@@ -137,6 +137,21 @@ def test_a_cell_records_what_reverting_the_head_alone_restores(tiny_subject):
         assert result.features["depth_probes"]["0"] == result.head_restore["nll"]
 
 
+def test_a_domains_control_leaves_out_what_the_original_already_answers(tiny_subject):
+    subject = tiny_subject
+    original = subject.snapshot()
+    control = ul.builtin("text").control[: TINY.n_items]
+    try:
+        assert domain_data(subject, "text", TINY.n_items).control == control  # the random tiny model knows none
+        # Teach it the second control fact only: the control must drop exactly that one, as the audit's filter does.
+        ul.train(subject, "finetune", [control[1]], config=ul.TrainConfig(lr=1e-2, steps=30, batch_size=1, eval_every=0),
+                 progress=False)
+        assert [item in control[1:2] for item in control] == ul.items_correct(subject, control)
+        assert domain_data(subject, "text", TINY.n_items).control == [control[0], *control[2:]]
+    finally:
+        subject.restore(original)
+
+
 MEMORISED = GridSettings(domains=("text",), methods=("ga",), lrs=(3e-3,), protocols=("single",), n_items=4, steps=3,
                          batch_size=4, relearn_steps=4, relearn_lr=1e-2)
 """A cell of the memorised model that halves forget accuracy; relearning at 1e-2 teaches the control much too."""

@@ -57,6 +57,7 @@ from unlearn_lens.unlearn import (
     UnlearnResult,
     filter_known,
     relearn,
+    split_known,
     train,
     unlearn,
 )
@@ -124,6 +125,7 @@ __all__ = [
     "reversion_sweep",
     "run_grid",
     "save_checkpoint",
+    "split_known",
     "summarise_localization",
     "tiny_gpt2",
     "tiny_llama",

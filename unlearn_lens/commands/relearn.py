@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -31,6 +31,10 @@ from unlearn_lens.commands.common import (
 from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE, check_out_dir
 from unlearn_lens.study.config import DEFAULT_RELEARN_LR
 from unlearn_lens.unlearn.loop import TrainConfig
+
+if TYPE_CHECKING:
+    from unlearn_lens.data.items import Item
+    from unlearn_lens.models.subject import Subject
 
 DEFAULT_CONTROL = "builtin:text"
 """The control when none is given: the built-in text domain's novel facts (fictional countries,
@@ -105,13 +109,13 @@ def run(args: argparse.Namespace) -> None:
     _print_summary(result, args.out)
 
 
-def _novel(subject, control: list) -> list:
+def _novel(subject: Subject, control: list[Item]) -> list[Item]:
     """The control items the model does not already answer, as the audit keeps them: a control it
     knows cannot gain, and would make any recovery look faster than learning."""
     from unlearn_lens.errors import ConfigError
-    from unlearn_lens.evaluation import items_correct
+    from unlearn_lens.unlearn.known import split_known
 
-    novel = [item for item, known in zip(control, items_correct(subject, control)) if not known]
+    novel = split_known(subject, control)[1]
     if not novel:
         raise ConfigError(f"the checkpoint already answers all {len(control)} control items; give novel ones with --control")
     return novel

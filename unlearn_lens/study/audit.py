@@ -33,7 +33,7 @@ from unlearn_lens.data.loaders import check_overlap, load_items
 from unlearn_lens.diagnostics.compare import ModelPass, compare_passes, model_pass
 from unlearn_lens.data.fields import DataError
 from unlearn_lens.errors import ConfigError, ModelSourceError
-from unlearn_lens.evaluation import evaluate, items_correct
+from unlearn_lens.evaluation import evaluate
 from unlearn_lens.localize.attributed import localize_by_attribution
 from unlearn_lens.localize.deltas import update_cosines, weight_deltas
 from unlearn_lens.localize.heads import head_attribution
@@ -51,6 +51,7 @@ from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.given import GivenCheckpoint, locate
 from unlearn_lens.study.results import RESULTS_FILE, AuditResults, DataSummary, MethodResults, environment
 from unlearn_lens.unlearn.api import unlearn
+from unlearn_lens.unlearn.known import split_known
 from unlearn_lens.unlearn.objectives import get_objective
 from unlearn_lens.unlearn.relearn import relearn
 
@@ -123,13 +124,9 @@ def _prepare_data(subject: Subject, config: StudyConfig, sets: tuple[str, StudyD
     given = {"forget": len(data.forget), "retain": len(data.retain), "control": len(data.control)}
     kept = {"forget": data.forget, "retain": data.retain, "control": data.control}
     if config.known_only:
-        correct = {split: items_correct(subject, items) for split, items in kept.items()}
-        kept = {
-            "forget": [item for item, ok in zip(data.forget, correct["forget"]) if ok],
-            "retain": [item for item, ok in zip(data.retain, correct["retain"]) if ok],
-            # The control measures learning from scratch: only items the model does not know.
-            "control": [item for item, ok in zip(data.control, correct["control"]) if not ok],
-        }
+        # The control measures learning from scratch: only items the model does not know.
+        kept = {"forget": split_known(subject, data.forget)[0], "retain": split_known(subject, data.retain)[0],
+                "control": split_known(subject, data.control)[1]}
     if config.max_items is not None:
         kept = {split: items[: config.max_items] for split, items in kept.items()}
     kept["unrelated"] = data.unrelated[: config.max_items] if config.max_items else data.unrelated

@@ -1,7 +1,7 @@
 """Unlearning and relearning: objectives by name, one training loop, relearning attacks with a control."""
 
 from unlearn_lens.unlearn.api import UnlearnResult, unlearn
-from unlearn_lens.unlearn.known import KnownFilterReport, filter_known
+from unlearn_lens.unlearn.known import KnownFilterReport, filter_known, split_known
 from unlearn_lens.unlearn.loop import DEFAULT_STEPS, MAX_LOSS_GROWTH, TrainConfig, TrainingStep, TrainResult, train
 from unlearn_lens.unlearn.objectives import (
     OBJECTIVES,
@@ -52,6 +52,7 @@ __all__ = [
     "budget_steps",
     "equal_work_steps",
     "filter_known",
+    "split_known",
     "get_objective",
     "needs_retain",
     "npo_loss",

@@ -29,8 +29,17 @@ class KnownFilterReport:
         return cls(**data)
 
 
+def split_known(subject: Subject, items: Sequence[Item]) -> tuple[list[Item], list[Item]]:
+    """The items `subject` gets right by greedy exact match and the ones it does not, each in their
+    order: forget and retain sets keep the first (what was learned), a control the second (learning
+    from scratch)."""
+    correct = items_correct(subject, items) if items else []
+    known = [item for item, ok in zip(items, correct, strict=True) if ok]
+    unknown = [item for item, ok in zip(items, correct, strict=True) if not ok]
+    return known, unknown
+
+
 def filter_known(subject: Subject, items: Sequence[Item]) -> tuple[list[Item], KnownFilterReport]:
     """The items `subject` gets right by greedy exact match (in their order), and the counts."""
-    correct = items_correct(subject, items) if items else []
-    kept = [item for item, ok in zip(items, correct, strict=True) if ok]
+    kept = split_known(subject, items)[0]
     return kept, KnownFilterReport(n_items=len(items), n_known=len(kept), n_dropped=len(items) - len(kept))

@@ -32,6 +32,7 @@ from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.predict.features import measure_features
 from unlearn_lens.regimes import classify_regime
 from unlearn_lens.unlearn.api import unlearn
+from unlearn_lens.unlearn.known import split_known
 from unlearn_lens.unlearn.objectives import get_objective
 from unlearn_lens.unlearn.relearn import relearn
 
@@ -227,9 +228,12 @@ class DomainData:
 
 
 def domain_data(subject: Subject, domain: str, n_items: int) -> DomainData:
-    """The first `n_items` of each built-in split; `subject` must hold the original weights."""
+    """The first `n_items` of each built-in split, the control less any item the original already
+    answers (as the audit keeps it: a known control item cannot gain, and would flatter recovery);
+    `subject` must hold the original weights."""
     sets = builtin(domain)
-    forget, retain, control = sets.forget[:n_items], sets.retain[:n_items], sets.control[:n_items]
+    forget, retain = sets.forget[:n_items], sets.retain[:n_items]
+    control = split_known(subject, sets.control[:n_items])[1]
     original_pass = model_pass(subject, forget, label="original")  # its token metrics are the forget metrics
     return DomainData(
         forget=forget, retain=retain, control=control,
