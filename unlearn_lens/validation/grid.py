@@ -42,7 +42,7 @@ STUDY_OBJECTIVES = ("ga", "ga_gd", "ga_kl", "npo", "npo_kl", "rlabel")
 GRID_OBJECTIVES = ("ga", "ga_gd", "npo", "rlabel")
 """The objectives the default grid runs: the study's six less ga_kl and npo_kl, which at kl_weight 1
 leave the same forget and retain accuracy as ga and npo (benchmarks/kl_gradients.py measured it:
-the KL gradient is zero at the reference and a tenth of GA's afterwards), so their cells were twins
+the KL gradient is zero at the reference and a tenth to a fifth of GA's afterwards), so their cells were twins
 that doubled the cost and leaked through the predictor's folds."""
 
 PROTOCOLS = ("single", "continual")
