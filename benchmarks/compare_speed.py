@@ -38,18 +38,99 @@ PERTURBATION = 1e-3
 """Relative size of the random update: small, like an unlearning run's (SCIENCE.md: ~4e-4)."""
 
 CAPITALS = (
-    ("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"),
-    ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Peru", "Lima"),
-    ("Kenya", "Nairobi"), ("Norway", "Oslo"), ("Greece", "Athens"), ("Chile", "Santiago"),
-    ("Poland", "Warsaw"), ("Cuba", "Havana"), ("Ireland", "Dublin"), ("Austria", "Vienna"),
+    ("France", "Paris"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Germany", "Berlin"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Canada", "Ottawa"),
+    ("Peru", "Lima"),
+    ("Kenya", "Nairobi"),
+    ("Norway", "Oslo"),
+    ("Greece", "Athens"),
+    ("Chile", "Santiago"),
+    ("Poland", "Warsaw"),
+    ("Cuba", "Havana"),
+    ("Ireland", "Dublin"),
+    ("Austria", "Vienna"),
 )
-PASSAGE = (
-    "The river rises in the northern hills and runs south for three hundred miles, past "
-    "farms, mills and the old market towns, before it widens into a slow estuary where "
-    "fishing boats wait for the tide. In the nineteenth century its banks held more than "
-    "forty factories, and the water changed colour with the dyes they used; today the "
-    "factories are flats and the river is clean enough for salmon to return each autumn."
-).split()
+PASSAGE = [
+    "The",
+    "river",
+    "rises",
+    "in",
+    "the",
+    "northern",
+    "hills",
+    "and",
+    "runs",
+    "south",
+    "for",
+    "three",
+    "hundred",
+    "miles,",
+    "past",
+    "farms,",
+    "mills",
+    "and",
+    "the",
+    "old",
+    "market",
+    "towns,",
+    "before",
+    "it",
+    "widens",
+    "into",
+    "a",
+    "slow",
+    "estuary",
+    "where",
+    "fishing",
+    "boats",
+    "wait",
+    "for",
+    "the",
+    "tide.",
+    "In",
+    "the",
+    "nineteenth",
+    "century",
+    "its",
+    "banks",
+    "held",
+    "more",
+    "than",
+    "forty",
+    "factories,",
+    "and",
+    "the",
+    "water",
+    "changed",
+    "colour",
+    "with",
+    "the",
+    "dyes",
+    "they",
+    "used;",
+    "today",
+    "the",
+    "factories",
+    "are",
+    "flats",
+    "and",
+    "the",
+    "river",
+    "is",
+    "clean",
+    "enough",
+    "for",
+    "salmon",
+    "to",
+    "return",
+    "each",
+    "autumn.",
+]
 
 
 def probe_items() -> list[Item]:
@@ -115,7 +196,9 @@ def forward_only(subject: ul.Subject, items: list[Item], batch_size: int) -> tup
     return clock.lap()
 
 
-def forward_backward(subject: ul.Subject, items: list[Item], batch_size: int) -> tuple[float, float]:
+def forward_backward(
+    subject: ul.Subject, items: list[Item], batch_size: int
+) -> tuple[float, float]:
     """One ordinary batched forward/backward (weight gradients of the mean loss) per batch."""
     clock = Clock()
     for batch in subject.batches(items, batch_size):
@@ -132,8 +215,10 @@ def per_example_loop(subject: ul.Subject, items: list[Item]) -> tuple[float, flo
     clock = Clock()
     for item in items:
         batch = subject.encode([item])
-        target_loss(subject.run(batch, grad=True).logits, batch.labels, "sum_per_sequence").sum().backward()
-        for param, square in zip(params, squares):
+        target_loss(
+            subject.run(batch, grad=True).logits, batch.labels, "sum_per_sequence"
+        ).sum().backward()
+        for param, square in zip(params, squares, strict=True):
             square.addcmul_(param.grad, param.grad)
             param.grad = None
     return clock.lap()
@@ -143,8 +228,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="transformer_lens", choices=ul.models.BACKENDS)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--per-example-loop", action="store_true", help="also time one backward per input")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--per-example-loop", action="store_true", help="also time one backward per input"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -156,9 +245,11 @@ def main() -> None:
     reference = subject.snapshot()
     updated = perturbed(reference, subject)
     forward_only(subject, items[:2], 2)  # warm-up: first-call allocations and lazy imports
-    print(f"SmolLM2-135M ({args.backend}), {len(items)} inputs of {min(lengths)}-{max(lengths)} tokens "
-          f"({sum(lengths)} in all), batch size {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"SmolLM2-135M ({args.backend}), {len(items)} inputs of {min(lengths)}-{max(lengths)} tokens "
+        f"({sum(lengths)} in all), batch size {args.batch_size}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     baseline = rss_mib()
 
     clock = Clock()
@@ -180,7 +271,13 @@ def main() -> None:
     floor = (0.0, 0.0)
     for snapshot in (reference, updated):
         subject.restore(snapshot)
-        floor = add(floor, add(forward_only(subject, items, args.batch_size), forward_backward(subject, items, args.batch_size)))
+        floor = add(
+            floor,
+            add(
+                forward_only(subject, items, args.batch_size),
+                forward_backward(subject, items, args.batch_size),
+            ),
+        )
 
     subject.restore(reference)
     clock.lap()
@@ -192,17 +289,27 @@ def main() -> None:
     print(f"compare, both snapshots:                                    {show(total)}")
     print(f"floor, 2 x (forward passes + one batched forward/backward): {show(floor)}")
     print(f"ratio: {ratio(total, floor)}")
-    print(f"Fisher of {len(fisher.values)} linear weights ({n_values / 1e6:.1f} M values): {show(fisher_time)}")
-    print(f"one batched forward/backward:                               {show(one_fwd_bwd)}  "
-          f"(Fisher: {ratio(fisher_time, one_fwd_bwd)})")
+    print(
+        f"Fisher of {len(fisher.values)} linear weights ({n_values / 1e6:.1f} M values): {show(fisher_time)}"
+    )
+    print(
+        f"one batched forward/backward:                               {show(one_fwd_bwd)}  "
+        f"(Fisher: {ratio(fisher_time, one_fwd_bwd)})"
+    )
     if args.per_example_loop:
         loop = per_example_loop(subject, items)
-        print(f"one forward/backward per input:                             {show(loop)}  "
-              f"({ratio(loop, fisher_time)} the batched Fisher)")
-    print(f"memory: RSS {baseline:.0f} MiB before compare (model, snapshots), peak {compare_peak:.0f} MiB "
-          f"during compare (+{compare_peak - baseline:.0f} MiB); process peak {peak_rss_mib():.0f} MiB")
-    print(f"sanity: last-stream debiased CKA {comparison.layers[-1].cka_debiased:.4f}, "
-          f"mean PCA distance {comparison.mean_pca_distance:.4f}, load average now {os.getloadavg()[0]:.1f}")
+        print(
+            f"one forward/backward per input:                             {show(loop)}  "
+            f"({ratio(loop, fisher_time)} the batched Fisher)"
+        )
+    print(
+        f"memory: RSS {baseline:.0f} MiB before compare (model, snapshots), peak {compare_peak:.0f} MiB "
+        f"during compare (+{compare_peak - baseline:.0f} MiB); process peak {peak_rss_mib():.0f} MiB"
+    )
+    print(
+        f"sanity: last-stream debiased CKA {comparison.layers[-1].cka_debiased:.4f}, "
+        f"mean PCA distance {comparison.mean_pca_distance:.4f}, load average now {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,11 @@ def _words(text: str) -> list[str]:
 def _cells(text: str, domains: list[str]) -> list[Cell]:
     """`method:lr:protocol,…` in each domain."""
     specs = [spec.split(":") for spec in _words(text)]
-    return [Cell(domain, method, float(lr), protocol) for domain in domains for method, lr, protocol in specs]
+    return [
+        Cell(domain, method, float(lr), protocol)
+        for domain in domains
+        for method, lr, protocol in specs
+    ]
 
 
 def _row(result: CellResult, settings: GridSettings) -> dict[str, Any]:
@@ -56,7 +60,11 @@ def _row(result: CellResult, settings: GridSettings) -> dict[str, Any]:
         "cell": dataclasses.asdict(result.cell),
         "relearn_steps": settings.relearn_steps,
         "relearn_lr": settings.relearn_lr,
-        "forget": [result.original["forget"].accuracy, result.unlearned["forget"].accuracy, result.relearned["forget"].accuracy],
+        "forget": [
+            result.original["forget"].accuracy,
+            result.unlearned["forget"].accuracy,
+            result.relearned["forget"].accuracy,
+        ],
         "control_gain": result.control_gain,
         "recovery": result.recovery,
         "peak_excess": result.peak_excess,
@@ -71,14 +79,33 @@ def _key(cell: dict[str, Any], steps: int, lr: float) -> tuple:
 
 def _row_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="Each cell under each relearning budget")
-    for column in ("cell", "budget", "forget acc. o → u → r", "control gain", "recovery", "peak excess", "regime",
-                   "s unlearn", "s relearn", "s total"):
+    for column in (
+        "cell",
+        "budget",
+        "forget acc. o → u → r",
+        "control gain",
+        "recovery",
+        "peak excess",
+        "regime",
+        "s unlearn",
+        "s relearn",
+        "s total",
+    ):
         table.add_column(column, justify="right")
     for row in rows:
         cell = Cell(**row["cell"])
-        table.add_row(cell.name, f"{row['relearn_steps']} × {row['relearn_lr']:g}", " → ".join(f"{a:.2f}" for a in row["forget"]),
-                      number(row["control_gain"], 2), number(row["recovery"], 2), number(row["peak_excess"], 2), row["regime"],
-                      f"{row['seconds']['unlearn']:.0f}", f"{row['seconds']['relearn']:.0f}", f"{row['seconds']['total']:.0f}")
+        table.add_row(
+            cell.name,
+            f"{row['relearn_steps']} × {row['relearn_lr']:g}",
+            " → ".join(f"{a:.2f}" for a in row["forget"]),
+            number(row["control_gain"], 2),
+            number(row["recovery"], 2),
+            number(row["peak_excess"], 2),
+            row["regime"],
+            f"{row['seconds']['unlearn']:.0f}",
+            f"{row['seconds']['relearn']:.0f}",
+            f"{row['seconds']['total']:.0f}",
+        )
     return table
 
 
@@ -90,37 +117,64 @@ def summarise(rows: list[dict[str, Any]], grid: GridSettings) -> list[dict[str, 
     summary = []
     for steps, lr in budgets:
         mine = [row for row in rows if (row["relearn_steps"], row["relearn_lr"]) == (steps, lr)]
-        seconds = {protocol: mean(row["seconds"]["total"] for row in mine if row["cell"]["protocol"] == protocol)
-                   for protocol in grid.protocols if any(row["cell"]["protocol"] == protocol for row in mine)}
-        covered = {(row["cell"]["domain"], row["cell"]["protocol"]) for row in mine} >= set(itertools.product(grid.domains, grid.protocols))
-        estimate = sum(seconds[cell.protocol] for cell in grid.cells()) if covered else None  # domains differ in cost
-        summary.append({
-            "relearn_steps": steps, "relearn_lr": lr, "epochs": steps * grid.batch_size / grid.n_items,
-            "control_gain": {domain: [row["control_gain"] for row in mine if row["cell"]["domain"] == domain]
-                             for domain in dict.fromkeys(row["cell"]["domain"] for row in mine)},
-            "recovery": [row["recovery"] for row in mine],
-            "inconclusive": sum(row["regime"] == "inconclusive" for row in mine),
-            "cells": len(mine),
-            "seconds_per_cell": seconds,
-            "grid_hours": None if estimate is None else estimate / 3600,
-        })
+        seconds = {
+            protocol: mean(
+                row["seconds"]["total"] for row in mine if row["cell"]["protocol"] == protocol
+            )
+            for protocol in grid.protocols
+            if any(row["cell"]["protocol"] == protocol for row in mine)
+        }
+        covered = {(row["cell"]["domain"], row["cell"]["protocol"]) for row in mine} >= set(
+            itertools.product(grid.domains, grid.protocols)
+        )
+        estimate = (
+            sum(seconds[cell.protocol] for cell in grid.cells()) if covered else None
+        )  # domains differ in cost
+        summary.append(
+            {
+                "relearn_steps": steps,
+                "relearn_lr": lr,
+                "epochs": steps * grid.batch_size / grid.n_items,
+                "control_gain": {
+                    domain: [row["control_gain"] for row in mine if row["cell"]["domain"] == domain]
+                    for domain in dict.fromkeys(row["cell"]["domain"] for row in mine)
+                },
+                "recovery": [row["recovery"] for row in mine],
+                "inconclusive": sum(row["regime"] == "inconclusive" for row in mine),
+                "cells": len(mine),
+                "seconds_per_cell": seconds,
+                "grid_hours": None if estimate is None else estimate / 3600,
+            }
+        )
     return summary
 
 
 def _summary_table(summary: list[dict[str, Any]], grid: GridSettings) -> Table:
     domains = list(dict.fromkeys(domain for entry in summary for domain in entry["control_gain"]))
-    table = Table(title=f"By budget (control gain: min–max over the cells; grid of {len(grid.cells())} cells)")
-    for column in ("budget", "epochs", *(f"control gain {d}" for d in domains), "median recovery", "inconclusive",
-                   *(f"s/cell {p}" for p in grid.protocols), "grid (h)"):
+    table = Table(
+        title=f"By budget (control gain: min–max over the cells; grid of {len(grid.cells())} cells)"
+    )
+    for column in (
+        "budget",
+        "epochs",
+        *(f"control gain {d}" for d in domains),
+        "median recovery",
+        "inconclusive",
+        *(f"s/cell {p}" for p in grid.protocols),
+        "grid (h)",
+    ):
         table.add_column(column, justify="right")
     for entry in summary:
         gains = [entry["control_gain"].get(d, []) for d in domains]
         recoveries = [r for r in entry["recovery"] if r is not None]
         table.add_row(
-            f"{entry['relearn_steps']} × {entry['relearn_lr']:g}", f"{entry['epochs']:g}",
+            f"{entry['relearn_steps']} × {entry['relearn_lr']:g}",
+            f"{entry['epochs']:g}",
             *(f"{min(g):.2f}–{max(g):.2f}" if g else "" for g in gains),
-            number(median(recoveries), 2) if recoveries else "–", f"{entry['inconclusive']} of {entry['cells']}",
-            *(number(entry["seconds_per_cell"].get(p), 0) for p in grid.protocols), number(entry["grid_hours"], 2),
+            number(median(recoveries), 2) if recoveries else "–",
+            f"{entry['inconclusive']} of {entry['cells']}",
+            *(number(entry["seconds_per_cell"].get(p), 0) for p in grid.protocols),
+            number(entry["grid_hours"], 2),
         )
     return table
 
@@ -128,36 +182,56 @@ def _summary_table(summary: list[dict[str, Any]], grid: GridSettings) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domains", default="text,code,math", help="comma-separated domains")
-    parser.add_argument("--cells", default="ga:3e-5:single,npo:1e-5:continual",
-                        help="representative cells in each domain, as method:lr:protocol, comma-separated")
+    parser.add_argument(
+        "--cells",
+        default="ga:3e-5:single,npo:1e-5:continual",
+        help="representative cells in each domain, as method:lr:protocol, comma-separated",
+    )
     parser.add_argument("--steps", default="4,8,10", help="relearning steps to try")
     parser.add_argument("--lrs", default="3e-5", help="relearning learning rates to try")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "validation" / "grid_budget.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "figures" / "validation" / "grid_budget.json"
+    )
     args = parser.parse_args()
     console = Console()
     grid = GridSettings()
     base = {key: getattr(grid, key) for key in BASE_KEYS}
-    stored = json.loads(args.out.read_text()) if args.out.is_file() else {"settings": base, "rows": []}
+    stored = (
+        json.loads(args.out.read_text()) if args.out.is_file() else {"settings": base, "rows": []}
+    )
     if stored["settings"] != base:
-        raise SystemExit(f"{args.out} was measured with other grid settings ({stored['settings']}, now {base}); "
-                         "give another --out or delete it")
+        raise SystemExit(
+            f"{args.out} was measured with other grid settings ({stored['settings']}, now {base}); "
+            "give another --out or delete it"
+        )
     rows = stored["rows"]
     done = {_key(row["cell"], row["relearn_steps"], row["relearn_lr"]) for row in rows}
     budgets = [(int(steps), float(lr)) for lr in _words(args.lrs) for steps in _words(args.steps)]
-    todo = [(cell, steps, lr) for cell in _cells(args.cells, _words(args.domains)) for steps, lr in budgets
-            if _key(dataclasses.asdict(cell), steps, lr) not in done]
+    todo = [
+        (cell, steps, lr)
+        for cell in _cells(args.cells, _words(args.domains))
+        for steps, lr in budgets
+        if _key(dataclasses.asdict(cell), steps, lr) not in done
+    ]
     console.print(f"{len(done)} rows in {args.out}, {len(todo)} to run")
     if todo:
         subject = load("smollm2-135m")
         original = subject.snapshot()
-        data = {domain: domain_data(subject, domain, grid.n_items) for domain in dict.fromkeys(cell.domain for cell, _, _ in todo)}
+        data = {
+            domain: domain_data(subject, domain, grid.n_items)
+            for domain in dict.fromkeys(cell.domain for cell, _, _ in todo)
+        }
         for cell, steps, lr in todo:
             settings = dataclasses.replace(grid, relearn_steps=steps, relearn_lr=lr)
             row = _row(run_cell(subject, original, data[cell.domain], cell, settings), settings)
             rows.append(row)
-            console.print(f"{cell.name}, {steps} × {lr:g}: control gain {row['control_gain']:.2f}, recovery "
-                          f"{number(row['recovery'], 2)}, {row['regime']}, {row['seconds']['total']:.0f} s")
-            write_json_atomic(args.out, {"settings": base, "rows": rows, "summary": summarise(rows, grid)})
+            console.print(
+                f"{cell.name}, {steps} × {lr:g}: control gain {row['control_gain']:.2f}, recovery "
+                f"{number(row['recovery'], 2)}, {row['regime']}, {row['seconds']['total']:.0f} s"
+            )
+            write_json_atomic(
+                args.out, {"settings": base, "rows": rows, "summary": summarise(rows, grid)}
+            )
     console.print(_row_table(rows))
     console.print(_summary_table(summarise(rows, grid), grid))
 

@@ -25,7 +25,9 @@ from unlearn_lens.unlearn import relearn, unlearn
 
 def known(subject: ul.Subject, items: list[ul.Item], want: bool, limit: int) -> list[ul.Item]:
     """The first `limit` items the model answers (`want=True`) or fails (`want=False`)."""
-    return [item for item, ok in zip(items, ul.items_correct(subject, items)) if ok == want][:limit]
+    return [
+        item for item, ok in zip(items, ul.items_correct(subject, items), strict=True) if ok == want
+    ][:limit]
 
 
 def main() -> None:
@@ -42,26 +44,63 @@ def main() -> None:
     original = subject.snapshot()
     original_forget = ul.evaluate(subject, forget)
     console = Console()
-    console.print(f"forget {len(forget)}, retain {len(retain)}, control {len(control)} items; "
-                  f"unlearning at lr {defaults.lr}, {defaults.steps} steps, batch {defaults.batch_size}")
-    table = Table(title=f"Relearning budgets ({args.steps} steps, batch {defaults.batch_size}, equal work on the control)")
-    for header in ("method", "relearn lr", "forget acc. o → u → r", "recovery", "control gain", "steps to 50 %", "seconds"):
+    console.print(
+        f"forget {len(forget)}, retain {len(retain)}, control {len(control)} items; "
+        f"unlearning at lr {defaults.lr}, {defaults.steps} steps, batch {defaults.batch_size}"
+    )
+    table = Table(
+        title=f"Relearning budgets ({args.steps} steps, batch {defaults.batch_size}, equal work on the control)"
+    )
+    for header in (
+        "method",
+        "relearn lr",
+        "forget acc. o → u → r",
+        "recovery",
+        "control gain",
+        "steps to 50 %",
+        "seconds",
+    ):
         table.add_column(header, justify="right")
     for method in defaults.methods:
         subject.restore(original)
-        unlearn(subject, forget, retain, method, lr=defaults.lr, steps=defaults.steps, batch_size=defaults.batch_size,
-                seed=defaults.seed, progress=False, keep_snapshots=False)
+        unlearn(
+            subject,
+            forget,
+            retain,
+            method,
+            lr=defaults.lr,
+            steps=defaults.steps,
+            batch_size=defaults.batch_size,
+            seed=defaults.seed,
+            progress=False,
+            keep_snapshots=False,
+        )
         unlearned = subject.snapshot()
         for lr in (float(word) for word in args.lrs.split(",")):
             subject.restore(unlearned)
             started = time.perf_counter()
-            result = relearn(subject, forget, control, steps=args.steps, lr=lr, batch_size=defaults.batch_size,
-                             original_forget=original_forget, seed=defaults.seed, progress=False)
+            result = relearn(
+                subject,
+                forget,
+                control,
+                steps=args.steps,
+                lr=lr,
+                batch_size=defaults.batch_size,
+                original_forget=original_forget,
+                seed=defaults.seed,
+                progress=False,
+            )
             rec = result.recovery["accuracy"]
             half = result.steps_to_recover()
-            table.add_row(method, f"{lr:g}", f"{rec.original:.2f} → {rec.unlearned:.2f} → {rec.relearned:.2f}",
-                          f"{rec.recovery:.2f}" if rec.recovery is not None else "—", f"{rec.control_gain:.2f}",
-                          str(half) if half is not None else "not within budget", f"{time.perf_counter() - started:.0f}")
+            table.add_row(
+                method,
+                f"{lr:g}",
+                f"{rec.original:.2f} → {rec.unlearned:.2f} → {rec.relearned:.2f}",
+                f"{rec.recovery:.2f}" if rec.recovery is not None else "—",
+                f"{rec.control_gain:.2f}",
+                str(half) if half is not None else "not within budget",
+                f"{time.perf_counter() - started:.0f}",
+            )
     console.print(table)
 
 

@@ -51,18 +51,39 @@ def _settings(args: argparse.Namespace) -> GridSettings:
         "methods": _words(args.methods) if args.methods else None,
         "protocols": _words(args.protocols) if args.protocols else None,
         "lrs": tuple(float(lr) for lr in _words(args.lrs)) if args.lrs else None,
-        "n_items": args.n_items, "steps": args.steps, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
+        "n_items": args.n_items,
+        "steps": args.steps,
+        "relearn_steps": args.relearn_steps,
+        "relearn_lr": args.relearn_lr,
     }
-    return dataclasses.replace(GridSettings(), **{key: value for key, value in changes.items() if value is not None})
+    return dataclasses.replace(
+        GridSettings(), **{key: value for key, value in changes.items() if value is not None}
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "validation", help="finished cells (default runs/validation)")
-    parser.add_argument("--page", type=Path, default=ROOT / "docs" / "validation.md", help="markdown page to write")
-    parser.add_argument("--figures", type=Path, default=None, help="directory of the page's PNGs (default: figures/validation beside the page)")
-    parser.add_argument("--predictor", type=Path, default=None,
-                        help="where to write the fitted predictor (default grid only: the one the package ships)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=ROOT / "runs" / "validation",
+        help="finished cells (default runs/validation)",
+    )
+    parser.add_argument(
+        "--page", type=Path, default=ROOT / "docs" / "validation.md", help="markdown page to write"
+    )
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        help="directory of the page's PNGs (default: figures/validation beside the page)",
+    )
+    parser.add_argument(
+        "--predictor",
+        type=Path,
+        default=None,
+        help="where to write the fitted predictor (default grid only: the one the package ships)",
+    )
     parser.add_argument("--domains", help="comma-separated subset of text,code,math")
     parser.add_argument("--methods", help="comma-separated objectives (default: the study's six)")
     parser.add_argument("--lrs", help="comma-separated learning rates")
@@ -92,13 +113,36 @@ def main() -> None:
     kl_path = figures / KL_FILE
     kl = KLMeasurement.from_dict(json.loads(kl_path.read_text())) if kl_path.is_file() else None
     if kl is None:
-        console.print(f"[yellow]no {kl_path}:[/] the page will not explain why objectives coincide (run benchmarks/kl_gradients.py)")
-    write_page(results, fit, settings, page=args.page, figure_dir=figures, command=" ".join([COMMAND, *map(shlex.quote, sys.argv[1:])]),
-               runtime_seconds=compute, kl=kl)
-    held_out = ("; predictor held-out Spearman " + ", ".join(
-        f"{held.scheme} {held.spearman:.2f} (calls right {held.reversible_calls_correct:.0%}, base rate {held.base_rate:.0%})"
-        for held in fit.held_out)) if fit is not None else ""
-    console.print(f"{len(results)} cells, {compute / 60:.1f} min of cell compute in all{held_out}; wrote {args.page} and {figures}")
+        console.print(
+            f"[yellow]no {kl_path}:[/] the page will not explain why objectives coincide (run "
+            "benchmarks/kl_gradients.py)"
+        )
+    write_page(
+        results,
+        fit,
+        settings,
+        page=args.page,
+        figure_dir=figures,
+        command=" ".join([COMMAND, *map(shlex.quote, sys.argv[1:])]),
+        runtime_seconds=compute,
+        kl=kl,
+    )
+    held_out = (
+        (
+            "; predictor held-out Spearman "
+            + ", ".join(
+                f"{held.scheme} {held.spearman:.2f} (calls right "
+                f"{held.reversible_calls_correct:.0%}, base rate {held.base_rate:.0%})"
+                for held in fit.held_out
+            )
+        )
+        if fit is not None
+        else ""
+    )
+    console.print(
+        f"{len(results)} cells, {compute / 60:.1f} min of cell compute in all{held_out}; wrote "
+        f"{args.page} and {figures}"
+    )
     console.print(f"this run: {time.perf_counter() - start:.0f} s wall")
 
 

@@ -7,10 +7,10 @@ checkpoint (relearning attack, diagnostics, localisation, verdict) without unlea
 
 from pathlib import Path
 
+from _settings import FAST
 from datasets import Dataset
 
 import unlearn_lens as ul
-from _settings import FAST
 from unlearn_lens.cli import main
 
 root = Path("runs/example-given")
@@ -18,18 +18,46 @@ n_items, steps = (4, 2) if FAST else (32, 10)  # 4 items: the fewest debiased CK
 sets = ul.builtin("text")
 data = {}
 for split in ("forget", "retain", "control"):
-    records = [{"question": item.prompt, "answer": item.answer} for item in getattr(sets, split)[:n_items]]
+    records = [
+        {"question": item.prompt, "answer": item.answer} for item in getattr(sets, split)[:n_items]
+    ]
     data[split] = str(root / "data" / split)
     Dataset.from_list(records).save_to_disk(data[split])
 
 # The "external" unlearning: the command line `unlearn-lens unlearn ...`, writing OUT/model and OUT/run.json.
-status = main(["unlearn", "--method", "npo", "--forget", data["forget"], "--retain", data["retain"], "--steps", str(steps),
-               "--out", str(root / "external"), "--force"])
+status = main(
+    [
+        "unlearn",
+        "--method",
+        "npo",
+        "--forget",
+        data["forget"],
+        "--retain",
+        data["retain"],
+        "--steps",
+        str(steps),
+        "--out",
+        str(root / "external"),
+        "--force",
+    ]
+)
 assert status == 0, "unlearn-lens unlearn failed"
 
-config = ul.StudyConfig(forget=data["forget"], retain=data["retain"], control=data["control"], methods=(),
-                        max_items=n_items, relearn_steps=steps)
-results = ul.audit(config, unlearned={"external": str(root / "external")}, out=root / "audit", force=True, progress=not FAST)
+config = ul.StudyConfig(
+    forget=data["forget"],
+    retain=data["retain"],
+    control=data["control"],
+    methods=(),
+    max_items=n_items,
+    relearn_steps=steps,
+)
+results = ul.audit(
+    config,
+    unlearned={"external": str(root / "external")},
+    out=root / "audit",
+    force=True,
+    progress=not FAST,
+)
 external = results.methods["external"]
 print(external.given.describe())
 print("regime:", external.regime.describe())

@@ -1,10 +1,11 @@
 """Continual unlearning (the forget set in 4 sequential requests) at three learning rates.
 
-    python examples/continual_sweep.py
+python examples/continual_sweep.py
 """
 
-import unlearn_lens as ul
 from _settings import FAST
+
+import unlearn_lens as ul
 
 subject = ul.load("smollm2-135m")
 sets = ul.builtin("text")
@@ -12,8 +13,18 @@ forget = sets.forget[: 8 if FAST else 32]
 original = subject.snapshot()
 for lr in (1e-6, 1e-5, 1e-4)[: 2 if FAST else 3]:
     subject.restore(original)
-    run = ul.unlearn(subject, forget, method="ga", lr=lr, requests=2 if FAST else 4, steps=1 if FAST else 3,
-                     progress=not FAST, keep_snapshots=False)
+    run = ul.unlearn(
+        subject,
+        forget,
+        method="ga",
+        lr=lr,
+        requests=2 if FAST else 4,
+        steps=1 if FAST else 3,
+        progress=not FAST,
+        keep_snapshots=False,
+    )
     after = run.metrics("after", "forget")
-    print(f"lr {lr:g}: forget accuracy after {len(run.run.request_stops)} requests = {after.accuracy:.2f}")
+    print(
+        f"lr {lr:g}: forget accuracy after {len(run.run.request_stops)} requests = {after.accuracy:.2f}"
+    )
 subject.restore(original)

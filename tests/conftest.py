@@ -33,7 +33,10 @@ def tiny_model(request, tiny_tok):
 @pytest.fixture
 def both_backends(tiny_model, tiny_tok):
     """The same tiny model (two identical copies) behind each backend."""
-    return {backend: ul.load(copy.deepcopy(tiny_model), backend=backend, tokenizer=tiny_tok) for backend in BACKENDS}
+    return {
+        backend: ul.load(copy.deepcopy(tiny_model), backend=backend, tokenizer=tiny_tok)
+        for backend in BACKENDS
+    }
 
 
 @pytest.fixture(scope="session")

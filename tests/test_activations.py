@@ -36,7 +36,12 @@ def test_pooling_matches_items_run_alone(both_backends, pooling):
     assert sorted(got) == streams
     alone = [_alone(subject, item, streams) for item in ITEMS]
     for index in streams:
-        rows = [{"mean": a[index].mean(dim=0, keepdim=True), "last": a[index][-1:], "tokens": a[index]}[pooling] for a in alone]
+        rows = [
+            {"mean": a[index].mean(dim=0, keepdim=True), "last": a[index][-1:], "tokens": a[index]}[
+                pooling
+            ]
+            for a in alone
+        ]
         expected = torch.cat(rows)
         assert got[index].dtype == torch.float32 and got[index].device.type == "cpu"
         torch.testing.assert_close(got[index].double(), expected, atol=PADDING_ATOL, rtol=0)
@@ -66,16 +71,31 @@ def test_token_spans_select_prompt_and_answer(both_backends, tiny_tok):
     lengths = {}
     for item in ITEMS:
         ids, _ = encode_item(tiny_tok, item)
-        answer = len(tiny_tok(item.answer, add_special_tokens=False)["input_ids"]) if not item.is_text else len(ids) - 1
+        answer = (
+            len(tiny_tok(item.answer, add_special_tokens=False)["input_ids"])
+            if not item.is_text
+            else len(ids) - 1
+        )
         lengths[item] = (len(ids), answer)
-    answer_rows = collect_activations(subject, ITEMS, pooling="tokens", tokens="answer", layers=[1])[1]
-    prompt_rows = collect_activations(subject, ITEMS, pooling="tokens", tokens="prompt", layers=[1])[1]
+    answer_rows = collect_activations(
+        subject, ITEMS, pooling="tokens", tokens="answer", layers=[1]
+    )[1]
+    prompt_rows = collect_activations(
+        subject, ITEMS, pooling="tokens", tokens="prompt", layers=[1]
+    )[1]
     assert answer_rows.shape[0] == sum(a for _, a in lengths.values())
     assert prompt_rows.shape[0] == sum(n - a for n, a in lengths.values())
     # The last prompt token of an item is where its first answer token is predicted.
-    last_prompt = collect_activations(subject, ITEMS[:1], pooling="last", tokens="prompt", layers=[1])[1]
+    last_prompt = collect_activations(
+        subject, ITEMS[:1], pooling="last", tokens="prompt", layers=[1]
+    )[1]
     n, a = lengths[ITEMS[0]]
-    torch.testing.assert_close(last_prompt[0].double(), _alone(subject, ITEMS[0], [1])[1][n - a - 1], atol=PADDING_ATOL, rtol=0)
+    torch.testing.assert_close(
+        last_prompt[0].double(),
+        _alone(subject, ITEMS[0], [1])[1][n - a - 1],
+        atol=PADDING_ATOL,
+        rtol=0,
+    )
 
 
 def test_layers_subset_and_token_mask(both_backends):

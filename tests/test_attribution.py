@@ -14,8 +14,6 @@ import torch
 import unlearn_lens as ul
 from unlearn_lens.atomic import json_safe
 from unlearn_lens.data.items import Item
-from unlearn_lens.metrics import target_loss
-from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.localize import (
     COMPLETENESS_TOLERANCE,
     LOW_AGREEMENT,
@@ -34,6 +32,8 @@ from unlearn_lens.localize import (
     localize_by_attribution,
     query_heads_patch,
 )
+from unlearn_lens.metrics import target_loss
+from unlearn_lens.models.architecture import named_parameters
 
 FORGET = [
     Item("The capital of France is", " Paris"),
@@ -41,7 +41,11 @@ FORGET = [
     Item("The capital of Veltravia is", " Orsenne"),
     Item("The capital of Kessary is", " Drumlin"),
 ]
-RETAIN = [Item("1 plus 2 equals", " 3"), Item("3 times 3 equals", " 9"), Item("the author wrote a", " book")]
+RETAIN = [
+    Item("1 plus 2 equals", " 3"),
+    Item("3 times 3 equals", " 9"),
+    Item("the author wrote a", " book"),
+]
 N_LAYERS = 3
 LINEAR_SCALE = 1e-4
 """Relative size of a step small enough for the loss to be linear in it: second-order terms are
@@ -49,18 +53,31 @@ LINEAR_SCALE = 1e-4
 to a small fraction of a percent of the total effect."""
 
 
-def _perturbed(tiny_tok, scale: float, dtype=torch.float32, keys=None, tied: bool = True, backend: str = "nnsight"):
+def _perturbed(
+    tiny_tok,
+    scale: float,
+    dtype=torch.float32,
+    keys=None,
+    tied: bool = True,
+    backend: str = "nnsight",
+):
     """A tiny GQA Llama, its snapshot, and a copy with `keys` (default all) moved by `scale` × each weight's std."""
     model = ul.tiny_llama(vocab_size=len(tiny_tok), n_layers=N_LAYERS, tied=tied).to(dtype)
     subject = ul.load(model, tokenizer=tiny_tok, backend=backend)
     original = subject.snapshot()
     generator = torch.Generator().manual_seed(0)
     moved = set(keys) if keys is not None else set(original)
-    subject.restore({
-        key: weight + scale * weight.std() * torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
-        if key in moved else weight
-        for key, weight in original.items()
-    })
+    subject.restore(
+        {
+            key: weight
+            + scale
+            * weight.std()
+            * torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
+            if key in moved
+            else weight
+            for key, weight in original.items()
+        }
+    )
     return subject, original, subject.snapshot()
 
 
@@ -74,8 +91,12 @@ def _ascended(tiny_tok, scale: float, tied: bool, backend: str):
     batch = subject.encode(FORGET)
     target_loss(subject.run(batch, grad=True).logits, batch.labels).backward()
     grads = {name: param.grad for name, param in named_parameters(subject.model).items()}
-    subject.restore({key: weight + scale * weight.std() * torch.sign(subject.spec(key).view(grads))
-                     for key, weight in original.items()})
+    subject.restore(
+        {
+            key: weight + scale * weight.std() * torch.sign(subject.spec(key).view(grads))
+            for key, weight in original.items()
+        }
+    )
     subject.model.zero_grad(set_to_none=True)
     return subject, original, subject.snapshot()
 
@@ -84,19 +105,26 @@ def test_gauss_legendre_integrates_polynomials_of_degree_2n_minus_1_exactly():
     for n in (1, 2, 4, 8):
         nodes, weights = gauss_legendre(n)
         assert weights.sum() == pytest.approx(1.0) and ((nodes > 0) & (nodes < 1)).all()
-        assert (nodes**(2 * n - 1) * weights).sum() == pytest.approx(1 / (2 * n))
+        assert (nodes ** (2 * n - 1) * weights).sum() == pytest.approx(1 / (2 * n))
 
 
 def test_completeness_on_a_large_update(tiny_tok):
     """Far from linear: the rule is refined until Σ attributions matches L(θ_o) − L(θ_u) measured by
     plain evaluation, and every view of the attribution adds up to that same total."""
-    subject, original, unlearned = _perturbed(tiny_tok, 1.0)  # measured: residual 186 % at 1 node, 41 % at 2, 0.1 % at 4
-    result = attribute_weights(subject, original, unlearned, FORGET, RETAIN, first_points=1, progress=False)
+    subject, original, unlearned = _perturbed(
+        tiny_tok, 1.0
+    )  # measured: residual 186 % at 1 node, 41 % at 2, 0.1 % at 4
+    result = attribute_weights(
+        subject, original, unlearned, FORGET, RETAIN, first_points=1, progress=False
+    )
     forget = result.forget
     subject.restore(original)
     reference = ul.evaluate(subject, FORGET).nll
     subject.restore(unlearned)
-    assert forget.loss_original == reference and forget.loss_unlearned == ul.evaluate(subject, FORGET).nll
+    assert (
+        forget.loss_original == reference
+        and forget.loss_unlearned == ul.evaluate(subject, FORGET).nll
+    )
     assert result.points > 1, "a large update needs more than one node"
     assert result.converged and result.residual <= COMPLETENESS_TOLERANCE
     assert abs(forget.total - forget.change) <= COMPLETENESS_TOLERANCE * abs(forget.change)
@@ -109,31 +137,59 @@ def test_completeness_on_a_large_update(tiny_tok):
     assert last_k[-1] + forget.input_embedding == pytest.approx(forget.total, abs=1e-12)
     assert sum(forget.component_totals().values()) == pytest.approx(sum(forget.blocks()), abs=1e-12)
     assert all(torch.equal(subject.weight(key).detach(), unlearned[key]) for key in subject.keys())
-    assert subject.readout_modules()[1].weight is subject.weight("embed.weight"), "the tie is put back"
+    assert subject.readout_modules()[1].weight is subject.weight("embed.weight"), (
+        "the tie is put back"
+    )
 
 
 def test_unlearning_confined_to_one_block_is_attributed_to_it_alone(tiny_tok):
     """Only block 1 moved: every other part has exactly zero attribution (its θ_o − θ_u is 0), so
     block 1 carries the whole effect, as its exact reversion (the original model) does; the
     last-k curve steps from 0 to 1 where the exact one does."""
-    keys = [f"layers.1.{component}.weight" for component in ("q", "k", "v", "o", "mlp_gate", "mlp_up", "mlp_down", "norm_attn", "norm_mlp")]
+    keys = [
+        f"layers.1.{component}.weight"
+        for component in (
+            "q",
+            "k",
+            "v",
+            "o",
+            "mlp_gate",
+            "mlp_up",
+            "mlp_down",
+            "norm_attn",
+            "norm_mlp",
+        )
+    ]
     subject, original, unlearned = _perturbed(tiny_tok, 0.3, keys=keys)
     assert sorted(keys) == sorted(subject.keys(layers=[1]))
     result = attribute_weights(subject, original, unlearned, FORGET, progress=False)
     forget = result.forget
     blocks = forget.blocks(fraction=True)
-    assert blocks[0] == 0.0 and blocks[2] == 0.0 and forget.output_head == 0.0 and forget.input_embedding == 0.0
+    assert (
+        blocks[0] == 0.0
+        and blocks[2] == 0.0
+        and forget.output_head == 0.0
+        and forget.input_embedding == 0.0
+    )
     reverter = Reverter(subject, original, FORGET, unlearned=unlearned)
     exact = reverter.measure(layer_patch(subject, 1)).effect_nll
     assert exact == pytest.approx(1.0, abs=1e-6)
     assert blocks[1] == pytest.approx(exact, abs=COMPLETENESS_TOLERANCE)
-    exact_last_k = [reverter.measure(last_layers_patch(subject, k)).effect_nll for k in range(N_LAYERS + 1)]
-    assert exact_last_k[:2] == [0.0, 0.0] and exact_last_k[2:] == pytest.approx([1.0, 1.0], abs=1e-6)
+    exact_last_k = [
+        reverter.measure(last_layers_patch(subject, k)).effect_nll for k in range(N_LAYERS + 1)
+    ]
+    assert exact_last_k[:2] == [0.0, 0.0] and exact_last_k[2:] == pytest.approx(
+        [1.0, 1.0], abs=1e-6
+    )
     assert forget.last_k(fraction=True)[:2] == [0.0, 0.0]
-    assert forget.last_k(fraction=True)[2:] == pytest.approx(exact_last_k[2:], abs=COMPLETENESS_TOLERANCE)
+    assert forget.last_k(fraction=True)[2:] == pytest.approx(
+        exact_last_k[2:], abs=COMPLETENESS_TOLERANCE
+    )
 
 
-@pytest.mark.parametrize("tied, backend", [(True, "nnsight"), (False, "nnsight"), (True, "transformer_lens")])
+@pytest.mark.parametrize(
+    "tied, backend", [(True, "nnsight"), (False, "nnsight"), (True, "transformer_lens")]
+)
 def test_in_the_linear_regime_every_part_equals_its_exact_reversion(tiny_tok, tied, backend):
     """A tiny update in float64: each block, the output head, the input embedding and each query
     head (with its KV head) has an attribution equal to the exact effect of reverting it alone.
@@ -143,18 +199,42 @@ def test_in_the_linear_regime_every_part_equals_its_exact_reversion(tiny_tok, ti
     forget = result.forget
     assert result.points == 2 and result.residual < 1e-4
     reverter = Reverter(subject, original, FORGET, unlearned=unlearned)
-    pairs = [(forget.blocks(fraction=True)[layer], reverter.measure(layer_patch(subject, layer)).effect_nll) for layer in range(N_LAYERS)]
-    pairs.append((forget.output_head / forget.change, reverter.measure(last_layers_patch(subject, 0)).effect_nll))
-    pairs.append((forget.input_embedding / forget.change, reverter.measure(input_embedding_patch(subject)).effect_nll))
-    pairs += [(forget.head_patch(layer, head, fraction=True), reverter.measure(query_heads_patch(subject, [(layer, head)])).effect_nll)
-              for layer in range(N_LAYERS) for head in range(subject.shape.n_heads)]
+    pairs = [
+        (
+            forget.blocks(fraction=True)[layer],
+            reverter.measure(layer_patch(subject, layer)).effect_nll,
+        )
+        for layer in range(N_LAYERS)
+    ]
+    pairs.append(
+        (
+            forget.output_head / forget.change,
+            reverter.measure(last_layers_patch(subject, 0)).effect_nll,
+        )
+    )
+    pairs.append(
+        (
+            forget.input_embedding / forget.change,
+            reverter.measure(input_embedding_patch(subject)).effect_nll,
+        )
+    )
+    pairs += [
+        (
+            forget.head_patch(layer, head, fraction=True),
+            reverter.measure(query_heads_patch(subject, [(layer, head)])).effect_nll,
+        )
+        for layer in range(N_LAYERS)
+        for head in range(subject.shape.n_heads)
+    ]
     attributed, exact = np.array(pairs).T
     assert np.abs(exact).max() > 0.05, "the parts must carry effects the comparison can see"
     np.testing.assert_allclose(attributed, exact, atol=2e-4)  # measured: within 4e-5
 
 
 @pytest.mark.parametrize("tied", [True, False])
-def test_first_order_is_the_gradient_at_the_unlearned_weights_contracted_with_the_delta(tiny_tok, tied):
+def test_first_order_is_the_gradient_at_the_unlearned_weights_contracted_with_the_delta(
+    tiny_tok, tied
+):
     """`first_order` of a part is ∇L(θ_u) · (θ_o − θ_u) over that part's weights: against one plain
     autograd backward of the mean answer-token NLL at θ_u (no hooks, no untied leaf), per block and
     outside the blocks (head and input embedding together,
@@ -162,29 +242,41 @@ def test_first_order_is_the_gradient_at_the_unlearned_weights_contracted_with_th
     reference: Llama's RMSNorm computes in float32 even in a float64 model."""
     subject, original, unlearned = _perturbed(tiny_tok, 0.05, dtype=torch.float64, tied=tied)
     first = attribute_weights(subject, original, unlearned, FORGET, progress=False).first_order
-    assert first is not None and first.change == pytest.approx(first.loss_original - first.loss_unlearned)
+    assert first is not None and first.change == pytest.approx(
+        first.loss_original - first.loss_unlearned
+    )
     subject.restore(unlearned)
     batch = subject.encode(FORGET)
     target_loss(subject.run(batch, grad=True).logits, batch.labels).backward()
     grads = {name: param.grad for name, param in named_parameters(subject.model).items()}
-    terms = {spec.key: float(((original[spec.key] - unlearned[spec.key]) * spec.view(grads)).sum()) for spec in subject.specs}
+    terms = {
+        spec.key: float(((original[spec.key] - unlearned[spec.key]) * spec.view(grads)).sum())
+        for spec in subject.specs
+    }
     subject.model.zero_grad(set_to_none=True)
     for layer in range(N_LAYERS):
         block = sum(value for key, value in terms.items() if subject.spec(key).layer == layer)
         assert first.blocks()[layer] == pytest.approx(block, rel=1e-9, abs=1e-15)
     outside = sum(value for key, value in terms.items() if subject.spec(key).layer is None)
     assert first.output_head + first.input_embedding == pytest.approx(outside, rel=1e-9, abs=1e-15)
-    assert first.total == pytest.approx(sum(terms.values()), rel=1e-9, abs=1e-15) and first.total != 0.0
+    assert (
+        first.total == pytest.approx(sum(terms.values()), rel=1e-9, abs=1e-15)
+        and first.total != 0.0
+    )
 
 
 def test_gqa_head_rows_sum_to_the_attention_attribution(tiny_tok):
     subject, original, unlearned = _perturbed(tiny_tok, 0.05)
     forget = attribute_weights(subject, original, unlearned, FORGET, progress=False).forget
     shape = subject.shape
-    assert shape.n_heads == 4 and shape.n_kv_heads == 2, "the tiny Llama must use grouped-query attention"
+    assert shape.n_heads == 4 and shape.n_kv_heads == 2, (
+        "the tiny Llama must use grouped-query attention"
+    )
     heads = forget.heads()
     assert heads.shape == (N_LAYERS, shape.n_heads)
-    attention = [sum(forget.components[c][layer] for c in ("q", "k", "v", "o")) for layer in range(N_LAYERS)]
+    attention = [
+        sum(forget.components[c][layer] for c in ("q", "k", "v", "o")) for layer in range(N_LAYERS)
+    ]
     np.testing.assert_allclose(heads.sum(axis=1), attention, rtol=1e-9, atol=1e-15)
     # A query head's patch holds its own slices and its whole KV head: over one KV group, the
     # patches count the KV head once per query head, the table once in all.
@@ -193,23 +285,32 @@ def test_gqa_head_rows_sum_to_the_attention_attribution(tiny_tok):
         for kv in range(shape.n_kv_heads):
             queries = range(kv * group, (kv + 1) * group)
             patches = sum(forget.head_patch(layer, h) for h in queries)
-            assert patches == pytest.approx(sum(heads[layer, h] for h in queries) + (group - 1) * forget.kv_heads[layer][kv])
+            assert patches == pytest.approx(
+                sum(heads[layer, h] for h in queries) + (group - 1) * forget.kv_heads[layer][kv]
+            )
 
 
 def test_check_reverts_the_top_attributed_parts_and_round_trips(tiny_tok):
     subject, original, unlearned = _perturbed(tiny_tok, 0.05, dtype=torch.float64)
-    localized = localize_by_attribution(subject, original, unlearned, FORGET, RETAIN, progress=False)
+    localized = localize_by_attribution(
+        subject, original, unlearned, FORGET, RETAIN, progress=False
+    )
     check, forget = localized.check, localized.attribution.forget
-    assert check.blocks == sorted(range(N_LAYERS), key=lambda layer: -forget.blocks(fraction=True)[layer])
+    assert check.blocks == sorted(
+        range(N_LAYERS), key=lambda layer: -forget.blocks(fraction=True)[layer]
+    )
     reverter = Reverter(subject, original, FORGET, unlearned=unlearned)
-    for (layer, head), exact in zip(check.heads, check.head_exact):
+    for (layer, head), exact in zip(check.heads, check.head_exact, strict=True):
         assert exact == reverter.measure(query_heads_patch(subject, [(layer, head)])).effect_nll
     # The top half of the verified heads are the top-ranked ones (by the first-order effect of
     # reverting each alone), the rest spread down to the lowest.
     assert check.head_estimate == "first order"
     table = localized.attribution.single_patches.heads(fraction=True)
     values = [table[layer, head] for layer, head in check.heads]
-    assert len(check.heads) == N_VERIFIED_HEADS and values[:4] == sorted(table.ravel(), reverse=True)[:4]
+    assert (
+        len(check.heads) == N_VERIFIED_HEADS
+        and values[:4] == sorted(table.ravel(), reverse=True)[:4]
+    )
     assert values[4:] == sorted(values[4:], reverse=True) and values[-1] == table.min()
     # The depth is exact: the bisection's effects are those of the patches themselves.
     for k, effect in localized.depth.last_k.items():
@@ -223,13 +324,34 @@ def test_check_reverts_the_top_attributed_parts_and_round_trips(tiny_tok):
 
 def test_low_agreement_is_a_warning():
     heads = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    agreeing = AttributionCheck([2, 0, 1], [0.6, 0.3, 0.1], [0.5, 0.4, 0.0], heads, [0.4, 0.3, 0.2, 0.1], [0.3, 0.35, 0.1, 0.0])
+    agreeing = AttributionCheck(
+        [2, 0, 1],
+        [0.6, 0.3, 0.1],
+        [0.5, 0.4, 0.0],
+        heads,
+        [0.4, 0.3, 0.2, 0.1],
+        [0.3, 0.35, 0.1, 0.0],
+    )
     assert agreeing.block_agreement == 1.0 and agreeing.head_agreement == pytest.approx(0.8)
     assert agreeing.warnings() == []
-    reversed_blocks = AttributionCheck([2, 0, 1], [0.6, 0.3, 0.1], [0.0, 0.4, 0.5], heads, [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4])
-    assert reversed_blocks.block_agreement == -1.0 and reversed_blocks.head_agreement == -1.0 < LOW_AGREEMENT
+    reversed_blocks = AttributionCheck(
+        [2, 0, 1],
+        [0.6, 0.3, 0.1],
+        [0.0, 0.4, 0.5],
+        heads,
+        [0.4, 0.3, 0.2, 0.1],
+        [0.1, 0.2, 0.3, 0.4],
+    )
+    assert (
+        reversed_blocks.block_agreement == -1.0
+        and reversed_blocks.head_agreement == -1.0 < LOW_AGREEMENT
+    )
     lines = reversed_blocks.warnings()
-    assert len(lines) == 2 and "3 verified blocks (Spearman -1.00" in lines[0] and "4 verified heads" in lines[1]
+    assert (
+        len(lines) == 2
+        and "3 verified blocks (Spearman -1.00" in lines[0]
+        and "4 verified heads" in lines[1]
+    )
 
 
 def test_guided_bisection_equals_the_full_scan_from_every_guess():
@@ -240,8 +362,17 @@ def test_guided_bisection_equals_the_full_scan_from_every_guess():
         depth = forgetting_depth(curve, 0.8)
         for guess in range(len(curve)):
             calls = []
-            found = bisect_depth(lambda k: calls.append(k) or curve[k], len(curve) - 1, 0.8, guess=guess)
+            found = bisect_depth(
+                lambda k, calls=calls, curve=curve: calls.append(k) or curve[k],
+                len(curve) - 1,
+                0.8,
+                guess=guess,
+            )
             assert found == depth, (curve, guess)
-            assert len(calls) == len(set(calls)) <= 5  # two around the guess, then log2 of the side left
-            if depth is not None and guess in (depth, depth - 1) or depth is None and guess >= len(curve) - 2:
+            assert (
+                len(calls) == len(set(calls)) <= 5
+            )  # two around the guess, then log2 of the side left
+            if (depth is not None and guess in (depth, depth - 1)) or (
+                depth is None and guess >= len(curve) - 2
+            ):
                 assert len(calls) <= 2, (curve, guess, calls)

@@ -8,9 +8,11 @@ from transformers import AutoTokenizer
 from unlearn_lens.data import IGNORE_INDEX, DataError, Item, chat_items, encode
 from unlearn_lens.models.builtin import DEFAULT_MODEL, ensure_builtin_cache
 
-ITEMS = [Item(prompt="Who wrote 'Salt Lanterns of Veltravia'?", answer="Ilsabet Orrun wrote it."),
-         Item(prompt="What is 2 + 2?", answer="4"),
-         Item(text="A plain sentence stays as it is.")]
+ITEMS = [
+    Item(prompt="Who wrote 'Salt Lanterns of Veltravia'?", answer="Ilsabet Orrun wrote it."),
+    Item(prompt="What is 2 + 2?", answer="4"),
+    Item(text="A plain sentence stays as it is."),
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,9 @@ def test_labelled_tokens_are_exactly_the_answer_after_the_template(smollm_tokeni
     batch = encode(tok, chat_items(ITEMS, tok))
     for row, item in enumerate(ITEMS[:2]):
         turn = [{"role": "user", "content": item.prompt}]
-        prompt_ids = list(tok.apply_chat_template(turn, add_generation_prompt=True, tokenize=True)["input_ids"])
+        prompt_ids = list(
+            tok.apply_chat_template(turn, add_generation_prompt=True, tokenize=True)["input_ids"]
+        )
         answer_ids = tok(item.answer, add_special_tokens=False)["input_ids"]
         length = int(batch.attention_mask[row].sum())
         assert batch.input_ids[row, :length].tolist() == prompt_ids + answer_ids
@@ -37,6 +41,7 @@ def test_labelled_tokens_are_exactly_the_answer_after_the_template(smollm_tokeni
 
 
 def test_a_tokenizer_without_template_is_one_line(tiny_tok):
-    with pytest.raises(DataError, match=r"^the tokenizer of 'tiny' has no chat template; drop --chat-template"):
+    with pytest.raises(
+        DataError, match=r"^the tokenizer of 'tiny' has no chat template; drop --chat-template"
+    ):
         chat_items(ITEMS, tiny_tok)
-

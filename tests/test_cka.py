@@ -38,7 +38,9 @@ def reference_debiased_cka(X: np.ndarray, Y: np.ndarray) -> float:
     return hsic(K, L) / math.sqrt(hsic(K, K) * hsic(L, L))
 
 
-def correlated_pair(rng: np.random.Generator, n: int, d1: int, d2: int) -> tuple[np.ndarray, np.ndarray]:
+def correlated_pair(
+    rng: np.random.Generator, n: int, d1: int, d2: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Two related representations with non-zero means (to exercise centring)."""
     X = rng.standard_normal((n, d1)) + rng.standard_normal(d1)
     Y = X @ rng.standard_normal((d1, d2)) + 0.5 * rng.standard_normal((n, d2)) + 3.0
@@ -59,7 +61,9 @@ SHAPES = [(10, 50, 40), (200, 5, 7), (64, 64, 3)]
 def test_biased_matches_centring_matrix_formula(n, d1, d2):
     X, Y = correlated_pair(np.random.default_rng(n + d1), n, d1, d2)
     expected = reference_biased_cka(X, Y)
-    assert linear_cka(torch.from_numpy(X), torch.from_numpy(Y)) == pytest.approx(expected, rel=1e-10)
+    assert linear_cka(torch.from_numpy(X), torch.from_numpy(Y)) == pytest.approx(
+        expected, rel=1e-10
+    )
 
 
 @pytest.mark.parametrize(("n", "d1", "d2"), SHAPES)
@@ -104,9 +108,9 @@ def test_invariant_to_orthogonal_maps_and_isotropic_scaling(debiased, n, d):
     moved = linear_cka(torch.from_numpy(X), torch.from_numpy(transformed), debiased=debiased)
     assert moved == pytest.approx(base, rel=1e-9)
     # A representation compared with a rotated, rescaled copy of itself is the same geometry.
-    assert linear_cka(torch.from_numpy(Y), torch.from_numpy(transformed), debiased=debiased) == pytest.approx(
-        1.0, abs=1e-9
-    )
+    assert linear_cka(
+        torch.from_numpy(Y), torch.from_numpy(transformed), debiased=debiased
+    ) == pytest.approx(1.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("debiased", [False, True])
@@ -133,7 +137,10 @@ def single_thread():
 def test_independent_gaussians_debiased_near_zero_biased_inflated():
     rng = np.random.default_rng(12)
     results = [
-        cka_both(torch.from_numpy(rng.standard_normal((32, 64))), torch.from_numpy(rng.standard_normal((32, 64))))
+        cka_both(
+            torch.from_numpy(rng.standard_normal((32, 64))),
+            torch.from_numpy(rng.standard_normal((32, 64))),
+        )
         for _ in range(200)
     ]
     assert abs(np.mean([r.debiased for r in results])) < 0.02
@@ -144,7 +151,10 @@ def test_science_numbers_32_by_576():
     # SCIENCE.md: two independent 32 x 576 Gaussian matrices give biased CKA around 0.945.
     rng = np.random.default_rng(13)
     results = [
-        cka_both(torch.from_numpy(rng.standard_normal((32, 576))), torch.from_numpy(rng.standard_normal((32, 576))))
+        cka_both(
+            torch.from_numpy(rng.standard_normal((32, 576))),
+            torch.from_numpy(rng.standard_normal((32, 576))),
+        )
         for _ in range(5)
     ]
     assert np.mean([r.biased for r in results]) == pytest.approx(0.945, abs=0.01)

@@ -60,7 +60,10 @@ def test_a_model_compared_with_itself(both_backends):
     by_layer = comparison.fisher_by_layer()
     assert sorted(by_layer) == list(range(tl.shape.n_layers))
     for group in comparison.fisher:
-        assert group.comparison.log10_mean_ratio == 0.0 and group.comparison.histogram_tv_distance == 0.0
+        assert (
+            group.comparison.log10_mean_ratio == 0.0
+            and group.comparison.histogram_tv_distance == 0.0
+        )
     assert {g.component for g in comparison.fisher if g.layer == 0} >= {None, "q", "k", "v", "o"}
     assert all(group.comparison.ks_statistic is None for group in comparison.fisher)
     # The same model through the other backend: equal up to float32 hook-path rounding.
@@ -73,14 +76,24 @@ def test_perturbed_last_block_changes_only_the_last_stream(both_backends):
     subject = both_backends["nnsight"]
     reference = subject.snapshot()
     updated = _perturb_last_block(subject)
-    comparison = compare_snapshots(subject, reference, updated, ITEMS, fisher=False, progress=False, labels=("original", "noisy"))
+    comparison = compare_snapshots(
+        subject,
+        reference,
+        updated,
+        ITEMS,
+        fisher=False,
+        progress=False,
+        labels=("original", "noisy"),
+    )
     *lower, last = comparison.layers
     for layer in lower:
         assert layer.cka_debiased == pytest.approx(1.0, abs=EXACT) and layer.delta_pc1 == 0.0
     assert last.cka_debiased < 0.99 and last.pca_distance > 0.0
     assert (comparison.reference, comparison.updated) == ("original", "noisy")
     key = next(k for k in updated if not torch.equal(updated[k], reference[k]))
-    assert torch.equal(subject.weight(key).detach(), updated[key]), "the subject keeps the updated weights"
+    assert torch.equal(subject.weight(key).detach(), updated[key]), (
+        "the subject keeps the updated weights"
+    )
 
 
 def test_one_pass_gives_what_the_separate_diagnostics_give(both_backends):
@@ -97,17 +110,22 @@ def test_one_pass_gives_what_the_separate_diagnostics_give(both_backends):
         torch.testing.assert_close(updated_pass.activations[index], rows, atol=1e-6, rtol=0)
     scale = max(float(values.max()) for values in updated_fisher.values.values())
     for key, values in updated_fisher.values.items():  # atol: GPT-2's k bias has a zero gradient
-        torch.testing.assert_close(updated_pass.fisher.values[key], values, rtol=1e-4, atol=1e-6 * scale)
+        torch.testing.assert_close(
+            updated_pass.fisher.values[key], values, rtol=1e-4, atol=1e-6 * scale
+        )
     comparison = compare_passes(reference_pass, updated_pass)
     streams = sorted(reference_acts)
     assert comparison.mean_pca_distance == pytest.approx(
-        mean_pca_distance([reference_acts[i] for i in streams], [updated_acts[i] for i in streams]), rel=1e-5
+        mean_pca_distance([reference_acts[i] for i in streams], [updated_acts[i] for i in streams]),
+        rel=1e-5,
     )
     for layer in comparison.layers:
         cka = cka_both(reference_acts[layer.stream], updated_acts[layer.stream])
         assert layer.cka_debiased == pytest.approx(cka.debiased, abs=1e-6)
         assert layer.cka_biased == pytest.approx(cka.biased, abs=1e-6)
-        assert layer.pc2 == pytest.approx(pca_shift(reference_acts[layer.stream], updated_acts[layer.stream]).pc2, abs=1e-5)
+        assert layer.pc2 == pytest.approx(
+            pca_shift(reference_acts[layer.stream], updated_acts[layer.stream]).pc2, abs=1e-5
+        )
 
 
 def test_token_metrics_match_evaluate(both_backends):
@@ -116,7 +134,11 @@ def test_token_metrics_match_evaluate(both_backends):
     subject = both_backends["nnsight"]
     got = model_pass(subject, ITEMS, fisher=False).token_metrics
     expected = evaluate(subject, ITEMS)
-    assert (got.n_tokens, got.n_sequences, got.accuracy) == (expected.n_tokens, expected.n_sequences, expected.accuracy)
+    assert (got.n_tokens, got.n_sequences, got.accuracy) == (
+        expected.n_tokens,
+        expected.n_sequences,
+        expected.accuracy,
+    )
     assert got.nll == pytest.approx(expected.nll, rel=1e-6)
 
 
@@ -124,7 +146,15 @@ def test_json_round_trip(both_backends, tmp_path):
     from unlearn_lens.atomic import write_json_atomic
 
     subject = both_backends["transformer_lens"]
-    comparison = compare_snapshots(subject, subject.snapshot(), _perturb_last_block(subject), ITEMS, pooling="last", progress=False, fisher_components=True)
+    comparison = compare_snapshots(
+        subject,
+        subject.snapshot(),
+        _perturb_last_block(subject),
+        ITEMS,
+        pooling="last",
+        progress=False,
+        fisher_components=True,
+    )
     path = write_json_atomic(tmp_path / "comparison.json", comparison.to_dict())
     assert Comparison.from_dict(json.loads(path.read_text())) == comparison
 
@@ -137,7 +167,9 @@ def test_bad_input_is_a_config_error(both_backends, tiny_model, tiny_tok):
         compare(subject, subject, ITEMS[:3], progress=False)
     with pytest.raises(ConfigError, match="unknown pooling"):
         compare(subject, subject, ITEMS, pooling="max", progress=False)
-    other_tokenizer = ul.load(copy.deepcopy(tiny_model), tokenizer=ul.tiny_tokenizer(("Zork", "Paris", "France")))
+    other_tokenizer = ul.load(
+        copy.deepcopy(tiny_model), tokenizer=ul.tiny_tokenizer(("Zork", "Paris", "France"))
+    )
     with pytest.raises(ConfigError, match="different tokenizers"):
         compare(subject, other_tokenizer, ITEMS, progress=False)
     make = ul.tiny_llama if subject.shape.family == "llama" else ul.tiny_gpt2
@@ -150,8 +182,12 @@ def test_bad_input_is_a_config_error(both_backends, tiny_model, tiny_tok):
 
 def test_tokens_pooling_works_with_few_items(both_backends):
     subject = both_backends["nnsight"]
-    comparison = compare(subject, subject, ITEMS[:2], pooling="tokens", tokens="answer", fisher=False, progress=False)
-    assert comparison.n_samples == comparison.reference_metrics.n_tokens == 1 + 8  # " Paris"; 9 words, 8 targets
+    comparison = compare(
+        subject, subject, ITEMS[:2], pooling="tokens", tokens="answer", fisher=False, progress=False
+    )
+    assert (
+        comparison.n_samples == comparison.reference_metrics.n_tokens == 1 + 8
+    )  # " Paris"; 9 words, 8 targets
     assert all(layer.cka_debiased == pytest.approx(1.0, abs=EXACT) for layer in comparison.layers)
 
 
@@ -169,7 +205,9 @@ def checkpoints(tmp_path_factory):
     ul.save_checkpoint(original, root / "original")
     original.restore(_perturb_last_block(original))
     ul.save_checkpoint(original, root / "updated")
-    ul.save_checkpoint(ul.load(ul.tiny_gpt2(vocab_size=len(tok)), tokenizer=tok, backend="nnsight"), root / "gpt2")
+    ul.save_checkpoint(
+        ul.load(ul.tiny_gpt2(vocab_size=len(tok)), tokenizer=tok, backend="nnsight"), root / "gpt2"
+    )
     data = root / "probe.jsonl"
     data.write_text("".join(json.dumps(item.to_dict()) + "\n" for item in ITEMS))
     return root
@@ -183,11 +221,29 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
 
 def test_cli_writes_json_and_figures_and_refuses_to_overwrite(checkpoints, tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, _ = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl", "--out", out, "--batch-size", 3, "--fisher-components")
+    code, stdout, _ = _run(
+        capsys,
+        checkpoints / "original",
+        checkpoints / "updated",
+        "--data",
+        checkpoints / "probe.jsonl",
+        "--out",
+        out,
+        "--batch-size",
+        3,
+        "--fisher-components",
+    )
     assert code == 0
     assert "CKA debiased" in stdout and "Token metrics" in stdout
     names = sorted(path.name for path in out.iterdir())
-    assert names == ["cka.png", "comparison.json", "fisher_histograms.png", "overview.png", "pc1_similarity.png", "pca_shift.png"]
+    assert names == [
+        "cka.png",
+        "comparison.json",
+        "fisher_histograms.png",
+        "overview.png",
+        "pc1_similarity.png",
+        "pca_shift.png",
+    ]
     for name in names:
         if name.endswith(".png"):
             content = (out / name).read_bytes()
@@ -195,12 +251,34 @@ def test_cli_writes_json_and_figures_and_refuses_to_overwrite(checkpoints, tmp_p
     comparison = Comparison.from_dict(json.loads((out / "comparison.json").read_text()))
     assert comparison.layers[0].cka_debiased == pytest.approx(1.0, abs=EXACT)
     assert comparison.layers[-1].cka_debiased < 0.99
-    code, _, stderr = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl", "--out", out)
+    code, _, stderr = _run(
+        capsys,
+        checkpoints / "original",
+        checkpoints / "updated",
+        "--data",
+        checkpoints / "probe.jsonl",
+        "--out",
+        out,
+    )
     assert code == 2 and "--force" in stderr and len(stderr.strip().splitlines()) == 1
-    code, _, _ = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl", "--out", out, "--force", "--no-fisher", "--pooling", "last")
+    code, _, _ = _run(
+        capsys,
+        checkpoints / "original",
+        checkpoints / "updated",
+        "--data",
+        checkpoints / "probe.jsonl",
+        "--out",
+        out,
+        "--force",
+        "--no-fisher",
+        "--pooling",
+        "last",
+    )
     assert code == 0
     assert Comparison.from_dict(json.loads((out / "comparison.json").read_text())).pooling == "last"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging directory is left behind"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], (
+        "no staging directory is left behind"
+    )
 
 
 @pytest.mark.parametrize(
@@ -226,17 +304,30 @@ def test_cli_bad_input_exits_2_with_one_line_and_no_output(checkpoints, tmp_path
 
 @pytest.mark.slow
 def test_builtin_model_against_a_perturbed_copy(smollm_tl):
-    items = [Item(f"The capital of {country} is", f" {city}") for country, city in (
-        ("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"),
-        ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Peru", "Lima"),
-    )]
+    items = [
+        Item(f"The capital of {country} is", f" {city}")
+        for country, city in (
+            ("France", "Paris"),
+            ("Italy", "Rome"),
+            ("Spain", "Madrid"),
+            ("Germany", "Berlin"),
+            ("Japan", "Tokyo"),
+            ("Egypt", "Cairo"),
+            ("Canada", "Ottawa"),
+            ("Peru", "Lima"),
+        )
+    ]
     original = smollm_tl.snapshot()
     try:
-        comparison = compare_snapshots(smollm_tl, original, _perturb_last_block(smollm_tl, scale=0.02), items, progress=False)
+        comparison = compare_snapshots(
+            smollm_tl, original, _perturb_last_block(smollm_tl, scale=0.02), items, progress=False
+        )
     finally:
         smollm_tl.restore(original)
     assert len(comparison.layers) == 31 and len(comparison.fisher_by_layer()) == 30
-    assert all(layer.cka_debiased == pytest.approx(1.0, abs=EXACT) for layer in comparison.layers[:-1])
+    assert all(
+        layer.cka_debiased == pytest.approx(1.0, abs=EXACT) for layer in comparison.layers[:-1]
+    )
     assert comparison.layers[-1].cka_debiased < 1.0
     assert comparison.reference_metrics.exact_match >= 0.75
     assert comparison.fisher_by_layer()[29].log10_mean_ratio != 0.0
@@ -247,25 +338,54 @@ def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_p
     from unlearn_lens.predict.model import ReversibilityPredictor
 
     predictor = ReversibilityPredictor(
-        features=PREDICTOR_INPUTS, mean=(-3.0, -3.0, 0.5, 0.25, -4.0, 0.0), scale=(1.0, 1.0, 0.3, 0.1, 1.0, 0.5),
-        coef=(0.2, 0.1, -0.1, 0.0, 0.0, 0.05), intercept=0.4, alpha=1.0,
-        validation={"n_cells": 7, "by_domain": {"scheme": "leave one domain out", "spearman": 0.61, "mean_abs_error": 0.2,
-                                                "reversible_calls_correct": 0.8, "base_rate": 0.6},
-                    "by_setting": {"scheme": "leave one setting out", "spearman": 0.55, "mean_abs_error": 0.25,
-                                   "reversible_calls_correct": 0.7, "base_rate": 0.6}},
+        features=PREDICTOR_INPUTS,
+        mean=(-3.0, -3.0, 0.5, 0.25, -4.0, 0.0),
+        scale=(1.0, 1.0, 0.3, 0.1, 1.0, 0.5),
+        coef=(0.2, 0.1, -0.1, 0.0, 0.0, 0.05),
+        intercept=0.4,
+        alpha=1.0,
+        validation={
+            "n_cells": 7,
+            "by_domain": {
+                "scheme": "leave one domain out",
+                "spearman": 0.61,
+                "mean_abs_error": 0.2,
+                "reversible_calls_correct": 0.8,
+                "base_rate": 0.6,
+            },
+            "by_setting": {
+                "scheme": "leave one setting out",
+                "spearman": 0.55,
+                "mean_abs_error": 0.25,
+                "reversible_calls_correct": 0.7,
+                "base_rate": 0.6,
+            },
+        },
         trained_on={"model": "test", "cells": 7},
     )
     path = predictor.save(tmp_path / "predictor.json")
     out = tmp_path / "run"
-    code, stdout, _ = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
-                           "--predict-reversibility", "--predictor", path, "--out", out)
+    code, stdout, _ = _run(
+        capsys,
+        checkpoints / "original",
+        checkpoints / "updated",
+        "--data",
+        checkpoints / "probe.jsonl",
+        "--predict-reversibility",
+        "--predictor",
+        path,
+        "--out",
+        out,
+    )
     assert code == 0
     written = json.loads((out / "reversibility.json").read_text())
     # The prediction by hand: intercept + Σ coef · clip((input − mean) / scale, ±3).
     inputs = predictor_inputs(written["features"]["values"])
     by_hand = predictor.intercept + sum(
         coef * min(3.0, max(-3.0, (inputs[name] - mean) / scale))
-        for name, mean, scale, coef in zip(PREDICTOR_INPUTS, predictor.mean, predictor.scale, predictor.coef)
+        for name, mean, scale, coef in zip(
+            PREDICTOR_INPUTS, predictor.mean, predictor.scale, predictor.coef, strict=True
+        )
     )
     assert written["predicted_recovery"] == pytest.approx(by_hand)
     # Only the last block was perturbed: reverting the last block restores everything.
@@ -273,14 +393,47 @@ def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_p
     text = " ".join(stdout.split())  # rich wraps long lines at the console width
     assert f"predicted relearning recovery {written['predicted_recovery']:.2f}" in text
     assert "leave one domain out: Spearman 0.61" in text and "validated on 7 held-out cells" in text
-    assert "leave one setting out: Spearman 0.55, mean abs. error 0.25, reversible call right 70 % (base rate 60 %)" in text
-    code, _, _ = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
-                      "--out", out, "--force", "--no-fisher")
-    assert code == 0 and not (out / "reversibility.json").exists()  # no stale prediction beside a new comparison
-    code, _, stderr = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
-                           "--predictor", path)
+    assert (
+        "leave one setting out: Spearman 0.55, mean abs. error 0.25, reversible call right 70 % (base rate 60 %)"
+        in text
+    )
+    code, _, _ = _run(
+        capsys,
+        checkpoints / "original",
+        checkpoints / "updated",
+        "--data",
+        checkpoints / "probe.jsonl",
+        "--out",
+        out,
+        "--force",
+        "--no-fisher",
+    )
+    assert (
+        code == 0 and not (out / "reversibility.json").exists()
+    )  # no stale prediction beside a new comparison
+    code, _, stderr = _run(
+        capsys,
+        checkpoints / "original",
+        checkpoints / "updated",
+        "--data",
+        checkpoints / "probe.jsonl",
+        "--predictor",
+        path,
+    )
     assert code == 2 and "--predictor is used only with --predict-reversibility" in stderr
     (tmp_path / "broken.json").write_text("{")
-    code, _, stderr = _run(capsys, checkpoints / "original", checkpoints / "updated", "--data", checkpoints / "probe.jsonl",
-                           "--predict-reversibility", "--predictor", tmp_path / "broken.json")
-    assert code == 2 and "broken.json: not a reversibility predictor" in stderr and len(stderr.strip().splitlines()) == 1
+    code, _, stderr = _run(
+        capsys,
+        checkpoints / "original",
+        checkpoints / "updated",
+        "--data",
+        checkpoints / "probe.jsonl",
+        "--predict-reversibility",
+        "--predictor",
+        tmp_path / "broken.json",
+    )
+    assert (
+        code == 2
+        and "broken.json: not a reversibility predictor" in stderr
+        and len(stderr.strip().splitlines()) == 1
+    )

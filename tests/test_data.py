@@ -50,11 +50,18 @@ def test_jsonl_pairs_and_texts(tmp_path):
         "   ",
     ]
     items = load_items(_write(tmp_path, "forget.jsonl", "\n".join(lines) + "\n"))
-    assert items == [Item(prompt="The capital of France is", answer=" Paris"), Item(text="A plain sentence.")]
+    assert items == [
+        Item(prompt="The capital of France is", answer=" Paris"),
+        Item(text="A plain sentence."),
+    ]
 
 
 def test_jsonl_keeps_line_numbers_across_crlf_and_u2028(tmp_path):
-    lines = [json.dumps({"text": "one\u2028two"}, ensure_ascii=False), "", '{"prompt": "x", "answer": 7}']
+    lines = [
+        json.dumps({"text": "one\u2028two"}, ensure_ascii=False),
+        "",
+        '{"prompt": "x", "answer": 7}',
+    ]
     message = _message(_write(tmp_path, "forget.jsonl", "\r\n".join(lines)))
     assert message.endswith("forget.jsonl:3: field 'answer' must be a string, got int")
 
@@ -70,7 +77,9 @@ def test_malformed_json_names_line_and_column(tmp_path):
 
 
 def test_wrong_type_names_field(tmp_path):
-    path = _write(tmp_path, "forget.jsonl", '{"prompt": "a", "answer": " b"}\n{"prompt": "a", "answer": 3}\n')
+    path = _write(
+        tmp_path, "forget.jsonl", '{"prompt": "a", "answer": " b"}\n{"prompt": "a", "answer": 3}\n'
+    )
     assert _message(path) == f"{path}:2: field 'answer' must be a string, got int"
 
 
@@ -82,24 +91,32 @@ def test_missing_answer_names_field(tmp_path):
 
 def test_empty_answer_and_null_text_are_named(tmp_path):
     assert _message(_write(tmp_path, "a.jsonl", '{"prompt": "p", "answer": ""}')).endswith(
-        "a.jsonl:1: field 'answer' is empty")
+        "a.jsonl:1: field 'answer' is empty"
+    )
     assert _message(_write(tmp_path, "b.jsonl", '{"text": null}')).endswith(
-        "b.jsonl:1: field 'text' must be a string, got null")
+        "b.jsonl:1: field 'text' must be a string, got null"
+    )
 
 
 def test_object_of_neither_form_lists_its_fields(tmp_path):
     message = _message(_write(tmp_path, "forget.jsonl", '{"query": "q", "reply": "r"}\n'))
-    assert message.endswith("forget.jsonl:1: expected fields 'prompt'/'question' and 'answer'/'completion', or 'text'; "
-                            "fields here: 'query', 'reply'")
+    assert message.endswith(
+        "forget.jsonl:1: expected fields 'prompt'/'question' and 'answer'/'completion', or 'text'; "
+        "fields here: 'query', 'reply'"
+    )
 
 
 def test_both_forms_at_once_is_an_error(tmp_path):
-    message = _message(_write(tmp_path, "forget.jsonl", '{"prompt": "p", "answer": "a", "text": "t"}\n'))
+    message = _message(
+        _write(tmp_path, "forget.jsonl", '{"prompt": "p", "answer": "a", "text": "t"}\n')
+    )
     assert "forget.jsonl:1: field 'text'" in message
 
 
 def test_non_object_line(tmp_path):
-    assert "forget.jsonl:1: expected an object" in _message(_write(tmp_path, "forget.jsonl", "[1, 2]\n"))
+    assert "forget.jsonl:1: expected an object" in _message(
+        _write(tmp_path, "forget.jsonl", "[1, 2]\n")
+    )
 
 
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])
@@ -115,7 +132,9 @@ def test_missing_file_names_path(tmp_path):
 
 def test_unknown_suffix_lists_accepted(tmp_path):
     path = _write(tmp_path, "forget.xlsx", "prompt,answer\n")
-    assert _message(path).startswith(f"{path}: unknown file type '.xlsx'; accepted: .jsonl, .txt, .json, .csv, .parquet, ")
+    assert _message(path).startswith(
+        f"{path}: unknown file type '.xlsx'; accepted: .jsonl, .txt, .json, .csv, .parquet, "
+    )
 
 
 def test_data_error_is_a_value_error():
@@ -129,10 +148,14 @@ def test_records_from_list_of_dicts():
 
 
 def test_records_errors_name_index_and_field():
-    with pytest.raises(DataError, match=r"^<records>\[1\]: field 'answer' must be a string, got float$"):
+    with pytest.raises(
+        DataError, match=r"^<records>\[1\]: field 'answer' must be a string, got float$"
+    ):
         items_from_records([{"prompt": "a", "answer": " b"}, {"prompt": "c", "answer": 1.5}])
     with pytest.raises(DataError, match=r"^my-dataset\[0\]: field 'reply' is missing"):
-        items_from_records([{"question": "q"}], FieldMap(prompt="question", answer="reply"), source="my-dataset")
+        items_from_records(
+            [{"question": "q"}], FieldMap(prompt="question", answer="reply"), source="my-dataset"
+        )
     with pytest.raises(DataError, match=r"^<records>: no items$"):
         items_from_records(iter([]))
 
@@ -158,7 +181,7 @@ def test_builtin_sets(domain):
 
 
 def test_unknown_builtin_domain_lists_valid_ones():
-    with pytest.raises(ValueError, match="'bio'.*text, code, math"):
+    with pytest.raises(ValueError, match=r"'bio'.*text, code, math"):
         builtin("bio")
 
 

@@ -17,7 +17,9 @@ datasets.disable_progress_bars()  # their bars on stderr would hide the one-line
 
 def _dataset(items, prompt="question", answer="answer") -> datasets.Dataset:
     """Items as a dataset in TOFU's layout, with an extra column the reader must ignore."""
-    return datasets.Dataset.from_list([{prompt: i.prompt, answer: i.answer, "id": n} for n, i in enumerate(items)])
+    return datasets.Dataset.from_list(
+        [{prompt: i.prompt, answer: i.answer, "id": n} for n, i in enumerate(items)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +50,22 @@ def test_relearn_and_compare_take_datasets(memorised, model_dir):
     options = {"steps": 2, "lr": 1e-2, "batch_size": 4, "progress": False}
     expected = ul.relearn(memorised, FORGET, CONTROL, **options)
     memorised.restore(start)
-    result = ul.relearn(memorised, _dataset(FORGET), _dataset(CONTROL), forget_items=_dataset(FORGET), **options)
+    result = ul.relearn(
+        memorised, _dataset(FORGET), _dataset(CONTROL), forget_items=_dataset(FORGET), **options
+    )
     memorised.restore(start)
-    assert result.forget_after == expected.forget_after and result.control_after == expected.control_after
+    assert (
+        result.forget_after == expected.forget_after
+        and result.control_after == expected.control_after
+    )
     saved = ul.load(model_dir, backend="nnsight")
     items = FORGET + RETAIN + CONTROL
     comparison = ul.compare(memorised, saved, _dataset(items), fisher=False, progress=False)
     assert comparison.n_items == len(items)
-    assert comparison.to_dict() == ul.compare(memorised, saved, items, fisher=False, progress=False).to_dict()
+    assert (
+        comparison.to_dict()
+        == ul.compare(memorised, saved, items, fisher=False, progress=False).to_dict()
+    )
 
 
 def test_a_dataset_dict_is_refused_in_one_line(memorised):
@@ -67,9 +77,30 @@ def test_unlearn_cli_reads_parquet_through_named_fields(model_dir, tmp_path):
     _dataset(FORGET, prompt="q", answer="a").to_parquet(str(tmp_path / "forget.parquet"))
     _dataset(RETAIN, prompt="q", answer="a").save_to_disk(str(tmp_path / "retain"))
     out = tmp_path / "out"
-    assert main(["unlearn", "--model", str(model_dir), "--forget", str(tmp_path / "forget.parquet"),
-                 "--retain", str(tmp_path / "retain"), "--prompt-field", "q", "--answer-field", "a",
-                 "--lr", "1e-2", "--steps", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "unlearn",
+                "--model",
+                str(model_dir),
+                "--forget",
+                str(tmp_path / "forget.parquet"),
+                "--retain",
+                str(tmp_path / "retain"),
+                "--prompt-field",
+                "q",
+                "--answer-field",
+                "a",
+                "--lr",
+                "1e-2",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "run.json").read_text())
     assert record["data"]["n_forget"] == len(FORGET) and record["data"]["n_retain"] == len(RETAIN)
     assert record["data"]["forget"] == str(tmp_path / "forget.parquet")
@@ -81,15 +112,28 @@ def test_data_flag_errors_are_one_line_and_write_nothing(model_dir, tmp_path, ca
     forget = str(tmp_path / "forget.parquet")
     out = tmp_path / "out"
     args, message = {
-        "missing field": (["unlearn", "--forget", forget, "--prompt-field", "query"],
-                          "forget.parquet[0]: field 'query' is missing (an item needs a prompt and an answer); "
-                          "fields here: 'question', 'answer', 'id'"),
-        "chat template": (["audit", "--forget", forget, "--chat-template", "--keep-unknown"],
-                          "memorised' has no chat template; drop --chat-template"),
-        "hf spec": (["compare", str(model_dir), str(model_dir), "--data", "hf:locuslab/TOFU"], "hf:NAME[:CONFIG]:SPLIT"),
+        "missing field": (
+            ["unlearn", "--forget", forget, "--prompt-field", "query"],
+            "forget.parquet[0]: field 'query' is missing (an item needs a prompt and an answer); "
+            "fields here: 'question', 'answer', 'id'",
+        ),
+        "chat template": (
+            ["audit", "--forget", forget, "--chat-template", "--keep-unknown"],
+            "memorised' has no chat template; drop --chat-template",
+        ),
+        "hf spec": (
+            ["compare", str(model_dir), str(model_dir), "--data", "hf:locuslab/TOFU"],
+            "hf:NAME[:CONFIG]:SPLIT",
+        ),
     }[case]
-    assert main([*args, "--model", str(model_dir), "--out", str(out)] if args[0] != "compare" else
-                [*args, "--out", str(out)]) == 2
+    assert (
+        main(
+            [*args, "--model", str(model_dir), "--out", str(out)]
+            if args[0] != "compare"
+            else [*args, "--out", str(out)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()

@@ -63,7 +63,7 @@ def brute_force_grad_sq(model: ToyLM, ids, labels, lengths) -> dict[str, torch.T
     for b, length in enumerate(lengths):
         loss = example_nll(model(ids[b : b + 1, :length]), labels[b : b + 1, :length]).sum()
         grads = torch.autograd.grad(loss, list(weights.values()))
-        for name, grad in zip(weights, grads):
+        for name, grad in zip(weights, grads, strict=True):
             totals[name] += grad.to(torch.float64) ** 2
     return totals
 
@@ -75,11 +75,16 @@ def hooked_grad_sq(model: ToyLM, ids, labels, attention_mask) -> dict[str, torch
     def capture(name):
         def hook(module, inputs, output):
             captured[name]["inputs"] = inputs[0].detach()
-            output.register_hook(lambda grad: captured[name].__setitem__("grad_outputs", grad.detach()))
+            output.register_hook(
+                lambda grad: captured[name].__setitem__("grad_outputs", grad.detach())
+            )
 
         return hook
 
-    handles = [model.fc.register_forward_hook(capture("fc")), model.unembed.register_forward_hook(capture("unembed"))]
+    handles = [
+        model.fc.register_forward_hook(capture("fc")),
+        model.unembed.register_forward_hook(capture("unembed")),
+    ]
     try:
         example_nll(model(ids), labels).sum().backward()  # a sum over examples, not a mean
     finally:
@@ -139,14 +144,22 @@ FLOAT32_RTOL = 1e-5
 def test_matches_explicit_loop_and_masked_tokens_contribute_nothing():
     generator = torch.Generator().manual_seed(3)
     inputs = torch.randn(4, 5, 3, generator=generator, dtype=torch.float64)
-    grad_outputs = torch.randn(4, 5, 2, generator=generator, dtype=torch.float64)  # non-zero at padding too
+    grad_outputs = torch.randn(
+        4, 5, 2, generator=generator, dtype=torch.float64
+    )  # non-zero at padding too
     mask = torch.rand(4, 5, generator=generator) > 0.3
     got = per_example_linear_grad_sq(inputs, grad_outputs, mask)
-    torch.testing.assert_close(got, explicit_loop(inputs, grad_outputs, mask), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        got, explicit_loop(inputs, grad_outputs, mask), rtol=1e-12, atol=1e-14
+    )
     garbage = torch.where(mask.unsqueeze(-1), inputs, torch.full_like(inputs, 1e3))
-    torch.testing.assert_close(per_example_linear_grad_sq(garbage, grad_outputs, mask), got, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        per_example_linear_grad_sq(garbage, grad_outputs, mask), got, rtol=1e-12, atol=1e-14
+    )
     everything = per_example_linear_grad_sq(inputs, grad_outputs)
-    torch.testing.assert_close(everything, explicit_loop(inputs, grad_outputs, torch.ones(4, 5, dtype=torch.bool)))
+    torch.testing.assert_close(
+        everything, explicit_loop(inputs, grad_outputs, torch.ones(4, 5, dtype=torch.bool))
+    )
     assert not torch.allclose(everything, got)
 
 
@@ -180,7 +193,9 @@ def test_grad_sq_shape_errors():
     with pytest.raises(ValueError, match="same batch and seq"):
         per_example_linear_grad_sq(torch.randn(2, 3, 4), torch.randn(2, 4, 5))
     with pytest.raises(ValueError, match="token_mask"):
-        per_example_linear_grad_sq(torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.ones(2, 4, dtype=torch.bool))
+        per_example_linear_grad_sq(
+            torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.ones(2, 4, dtype=torch.bool)
+        )
 
 
 def lognormal(seed: int, n: int, scale: float = 1.0) -> torch.Tensor:
@@ -276,10 +291,17 @@ def test_profile_of_parts_matches_numpy_on_their_concatenation():
         edges[0], edges[-1] = low, high
         assert summary.edges == pytest.approx(list(edges), rel=1e-12)
         inside = positives[(positives >= low) & (positives <= high)]
-        assert list(summary.counts) == np.histogram(inside, bins=np.asarray(summary.edges))[0].tolist()
-        assert (summary.n_below, summary.n_above) == (int((positives < low).sum()), int((positives > high).sum()))
+        assert (
+            list(summary.counts) == np.histogram(inside, bins=np.asarray(summary.edges))[0].tolist()
+        )
+        assert (summary.n_below, summary.n_above) == (
+            int((positives < low).sum()),
+            int((positives > high).sum()),
+        )
         assert (summary.n, summary.n_zero) == (v.size, int((v == 0).sum()))
-        assert summary.mean == pytest.approx(v.mean(), rel=1e-12) and summary.median == pytest.approx(np.median(v), rel=1e-12)
+        assert summary.mean == pytest.approx(
+            v.mean(), rel=1e-12
+        ) and summary.median == pytest.approx(np.median(v), rel=1e-12)
         for level, value in summary.quantiles.items():
             assert value == pytest.approx(np.quantile(v, level), rel=1e-12)
 
@@ -347,7 +369,9 @@ def test_compare_scaled_distribution():
     comparison = compare_fisher(original, updated, bins=15)
     o, u = original.numpy(), updated.numpy()
     assert comparison.log10_mean_ratio == pytest.approx(math.log10(u.mean() / o.mean()), rel=1e-12)
-    assert comparison.log10_median_ratio == pytest.approx(math.log10(np.median(u) / np.median(o)), rel=1e-12)
+    assert comparison.log10_median_ratio == pytest.approx(
+        math.log10(np.median(u) / np.median(o)), rel=1e-12
+    )
     assert comparison.ks_statistic == pytest.approx(reference_ks(o, u), abs=1e-12)
     assert comparison.original.edges == comparison.updated.edges
     # Total variation over the shared bins, zeros as an extra bin.
@@ -360,7 +384,9 @@ def test_compare_scaled_distribution():
 def test_compare_summaries_needs_shared_edges():
     a, b = lognormal(11, 200), lognormal(12, 200, scale=3.0)
     value_range = shared_value_range(a, b)
-    from_summaries = compare_fisher(summarise_fisher(a, 10, value_range), summarise_fisher(b, 10, value_range))
+    from_summaries = compare_fisher(
+        summarise_fisher(a, 10, value_range), summarise_fisher(b, 10, value_range)
+    )
     from_values = compare_fisher(a, b, bins=10)
     assert from_summaries.ks_statistic is None
     assert from_summaries.histogram_tv_distance == pytest.approx(from_values.histogram_tv_distance)

@@ -34,7 +34,9 @@ def test_last_stream_readout_is_the_models_logits(tiny_model, tiny_tok, backend)
     expected = hf[torch.arange(3), torch.tensor([4, 4, 0])]
     torch.testing.assert_close(logits.model, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(logits.lens[:, -1], expected, atol=1e-5, rtol=0)
-    assert logits.answer.tolist() == [tiny_tok.convert_tokens_to_ids(w) for w in ("Paris", "Rome", "x")]
+    assert logits.answer.tolist() == [
+        tiny_tok.convert_tokens_to_ids(w) for w in ("Paris", "Rome", "x")
+    ]
     # Earlier streams are different readouts, not copies of the last.
     assert not torch.allclose(logits.lens[:, 0], logits.lens[:, -1])
 
@@ -48,13 +50,19 @@ def test_ranks_and_probabilities_against_brute_force(tiny_model, tiny_tok):
         for stream in range(subject.n_streams):
             row = logits.lens[item, stream].double()
             order = sorted(range(row.shape[0]), key=lambda t: -float(row[t]))
-            assert readout.ranks[item][stream] == order.index(answer) + 1  # no exact ties in random logits
-            assert readout.probabilities[item][stream] == pytest.approx(float(torch.softmax(row, 0)[answer]), rel=1e-5)  # batches of 2 vs 3
+            assert (
+                readout.ranks[item][stream] == order.index(answer) + 1
+            )  # no exact ties in random logits
+            assert readout.probabilities[item][stream] == pytest.approx(
+                float(torch.softmax(row, 0)[answer]), rel=1e-5
+            )  # batches of 2 vs 3
     assert len(readout.median_rank()) == subject.n_streams == len(readout.mean_probability())
 
 
 def test_snapshots_are_swapped_in_and_the_subjects_weights_put_back(tiny_tok):
-    subject = ul.load(ul.tiny_llama(vocab_size=len(tiny_tok), n_layers=3), tokenizer=tiny_tok, backend="nnsight")
+    subject = ul.load(
+        ul.tiny_llama(vocab_size=len(tiny_tok), n_layers=3), tokenizer=tiny_tok, backend="nnsight"
+    )
     original = subject.snapshot()
     changed = dict(original)
     last = subject.keys(layers=[2])
@@ -63,7 +71,12 @@ def test_snapshots_are_swapped_in_and_the_subjects_weights_put_back(tiny_tok):
         changed[key] = original[key] + 3.0 * torch.randn(original[key].shape, generator=generator)
     current = {k: t + 0.01 for k, t in original.items()}
     subject.restore(current)
-    lens = logit_lens(subject, ITEMS[:2], {"original": original, "same": dict(original), "changed": changed}, progress=False)
+    lens = logit_lens(
+        subject,
+        ITEMS[:2],
+        {"original": original, "same": dict(original), "changed": changed},
+        progress=False,
+    )
     for key in subject.keys():
         assert torch.equal(subject.weight(key).detach(), current[key])
     subject.restore(original)
@@ -81,7 +94,9 @@ def test_snapshots_are_swapped_in_and_the_subjects_weights_put_back(tiny_tok):
 
 def test_first_divergence_by_rank_factor():
     assert first_divergence([5, 5, 3, 1], [6, 51, 2000, 1500]) == 1  # 51 > 10 × 5
-    assert first_divergence([5, 5, 3, 1], [6, 49, 30, 10]) is None  # 9.8, 10 and 10 are not more than 10
+    assert (
+        first_divergence([5, 5, 3, 1], [6, 49, 30, 10]) is None
+    )  # 9.8, 10 and 10 are not more than 10
     assert first_divergence([5, 5, 3, 1], [6, 49, 31, 10]) == 2
     assert first_divergence([70, 5], [6, 5]) == 0  # either direction
     assert first_divergence([1, 2], [1, 2]) is None
@@ -91,19 +106,25 @@ def test_fixed_decoder_sees_no_change_where_only_the_head_changed(tiny_tok):
     """Only the final norm and the tied matrix's output use change: every residual stream is the
     same, so through the fixed (original) decoder every readout is the original's, while each
     model's own head shifts the whole curve."""
-    subject = ul.load(ul.tiny_llama(vocab_size=len(tiny_tok), n_layers=3), tokenizer=tiny_tok, backend="nnsight")
+    subject = ul.load(
+        ul.tiny_llama(vocab_size=len(tiny_tok), n_layers=3), tokenizer=tiny_tok, backend="nnsight"
+    )
     assert subject.shape.tied_embeddings
     original = subject.snapshot()
     generator = torch.Generator().manual_seed(1)
     head_changed = dict(original)
-    head_changed["final_norm.weight"] = original["final_norm.weight"] * (1 + torch.rand(original["final_norm.weight"].shape, generator=generator))
+    head_changed["final_norm.weight"] = original["final_norm.weight"] * (
+        1 + torch.rand(original["final_norm.weight"].shape, generator=generator)
+    )
     lens = logit_lens(subject, ITEMS, {"original": original, "head": head_changed}, progress=False)
     assert lens.fixed_head["head"].ranks == lens.fixed_head["original"].ranks
     # The same streams through the same decoder: the same numbers, to the bit.
     assert lens.fixed_head["head"].probabilities == lens.fixed_head["original"].probabilities
     assert lens.own_head["head"].probabilities != lens.own_head["original"].probabilities
     assert lens.first_divergence["head"] is None
-    own = logit_lens(subject, ITEMS, {"original": original, "head": head_changed}, decoder="own", progress=False)
+    own = logit_lens(
+        subject, ITEMS, {"original": original, "head": head_changed}, decoder="own", progress=False
+    )
     assert own.readouts is own.own_head and own.fixed_head == lens.fixed_head
     # The fixed readout of the last stream of the original model is its own logits' readout.
     subject.restore(head_changed)

@@ -45,9 +45,11 @@ def brute_force_fisher(model, subject, items) -> dict[str, torch.Tensor]:
     totals = {name: torch.zeros_like(params[name]) for name in names}
     for item in items:
         batch = subject.encode([item])
-        log_p = -target_loss(reference(input_ids=batch.input_ids).logits, batch.labels, "sum_per_sequence").sum()
+        log_p = -target_loss(
+            reference(input_ids=batch.input_ids).logits, batch.labels, "sum_per_sequence"
+        ).sum()
         grads = torch.autograd.grad(log_p, [params[name] for name in names], allow_unused=True)
-        for name, grad in zip(names, grads):
+        for name, grad in zip(names, grads, strict=True):
             if grad is not None:
                 totals[name] += grad**2
     return {key: subject.spec(key).view(totals) / len(items) for key in subject.keys()}
@@ -68,7 +70,9 @@ def test_batched_fisher_equals_per_example_loop(float64_model, tiny_tok, backend
         # k biases have an exactly-zero gradient (softmax ignores a constant shift): atol covers them.
         torch.testing.assert_close(values, expected[key], rtol=RTOL, atol=RTOL * scale)
         assert fisher.addresses[key] == (subject.spec(key).layer, subject.spec(key).component)
-    assert all(p.grad is None for p in subject.model.parameters()), "Fisher must leave .grad untouched"
+    assert all(p.grad is None for p in subject.model.parameters()), (
+        "Fisher must leave .grad untouched"
+    )
 
 
 def test_batch_size_does_not_change_fisher(both_backends):
@@ -84,13 +88,19 @@ def test_batch_size_does_not_change_fisher(both_backends):
 
 
 def test_keys_restrict_and_backends_agree(both_backends):
-    mlp_out_weight = both_backends["nnsight"].keys(layers=[0], components=["mlp_down", "mlp_out"])[0]
+    mlp_out_weight = both_backends["nnsight"].keys(layers=[0], components=["mlp_down", "mlp_out"])[
+        0
+    ]
     keys = ["layers.1.q.weight", mlp_out_weight, "embed.weight"]
-    results = {name: model_fisher(subject, ITEMS, keys=keys) for name, subject in both_backends.items()}
+    results = {
+        name: model_fisher(subject, ITEMS, keys=keys) for name, subject in both_backends.items()
+    }
     tl, nn = results["transformer_lens"], results["nnsight"]
     assert sorted(tl.values) == sorted(keys[:2]) and tl.skipped == ("embed.weight",)
     for key in tl.values:
-        torch.testing.assert_close(tl.values[key], nn.values[key], rtol=1e-4, atol=1e-6 * float(nn.values[key].max()))
+        torch.testing.assert_close(
+            tl.values[key], nn.values[key], rtol=1e-4, atol=1e-6 * float(nn.values[key].max())
+        )
 
 
 def test_fisher_ignores_passes_without_gradients(both_backends):
@@ -98,7 +108,9 @@ def test_fisher_ignores_passes_without_gradients(both_backends):
     expected = model_fisher(subject, ITEMS[:2])
     with FisherHooks(subject) as hooks:
         for batch in subject.batches(ITEMS[:2], 2):
-            subject.run(batch)  # a plain forward (no gradients) between the Fisher passes is ignored
+            subject.run(
+                batch
+            )  # a plain forward (no gradients) between the Fisher passes is ignored
             out = subject.run(batch, residual_layers=[0], grad=True)
             hooks.backward(batch, out.logits, out.residuals[0])
     got = hooks.result()
@@ -110,7 +122,9 @@ def test_fisher_ignores_passes_without_gradients(both_backends):
 
 def test_a_weight_used_twice_per_forward_gets_no_fisher(tiny_tok):
     model = ul.tiny_llama(vocab_size=len(tiny_tok))
-    model.model.layers[1].self_attn.q_proj = model.model.layers[0].self_attn.q_proj  # one Linear, run by two blocks
+    model.model.layers[1].self_attn.q_proj = model.model.layers[
+        0
+    ].self_attn.q_proj  # one Linear, run by two blocks
     subject = ul.load(model, backend="nnsight", tokenizer=tiny_tok)
     with pytest.warns(UserWarning, match="no Fisher for 2 linear weight"):
         fisher = model_fisher(subject, ITEMS[:2])

@@ -24,7 +24,11 @@ def _hf_reference(model, batch):
     """The HF model's own forward (hidden states of every block) as the independent reference."""
     reference = copy.deepcopy(model)
     with torch.no_grad():
-        return reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+        return reference(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            output_hidden_states=True,
+        )
 
 
 def _final_norm(model):
@@ -43,12 +47,19 @@ def test_backends_agree_with_each_other_and_with_hf(tiny_model, tiny_tok, both_b
     torch.testing.assert_close(out_nn.logits, ref.logits, atol=PARITY_ATOL, rtol=0)
     last = tl.n_streams - 1
     for index in streams:
-        torch.testing.assert_close(out_tl.residuals[index], out_nn.residuals[index], atol=PARITY_ATOL, rtol=0)
+        torch.testing.assert_close(
+            out_tl.residuals[index], out_nn.residuals[index], atol=PARITY_ATOL, rtol=0
+        )
         # transformers applies the final norm to its last hidden state; our streams are pre-norm.
         expected = ref.hidden_states[index] if index < last else None
         if expected is None:
             with torch.no_grad():
-                torch.testing.assert_close(_final_norm(reference_model)(out_tl.residuals[index]), ref.hidden_states[index], atol=PARITY_ATOL, rtol=0)
+                torch.testing.assert_close(
+                    _final_norm(reference_model)(out_tl.residuals[index]),
+                    ref.hidden_states[index],
+                    atol=PARITY_ATOL,
+                    rtol=0,
+                )
         else:
             torch.testing.assert_close(out_tl.residuals[index], expected, atol=PARITY_ATOL, rtol=0)
 
@@ -57,7 +68,9 @@ def test_padding_changes_no_real_token_output(both_backends):
     for subject in both_backends.values():
         alone = subject.run(subject.encode(ITEMS[:1]), residual_layers=[1]).logits[0]
         padded_batch = subject.encode(ITEMS)
-        assert padded_batch.attention_mask[0].sum() < padded_batch.attention_mask.shape[1], "item 0 must be padded"
+        assert padded_batch.attention_mask[0].sum() < padded_batch.attention_mask.shape[1], (
+            "item 0 must be padded"
+        )
         padded = subject.run(padded_batch).logits[0, : alone.shape[0]]
         torch.testing.assert_close(padded, alone, atol=1e-5, rtol=0)
 
@@ -139,7 +152,9 @@ def test_training_step_through_each_backend(both_backends):
         for _ in range(3):
             logits = subject.run(batch, grad=True).logits
             loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), batch.labels[:, 1:].reshape(-1), ignore_index=-100
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                batch.labels[:, 1:].reshape(-1),
+                ignore_index=-100,
             )
             optimiser.zero_grad()
             loss.backward()
@@ -179,7 +194,15 @@ def test_wrap_errors_are_clear(tiny_tok):
 def test_unsupported_architecture_is_one_clear_error(tiny_tok):
     from transformers import BertConfig, BertForMaskedLM
 
-    bert = BertForMaskedLM(BertConfig(vocab_size=len(tiny_tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    bert = BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tiny_tok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    )
     with pytest.raises(ul.ModelSourceError, match="unsupported model architecture 'bert'"):
         ul.load(bert, tokenizer=tiny_tok, backend="nnsight")
 

@@ -43,23 +43,33 @@ def tok():
 
 @pytest.fixture(scope="module")
 def subject(tok):
-    return ul.load(ul.tiny_llama(vocab_size=len(tok), seed=1, n_layers=3), backend="nnsight", tokenizer=tok)
+    return ul.load(
+        ul.tiny_llama(vocab_size=len(tok), seed=1, n_layers=3), backend="nnsight", tokenizer=tok
+    )
 
 
 @pytest.fixture(scope="module")
 def other(tok):
     """A second model: its outputs stand in for a reference that differs from the model being trained."""
-    return ul.load(ul.tiny_llama(vocab_size=len(tok), seed=2, n_layers=3), backend="nnsight", tokenizer=tok)
+    return ul.load(
+        ul.tiny_llama(vocab_size=len(tok), seed=2, n_layers=3), backend="nnsight", tokenizer=tok
+    )
 
 
 def _ctx(subject, seed: int = 0, **options) -> ObjectiveContext:
-    return ObjectiveContext(subject, ObjectiveConfig(**options), torch.Generator().manual_seed(seed), seed)
+    return ObjectiveContext(
+        subject, ObjectiveConfig(**options), torch.Generator().manual_seed(seed), seed
+    )
 
 
 def _hf(subject, batch):
     """The HF module's own forward, hidden states included, in float64 afterwards."""
     with torch.no_grad():
-        out = subject.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+        out = subject.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            output_hidden_states=True,
+        )
     return out.logits.double(), [h.double() for h in out.hidden_states]
 
 
@@ -70,7 +80,13 @@ def _target_logprobs(subject, batch, labels=None) -> list[list[float]]:
     log_probs = torch.log_softmax(logits, dim=-1)
     rows = []
     for b in range(labels.shape[0]):
-        rows.append([float(log_probs[b, t - 1, labels[b, t]]) for t in range(1, labels.shape[1]) if labels[b, t] != -100])
+        rows.append(
+            [
+                float(log_probs[b, t - 1, labels[b, t]])
+                for t in range(1, labels.shape[1])
+                if labels[b, t] != -100
+            ]
+        )
     return rows
 
 
@@ -98,7 +114,9 @@ def _log_sigmoid(x: float) -> float:
 def _examples(subject, other):
     """Forget and retain batches whose references come from the other model (so they differ)."""
     forget_batch, retain_batch = subject.encode(FORGET), subject.encode(RETAIN)
-    ref_logprob = torch.tensor([sum(r) for r in _target_logprobs(other, forget_batch)], dtype=torch.float32)
+    ref_logprob = torch.tensor(
+        [sum(r) for r in _target_logprobs(other, forget_batch)], dtype=torch.float32
+    )
     ref_logits, ref_hidden = _hf(other, retain_batch)
     forget = ObjectiveBatch(forget_batch, reference_logprob=ref_logprob)
     retain = ObjectiveBatch(
@@ -132,9 +150,15 @@ def test_npo_family_matches_hand_formula(subject, other):
     ctx = _ctx(subject, beta=beta, retain_weight=0.7, kl_weight=1.3)
     sums = [sum(r) for r in _target_logprobs(subject, forget.batch)]
     refs = forget.reference_logprob.double().tolist()
-    npo = -(2 / beta) * sum(_log_sigmoid(-beta * (s - r)) for s, r in zip(sums, refs)) / len(sums)
+    npo = (
+        -(2 / beta)
+        * sum(_log_sigmoid(-beta * (s - r)) for s, r in zip(sums, refs, strict=True))
+        / len(sums)
+    )
     assert _loss("npo", ctx, forget, None) == pytest.approx(npo, abs=TOL)
-    assert _loss("npo_gd", ctx, forget, retain) == pytest.approx(npo + 0.7 * _nll(subject, retain.batch), abs=TOL)
+    assert _loss("npo_gd", ctx, forget, retain) == pytest.approx(
+        npo + 0.7 * _nll(subject, retain.batch), abs=TOL
+    )
     kl = _kl(subject, retain.batch, retain.reference_log_probs)
     assert _loss("npo_kl", ctx, forget, retain) == pytest.approx(npo + 1.3 * kl, abs=TOL)
 
@@ -144,7 +168,9 @@ def test_simnpo_matches_hand_formula(subject):
     beta, gamma = 2.5, 0.4
     ctx = _ctx(subject, simnpo_beta=beta, simnpo_gamma=gamma)
     rows = _target_logprobs(subject, forget.batch)
-    expected = -(2 / beta) * sum(_log_sigmoid(-beta * sum(r) / len(r) - gamma) for r in rows) / len(rows)
+    expected = (
+        -(2 / beta) * sum(_log_sigmoid(-beta * sum(r) / len(r) - gamma) for r in rows) / len(rows)
+    )
     assert _loss("simnpo", ctx, forget, None) == pytest.approx(expected, abs=TOL)
 
 
@@ -153,30 +179,45 @@ def test_rlabel_is_nll_of_labels_drawn_from_the_seeded_generator(subject):
     ctx = _ctx(subject, seed=5)
     labels = forget.batch.labels.clone()
     targets = labels != -100
-    labels[targets] = torch.randint(0, subject.shape.vocab_size, (int(targets.sum()),), generator=torch.Generator().manual_seed(5))
+    labels[targets] = torch.randint(
+        0,
+        subject.shape.vocab_size,
+        (int(targets.sum()),),
+        generator=torch.Generator().manual_seed(5),
+    )
     rows = _target_logprobs(subject, forget.batch, labels)
     expected = -sum(sum(r) for r in rows) / sum(len(r) for r in rows)
     assert _loss("rlabel", ctx, forget, None) == pytest.approx(expected, abs=TOL)
-    assert _loss("rlabel", ctx, forget, None) != pytest.approx(expected, abs=TOL)  # redrawn each call
+    assert _loss("rlabel", ctx, forget, None) != pytest.approx(
+        expected, abs=TOL
+    )  # redrawn each call
 
 
 def test_rmu_matches_hand_mse_at_the_block_output(subject, other):
     forget, retain = _examples(subject, other)
     ctx = _ctx(subject, seed=3, rmu_layer=1, rmu_coefficient=4.0, rmu_alpha=50.0)
-    u = torch.rand(subject.shape.d_model, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    u = torch.rand(
+        subject.shape.d_model, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
     target = u / u.norm() * 4.0
     _, hidden_f = _hf(subject, forget.batch)
     _, hidden_r = _hf(subject, retain.batch)
     # hidden_states[2] is the output of block 1 (index 0 is the embedding).
     real_f, real_r = forget.batch.attention_mask.bool(), retain.batch.attention_mask.bool()
     forget_term = float(((hidden_f[2][real_f] - target) ** 2).mean())
-    retain_term = float(((hidden_r[2][real_r] - retain.reference_residual.double()[real_r]) ** 2).mean())
-    assert _loss("rmu", ctx, forget, retain) == pytest.approx(forget_term + 50.0 * retain_term, rel=1e-5)
+    retain_term = float(
+        ((hidden_r[2][real_r] - retain.reference_residual.double()[real_r]) ** 2).mean()
+    )
+    assert _loss("rmu", ctx, forget, retain) == pytest.approx(
+        forget_term + 50.0 * retain_term, rel=1e-5
+    )
 
 
 def test_rmu_trains_only_mlp_output_projections_around_its_layer(subject):
     ctx = _ctx(subject, rmu_layer=2)
-    assert get_objective("rmu").default_trainable(ctx) == [f"layers.{i}.mlp_down.weight" for i in (0, 1, 2)]
+    assert get_objective("rmu").default_trainable(ctx) == [
+        f"layers.{i}.mlp_down.weight" for i in (0, 1, 2)
+    ]
     assert _ctx(subject).rmu_layer == 1  # n_layers // 3
 
 
@@ -187,14 +228,20 @@ def test_references_from_the_cache_equal_the_original_model(subject):
     for name in ("npo_kl", "rmu"):
         spec = get_objective(name)
         cache = ReferenceCache.build(ctx, spec, FORGET, forget_idx, RETAIN, retain_idx)
-        forget = cache.attach(ObjectiveBatch(subject.encode([FORGET[i] for i in forget_idx])), forget_idx, "forget")
-        retain = cache.attach(ObjectiveBatch(subject.encode([RETAIN[i] for i in retain_idx])), retain_idx, "retain")
+        forget = cache.attach(
+            ObjectiveBatch(subject.encode([FORGET[i] for i in forget_idx])), forget_idx, "forget"
+        )
+        retain = cache.attach(
+            ObjectiveBatch(subject.encode([RETAIN[i] for i in retain_idx])), retain_idx, "retain"
+        )
         if name == "npo_kl":
             assert _loss(name, ctx, forget, retain) == pytest.approx(20 * math.log(2), abs=1e-4)
         else:
             _, hidden = _hf(subject, forget.batch)
             real = forget.batch.attention_mask.bool()
-            assert _loss(name, ctx, forget, retain) == pytest.approx(float((hidden[2][real] ** 2).mean()), rel=1e-5)
+            assert _loss(name, ctx, forget, retain) == pytest.approx(
+                float((hidden[2][real] ** 2).mean()), rel=1e-5
+            )
 
 
 def test_npo_loss_is_non_negative_and_its_gradient_vanishes_as_the_likelihood_goes_to_zero():
@@ -239,9 +286,25 @@ def test_random_labels_are_uniform_over_the_vocabulary():
 
 
 def test_registry_names_and_lookup():
-    assert unlearning_methods() == ["ga", "ga_gd", "ga_kl", "npo", "npo_gd", "npo_kl", "rlabel", "simnpo", "rmu"]
+    assert unlearning_methods() == [
+        "ga",
+        "ga_gd",
+        "ga_kl",
+        "npo",
+        "npo_gd",
+        "npo_kl",
+        "rlabel",
+        "simnpo",
+        "rmu",
+    ]
     assert "finetune" in OBJECTIVES and not OBJECTIVES["finetune"].unlearning
-    assert [name for name in OBJECTIVES if needs_retain(name)] == ["ga_gd", "ga_kl", "npo_gd", "npo_kl", "rmu"]
+    assert [name for name in OBJECTIVES if needs_retain(name)] == [
+        "ga_gd",
+        "ga_kl",
+        "npo_gd",
+        "npo_kl",
+        "rmu",
+    ]
     with pytest.raises(ConfigError, match="unknown objective 'gd'; known: finetune, ga, ga_gd"):
         get_objective("gd")
     with pytest.raises(ConfigError, match="unknown objective option"):
@@ -251,11 +314,18 @@ def test_registry_names_and_lookup():
     assert get_objective("ga").summary == "Gradient ascent: `−NLL(forget)`."
 
 
-@pytest.mark.parametrize("name", [n for n in OBJECTIVES])
+@pytest.mark.parametrize("name", list(OBJECTIVES))
 def test_every_objective_trains_a_few_finite_steps(subject, name):
     snapshot = subject.snapshot()
     try:
-        result = train(subject, name, FORGET, RETAIN, TrainConfig(lr=1e-3, steps=2, eval_every=0), progress=False)
+        result = train(
+            subject,
+            name,
+            FORGET,
+            RETAIN,
+            TrainConfig(lr=1e-3, steps=2, eval_every=0),
+            progress=False,
+        )
     finally:
         subject.restore(snapshot)
     assert result.stop_reason == "completed" and len(result.history) == 2

@@ -15,7 +15,9 @@ from unlearn_lens.metrics import (
 )
 
 
-def planted(rng: np.random.Generator, directions: np.ndarray, n: int = 400, noise: float = 1e-3) -> torch.Tensor:
+def planted(
+    rng: np.random.Generator, directions: np.ndarray, n: int = 400, noise: float = 1e-3
+) -> torch.Tensor:
     """Samples varying along the rows of `directions` (decreasing scales) plus tiny noise."""
     k, d = directions.shape
     scales = np.linspace(10.0, 5.0, k)
@@ -119,7 +121,9 @@ def test_pca_shift_sign_convention_is_deterministic():
     # (0.8, -0.6) whatever sign the SVD returns; negating the data must not change that.
     rng = np.random.default_rng(6)
     direction = np.array([-0.8, 0.6])
-    reference = torch.from_numpy(rng.standard_normal((50, 1)) * 3.0 * direction + 0.1 * rng.standard_normal((50, 2)))
+    reference = torch.from_numpy(
+        rng.standard_normal((50, 1)) * 3.0 * direction + 0.1 * rng.standard_normal((50, 2))
+    )
     step = torch.from_numpy(2.0 * direction)
     for data in (reference, -reference):
         assert pca_shift(data, data + step).delta_pc1 == pytest.approx(-2.0, abs=0.01)
@@ -131,7 +135,7 @@ def test_pca_distance_and_mean_hand_computed():
     expected = [math.hypot(1.0, 0.5) / std, 2.0 / std, 5.0 / std]
     references = [TOY_REFERENCE] * 3
     updateds = [TOY_REFERENCE + s for s in layer_shifts]
-    for reference, updated, value in zip(references, updateds, expected):
+    for reference, updated, value in zip(references, updateds, expected, strict=True):
         assert pca_distance(reference, updated) == pytest.approx(value, rel=1e-12)
     assert mean_pca_distance(references, updateds) == pytest.approx(sum(expected) / 3, rel=1e-12)
 
@@ -139,7 +143,9 @@ def test_pca_distance_and_mean_hand_computed():
 def test_pca_distance_uses_means_not_sample_pairs():
     # A different number of updated samples, same mean as a shifted reference.
     updated = torch.tensor([[2.0, 1.5], [2.0, 1.5]])
-    assert pca_distance(TOY_REFERENCE, updated) == pytest.approx(math.hypot(1.0, 0.5) / math.sqrt(8.0 / 3.0))
+    assert pca_distance(TOY_REFERENCE, updated) == pytest.approx(
+        math.hypot(1.0, 0.5) / math.sqrt(8.0 / 3.0)
+    )
 
 
 def test_pca_distance_constant_reference_warns_and_returns_zero():

@@ -25,9 +25,25 @@ def unlearned(tmp_path_factory):
 
 
 def _args(root, out, *extra):
-    return ["relearn", str(root / "u" / "model"), "--backend", "nnsight", "--data", str(root / "forget.jsonl"),
-            "--control", str(root / "control.jsonl"), "--steps", "3", "--lr", "1e-2", "--batch-size", "4",
-            "--out", str(out), *extra]
+    return [
+        "relearn",
+        str(root / "u" / "model"),
+        "--backend",
+        "nnsight",
+        "--data",
+        str(root / "forget.jsonl"),
+        "--control",
+        str(root / "control.jsonl"),
+        "--steps",
+        "3",
+        "--lr",
+        "1e-2",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_saves_the_relearned_model_and_its_recovery_curve(unlearned, tmp_path, capsys):
@@ -35,12 +51,22 @@ def test_saves_the_relearned_model_and_its_recovery_curve(unlearned, tmp_path, c
     assert main(_args(unlearned, out, "--retain", str(unlearned / "retain.jsonl"))) == 0
     record = json.loads((out / "run.json").read_text())
     assert record["command"] == "relearn" and record["model"] == str(unlearned / "u" / "model")
-    assert record["data"]["n_data"] == 4 and record["data"]["n_control"] == 4 and record["data"]["n_retain"] == 4
+    assert (
+        record["data"]["n_data"] == 4
+        and record["data"]["n_control"] == 4
+        and record["data"]["n_retain"] == 4
+    )
     curve = record["result"]["curve"]
-    assert [point["step"] for point in curve["forget"]] == [0, 1, 2, 3], "steps + 1 points: before the first step and after each"
+    assert [point["step"] for point in curve["forget"]] == [0, 1, 2, 3], (
+        "steps + 1 points: before the first step and after each"
+    )
     assert len(curve["retain"]) == 4 and curve["control"][0]["step"] == 0
     work = record["result"]["work"]
-    assert work["source"]["steps"] == 3 and work["source"]["lr"] == 1e-2 and work["control"]["epochs"] == work["source"]["epochs"]
+    assert (
+        work["source"]["steps"] == 3
+        and work["source"]["lr"] == 1e-2
+        and work["control"]["epochs"] == work["source"]["epochs"]
+    )
     relearned = ul.load(out / "model", backend="nnsight")
     assert evaluate(relearned, FORGET).accuracy == pytest.approx(curve["forget"][-1]["accuracy"])
     assert str(out / "model") in capsys.readouterr().out
@@ -50,18 +76,62 @@ def test_the_control_keeps_only_items_the_checkpoint_does_not_answer(unlearned, 
     """As in the audit: control items the model already answers could not gain, and would make any
     recovery look faster than learning; a control it knows entirely is refused in one line."""
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text((unlearned / "control.jsonl").read_text() + (unlearned / "retain.jsonl").read_text())
-    original = ["--backend", "nnsight", "--data", str(unlearned / "forget.jsonl"), "--steps", "1", "--lr", "1e-2",
-                "--batch-size", "4"]
-    assert main(["relearn", str(unlearned / "ck"), *original, "--control", str(mixed), "--out", str(tmp_path / "a")]) == 0
+    mixed.write_text(
+        (unlearned / "control.jsonl").read_text() + (unlearned / "retain.jsonl").read_text()
+    )
+    original = [
+        "--backend",
+        "nnsight",
+        "--data",
+        str(unlearned / "forget.jsonl"),
+        "--steps",
+        "1",
+        "--lr",
+        "1e-2",
+        "--batch-size",
+        "4",
+    ]
+    assert (
+        main(
+            [
+                "relearn",
+                str(unlearned / "ck"),
+                *original,
+                "--control",
+                str(mixed),
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "a" / "run.json").read_text())
-    assert (record["data"]["n_control_given"], record["data"]["n_control"]) == (8, 4)  # the memorised model knows RETAIN
+    assert (record["data"]["n_control_given"], record["data"]["n_control"]) == (
+        8,
+        4,
+    )  # the memorised model knows RETAIN
     assert record["result"]["control_before"]["accuracy"] < 1.0
     capsys.readouterr()
-    assert main(["relearn", str(unlearned / "ck"), *original, "--control", str(unlearned / "retain.jsonl"),
-                 "--out", str(tmp_path / "b")]) == 2
+    assert (
+        main(
+            [
+                "relearn",
+                str(unlearned / "ck"),
+                *original,
+                "--control",
+                str(unlearned / "retain.jsonl"),
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "already answers all 4 control items" in err and not (tmp_path / "b").exists()
+    assert (
+        len(err.splitlines()) == 1
+        and "already answers all 4 control items" in err
+        and not (tmp_path / "b").exists()
+    )
 
 
 def test_refuses_an_earlier_run_without_force(unlearned, tmp_path, capsys):
@@ -82,8 +152,11 @@ def test_ctrl_c_writes_nothing(unlearned, tmp_path, monkeypatch):
         if step.step == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(relearn_module, "train",
-                        lambda *a, callbacks=(), **k: train(*a, callbacks=[*callbacks, interrupt_at_step_2], **k))
+    monkeypatch.setattr(
+        relearn_module,
+        "train",
+        lambda *a, callbacks=(), **k: train(*a, callbacks=[*callbacks, interrupt_at_step_2], **k),
+    )
     assert main(_args(unlearned, tmp_path / "attack")) == 130
     assert not (tmp_path / "attack").exists()
 
@@ -93,6 +166,8 @@ def test_relearn_takes_a_checkpoint_path(unlearned):
     the same call on the loaded model gives."""
     kwargs = {"steps": 2, "lr": 1e-2, "batch_size": 4}
     from_path = ul.relearn(str(unlearned / "u"), FORGET, CONTROL, progress=False, **kwargs)
-    loaded = ul.relearn(ul.load(unlearned / "u" / "model"), FORGET, CONTROL, progress=False, **kwargs)
+    loaded = ul.relearn(
+        ul.load(unlearned / "u" / "model"), FORGET, CONTROL, progress=False, **kwargs
+    )
     assert len(from_path.curve.forget) == 3
     assert from_path.curve.to_dict() == loaded.curve.to_dict()

@@ -13,7 +13,9 @@ from unlearn_lens.study.config import StudyConfig, load_config
 
 def test_toml_then_flags_win(tmp_path):
     path = tmp_path / "study.toml"
-    path.write_text('methods = ["npo", "ga_gd"]\nlr = 3e-5\nsteps = 4\n[objective_options]\nbeta = 0.2\n')
+    path.write_text(
+        'methods = ["npo", "ga_gd"]\nlr = 3e-5\nsteps = 4\n[objective_options]\nbeta = 0.2\n'
+    )
     config = load_config(path)
     assert config.methods == ("npo", "ga_gd") and config.lr == 3e-5 and config.steps == 4
     assert config.objective_options == {"beta": 0.2}
@@ -22,14 +24,17 @@ def test_toml_then_flags_win(tmp_path):
     assert StudyConfig.from_dict(merged.to_dict()) == merged
 
 
-@pytest.mark.parametrize("text, message", [
-    ("lr = 1e-5\nsteps = 'ten'\n", ":2: setting 'steps' must be int"),
-    ("\n\nstepz = 3\n", ":3: unknown setting 'stepz'"),
-    ("steps = 0\n", ":1: steps must be positive"),
-    ("methods = []\n", "methods is empty"),
-    ("steps = [\n", "invalid TOML"),
-    ("max_items = 2\n", "at least 4"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lr = 1e-5\nsteps = 'ten'\n", ":2: setting 'steps' must be int"),
+        ("\n\nstepz = 3\n", ":3: unknown setting 'stepz'"),
+        ("steps = 0\n", ":1: steps must be positive"),
+        ("methods = []\n", "methods is empty"),
+        ("steps = [\n", "invalid TOML"),
+        ("max_items = 2\n", "at least 4"),
+    ],
+)
 def test_bad_config_is_named(tmp_path, text, message):
     path = tmp_path / "study.toml"
     path.write_text(text)
@@ -53,5 +58,7 @@ def test_atomic_json_leaves_no_partial_file(tmp_path):
 
     with pytest.raises(TypeError):
         write_json_atomic(target, {"a": Unserialisable()})
-    assert json.loads(target.read_text()) == {"a": 1.0, "inf": None}, "a failed write keeps the old file"
+    assert json.loads(target.read_text()) == {"a": 1.0, "inf": None}, (
+        "a failed write keeps the old file"
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "no temporary file left behind"

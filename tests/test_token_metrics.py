@@ -37,7 +37,10 @@ def test_hand_computed_metrics():
     third = -math.log(math.e / (math.e + 2.0))
     assert mask.tolist() == [[True, True], [False, True]]
     torch.testing.assert_close(
-        nll, torch.tensor([[math.log(2.0), math.log(5.0)], [0.0, third]], dtype=torch.float64), rtol=1e-14, atol=0
+        nll,
+        torch.tensor([[math.log(2.0), math.log(5.0)], [0.0, third]], dtype=torch.float64),
+        rtol=1e-14,
+        atol=0,
     )
     metrics = token_metrics(logits, labels)
     mean_nll = (math.log(2.0) + math.log(5.0) + third) / 3
@@ -61,7 +64,9 @@ def test_target_loss_reductions():
     assert target_loss(logits, labels, "mean_sequences").item() == pytest.approx(
         (per_sequence[0] / 2 + per_sequence[1]) / 2, rel=1e-14
     )
-    assert target_loss(logits, labels, "sum_per_sequence").tolist() == pytest.approx(per_sequence, rel=1e-14)
+    assert target_loss(logits, labels, "sum_per_sequence").tolist() == pytest.approx(
+        per_sequence, rel=1e-14
+    )
     log_likelihood = sequence_logprob(logits, labels)
     assert log_likelihood.tolist() == pytest.approx([-v for v in per_sequence], rel=1e-14)
     log_likelihood.sum().backward()
@@ -164,7 +169,9 @@ class PrefixSumModel:
 
     def __init__(self, vocab: int, seed: int) -> None:
         self.vocab = vocab
-        self.table = torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        self.table = torch.randn(
+            vocab, vocab, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        )
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self.table[ids.cumsum(dim=-1) % self.vocab]
@@ -187,7 +194,10 @@ def test_exact_match_equals_greedy_decoding():
     answers[0, -1] = (answers[0, -1] + 1) % vocab  # right until the last token
     ids = torch.cat([prompts, answers], dim=1)
     labels = torch.cat([torch.full_like(prompts, IGNORE), answers], dim=1)
-    expected = [model.greedy_decode(p.tolist(), answer_length) == a.tolist() for p, a in zip(prompts, answers)]
+    expected = [
+        model.greedy_decode(p.tolist(), answer_length) == a.tolist()
+        for p, a in zip(prompts, answers, strict=True)
+    ]
     logits = model.logits(ids)
     assert per_sequence_correct(logits, labels).tolist() == expected
     assert 0 < sum(expected) < n

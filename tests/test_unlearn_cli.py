@@ -23,13 +23,29 @@ def model_dir(tmp_path_factory):
 def data_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     for name, items in (("forget", FORGET), ("retain", RETAIN)):
-        (root / f"{name}.jsonl").write_text("".join(json.dumps(item.to_dict()) + "\n" for item in items))
+        (root / f"{name}.jsonl").write_text(
+            "".join(json.dumps(item.to_dict()) + "\n" for item in items)
+        )
     return root / "forget.jsonl", root / "retain.jsonl"
 
 
 def _args(model_dir, forget, out, *extra):
-    return ["unlearn", "--model", str(model_dir), "--backend", "nnsight", "--forget", str(forget),
-            "--lr", "3e-3", "--steps", "4", "--out", str(out), *extra]
+    return [
+        "unlearn",
+        "--model",
+        str(model_dir),
+        "--backend",
+        "nnsight",
+        "--forget",
+        str(forget),
+        "--lr",
+        "3e-3",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_writes_the_unlearned_model_and_run_record(model_dir, data_files, tmp_path):
@@ -38,13 +54,24 @@ def test_writes_the_unlearned_model_and_run_record(model_dir, data_files, tmp_pa
     assert main(_args(model_dir, forget, out, "--retain", str(retain), "--method", "ga_gd")) == 0
     record = json.loads((out / "run.json").read_text())
     assert record["result"]["method"] == "ga_gd" and record["model_state"] == "unlearned"
-    assert record["data"] == {"forget": str(forget), "retain": str(retain), "n_forget": 4, "n_retain": 4, "known_filter": None,
-                              "fields": {"prompt": None, "answer": None, "text": None}, "chat_template": False}
+    assert record["data"] == {
+        "forget": str(forget),
+        "retain": str(retain),
+        "n_forget": 4,
+        "n_retain": 4,
+        "known_filter": None,
+        "fields": {"prompt": None, "answer": None, "text": None},
+        "chat_template": False,
+    }
     history = record["result"]["run"]["history"]
-    assert [step["step"] for step in history] == [1, 2, 3, 4] and history[-1]["metrics"]["retain"]["n_sequences"] == 4
+    assert [step["step"] for step in history] == [1, 2, 3, 4] and history[-1]["metrics"]["retain"][
+        "n_sequences"
+    ] == 4
     unlearned = ul.load(out / "model", backend="nnsight")
     after = evaluate(unlearned, FORGET)
-    assert after.exact_match == pytest.approx(record["result"]["run"]["final_metrics"]["forget"]["exact_match"])
+    assert after.exact_match == pytest.approx(
+        record["result"]["run"]["final_metrics"]["forget"]["exact_match"]
+    )
     assert after.exact_match < 1.0
 
 
@@ -81,7 +108,9 @@ def test_missing_forget_file_is_exit_2(model_dir, tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_ctrl_c_saves_the_finished_request_and_says_where(model_dir, data_files, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_saves_the_finished_request_and_says_where(
+    model_dir, data_files, tmp_path, monkeypatch, capsys
+):
     """Ctrl-C during the second request: the model after the first is saved, with the history so far."""
     train = api.train
 
@@ -89,7 +118,11 @@ def test_ctrl_c_saves_the_finished_request_and_says_where(model_dir, data_files,
         if step.step == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(api, "train", lambda *a, callbacks=(), **k: train(*a, callbacks=[*callbacks, interrupt_at_step_3], **k))
+    monkeypatch.setattr(
+        api,
+        "train",
+        lambda *a, callbacks=(), **k: train(*a, callbacks=[*callbacks, interrupt_at_step_3], **k),
+    )
     out = tmp_path / "run"
     assert main(_args(model_dir, data_files[0], out, "--steps", "2", "--requests", "2")) == 130
     record = json.loads((out / "run.json").read_text())
@@ -104,13 +137,38 @@ def test_ctrl_c_saves_the_finished_request_and_says_where(model_dir, data_files,
 def test_builtin_domain_and_known_only(model_dir, tmp_path):
     """`--domain` brings its forget and retain sets; `--known-only` drops what the model cannot answer."""
     out = tmp_path / "domain"
-    assert main(["unlearn", "--model", str(model_dir), "--backend", "nnsight", "--domain", "math", "--steps", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "unlearn",
+                "--model",
+                str(model_dir),
+                "--backend",
+                "nnsight",
+                "--domain",
+                "math",
+                "--steps",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads((out / "run.json").read_text())["data"]
-    assert (data["forget"], data["retain"], data["n_forget"], data["n_retain"]) == ("builtin:math", "builtin:math", 32, 32)
+    assert (data["forget"], data["retain"], data["n_forget"], data["n_retain"]) == (
+        "builtin:math",
+        "builtin:math",
+        32,
+        32,
+    )
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text("".join(json.dumps(item.to_dict()) + "\n" for item in CONTROL + FORGET))
     out = tmp_path / "known"
     assert main(_args(model_dir, mixed, out, "--steps", "1", "--known-only")) == 0
     data = json.loads((out / "run.json").read_text())["data"]
-    assert data["n_forget"] == 4 and data["known_filter"] == {"n_items": 8, "n_known": 4, "n_dropped": 4}
+    assert data["n_forget"] == 4 and data["known_filter"] == {
+        "n_items": 8,
+        "n_known": 4,
+        "n_dropped": 4,
+    }

@@ -11,7 +11,13 @@ from unlearn_lens.data import (
     chat_items,
     load_items,
 )
-from unlearn_lens.diagnostics import Comparison, collect_activations, compare, compare_snapshots, model_fisher
+from unlearn_lens.diagnostics import (
+    Comparison,
+    collect_activations,
+    compare,
+    compare_snapshots,
+    model_fisher,
+)
 from unlearn_lens.errors import ConfigError, ModelSourceError, UnlearnLensError
 from unlearn_lens.evaluation import evaluate, items_correct
 from unlearn_lens.localize import (
@@ -42,13 +48,17 @@ from unlearn_lens.models import (
     tiny_tokenizer,
     wrap,
 )
-from unlearn_lens.predict import ReversibilityFeatures, ReversibilityPredictor, builtin_predictor, measure_features
+from unlearn_lens.predict import (
+    ReversibilityFeatures,
+    ReversibilityPredictor,
+    builtin_predictor,
+    measure_features,
+)
 from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict, classify_regime
 from unlearn_lens.study.audit import audit
 from unlearn_lens.study.config import StudyConfig, load_config
 from unlearn_lens.study.given import GivenCheckpoint
 from unlearn_lens.study.results import AuditResults, MethodResults
-from unlearn_lens.validation import GridSettings, run_grid
 from unlearn_lens.unlearn import (
     ObjectiveConfig,
     RelearnResult,
@@ -61,21 +71,22 @@ from unlearn_lens.unlearn import (
     train,
     unlearn,
 )
+from unlearn_lens.validation import GridSettings, run_grid
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AttributedLocalization",
-    "AuditResults",
     "BUILTIN_DOMAINS",
     "BUILTIN_MODELS",
+    "DEFAULT_MODEL",
+    "AttributedLocalization",
+    "AuditResults",
     "BuiltinSets",
     "Comparison",
     "ConfigError",
-    "DEFAULT_MODEL",
     "DataError",
-    "FieldMap",
     "DeltaTracker",
+    "FieldMap",
     "GivenCheckpoint",
     "GridSettings",
     "Item",

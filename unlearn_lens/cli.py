@@ -28,7 +28,13 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
-    subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map, dtype=args.dtype)
+    subject = load(
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        device_map=args.device_map,
+        dtype=args.dtype,
+    )
     print_inspection(console, subject, args.prompt, top_k=args.top_k)
 
 
@@ -43,12 +49,20 @@ def _one_line(error: Exception) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="unlearn-lens", description="Audit whether an unlearned LM forgot or only hides.")
+    parser = argparse.ArgumentParser(
+        prog="unlearn-lens", description="Audit whether an unlearned LM forgot or only hides."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    inspect = sub.add_parser("inspect", help="architecture summary and top next-token predictions for a prompt")
+    inspect = sub.add_parser(
+        "inspect", help="architecture summary and top next-token predictions for a prompt"
+    )
     add_model_flags(inspect)
-    inspect.add_argument("prompt", nargs="?", default="The capital of France is", help="text to continue")
-    inspect.add_argument("--top-k", type=int, default=5, help="how many predictions to show (default 5)")
+    inspect.add_argument(
+        "prompt", nargs="?", default="The capital of France is", help="text to continue"
+    )
+    inspect.add_argument(
+        "--top-k", type=int, default=5, help="how many predictions to show (default 5)"
+    )
     inspect.set_defaults(handler=_cmd_inspect)
     for command in (audit, report, compare, unlearn, relearn):
         command.register(sub)
@@ -61,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except (UnlearnLensError, ValueError, OSError) as error:
-        error_console.print(f"[bold red]error:[/] {escape(_one_line(error))}", highlight=False, soft_wrap=True)
+        error_console.print(
+            f"[bold red]error:[/] {escape(_one_line(error))}", highlight=False, soft_wrap=True
+        )
         return 2
     except KeyboardInterrupt:
         error_console.print("[yellow]interrupted[/]")

@@ -14,7 +14,9 @@ EVAL_BATCH_SIZE = 16
 """Items per forward pass when only measuring: large enough to amortise overhead on CPU."""
 
 
-def evaluate(subject: Subject, items: Sequence[Item], batch_size: int = EVAL_BATCH_SIZE) -> TokenMetrics:
+def evaluate(
+    subject: Subject, items: Sequence[Item], batch_size: int = EVAL_BATCH_SIZE
+) -> TokenMetrics:
     """Accuracy, NLL, perplexity and exact match of `subject` on the target tokens of `items`."""
     accumulator = TokenMetricsAccumulator()
     with torch.no_grad():
@@ -23,10 +25,14 @@ def evaluate(subject: Subject, items: Sequence[Item], batch_size: int = EVAL_BAT
     return accumulator.result()
 
 
-def items_correct(subject: Subject, items: Sequence[Item], batch_size: int = EVAL_BATCH_SIZE) -> list[bool]:
+def items_correct(
+    subject: Subject, items: Sequence[Item], batch_size: int = EVAL_BATCH_SIZE
+) -> list[bool]:
     """Per item: does greedy decoding reproduce its answer (every target token is the argmax)?"""
     correct: list[bool] = []
     with torch.no_grad():
         for batch in subject.batches(items, batch_size):
-            correct.extend(bool(c) for c in per_sequence_correct(subject.run(batch).logits, batch.labels))
+            correct.extend(
+                bool(c) for c in per_sequence_correct(subject.run(batch).logits, batch.labels)
+            )
     return correct

@@ -41,7 +41,9 @@ def check_out_dir(out: Path, force: bool, markers: tuple[str, ...]) -> None:
     check_out_location(out)
     held = [name for name in markers if (out / name).exists()]
     if held and not force:
-        raise ConfigError(f"--out {out} already holds {held[0]}; pass --force to overwrite it or choose another --out")
+        raise ConfigError(
+            f"--out {out} already holds {held[0]}; pass --force to overwrite it or choose another --out"
+        )
     check_not_foreign(out, force, markers)
 
 
@@ -49,5 +51,7 @@ def check_not_foreign(out: Path, force: bool, markers: tuple[str, ...]) -> None:
     """Refuse, unless `force`, a non-empty `out` that is not a run of ours: its files are the user's."""
     entry = foreign_entry(out, markers)
     if entry is not None and not force:
-        raise ConfigError(f"--out {out} holds other files ({entry!r}) and no run of unlearn_lens; "
-                          "choose a new or empty directory, or pass --force to write into it")
+        raise ConfigError(
+            f"--out {out} holds other files ({entry!r}) and no run of unlearn_lens; "
+            "choose a new or empty directory, or pass --force to write into it"
+        )

@@ -69,8 +69,10 @@ class RegimeThresholds:
     def describe(self) -> str:
         """Every threshold in one bracket, printed with each verdict."""
         return (
-            f"[thresholds: forgotten ≥ {percent(self.min_forgotten)}, recovery ≥ {self.recovery:.2f}, excess over control "
-            f"≥ {self.control_margin:.2f}, control gain ≥ {self.min_control_gain:.2f}, retain drop ≤ {percent(self.retain_drop)}, "
+            f"[thresholds: forgotten ≥ {percent(self.min_forgotten)}, recovery ≥ "
+            f"{self.recovery:.2f}, excess over control "
+            f"≥ {self.control_margin:.2f}, control gain ≥ {self.min_control_gain:.2f}, retain drop "
+            f"≤ {percent(self.retain_drop)}, "
             f"retain NLL rise ≤ {self.retain_nll_rise:.2f} nats]"
         )
 
@@ -99,9 +101,11 @@ class RegimeVerdict:
         e, t = self.evidence, self.thresholds
         if self.label == INCONCLUSIVE:
             forget = (
-                f"the relearning budget taught the control nothing: control accuracy gain {e['control_gain_absolute']:.2f} "
+                "the relearning budget taught the control nothing: control accuracy gain "
+                f"{e['control_gain_absolute']:.2f} "
                 f"< {t.min_control_gain:.2f} while recovery {e['recovery']:.2f} < {t.recovery:.2f} (forget accuracy "
-                f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f} → {e['forget_relearned']:.2f}); give relearning "
+                f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f} → "
+                f"{e['forget_relearned']:.2f}); give relearning "
                 "more steps or a higher learning rate"
             )
         elif self.reversible is None:
@@ -147,12 +151,14 @@ def _retain_clause(catastrophic: bool, e: dict[str, float | None], t: RegimeThre
     parts = []
     if e["retain_drop"] is not None:
         parts.append(
-            f"retain accuracy {e['retain_original']:.2f} → {e['retain_unlearned']:.2f} (drop {percent(e['retain_drop'])} "
+            f"retain accuracy {e['retain_original']:.2f} → {e['retain_unlearned']:.2f} (drop "
+            f"{percent(e['retain_drop'])} "
             f"{'>' if e['retain_drop'] > t.retain_drop else '≤'} {percent(t.retain_drop)})"
         )
     if e["retain_nll_rise"] is not None:
         parts.append(
-            f"retain NLL {e['retain_nll_original']:.2f} → {e['retain_nll_unlearned']:.2f} (rise {e['retain_nll_rise']:.2f} "
+            f"retain NLL {e['retain_nll_original']:.2f} → {e['retain_nll_unlearned']:.2f} (rise "
+            f"{e['retain_nll_rise']:.2f} "
             f"{'>' if e['retain_nll_rise'] > t.retain_nll_rise else '≤'} {t.retain_nll_rise:.2f} nats)"
         )
     numbers = ", ".join(parts) or "retain accuracy was 0 before unlearning, no drop to measure"
@@ -210,9 +216,16 @@ def classify_regime(
     has_accuracy = retain_original is not None and retain_unlearned is not None
     has_nll = retain_nll_original is not None and retain_nll_unlearned is not None
     if not (has_accuracy or has_nll):
-        raise ValueError("catastrophe needs retain_original + retain_unlearned accuracy, or retain_nll_original + retain_nll_unlearned")
+        raise ValueError(
+            "catastrophe needs retain_original + retain_unlearned accuracy, or retain_nll_original "
+            "+ retain_nll_unlearned"
+        )
 
-    retain_drop = (retain_original - retain_unlearned) / retain_original if has_accuracy and retain_original > 0 else None
+    retain_drop = (
+        (retain_original - retain_unlearned) / retain_original
+        if has_accuracy and retain_original > 0
+        else None
+    )
     retain_nll_rise = retain_nll_unlearned - retain_nll_original if has_nll else None
     catastrophic = (retain_drop is not None and retain_drop > t.retain_drop) or (
         retain_nll_rise is not None and retain_nll_rise > t.retain_nll_rise
@@ -246,7 +259,11 @@ def classify_regime(
         control_gain = (control_after - control_before) / lost
         evidence["control_gain"] = control_gain
         evidence["control_gain_absolute"] = control_after - control_before
-        evidence["excess_recovery"] = recovery - control_gain if peak_excess is None else max(peak_excess, recovery - control_gain)
+        evidence["excess_recovery"] = (
+            recovery - control_gain
+            if peak_excess is None
+            else max(peak_excess, recovery - control_gain)
+        )
         if not reversible and control_after - control_before < t.min_control_gain:
             return RegimeVerdict(None, catastrophic, INCONCLUSIVE, evidence, t)
         reversible = reversible and evidence["excess_recovery"] >= t.control_margin

@@ -11,16 +11,28 @@ from pathlib import Path
 
 from rich.console import Console
 
-from unlearn_lens.commands.common import DATA_SPEC, add_data_flags, add_length_flags, add_model_flags
+from unlearn_lens.commands.common import (
+    DATA_SPEC,
+    add_data_flags,
+    add_length_flags,
+    add_model_flags,
+)
+from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
 from unlearn_lens.data.fields import DataError
 from unlearn_lens.data.loaders import check_spec
-from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.study.config import LOCALIZATIONS, StudyConfig, file_settings
 
 DEFAULT_OUT = Path("runs/audit")
-THRESHOLD_SETTINGS = ("min_forgotten", "recovery_threshold", "control_margin", "min_control_gain", "retain_drop",
-                      "retain_nll_rise", "restore_fraction")
+THRESHOLD_SETTINGS = (
+    "min_forgotten",
+    "recovery_threshold",
+    "control_margin",
+    "min_control_gain",
+    "retain_drop",
+    "retain_nll_rise",
+    "restore_fraction",
+)
 """Verdict settings that have a flag each (`--min-forgotten` …)."""
 
 
@@ -32,50 +44,139 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Run the reversibility study for each method and write results.json, figures and report.html.",
     )
     add_model_flags(parser, defaults=False)
-    parser.add_argument("--config", type=Path, metavar="FILE", help="study.toml holding any of these settings (flags win)")
-    parser.add_argument("--domain", default=None, help=f"built-in data sets: {', '.join(BUILTIN_DOMAINS)} (default text)")
-    parser.add_argument("--forget", default=None, metavar="SPEC", help=f"your forget items: {DATA_SPEC}")
-    parser.add_argument("--retain", default=None, metavar="SPEC", help="your retain items (any form --forget takes)")
-    parser.add_argument("--control", default=None, metavar="SPEC", help="novel control items the model never knew")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="study.toml holding any of these settings (flags win)",
+    )
+    parser.add_argument(
+        "--domain",
+        default=None,
+        help=f"built-in data sets: {', '.join(BUILTIN_DOMAINS)} (default text)",
+    )
+    parser.add_argument(
+        "--forget", default=None, metavar="SPEC", help=f"your forget items: {DATA_SPEC}"
+    )
+    parser.add_argument(
+        "--retain", default=None, metavar="SPEC", help="your retain items (any form --forget takes)"
+    )
+    parser.add_argument(
+        "--control", default=None, metavar="SPEC", help="novel control items the model never knew"
+    )
     add_data_flags(parser, defaults=False)
-    parser.add_argument("--method", dest="methods", action="append", default=None,
-                        help="unlearning method, repeatable: ga ga_gd ga_kl npo npo_gd npo_kl rlabel simnpo rmu "
-                             "(default ga, npo; none when --unlearned is given)")
-    parser.add_argument("--unlearned", action="append", default=None, metavar="[NAME=]PATH",
-                        help="a checkpoint unlearned elsewhere (directory, unlearn --out, or hub id) to audit against --model "
-                             "instead of unlearning it here; repeatable (default name: its directory, or OUT for OUT/model)")
-    parser.add_argument("--requests", type=int, default=None, help="1 = single request; k = continual, k sequential requests")
-    parser.add_argument("--lr", type=float, default=None, help="unlearning learning rate (default 1e-5)")
-    parser.add_argument("--steps", type=int, default=None, help="unlearning steps per request (default 10)")
+    parser.add_argument(
+        "--method",
+        dest="methods",
+        action="append",
+        default=None,
+        help="unlearning method, repeatable: ga ga_gd ga_kl npo npo_gd npo_kl rlabel simnpo rmu "
+        "(default ga, npo; none when --unlearned is given)",
+    )
+    parser.add_argument(
+        "--unlearned",
+        action="append",
+        default=None,
+        metavar="[NAME=]PATH",
+        help="a checkpoint unlearned elsewhere (directory, unlearn --out, or hub id) to audit against --model "
+        "instead of unlearning it here; repeatable (default name: its directory, or OUT for OUT/model)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="1 = single request; k = continual, k sequential requests",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="unlearning learning rate (default 1e-5)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="unlearning steps per request (default 10)"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="items per step (default 8)")
-    parser.add_argument("--relearn-steps", type=int, default=None, help="relearning budget in steps (default 10)")
-    parser.add_argument("--relearn-lr", type=float, default=None, help="relearning learning rate (default 3e-5: chosen so the control learns; see the regimes page)")
-    parser.add_argument("--relearn-source", default=None, help="forget, retain, unrelated, or a data spec like --forget's (default forget)")
-    verdict = parser.add_argument_group("verdict thresholds (printed with every verdict; see the regimes page)")
+    parser.add_argument(
+        "--relearn-steps", type=int, default=None, help="relearning budget in steps (default 10)"
+    )
+    parser.add_argument(
+        "--relearn-lr",
+        type=float,
+        default=None,
+        help="relearning learning rate (default 3e-5: chosen so the control learns; see the regimes page)",
+    )
+    parser.add_argument(
+        "--relearn-source",
+        default=None,
+        help="forget, retain, unrelated, or a data spec like --forget's (default forget)",
+    )
+    verdict = parser.add_argument_group(
+        "verdict thresholds (printed with every verdict; see the regimes page)"
+    )
     for name, meaning in (
-        ("min-forgotten", "share of forget accuracy unlearning must remove to classify reversibility (default 0.5)"),
+        (
+            "min-forgotten",
+            "share of forget accuracy unlearning must remove to classify reversibility (default 0.5)",
+        ),
         ("recovery-threshold", "recovery that counts as reversible (default 0.5)"),
-        ("control-margin", "how far recovery must beat the control's gain, same scale (default 0.25)"),
-        ("min-control-gain", "control accuracy gain below which a low recovery is inconclusive (default 0.1)"),
+        (
+            "control-margin",
+            "how far recovery must beat the control's gain, same scale (default 0.25)",
+        ),
+        (
+            "min-control-gain",
+            "control accuracy gain below which a low recovery is inconclusive (default 0.1)",
+        ),
         ("retain-drop", "relative retain accuracy drop that is catastrophic (default 0.2)"),
         ("retain-nll-rise", "retain NLL rise in nats that is catastrophic (default ln 2)"),
-        ("restore-fraction", "share of the forget effect a head + last-k reversion must restore to set the depth (default 0.8)"),
+        (
+            "restore-fraction",
+            "share of the forget effect a head + last-k reversion must restore to set the depth (default 0.8)",
+        ),
     ):
         verdict.add_argument(f"--{name}", type=float, default=None, metavar="X", help=meaning)
-    parser.add_argument("--lens-decoder", choices=("fixed", "own"), default=None,
-                        help="logit lens: read every model through the original's head (fixed, default) or its own")
-    parser.add_argument("--max-items", type=int, default=None, help="items kept per split (default 32)")
+    parser.add_argument(
+        "--lens-decoder",
+        choices=("fixed", "own"),
+        default=None,
+        help="logit lens: read every model through the original's head (fixed, default) or its own",
+    )
+    parser.add_argument(
+        "--max-items", type=int, default=None, help="items kept per split (default 32)"
+    )
     add_length_flags(parser, defaults=False)
-    parser.add_argument("--keep-unknown", action="store_true", default=None, help="skip the known filter on forget/retain")
-    parser.add_argument("--localization", default=None, choices=LOCALIZATIONS,
-                        help="attribution: integrated gradients over every weight, exact depth and checks (default); "
-                             "exact: revert every block, last-k, component and head set one by one")
+    parser.add_argument(
+        "--keep-unknown",
+        action="store_true",
+        default=None,
+        help="skip the known filter on forget/retain",
+    )
+    parser.add_argument(
+        "--localization",
+        default=None,
+        choices=LOCALIZATIONS,
+        help="attribution: integrated gradients over every weight, exact depth and checks (default); "
+        "exact: revert every block, last-k, component and head set one by one",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help=f"run directory (default {DEFAULT_OUT})")
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    parser.add_argument("--force", action="store_true", help="replace a finished or different run in --out")
-    parser.add_argument("--layers-for", action="append", default=None, metavar="METHOD",
-                        help="print per-layer tables for this method (repeatable; default the first)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"run directory (default {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --out"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace a finished or different run in --out"
+    )
+    parser.add_argument(
+        "--layers-for",
+        action="append",
+        default=None,
+        metavar="METHOD",
+        help="print per-layer tables for this method (repeatable; default the first)",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -89,14 +190,32 @@ def settings(args: argparse.Namespace) -> StudyConfig:
     if unlearned is not None and methods is None and "methods" not in from_file:
         methods = []  # checkpoints given and no method named: audit only the checkpoints
     flags = {
-        "model": args.model, "backend": args.backend, "device": args.device, "device_map": args.device_map,
-        "dtype": args.dtype, "domain": args.domain, "prompt_field": args.prompt_field, "answer_field": args.answer_field,
-        "text_field": args.text_field, "chat_template": args.chat_template,
-        "forget": args.forget, "retain": args.retain, "control": args.control,
-        "methods": methods, "unlearned": unlearned, "requests": args.requests, "lr": args.lr, "steps": args.steps,
-        "batch_size": args.batch_size, "relearn_steps": args.relearn_steps, "relearn_lr": args.relearn_lr,
-        "relearn_source": args.relearn_source, "max_items": args.max_items, "max_tokens": args.max_tokens,
-        "truncate": args.truncate, "seed": args.seed,
+        "model": args.model,
+        "backend": args.backend,
+        "device": args.device,
+        "device_map": args.device_map,
+        "dtype": args.dtype,
+        "domain": args.domain,
+        "prompt_field": args.prompt_field,
+        "answer_field": args.answer_field,
+        "text_field": args.text_field,
+        "chat_template": args.chat_template,
+        "forget": args.forget,
+        "retain": args.retain,
+        "control": args.control,
+        "methods": methods,
+        "unlearned": unlearned,
+        "requests": args.requests,
+        "lr": args.lr,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "relearn_steps": args.relearn_steps,
+        "relearn_lr": args.relearn_lr,
+        "relearn_source": args.relearn_source,
+        "max_items": args.max_items,
+        "max_tokens": args.max_tokens,
+        "truncate": args.truncate,
+        "seed": args.seed,
         "localization": args.localization,
         "known_only": False if args.keep_unknown else None,
         "lens_decoder": args.lens_decoder,
@@ -104,7 +223,9 @@ def settings(args: argparse.Namespace) -> StudyConfig:
     }
     config = base.merged(flags)
     if config.domain not in BUILTIN_DOMAINS:
-        raise ConfigError(f"--domain {config.domain!r} is unknown; choose one of {', '.join(BUILTIN_DOMAINS)}")
+        raise ConfigError(
+            f"--domain {config.domain!r} is unknown; choose one of {', '.join(BUILTIN_DOMAINS)}"
+        )
     from unlearn_lens.study.audit import RELEARN_SOURCES
 
     specs = {name: getattr(config, name) for name in ("forget", "retain", "control")}
@@ -125,10 +246,14 @@ def given_checkpoints(values: list[str]) -> dict[str, str]:
 
     named: dict[str, str] = {}
     for value in values:
-        name, _, source = value.partition("=") if "=" in value else (checkpoint_name(value), "", value)
+        name, _, source = (
+            value.partition("=") if "=" in value else (checkpoint_name(value), "", value)
+        )
         if name in named:
-            raise ConfigError(f"--unlearned: two checkpoints are named {name!r} ({named[name]} and {source}); "
-                              "name them with --unlearned NAME=PATH")
+            raise ConfigError(
+                f"--unlearned: two checkpoints are named {name!r} ({named[name]} and {source}); "
+                "name them with --unlearned NAME=PATH"
+            )
         named[name] = source
     return named
 
@@ -140,5 +265,7 @@ def run(args: argparse.Namespace) -> None:
     from unlearn_lens.study.audit import audit
 
     config = settings(args)
-    results = audit(config, out=args.out, resume=args.resume, force=args.force, console=Console(stderr=True))
+    results = audit(
+        config, out=args.out, resume=args.resume, force=args.force, console=Console(stderr=True)
+    )
     render_run(results, args.out, report_console(), layer_methods=args.layers_for)

@@ -54,31 +54,76 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="per-layer CKA, PCA and Fisher diagnostics between two checkpoints of a model",
         description="Compare a reference checkpoint with an updated one (unlearned, relearned) on the same items.",
     )
-    parser.add_argument("reference", metavar="REFERENCE", help="reference model: built-in name, local directory or hub id")
-    parser.add_argument("updated", metavar="UPDATED", help="updated model: built-in name, local directory or hub id")
-    parser.add_argument("--data", required=True, metavar="SPEC", help=f"items to compare on: {DATA_SPEC}")
-    add_data_flags(parser)
-    parser.add_argument("--pooling", default="mean", choices=POOLINGS, help="how a sequence becomes a sample (default mean)")
-    parser.add_argument("--tokens", default="all", choices=TOKEN_SPANS, help="which real tokens are pooled (default all)")
-    add_runtime_flags(parser)
-    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help=f"items per forward pass (default {EVAL_BATCH_SIZE})")
-    add_length_flags(parser)
-    parser.add_argument("--no-fisher", action="store_true", help="skip the Fisher information (no backward passes)")
-    parser.add_argument("--fisher-components", action="store_true", help="compare the Fisher information per component (q, k, v, o, MLP) too")
     parser.add_argument(
-        "--predict-reversibility", action="store_true",
-        help="treat REFERENCE as the original and UPDATED as the unlearned model, --data as the forget set, and predict "
-        "how much a relearning attack would bring back, without running it",
+        "reference",
+        metavar="REFERENCE",
+        help="reference model: built-in name, local directory or hub id",
     )
-    parser.add_argument("--predictor", type=Path, default=None, metavar="FILE",
-                        help="a predictor fitted by benchmarks/validation.py (default: the one shipped, fitted on SmolLM2-135M)")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write comparison.json and PNG figures here")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing comparison in --out")
+    parser.add_argument(
+        "updated", metavar="UPDATED", help="updated model: built-in name, local directory or hub id"
+    )
+    parser.add_argument(
+        "--data", required=True, metavar="SPEC", help=f"items to compare on: {DATA_SPEC}"
+    )
+    add_data_flags(parser)
+    parser.add_argument(
+        "--pooling",
+        default="mean",
+        choices=POOLINGS,
+        help="how a sequence becomes a sample (default mean)",
+    )
+    parser.add_argument(
+        "--tokens",
+        default="all",
+        choices=TOKEN_SPANS,
+        help="which real tokens are pooled (default all)",
+    )
+    add_runtime_flags(parser)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=EVAL_BATCH_SIZE,
+        help=f"items per forward pass (default {EVAL_BATCH_SIZE})",
+    )
+    add_length_flags(parser)
+    parser.add_argument(
+        "--no-fisher", action="store_true", help="skip the Fisher information (no backward passes)"
+    )
+    parser.add_argument(
+        "--fisher-components",
+        action="store_true",
+        help="compare the Fisher information per component (q, k, v, o, MLP) too",
+    )
+    parser.add_argument(
+        "--predict-reversibility",
+        action="store_true",
+        help="treat REFERENCE as the original and UPDATED as the unlearned model, --data as the "
+        "forget set, and predict how much a relearning attack would bring back, without running it",
+    )
+    parser.add_argument(
+        "--predictor",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a predictor fitted by benchmarks/validation.py (default: the one shipped, fitted on SmolLM2-135M)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write comparison.json and PNG figures here",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite an existing comparison in --out"
+    )
     parser.set_defaults(handler=run)
     return parser
 
 
-def write_outputs(comparison: Comparison, out: Path, prediction: dict[str, Any] | None = None) -> list[Path]:
+def write_outputs(
+    comparison: Comparison, out: Path, prediction: dict[str, Any] | None = None
+) -> list[Path]:
     """Write `comparison.json`, the figures and (when given) `reversibility.json` into `out`,
     atomically as a whole.
 
@@ -101,7 +146,9 @@ def write_outputs(comparison: Comparison, out: Path, prediction: dict[str, Any] 
         if out.exists():
             for name in names:
                 os.replace(staging / name, out / name)
-            if prediction is None:  # a forced rerun without prediction must not leave an old one beside it
+            if (
+                prediction is None
+            ):  # a forced rerun without prediction must not leave an old one beside it
                 (out / PREDICTION_FILE).unlink(missing_ok=True)
         else:
             staging.rename(out)
@@ -127,18 +174,34 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError("--predictor is used only with --predict-reversibility")
     predictor = _predictor(args) if args.predict_reversibility else None
     items = load_items(args.data, field_map(args))
-    options = {"backend": args.backend, "device": args.device, "device_map": args.device_map, "dtype": args.dtype}
+    options = {
+        "backend": args.backend,
+        "device": args.device,
+        "device_map": args.device_map,
+        "dtype": args.dtype,
+    }
     reference = load(args.reference, **options)
     if args.chat_template:  # before the length check: the template's tokens count too
         items = chat_items(items, reference.tokenizer)
     items = _check_items(reference, items, args)
     updated = load(args.updated, **options)
     comparison, reference_pass, updated_pass = compare_models(
-        reference, updated, items, pooling=args.pooling, tokens=args.tokens, batch_size=args.batch_size,
-        fisher=not args.no_fisher, fisher_components=args.fisher_components, progress=True,
+        reference,
+        updated,
+        items,
+        pooling=args.pooling,
+        tokens=args.tokens,
+        batch_size=args.batch_size,
+        fisher=not args.no_fisher,
+        fisher_components=args.fisher_components,
+        progress=True,
     )
     print_comparison(console, comparison)
-    prediction = _predict(reference, updated, items, predictor, reference_pass, updated_pass) if predictor is not None else None
+    prediction = (
+        _predict(reference, updated, items, predictor, reference_pass, updated_pass)
+        if predictor is not None
+        else None
+    )
     if args.out is not None:
         written = write_outputs(comparison, args.out, prediction)
         console.print(f"wrote {', '.join(path.name for path in written)} to {args.out}")
@@ -152,7 +215,12 @@ def _check_items(reference: Subject, items: list[Item], args: argparse.Namespace
 
     items = fit_items(reference, items, args.data, str(args.data), args, console)
     if args.pooling != "tokens":
-        check_distinct(str(args.data), items, MIN_DEBIASED_SAMPLES, f"debiased CKA with --pooling {args.pooling}")
+        check_distinct(
+            str(args.data),
+            items,
+            MIN_DEBIASED_SAMPLES,
+            f"debiased CKA with --pooling {args.pooling}",
+        )
     return items
 
 
@@ -165,16 +233,32 @@ def _predictor(args: argparse.Namespace) -> ReversibilityPredictor:
     return ReversibilityPredictor.load(args.predictor)
 
 
-def _predict(reference: Subject, updated: Subject, items: list[Item], predictor: ReversibilityPredictor,
-             reference_pass: ModelPass, updated_pass: ModelPass) -> dict[str, Any]:
+def _predict(
+    reference: Subject,
+    updated: Subject,
+    items: list[Item],
+    predictor: ReversibilityPredictor,
+    reference_pass: ModelPass,
+    updated_pass: ModelPass,
+) -> dict[str, Any]:
     """Measure the cheap features of `updated` against `reference` on the forget items (reusing the
     comparison's passes where their settings fit), print the prediction, and return what
     `reversibility.json` holds."""
     from unlearn_lens.predict.features import measure_features
     from unlearn_lens.report.prediction_table import print_prediction
 
-    features = measure_features(updated, reference.snapshot(), items, original_pass=reference_pass,
-                                unlearned_pass=updated_pass, progress=True)
+    features = measure_features(
+        updated,
+        reference.snapshot(),
+        items,
+        original_pass=reference_pass,
+        unlearned_pass=updated_pass,
+        progress=True,
+    )
     predicted = predictor.predict(features.inputs)
     print_prediction(console, features, predictor, predicted)
-    return {"predicted_recovery": predicted, "features": features.to_dict(), "predictor": predictor.to_dict()}
+    return {
+        "predicted_recovery": predicted,
+        "features": features.to_dict(),
+        "predictor": predictor.to_dict(),
+    }

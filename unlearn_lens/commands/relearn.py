@@ -49,23 +49,48 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "relearn",
         help="relearning attack on a checkpoint, with a control; save the relearned model and its recovery curve",
         description="Fine-tune a checkpoint on --data for a budget, spend equal work on novel --control items, "
-                    "and save the relearned model with run.json (recovery curve step by step).",
+        "and save the relearned model with run.json (recovery curve step by step).",
     )
-    parser.add_argument("checkpoint", metavar="CHECKPOINT",
-                        help="the model to attack: a local directory, the --out of unlearn, a built-in name or a hub id")
-    parser.add_argument("--data", required=True, metavar="SPEC", help=f"items to relearn on: {DATA_SPEC}")
-    parser.add_argument("--control", metavar="SPEC",
-                        help="novel items that get the same work, in any form --data takes (default: the built-in text control)")
-    parser.add_argument("--retain", metavar="SPEC", help="items measured after every step too, for the curve")
+    parser.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="the model to attack: a local directory, the --out of unlearn, a built-in name or a hub id",
+    )
+    parser.add_argument(
+        "--data", required=True, metavar="SPEC", help=f"items to relearn on: {DATA_SPEC}"
+    )
+    parser.add_argument(
+        "--control",
+        metavar="SPEC",
+        help="novel items that get the same work, in any form --data takes (default: the built-in text control)",
+    )
+    parser.add_argument(
+        "--retain", metavar="SPEC", help="items measured after every step too, for the curve"
+    )
     add_data_flags(parser)
     add_runtime_flags(parser)
-    parser.add_argument("--steps", type=int, default=10, help="relearning budget in optimiser steps (default 10)")
-    parser.add_argument("--lr", type=float, default=DEFAULT_RELEARN_LR, help=f"learning rate (default {DEFAULT_RELEARN_LR:g}, the audit's)")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="relearning budget in optimiser steps (default 10)"
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=DEFAULT_RELEARN_LR,
+        help=f"learning rate (default {DEFAULT_RELEARN_LR:g}, the audit's)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="items per step (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of batching (default 0)")
     add_length_flags(parser)
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help=f"write {MODEL_DIR}/ and {RUN_FILE} here")
-    parser.add_argument("--force", action="store_true", help=f"overwrite an existing {RUN_FILE} in --out")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help=f"write {MODEL_DIR}/ and {RUN_FILE} here",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help=f"overwrite an existing {RUN_FILE} in --out"
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -77,31 +102,59 @@ def run(args: argparse.Namespace) -> None:
     from unlearn_lens.unlearn import relearn
 
     check_out_dir(args.out, args.force, (RUN_FILE, MODEL_DIR))
-    TrainConfig(lr=args.lr, steps=args.steps, batch_size=args.batch_size, seed=args.seed)  # bad settings fail before the model loads
+    TrainConfig(
+        lr=args.lr, steps=args.steps, batch_size=args.batch_size, seed=args.seed
+    )  # bad settings fail before the model loads
     check_max_tokens(args)
     fields = field_map(args)
     sources = {"data": args.data, "control": args.control or DEFAULT_CONTROL, "retain": args.retain}
     sets = {
         "data": load_items(args.data, fields),
-        "control": load_items(args.control, fields) if args.control else list(builtin("text").control),
+        "control": load_items(args.control, fields)
+        if args.control
+        else list(builtin("text").control),
         "retain": load_items(args.retain, fields) if args.retain else [],
     }
     checkpoint = args.checkpoint
-    subject = load(checkpoint, backend=args.backend, device=args.device, device_map=args.device_map, dtype=args.dtype)
+    subject = load(
+        checkpoint,
+        backend=args.backend,
+        device=args.device,
+        device_map=args.device_map,
+        dtype=args.dtype,
+    )
     if args.chat_template:
         sets = {split: chat_items(items, subject.tokenizer) for split, items in sets.items()}
-    sets = {split: fit_items(subject, items, sources[split], split, args, console) for split, items in sets.items()}
+    sets = {
+        split: fit_items(subject, items, sources[split], split, args, console)
+        for split, items in sets.items()
+    }
     sets["control"], n_given = _novel(subject, sets["control"]), len(sets["control"])
-    console.print(f"control: kept {len(sets['control'])} of {n_given} items (those the checkpoint does not answer)")
-    result = relearn(subject, sets["data"], sets["control"], steps=args.steps, retain_items=sets["retain"], lr=args.lr,
-                     batch_size=args.batch_size, seed=args.seed)
+    console.print(
+        f"control: kept {len(sets['control'])} of {n_given} items (those the checkpoint does not answer)"
+    )
+    result = relearn(
+        subject,
+        sets["data"],
+        sets["control"],
+        steps=args.steps,
+        retain_items=sets["retain"],
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     record = {
         "command": "relearn",
         "model": checkpoint,
         "backend": args.backend,
         "dtype": args.dtype,
-        "data": {**sources, "fields": asdict(fields), "chat_template": args.chat_template,
-                 **{f"n_{split}": len(items) for split, items in sets.items()}, "n_control_given": n_given},
+        "data": {
+            **sources,
+            "fields": asdict(fields),
+            "chat_template": args.chat_template,
+            **{f"n_{split}": len(items) for split, items in sets.items()},
+            "n_control_given": n_given,
+        },
         "result": result.to_dict(),
         "model_dir": MODEL_DIR,
     }
@@ -117,7 +170,9 @@ def _novel(subject: Subject, control: list[Item]) -> list[Item]:
 
     novel = split_known(subject, control)[1]
     if not novel:
-        raise ConfigError(f"the checkpoint already answers all {len(control)} control items; give novel ones with --control")
+        raise ConfigError(
+            f"the checkpoint already answers all {len(control)} control items; give novel ones with --control"
+        )
     return novel
 
 
@@ -133,13 +188,24 @@ def _save(subject, record: dict[str, Any], out: Path) -> None:
 
 
 def _print_summary(result, out: Path) -> None:
-    table = Table(title="relearn: the attack and its control (token accuracy on answers)", title_justify="left")
+    table = Table(
+        title="relearn: the attack and its control (token accuracy on answers)",
+        title_justify="left",
+    )
     for column in ("set", "before", "after", "gain", "work"):
         table.add_column(column, justify="left" if column in ("set", "work") else "right")
-    for name, before, after, work in (("data", result.forget_before, result.forget_after, result.work["source"]),
-                                      ("control", result.control_before, result.control_after, result.work["control"])):
-        table.add_row(name, f"{before.accuracy:.4f}", f"{after.accuracy:.4f}", f"{after.accuracy - before.accuracy:+.4f}",
-                      f"{work.steps} steps at lr {work.lr:g}, {work.epochs:.2f} epochs of {work.n_items} items ({work.tokens_seen} tokens)")
+    for name, before, after, work in (
+        ("data", result.forget_before, result.forget_after, result.work["source"]),
+        ("control", result.control_before, result.control_after, result.work["control"]),
+    ):
+        table.add_row(
+            name,
+            f"{before.accuracy:.4f}",
+            f"{after.accuracy:.4f}",
+            f"{after.accuracy - before.accuracy:+.4f}",
+            f"{work.steps} steps at lr {work.lr:g}, {work.epochs:.2f} epochs of {work.n_items} "
+            f"items ({work.tokens_seen} tokens)",
+        )
     console.print(table)
     console.print(f"model (relearned): {out / MODEL_DIR}")
     console.print(f"run record (recovery curve, work): {out / RUN_FILE}")

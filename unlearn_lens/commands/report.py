@@ -6,13 +6,19 @@ import argparse
 from pathlib import Path
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `report` subcommand to the `unlearn-lens` parser."""
-    parser = subparsers.add_parser("report", help="re-render a finished (or interrupted) audit from its results.json")
+    parser = subparsers.add_parser(
+        "report", help="re-render a finished (or interrupted) audit from its results.json"
+    )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the audit's --out directory")
-    parser.add_argument("--layers-for", action="append", default=None, metavar="METHOD",
-                        help="print per-layer tables for this method (repeatable; default the first)")
+    parser.add_argument(
+        "--layers-for",
+        action="append",
+        default=None,
+        metavar="METHOD",
+        help="print per-layer tables for this method (repeatable; default the first)",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -23,4 +29,9 @@ def run(args: argparse.Namespace) -> None:
     from unlearn_lens.report.terminal import report_console
     from unlearn_lens.study.results import AuditResults
 
-    render_run(AuditResults.load(args.run_dir), args.run_dir, report_console(), layer_methods=args.layers_for)
+    render_run(
+        AuditResults.load(args.run_dir),
+        args.run_dir,
+        report_console(),
+        layer_methods=args.layers_for,
+    )

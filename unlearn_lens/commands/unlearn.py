@@ -44,19 +44,55 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_model_flags(parser)
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--forget", metavar="SPEC", help=f"forget items: {DATA_SPEC}")
-    data.add_argument("--domain", choices=BUILTIN_DOMAINS, help="built-in forget and retain sets (default text when --forget is not given)")
-    parser.add_argument("--retain", metavar="SPEC", help="retain items, in any form --forget takes (default with --domain: its retain set)")
+    data.add_argument(
+        "--domain",
+        choices=BUILTIN_DOMAINS,
+        help="built-in forget and retain sets (default text when --forget is not given)",
+    )
+    parser.add_argument(
+        "--retain",
+        metavar="SPEC",
+        help="retain items, in any form --forget takes (default with --domain: its retain set)",
+    )
     add_data_flags(parser)
-    parser.add_argument("--method", default="ga", help="unlearning objective: ga, ga_gd, ga_kl, npo, npo_gd, npo_kl, rlabel, simnpo, rmu (default ga)")
+    parser.add_argument(
+        "--method",
+        default="ga",
+        help="unlearning objective: ga, ga_gd, ga_kl, npo, npo_gd, npo_kl, rlabel, simnpo, rmu (default ga)",
+    )
     parser.add_argument("--lr", type=float, default=1e-5, help="learning rate (default 1e-5)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimiser steps per request (default {DEFAULT_STEPS})")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"optimiser steps per request (default {DEFAULT_STEPS})",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="items per step (default 8)")
-    parser.add_argument("--requests", type=int, default=1, help="split the forget set into this many sequential requests (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of batching and random labels (default 0)")
-    parser.add_argument("--known-only", action="store_true", help="keep only forget items the model answers exactly before unlearning")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=1,
+        help="split the forget set into this many sequential requests (default 1)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of batching and random labels (default 0)"
+    )
+    parser.add_argument(
+        "--known-only",
+        action="store_true",
+        help="keep only forget items the model answers exactly before unlearning",
+    )
     add_length_flags(parser)
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help=f"write {MODEL_DIR}/ and {RUN_FILE} here")
-    parser.add_argument("--force", action="store_true", help=f"overwrite an existing {RUN_FILE} in --out")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help=f"write {MODEL_DIR}/ and {RUN_FILE} here",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help=f"overwrite an existing {RUN_FILE} in --out"
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -85,27 +121,59 @@ def run(args: argparse.Namespace) -> None:
 
     check_out_dir(args.out, args.force, (RUN_FILE, MODEL_DIR))
     get_objective(args.method)  # an unknown method or bad setting fails before the model loads
-    TrainConfig(lr=args.lr, steps=args.steps, batch_size=args.batch_size, requests=args.requests, seed=args.seed)
+    TrainConfig(
+        lr=args.lr,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        requests=args.requests,
+        seed=args.seed,
+    )
     check_max_tokens(args)
     forget, retain, sources = _load_data(args)
-    subject = load(args.model, backend=args.backend, device=args.device, device_map=args.device_map, dtype=args.dtype)
+    subject = load(
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        device_map=args.device_map,
+        dtype=args.dtype,
+    )
     if args.chat_template:
-        forget, retain = chat_items(forget, subject.tokenizer), chat_items(retain, subject.tokenizer)
-    forget, retain = (fit_items(subject, items, sources[split], split, args, console)
-                      for split, items in (("forget", forget), ("retain", retain)))
+        forget, retain = (
+            chat_items(forget, subject.tokenizer),
+            chat_items(retain, subject.tokenizer),
+        )
+    forget, retain = (
+        fit_items(subject, items, sources[split], split, args, console)
+        for split, items in (("forget", forget), ("retain", retain))
+    )
     known = None
     if args.known_only:
         forget, known = filter_known(subject, forget)
         console.print(f"known-only: kept {known.n_known} of {known.n_items} forget items")
-    result = unlearn(subject, forget, retain or None, args.method, lr=args.lr, steps=args.steps,
-                     batch_size=args.batch_size, requests=args.requests, seed=args.seed)
+    result = unlearn(
+        subject,
+        forget,
+        retain or None,
+        args.method,
+        lr=args.lr,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        requests=args.requests,
+        seed=args.seed,
+    )
     record = {
         "command": "unlearn",
         "model": args.model,
         "backend": args.backend,
         "dtype": args.dtype,
-        "data": {**sources, "fields": asdict(field_map(args)), "chat_template": args.chat_template, "n_forget": len(forget), "n_retain": len(retain),
-                 "known_filter": known.to_dict() if known is not None else None},
+        "data": {
+            **sources,
+            "fields": asdict(field_map(args)),
+            "chat_template": args.chat_template,
+            "n_forget": len(forget),
+            "n_retain": len(retain),
+            "known_filter": known.to_dict() if known is not None else None,
+        },
         "result": result.to_dict(),
     }
     saved = _save(subject, result, record, args.out)
@@ -127,7 +195,9 @@ def _save(subject, result, record: dict[str, Any], out: Path) -> str | None:
     if state is not None:
         save_checkpoint(subject, out / MODEL_DIR)
     elif (out / MODEL_DIR).exists():
-        shutil.rmtree(out / MODEL_DIR)  # --force over an older run: no stale model beside the new record
+        shutil.rmtree(
+            out / MODEL_DIR
+        )  # --force over an older run: no stale model beside the new record
     record["model_dir"] = MODEL_DIR if state is not None else None
     record["model_state"] = state
     write_json_atomic(out / RUN_FILE, record)
@@ -144,14 +214,20 @@ def _print_summary(result, saved: str | None, out: Path) -> None:
         if before is None:
             continue
         for metric in ("exact_match", "accuracy", "nll"):
-            table.add_row(part, metric, f"{getattr(before, metric):.4f}",
-                          f"{getattr(after, metric):.4f}" if after is not None else "–")
+            table.add_row(
+                part,
+                metric,
+                f"{getattr(before, metric):.4f}",
+                f"{getattr(after, metric):.4f}" if after is not None else "–",
+            )
     console.print(table)
     per_step = run.seconds / run.steps_run if run.steps_run else 0.0
     console.print(f"{run.steps_run} steps ({per_step:.2f} s/step), stopped: {run.stop_reason}")
     if run.interrupted:
         where = run.stopped_at or {}
-        console.print(f"[yellow]interrupted[/] after step {where.get('step', 0)} (request {where.get('request', 0)})")
+        console.print(
+            f"[yellow]interrupted[/] after step {where.get('step', 0)} (request {where.get('request', 0)})"
+        )
     if saved is not None:
         console.print(f"model ({saved}): {out / MODEL_DIR}")
     else:

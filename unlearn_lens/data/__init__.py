@@ -6,7 +6,14 @@ from unlearn_lens.data.chat import chat_items, chat_prompt
 from unlearn_lens.data.fields import DataError, FieldMap, record_item
 from unlearn_lens.data.hf import load_hf_dataset, parse_hf_spec
 from unlearn_lens.data.items import Item
-from unlearn_lens.data.loaders import ITEM_SUFFIXES, as_items, check_overlap, check_spec, items_from_records, load_items
+from unlearn_lens.data.loaders import (
+    ITEM_SUFFIXES,
+    as_items,
+    check_overlap,
+    check_spec,
+    items_from_records,
+    load_items,
+)
 
 __all__ = [
     "BUILTIN_DOMAINS",

@@ -32,7 +32,9 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on another device."""
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        return Batch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device)
+        )
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -51,14 +53,18 @@ def encode_item(tokenizer, item: Item) -> tuple[list[int], list[int]]:
     if item.is_text:
         ids = _token_ids(tokenizer, item.text or "", special=True)
         if len(ids) < 2:
-            raise ValueError(f"text {item.text!r} tokenises to fewer than 2 tokens: nothing to predict")
+            raise ValueError(
+                f"text {item.text!r} tokenises to fewer than 2 tokens: nothing to predict"
+            )
         return ids, list(ids)
     prompt_ids = _token_ids(tokenizer, item.prompt or "", special=True)
     answer_ids = _token_ids(tokenizer, item.answer or "", special=False)
     if not answer_ids:
         raise ValueError(f"answer {item.answer!r} of prompt {item.prompt!r} tokenises to nothing")
     if not prompt_ids:
-        raise ValueError(f"prompt {item.prompt!r} tokenises to nothing: the first answer token has no context")
+        raise ValueError(
+            f"prompt {item.prompt!r} tokenises to nothing: the first answer token has no context"
+        )
     return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
 
 
@@ -91,7 +97,9 @@ def encode(tokenizer, items: Sequence[Item], max_length: int | None = None) -> B
             ids, labels = _truncate(ids, labels, max_length)
             n_truncated += 1
             if all(label == IGNORE_INDEX for label in labels[1:]):
-                raise ValueError(f"max_length={max_length} leaves no target token of item {item.to_dict()}")
+                raise ValueError(
+                    f"max_length={max_length} leaves no target token of item {item.to_dict()}"
+                )
         rows.append((ids, labels))
     if n_truncated:
         warnings.warn(
@@ -111,7 +119,9 @@ def encode(tokenizer, items: Sequence[Item], max_length: int | None = None) -> B
     return Batch(input_ids, attention_mask, labels)
 
 
-def batches(tokenizer, items: Sequence[Item], batch_size: int, max_length: int | None = None) -> Iterator[Batch]:
+def batches(
+    tokenizer, items: Sequence[Item], batch_size: int, max_length: int | None = None
+) -> Iterator[Batch]:
     """Encode `items` in order, `batch_size` at a time (the last batch may be smaller)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")

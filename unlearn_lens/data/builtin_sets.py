@@ -60,7 +60,9 @@ def builtin(domain: str) -> BuiltinSets:
     **Raises** `ValueError` for a domain not in `BUILTIN_DOMAINS`.
     """
     if domain not in BUILTIN_DOMAINS:
-        raise ValueError(f"unknown built-in domain {domain!r}; choose one of {', '.join(BUILTIN_DOMAINS)}")
+        raise ValueError(
+            f"unknown built-in domain {domain!r}; choose one of {', '.join(BUILTIN_DOMAINS)}"
+        )
     return BuiltinSets(
         domain=domain,
         forget=_load_builtin_file(f"{domain}_forget.jsonl"),

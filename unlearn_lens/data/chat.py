@@ -17,9 +17,11 @@ def _adds_bos(tokenizer) -> bool:
 def chat_prompt(tokenizer, prompt: str) -> str:
     """`prompt` as one user turn of the tokenizer's chat template, ending where the assistant's
     reply begins; a BOS the tokenizer adds anyway is not written twice."""
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
     if _adds_bos(tokenizer) and tokenizer.bos_token and rendered.startswith(tokenizer.bos_token):
-        rendered = rendered[len(tokenizer.bos_token):]
+        rendered = rendered[len(tokenizer.bos_token) :]
     return rendered
 
 
@@ -31,6 +33,12 @@ def chat_items(items: Sequence[Item], tokenizer) -> list[Item]:
     """
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise DataError(f"the tokenizer of {name!r} has no chat template; drop --chat-template (chat_template = false)")
-    return [item if item.is_text else Item(prompt=chat_prompt(tokenizer, item.prompt or ""), answer=item.answer)
-            for item in items]
+        raise DataError(
+            f"the tokenizer of {name!r} has no chat template; drop --chat-template (chat_template = false)"
+        )
+    return [
+        item
+        if item.is_text
+        else Item(prompt=chat_prompt(tokenizer, item.prompt or ""), answer=item.answer)
+        for item in items
+    ]

@@ -17,7 +17,6 @@ from unlearn_lens.data.loaders import DataError
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.models.subject import Subject
 
-
 LINE_SUFFIXES = (".jsonl", ".txt")
 """Files holding one item per non-blank line, so that an item's place is a line number; other
 records (csv, parquet, json arrays, datasets) are named by their row."""
@@ -30,7 +29,9 @@ def item_locations(source: str | Path | None, count: int, label: str) -> list[st
     path = Path(source) if source is not None else None
     if path is not None and path.suffix.lower() in LINE_SUFFIXES and path.is_file():
         lines = path.read_text(encoding="utf-8-sig").split("\n")
-        numbers = [number for number, line in enumerate(lines, start=1) if line.removesuffix("\r").strip()]
+        numbers = [
+            number for number, line in enumerate(lines, start=1) if line.removesuffix("\r").strip()
+        ]
         if len(numbers) == count:
             return [f"{path}:{number}" for number in numbers]
     return [f"{label}[{index}]" for index in range(count)]
@@ -56,7 +57,9 @@ def _truncated(tokenizer, item: Item, limit: int) -> Item | None:
     cannot fit."""
     source = item.text if item.is_text else item.prompt
     tokens = tokenizer(source or "", add_special_tokens=False)["input_ids"]
-    kept = min(len(tokens), limit - (len(encode_item(tokenizer, item)[0]) - len(tokens)))  # what fits beside the rest
+    kept = min(
+        len(tokens), limit - (len(encode_item(tokenizer, item)[0]) - len(tokens))
+    )  # what fits beside the rest
     while kept >= (2 if item.is_text else 1):
         suffix = tokenizer.decode(tokens[-kept:])
         shorter = Item(text=suffix) if item.is_text else Item(suffix, item.answer)
@@ -69,8 +72,14 @@ def _truncated(tokenizer, item: Item, limit: int) -> Item | None:
     return None
 
 
-def check_token_lengths(subject: Subject, items: Sequence[Item], locations: Sequence[str], max_tokens: int | None = None,
-                        truncate: bool = False, split: str = "items") -> tuple[list[Item], str | None]:
+def check_token_lengths(
+    subject: Subject,
+    items: Sequence[Item],
+    locations: Sequence[str],
+    max_tokens: int | None = None,
+    truncate: bool = False,
+    split: str = "items",
+) -> tuple[list[Item], str | None]:
     """The items, each fitting the model's context (and `max_tokens`): an over-long one is refused
     with `DataError` naming where it was read, or with `truncate` shortened from the left of its
     prompt; also a one-line note saying how many of `split` were truncated (None if none was)."""
@@ -81,7 +90,7 @@ def check_token_lengths(subject: Subject, items: Sequence[Item], locations: Sequ
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the tokenizer's own "longer than the maximum" warning would be a second line
     try:
-        for item, where in zip(items, locations):
+        for item, where in zip(items, locations, strict=True):
             try:
                 ids, labels = encode_item(subject.tokenizer, item)
             except ValueError as error:
@@ -90,16 +99,28 @@ def check_token_lengths(subject: Subject, items: Sequence[Item], locations: Sequ
                 shorter = _truncated(subject.tokenizer, item, limit) if truncate else None
                 if shorter is None and truncate and not item.is_text:
                     answer = sum(label != IGNORE_INDEX for label in labels)
-                    raise DataError(f"{where}: answer: {answer:,} tokens leave no room for a prompt within {limit_name}; "
-                                    "shorten it")
+                    raise DataError(
+                        f"{where}: answer: {answer:,} tokens leave no room for a prompt within {limit_name}; "
+                        "shorten it"
+                    )
                 if shorter is None:
-                    raise DataError(f"{where}: the item is {len(ids):,} tokens, more than {limit_name}; shorten or split it")
-                item, n_truncated = shorter, n_truncated + 1
-            fitted.append(item)
+                    raise DataError(
+                        f"{where}: the item is {len(ids):,} tokens, more than {limit_name}; shorten or split it"
+                    )
+                fitted.append(shorter)
+                n_truncated += 1
+            else:
+                fitted.append(item)
     finally:
         hf_logging.set_verbosity(verbosity)
-    note = (f"{split}: {n_truncated} of {len(fitted)} items were longer than {limit_name}; truncated from the left "
-            f"to at most {limit} tokens, answers kept whole") if n_truncated else None
+    note = (
+        (
+            f"{split}: {n_truncated} of {len(fitted)} items were longer than {limit_name}; truncated from the left "
+            f"to at most {limit} tokens, answers kept whole"
+        )
+        if n_truncated
+        else None
+    )
     return fitted, note
 
 
@@ -107,7 +128,7 @@ def duplicates(items: Sequence[Item], locations: Sequence[str]) -> list[tuple[st
     """Each repeated item as (where it repeats, where it first appeared)."""
     first: dict[Item, str] = {}
     repeats = []
-    for item, where in zip(items, locations):
+    for item, where in zip(items, locations, strict=True):
         if item in first:
             repeats.append((where, first[item]))
         else:
@@ -121,13 +142,21 @@ def describe_duplicates(split: str, items: Sequence[Item], locations: Sequence[s
     if not repeats:
         return None
     where, original = repeats[0]
-    return (f"{split}: {len(items)} items but {len(items) - len(repeats)} distinct "
-            f"({where} repeats {original}{f' and {len(repeats) - 1} more' if len(repeats) > 1 else ''})")
+    return (
+        f"{split}: {len(items)} items but {len(items) - len(repeats)} distinct "
+        f"({where} repeats {original}{f' and {len(repeats) - 1} more' if len(repeats) > 1 else ''})"
+    )
 
 
 def check_distinct(split: str, items: Sequence[Item], needed: int, why: str) -> None:
     """Raise `ConfigError` when a split has fewer distinct items than a diagnostic needs."""
     distinct = len(set(items))
     if distinct < needed:
-        repeats = f" ({len(items)} items, {len(items) - distinct} of them repeats)" if distinct < len(items) else ""
-        raise ConfigError(f"{split}: only {distinct} distinct items{repeats}; {why} needs at least {needed}")
+        repeats = (
+            f" ({len(items)} items, {len(items) - distinct} of them repeats)"
+            if distinct < len(items)
+            else ""
+        )
+        raise ConfigError(
+            f"{split}: only {distinct} distinct items{repeats}; {why} needs at least {needed}"
+        )

@@ -98,19 +98,27 @@ def record_item(record: Any, where: str, fields: FieldMap = FieldMap()) -> Item:
     field's message lists the fields the record has.
     """
     if not isinstance(record, Mapping):
-        raise DataError(f"{where}: expected an object with fields {fields.describe()}; got {_type_name(record)}")
+        raise DataError(
+            f"{where}: expected an object with fields {fields.describe()}; got {_type_name(record)}"
+        )
     found = ", ".join(f"'{key}'" for key in record) or "none"
     prompt = None if fields.texts_only else _first_present(record, fields.prompts)
     answer = None if fields.texts_only else _first_present(record, fields.answers)
     text = None if fields.pairs_only else _first_present(record, fields.texts)
     if (prompt or answer) and text and not (fields.pairs_only or fields.texts_only):
-        raise DataError(f"{where}: field '{text}' next to '{prompt or answer}'; an item is either a prompt with its "
-                        "answer or a plain text (name the fields to read: --prompt-field/--answer-field or --text-field)")
+        raise DataError(
+            f"{where}: field '{text}' next to '{prompt or answer}'; an item is either a prompt with its "
+            "answer or a plain text (name the fields to read: --prompt-field/--answer-field or --text-field)"
+        )
     if prompt and answer:
-        return Item(prompt=_string_field(record, prompt, where), answer=_string_field(record, answer, where))
+        return Item(
+            prompt=_string_field(record, prompt, where), answer=_string_field(record, answer, where)
+        )
     if text:
         return Item(text=_string_field(record, text, where))
     if prompt or answer or fields.pairs_only:
         missing = _alternatives(fields.answers) if prompt else _alternatives(fields.prompts)
-        raise DataError(f"{where}: field {missing} is missing (an item needs a prompt and an answer); fields here: {found}")
+        raise DataError(
+            f"{where}: field {missing} is missing (an item needs a prompt and an answer); fields here: {found}"
+        )
     raise DataError(f"{where}: expected fields {fields.describe()}; fields here: {found}")

@@ -19,9 +19,11 @@ def is_hf_spec(spec: object) -> bool:
 def parse_hf_spec(spec: str) -> tuple[str, str | None, str | None]:
     """`(name, config, split)` of `hf:NAME:CONFIG:SPLIT`; of `hf:NAME:PART` it is `(name, None, PART)`,
     PART being read as a config name too when the dataset has one by that name (see `load_hf_dataset`)."""
-    parts = spec[len(HF_PREFIX):].split(":")
+    parts = spec[len(HF_PREFIX) :].split(":")
     if len(parts) not in (2, 3) or not all(parts):
-        raise DataError(f"{spec}: a Hugging Face dataset is written hf:NAME[:CONFIG]:SPLIT, e.g. hf:locuslab/TOFU:forget10:train")
+        raise DataError(
+            f"{spec}: a Hugging Face dataset is written hf:NAME[:CONFIG]:SPLIT, e.g. hf:locuslab/TOFU:forget10:train"
+        )
     if len(parts) == 2:
         return parts[0], None, parts[1]
     return parts[0], parts[1], parts[2]
@@ -49,18 +51,26 @@ def load_hf_dataset(spec: str) -> Any:
     name, config, split = parse_hf_spec(spec)
     local = Path(name).is_dir()
     if not local and not datasets.config.HF_HUB_OFFLINE and not hub_reachable():
-        raise DataError(f"{spec}: the Hugging Face hub cannot be reached; set HF_HUB_OFFLINE=1 to read a cached copy, "
-                        "or give a directory written by Dataset.save_to_disk")
+        raise DataError(
+            f"{spec}: the Hugging Face hub cannot be reached; set HF_HUB_OFFLINE=1 to read a cached copy, "
+            "or give a directory written by Dataset.save_to_disk"
+        )
     try:
         if config is None and split in datasets.get_dataset_config_names(name):
             config, split = split, None
         loaded = datasets.load_dataset(name, config, split=split)
     except (OSError, ValueError, datasets.exceptions.DatasetsError) as error:
-        where = " (offline: HF_HUB_OFFLINE is set and it is not in the local cache)" if datasets.config.HF_HUB_OFFLINE else ""
+        where = (
+            " (offline: HF_HUB_OFFLINE is set and it is not in the local cache)"
+            if datasets.config.HF_HUB_OFFLINE
+            else ""
+        )
         raise DataError(f"{spec}: cannot load it{where}: {_first_line(error)}") from None
     if isinstance(loaded, datasets.DatasetDict):
         if len(loaded) != 1:
-            raise DataError(f"{spec}: config {config!r} has splits {', '.join(loaded)}; "
-                            f"name one: hf:{name}:{config}:SPLIT")
+            raise DataError(
+                f"{spec}: config {config!r} has splits {', '.join(loaded)}; "
+                f"name one: hf:{name}:{config}:SPLIT"
+            )
         loaded = next(iter(loaded.values()))
     return loaded

@@ -22,13 +22,17 @@ ITEM_SUFFIXES = (".jsonl", ".txt", ".json", ".csv", ".parquet")
 """File types `load_items` reads (besides `save_to_disk` directories and `hf:` datasets)."""
 
 
-def items_from_records(records: Iterable[Mapping[str, Any]], fields: FieldMap = FieldMap(), source: str = "<records>") -> list[Item]:
+def items_from_records(
+    records: Iterable[Mapping[str, Any]], fields: FieldMap = FieldMap(), source: str = "<records>"
+) -> list[Item]:
     """Items from mappings, e.g. a list of dicts or a Hugging Face `datasets.Dataset`, read through `fields`.
 
     **Raises** `DataError` naming `source[index]` (0-based) and the field at fault, or `source`
     when there are no records.
     """
-    items = [record_item(record, f"{source}[{index}]", fields) for index, record in enumerate(records)]
+    items = [
+        record_item(record, f"{source}[{index}]", fields) for index, record in enumerate(records)
+    ]
     if not items:
         raise DataError(f"{source}: no items")
     return items
@@ -39,7 +43,9 @@ ItemsLike = Sequence[Item] | Iterable[Mapping[str, Any]]
 a `datasets.Dataset` (read through the default `FieldMap`)."""
 
 
-def as_items(data: ItemsLike | str | Path, fields: FieldMap = FieldMap(), source: str = "<data>") -> list[Item]:
+def as_items(
+    data: ItemsLike | str | Path, fields: FieldMap = FieldMap(), source: str = "<data>"
+) -> list[Item]:
     """A list of items from what a caller hands the library: items, mappings (dicts, the rows of
     a `datasets.Dataset`), or a data spec for `load_items`.
 
@@ -50,7 +56,10 @@ def as_items(data: ItemsLike | str | Path, fields: FieldMap = FieldMap(), source
         return load_items(data, fields)
     if isinstance(data, Mapping):
         splits = ", ".join(repr(key) for key in data)
-        raise DataError(f"{source}: got a mapping of {splits}, not a list of items; pass one split, e.g. data[{next(iter(data), 'train')!r}]")
+        raise DataError(
+            f"{source}: got a mapping of {splits}, not a list of items; pass one split, e.g. "
+            f"data[{next(iter(data), 'train')!r}]"
+        )
     rows = list(data)
     if all(isinstance(row, Item) for row in rows):
         return rows  # empty too: whether an empty set is allowed is the caller's call
@@ -74,8 +83,10 @@ def _check_path(path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix not in ITEM_SUFFIXES:
         kind = f"type {path.suffix!r}" if path.suffix else "name without a suffix"
-        raise DataError(f"{path}: unknown file {kind}; accepted: {', '.join(ITEM_SUFFIXES)}, "
-                        "a directory written by Dataset.save_to_disk, or hf:NAME[:CONFIG]:SPLIT")
+        raise DataError(
+            f"{path}: unknown file {kind}; accepted: {', '.join(ITEM_SUFFIXES)}, "
+            "a directory written by Dataset.save_to_disk, or hf:NAME[:CONFIG]:SPLIT"
+        )
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if not path.is_file():
@@ -127,10 +138,16 @@ def _text_file_items(path: Path, text: str, fields: FieldMap) -> list[Item]:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{error.lineno}: invalid JSON ({error.msg} at column {error.colno})") from None
+            raise DataError(
+                f"{path}:{error.lineno}: invalid JSON ({error.msg} at column {error.colno})"
+            ) from None
         if not isinstance(records, list):
-            raise DataError(f"{path}: expected a JSON array of objects, got a {type(records).__name__}")
-        return [record_item(record, f"{path}[{index}]", fields) for index, record in enumerate(records)]
+            raise DataError(
+                f"{path}: expected a JSON array of objects, got a {type(records).__name__}"
+            )
+        return [
+            record_item(record, f"{path}[{index}]", fields) for index, record in enumerate(records)
+        ]
     if suffix == ".csv":
         return _csv_items(path, text, fields)
     # Split on newlines only: str.splitlines would also split inside JSON strings holding U+2028.
@@ -148,7 +165,9 @@ def _jsonl_items(path: Path, lines: list[str], fields: FieldMap) -> list[Item]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})") from None
+            raise DataError(
+                f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})"
+            ) from None
         items.append(record_item(record, f"{path}:{number}", fields))
     return items
 
@@ -160,8 +179,16 @@ def _csv_items(path: Path, text: str, fields: FieldMap) -> list[Item]:
     try:
         for row in reader:
             if None in row:
-                raise DataError(f"{path}:{reader.line_num}: more cells than the header's {len(reader.fieldnames or [])} columns")
-            items.append(record_item({k: v for k, v in row.items() if v is not None}, f"{path}:{reader.line_num}", fields))
+                raise DataError(
+                    f"{path}:{reader.line_num}: more cells than the header's {len(reader.fieldnames or [])} columns"
+                )
+            items.append(
+                record_item(
+                    {k: v for k, v in row.items() if v is not None},
+                    f"{path}:{reader.line_num}",
+                    fields,
+                )
+            )
     except csv.Error as error:
         raise DataError(f"{path}:{reader.line_num}: invalid CSV ({error})") from None
     return items
@@ -174,7 +201,9 @@ def _parquet_rows(path: Path) -> list[dict[str, Any]]:
     try:
         return pq.read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as error:
-        raise DataError(f"{path}: not a readable Parquet file ({str(error).strip().splitlines()[0]})") from None
+        raise DataError(
+            f"{path}: not a readable Parquet file ({str(error).strip().splitlines()[0]})"
+        ) from None
 
 
 def _disk_dataset(path: Path) -> Any:
@@ -185,10 +214,14 @@ def _disk_dataset(path: Path) -> Any:
         loaded = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{path}: not a directory written by Dataset.save_to_disk ({first})") from None
+        raise DataError(
+            f"{path}: not a directory written by Dataset.save_to_disk ({first})"
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded)
-        raise DataError(f"{path}: holds the splits {', '.join(splits)}; give one split's directory, e.g. {path / splits[0]}")
+        raise DataError(
+            f"{path}: holds the splits {', '.join(splits)}; give one split's directory, e.g. {path / splits[0]}"
+        )
     return loaded
 
 

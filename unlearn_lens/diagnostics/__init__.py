@@ -23,7 +23,12 @@ from unlearn_lens.diagnostics.compare import (
     compare_snapshots,
     model_pass,
 )
-from unlearn_lens.diagnostics.model_fisher import LINEAR_COMPONENTS, FisherHooks, ModelFisher, model_fisher
+from unlearn_lens.diagnostics.model_fisher import (
+    LINEAR_COMPONENTS,
+    FisherHooks,
+    ModelFisher,
+    model_fisher,
+)
 
 __all__ = [
     "LINEAR_COMPONENTS",

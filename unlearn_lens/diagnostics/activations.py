@@ -39,6 +39,7 @@ POOLINGS: tuple[str, ...] = ("mean", "last", "tokens")
 TOKEN_SPANS: tuple[str, ...] = ("all", "prompt", "answer")
 """Every accepted `tokens` value (the choices of the `--tokens` flag)."""
 
+
 def context_length(subject: Subject) -> int | None:
     """The longest input the model takes (its position-embedding size), if its config says."""
     config = subject.model.config
@@ -82,11 +83,15 @@ def pool(
 class ActivationCollector:
     """Pooled activations of several residual-stream positions, accumulated batch by batch."""
 
-    def __init__(self, layers: Iterable[int], pooling: Pooling = "mean", tokens: TokenSpan = "all") -> None:
+    def __init__(
+        self, layers: Iterable[int], pooling: Pooling = "mean", tokens: TokenSpan = "all"
+    ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         if tokens not in TOKEN_SPANS:
-            raise ValueError(f"unknown token span {tokens!r}; choose one of {', '.join(TOKEN_SPANS)}")
+            raise ValueError(
+                f"unknown token span {tokens!r}; choose one of {', '.join(TOKEN_SPANS)}"
+            )
         self.layers = sorted(set(layers))
         self.pooling: Pooling = pooling
         self.tokens: TokenSpan = tokens
@@ -94,7 +99,9 @@ class ActivationCollector:
 
     def add(self, batch: Batch, residuals: dict[int, Tensor]) -> None:
         """Pool one batch's residual streams (from `subject.run(batch, residual_layers=self.layers)`)."""
-        mask = token_mask(batch, self.tokens)  # never empty: position 0 is a prompt token, every item has a target
+        mask = token_mask(
+            batch, self.tokens
+        )  # never empty: position 0 is a prompt token, every item has a target
         for layer in self.layers:
             self._rows[layer].append(pool(residuals[layer], mask, self.pooling))
 
@@ -128,7 +135,9 @@ def collect_activations(
     """
     if not items:
         raise ValueError("no items to collect activations from")
-    collector = ActivationCollector(range(subject.n_streams) if layers is None else layers, pooling, tokens)
+    collector = ActivationCollector(
+        range(subject.n_streams) if layers is None else layers, pooling, tokens
+    )
     with torch.no_grad():
         for batch in subject.batches(items, batch_size, max_length=context_length(subject)):
             collector.add(batch, subject.run(batch, residual_layers=collector.layers).residuals)

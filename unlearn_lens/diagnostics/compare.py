@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
@@ -97,7 +96,9 @@ class LayerComparison:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerComparison:
-        return cls(stream=int(data["stream"]), **{name: json_float(data[name]) for name in _LAYER_FLOATS})
+        return cls(
+            stream=int(data["stream"]), **{name: json_float(data[name]) for name in _LAYER_FLOATS}
+        )
 
 
 _LAYER_FLOATS = tuple(name for name in LayerComparison.__dataclass_fields__ if name != "stream")
@@ -163,7 +164,11 @@ class FisherGroup:
             updated=_summary_from_dict(data["updated"]),
         )
         layer = data["layer"]
-        return cls(layer=None if layer is None else int(layer), component=data["component"], comparison=comparison)
+        return cls(
+            layer=None if layer is None else int(layer),
+            component=data["component"],
+            comparison=comparison,
+        )
 
 
 @dataclass
@@ -206,7 +211,11 @@ class Comparison:
 
     def fisher_by_layer(self) -> dict[int, FisherComparison]:
         """Block index → comparison of all its linear weights together."""
-        return {g.layer: g.comparison for g in self.fisher if g.layer is not None and g.component is None}
+        return {
+            g.layer: g.comparison
+            for g in self.fisher
+            if g.layer is not None and g.component is None
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -294,7 +303,11 @@ def model_pass(
     with contextlib.ExitStack() as stack:
         hooks = stack.enter_context(FisherHooks(subject)) if fisher else None
         bar = stack.enter_context(_progress_bar()) if progress else None
-        task = bar.add_task(label, total=math.ceil(len(items) / batch_size)) if bar is not None else None
+        task = (
+            bar.add_task(label, total=math.ceil(len(items) / batch_size))
+            if bar is not None
+            else None
+        )
         for batch in subject.batches(items, batch_size, max_length=context_length(subject)):
             out = subject.run(batch, residual_layers=collector.layers, grad=fisher)
             collector.add(batch, out.residuals)
@@ -354,7 +367,9 @@ def compare_model_fisher(
             continue
         other = updated_groups[address]
         value_range = shared_value_range(profile, other)
-        comparison = compare_fisher(profile.summary(bins, value_range), other.summary(bins, value_range))
+        comparison = compare_fisher(
+            profile.summary(bins, value_range), other.summary(bins, value_range)
+        )
         result.append(FisherGroup(layer=address[0], component=address[1], comparison=comparison))
     return result
 
@@ -369,7 +384,11 @@ def compare_passes(
     """The [`Comparison`][unlearn_lens.diagnostics.compare.Comparison] of two passes over the same
     items; `fisher_components` adds a Fisher comparison per layer *and component* (q, k, ...) to
     the per-layer ones (about doubling the cost of the Fisher summaries)."""
-    if (reference.pooling, reference.tokens, reference.n_items) != (updated.pooling, updated.tokens, updated.n_items):
+    if (reference.pooling, reference.tokens, reference.n_items) != (
+        updated.pooling,
+        updated.tokens,
+        updated.n_items,
+    ):
         raise ConfigError(
             "the two passes differ in pooling, token span or number of items; pass both models over "
             "the same items with the same settings"
@@ -392,13 +411,17 @@ def compare_passes(
         )
     subspace_k = min(subspace_k, n_samples - 1)  # n centred samples span at most n − 1 directions
     layers = [
-        _layer_comparison(stream, reference.activations[stream], updated.activations[stream], subspace_k)
+        _layer_comparison(
+            stream, reference.activations[stream], updated.activations[stream], subspace_k
+        )
         for stream in streams
     ]
     fisher: list[FisherGroup] = []
     skipped: list[str] = []
     if reference.fisher is not None and updated.fisher is not None:
-        fisher = compare_model_fisher(reference.fisher, updated.fisher, fisher_bins, fisher_components)
+        fisher = compare_model_fisher(
+            reference.fisher, updated.fisher, fisher_bins, fisher_components
+        )
         skipped = sorted(set(reference.fisher.skipped) | set(updated.fisher.skipped))
     return Comparison(
         reference=reference.label,
@@ -490,8 +513,18 @@ def compare(
     Raises `ConfigError` for an empty item list, too few samples, or models whose architecture
     or tokenizer differ.
     """
-    return compare_models(reference, updated, items, pooling, tokens, batch_size, fisher, progress, subspace_k,
-                          fisher_components)[0]
+    return compare_models(
+        reference,
+        updated,
+        items,
+        pooling,
+        tokens,
+        batch_size,
+        fisher,
+        progress,
+        subspace_k,
+        fisher_components,
+    )[0]
 
 
 def compare_models(
@@ -513,10 +546,18 @@ def compare_models(
     _check_settings(items, pooling, tokens, batch_size)
     _check_enough_items(items, pooling)
     check_compatible(reference, updated, items)
-    options = {"pooling": pooling, "tokens": tokens, "batch_size": batch_size, "fisher": fisher, "progress": progress}
+    options = {
+        "pooling": pooling,
+        "tokens": tokens,
+        "batch_size": batch_size,
+        "fisher": fisher,
+        "progress": progress,
+    }
     reference_pass = model_pass(reference, items, label=reference.source, **options)
     updated_pass = model_pass(updated, items, label=updated.source, **options)
-    comparison = compare_passes(reference_pass, updated_pass, subspace_k, fisher_components=fisher_components)
+    comparison = compare_passes(
+        reference_pass, updated_pass, subspace_k, fisher_components=fisher_components
+    )
     return comparison, reference_pass, updated_pass
 
 
@@ -559,9 +600,17 @@ def compare_snapshots(
     _check_enough_items(items, pooling)
     _check_snapshot(subject, reference_snapshot, "the reference")
     _check_snapshot(subject, updated_snapshot, "the updated")
-    options = {"pooling": pooling, "tokens": tokens, "batch_size": batch_size, "fisher": fisher, "progress": progress}
+    options = {
+        "pooling": pooling,
+        "tokens": tokens,
+        "batch_size": batch_size,
+        "fisher": fisher,
+        "progress": progress,
+    }
     subject.restore(reference_snapshot)
     reference_pass = model_pass(subject, items, label=labels[0], **options)
     subject.restore(updated_snapshot)
     updated_pass = model_pass(subject, items, label=labels[1], **options)
-    return compare_passes(reference_pass, updated_pass, subspace_k, fisher_components=fisher_components)
+    return compare_passes(
+        reference_pass, updated_pass, subspace_k, fisher_components=fisher_components
+    )

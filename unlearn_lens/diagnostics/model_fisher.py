@@ -41,7 +41,9 @@ from unlearn_lens.metrics.token import target_loss
 from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.subject import Subject
 
-LINEAR_COMPONENTS = frozenset({"q", "k", "v", "o", "mlp_gate", "mlp_up", "mlp_down", "mlp_in", "mlp_out", "unembed"})
+LINEAR_COMPONENTS = frozenset(
+    {"q", "k", "v", "o", "mlp_gate", "mlp_up", "mlp_down", "mlp_in", "mlp_out", "unembed"}
+)
 """Components whose tensors are only ever used as a linear map's weight or bias."""
 
 
@@ -63,9 +65,12 @@ class ModelFisher:
     n_examples: int
     skipped: tuple[str, ...]
     _profiles: dict[bool, dict[tuple[int | None, str | None], FisherProfile]] = field(
-        default_factory=dict, init=False, repr=False, compare=False)
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
-    def profiles(self, components: bool = False) -> dict[tuple[int | None, str | None], FisherProfile]:
+    def profiles(
+        self, components: bool = False
+    ) -> dict[tuple[int | None, str | None], FisherProfile]:
         """The values profiled per layer (`(layer, None)`) and, with `components`, per layer and
         component too, in layer order (outside the blocks last); computed once and kept, so a
         model compared with several others is profiled once."""
@@ -79,7 +84,9 @@ class ModelFisher:
             profiles: dict[tuple[int | None, str | None], FisherProfile] = {}
             for layer in sorted(layers, key=lambda x: (x is None, x or 0)):
                 names = layers[layer]
-                profiles[(layer, None)] = FisherProfile.of(*(v for name in names for v in by_component[(layer, name)]))
+                profiles[(layer, None)] = FisherProfile.of(
+                    *(v for name in names for v in by_component[(layer, name)])
+                )
                 if components and len(names) > 1:
                     for name in names:
                         profiles[(layer, name)] = FisherProfile.of(*by_component[(layer, name)])
@@ -100,10 +107,15 @@ class _Target:
 def _aligned_view(buffer: Tensor, param: Tensor, tensor: Tensor) -> Tensor | None:
     """The elements of `buffer` (laid out like the contiguous `param`) that `tensor` occupies in
     `param`'s storage, shaped like `tensor`; `None` if `tensor` is not inside `param`."""
-    if tensor.untyped_storage().data_ptr() != param.untyped_storage().data_ptr() or tensor.dtype != param.dtype:
+    if (
+        tensor.untyped_storage().data_ptr() != param.untyped_storage().data_ptr()
+        or tensor.dtype != param.dtype
+    ):
         return None
     offset = tensor.storage_offset() - param.storage_offset()
-    reach = offset + sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
+    reach = offset + sum(
+        (size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
+    )
     if offset < 0 or reach >= param.numel() or tensor.numel() == 0:
         return None
     return buffer.as_strided(tensor.shape, tensor.stride(), buffer.storage_offset() + offset)
@@ -130,12 +142,16 @@ class FisherHooks:
         self.subject = subject
         wanted = subject.keys() if keys is None else list(keys)
         self._keys = [key for key in wanted if subject.spec(key).component in LINEAR_COMPONENTS]
-        self._skipped = tuple(key for key in wanted if subject.spec(key).component not in LINEAR_COMPONENTS)
+        self._skipped = tuple(
+            key for key in wanted if subject.spec(key).component not in LINEAR_COMPONENTS
+        )
         params = named_parameters(subject.model)
         self._param_names = sorted({subject.spec(key).param for key in self._keys})
         for name in self._param_names:
             if not params[name].is_contiguous():
-                raise ValueError(f"parameter {name} is not contiguous; Fisher accumulation needs contiguous weights")
+                raise ValueError(
+                    f"parameter {name} is not contiguous; Fisher accumulation needs contiguous weights"
+                )
         self._params = {name: params[name] for name in self._param_names}
         self._buffers: dict[str, Tensor] = {}
         self._uncovered: list[str] = []
@@ -163,7 +179,11 @@ class FisherHooks:
                 for name, param in self._params.items():
                     view = _aligned_view(self._buffers[name], param, tensor)
                     if view is not None:
-                        targets.append(_Target(name, view, transposed=is_conv1d and not is_bias, is_bias=is_bias))
+                        targets.append(
+                            _Target(
+                                name, view, transposed=is_conv1d and not is_bias, is_bias=is_bias
+                            )
+                        )
                         break
             if targets:
                 self._targets[module] = targets
@@ -193,7 +213,9 @@ class FisherHooks:
             )
         for target in self._targets[module]:
             if target.is_bias:
-                ones = torch.ones(*activation.shape[:2], 1, dtype=activation.dtype, device=activation.device)
+                ones = torch.ones(
+                    *activation.shape[:2], 1, dtype=activation.dtype, device=activation.device
+                )
                 squared = per_example_linear_grad_sq(ones, grad, self._mask)[:, 0]
             else:
                 squared = per_example_linear_grad_sq(activation, grad, self._mask)
@@ -216,9 +238,13 @@ class FisherHooks:
         gradients inside this context.
         """
         if not self._fired:
-            raise RuntimeError("no hooked module ran with gradients: run the batch with grad=True inside the context")
+            raise RuntimeError(
+                "no hooked module ran with gradients: run the batch with grad=True inside the context"
+            )
         if self._result is not None:
-            raise RuntimeError("FisherHooks.result() was already taken; use a new FisherHooks for more batches")
+            raise RuntimeError(
+                "FisherHooks.result() was already taken; use a new FisherHooks for more batches"
+            )
         if self._n_examples == 0:
             self._check_coverage()
         loss = target_loss(logits, batch.labels, reduction="sum_per_sequence").sum()
@@ -233,12 +259,21 @@ class FisherHooks:
     def _check_coverage(self) -> None:
         """Find the keys whose elements the first forward pass did not use exactly once through a
         hooked module (their squared per-example gradients would be wrong); `result` leaves them out."""
-        coverage = {name: torch.zeros(b.shape, dtype=torch.uint8, device=b.device) for name, b in self._buffers.items()}
+        coverage = {
+            name: torch.zeros(b.shape, dtype=torch.uint8, device=b.device)
+            for name, b in self._buffers.items()
+        }
         for module in self._fired:
             for target in self._targets[module]:
                 view = target.accumulator
-                coverage[target.param].as_strided(view.shape, view.stride(), view.storage_offset()).add_(1)
-        self._uncovered = [key for key in self._keys if not bool((self.subject.spec(key).view(coverage) == 1).all())]
+                coverage[target.param].as_strided(
+                    view.shape, view.stride(), view.storage_offset()
+                ).add_(1)
+        self._uncovered = [
+            key
+            for key in self._keys
+            if not bool((self.subject.spec(key).view(coverage) == 1).all())
+        ]
 
     # ----- result ----------------------------------------------------------------------------
 
@@ -253,15 +288,20 @@ class FisherHooks:
             buffer.div_(self._n_examples)
         covered = [key for key in self._keys if key not in self._uncovered]
         values = {key: self.subject.spec(key).view(self._buffers).to("cpu") for key in covered}
-        addresses = {key: (self.subject.spec(key).layer, self.subject.spec(key).component) for key in covered}
+        addresses = {
+            key: (self.subject.spec(key).layer, self.subject.spec(key).component) for key in covered
+        }
         if self._uncovered:
             warnings.warn(
                 f"no Fisher for {len(self._uncovered)} linear weight(s) such as {self._uncovered[0]}: the "
                 "forward pass did not use them exactly once through a linear module, so their per-example "
                 "gradients cannot be read from module hooks",
                 UserWarning,
+                stacklevel=2,
             )
-        self._result = ModelFisher(values, addresses, self._n_examples, skipped=(*self._skipped, *self._uncovered))
+        self._result = ModelFisher(
+            values, addresses, self._n_examples, skipped=(*self._skipped, *self._uncovered)
+        )
         return self._result
 
 

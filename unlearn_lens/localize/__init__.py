@@ -11,7 +11,6 @@ from unlearn_lens.localize.attribution import (
     attribute_weights,
     gauss_legendre,
 )
-
 from unlearn_lens.localize.deltas import (
     DeltaReport,
     HeadDelta,
@@ -41,9 +40,9 @@ from unlearn_lens.localize.reversion import (
     RESTORE_FRACTION,
     DepthEvidence,
     Patch,
-    Reverter,
     ReversionResult,
     ReversionSweep,
+    Reverter,
     bisect_depth,
     component_patch,
     forgetting_depth,

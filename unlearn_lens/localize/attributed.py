@@ -9,14 +9,20 @@ per block, last-k, component and head set of the full sweep.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from unlearn_lens.data.items import Item
 from unlearn_lens.localize.attribution import WeightAttribution, attribute_weights
-from unlearn_lens.localize.reversion import RESTORE_FRACTION, DepthEvidence, Reverter, forgetting_depth, measure_depth
+from unlearn_lens.localize.reversion import (
+    RESTORE_FRACTION,
+    DepthEvidence,
+    Reverter,
+    forgetting_depth,
+    measure_depth,
+)
 from unlearn_lens.localize.summary import shallow_limit
 from unlearn_lens.localize.verification import AttributionCheck, verify_attribution
 from unlearn_lens.models.subject import Snapshot, Subject
@@ -44,8 +50,12 @@ class AttributedLocalization:
         return lines
 
     def to_dict(self) -> dict[str, Any]:
-        return {"attribution": self.attribution.to_dict(), "check": self.check.to_dict(), "depth": self.depth.to_dict(),
-                "seconds": dict(self.seconds)}
+        return {
+            "attribution": self.attribution.to_dict(),
+            "check": self.check.to_dict(),
+            "depth": self.depth.to_dict(),
+            "seconds": dict(self.seconds),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttributedLocalization:
@@ -75,17 +85,31 @@ def localize_by_attribution(
     # Exact reversions only need the forget effect: no retain items, so each costs a forget pass.
     reverter = Reverter(subject, original, forget_set, unlearned=unlearned)
     forget_losses = (reverter.unlearned.forget.nll, reverter.original.forget.nll)
-    attribution = attribute_weights(subject, original, unlearned, forget_set, retain_set,
-                                    known_losses={"forget": forget_losses}, progress=progress)
+    attribution = attribute_weights(
+        subject,
+        original,
+        unlearned,
+        forget_set,
+        retain_set,
+        known_losses={"forget": forget_losses},
+        progress=progress,
+    )
     seconds["attribution"] = time.perf_counter() - started
     # The attributed head + last-k curve guesses the depth; the bisection then checks it exactly.
     started = time.perf_counter()
     n_layers = subject.shape.n_layers
     guess = forgetting_depth(attribution.forget.last_k(fraction=True), restore_fraction)
-    depth = measure_depth(reverter, shallow_limit(n_layers), restore_fraction, guess=n_layers if guess is None else guess)
+    depth = measure_depth(
+        reverter,
+        shallow_limit(n_layers),
+        restore_fraction,
+        guess=n_layers if guess is None else guess,
+    )
     seconds["depth"] = time.perf_counter() - started
     started = time.perf_counter()
     check = verify_attribution(attribution, reverter, progress=progress)
     seconds["verification"] = time.perf_counter() - started
     subject.restore(unlearned)
-    return AttributedLocalization(attribution, check, depth, {stage: round(value, 2) for stage, value in seconds.items()})
+    return AttributedLocalization(
+        attribution, check, depth, {stage: round(value, 2) for stage, value in seconds.items()}
+    )

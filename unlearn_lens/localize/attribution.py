@@ -62,7 +62,12 @@ size parts; measured on SmolLM2 after GA at the audit defaults, 2 and 4 nodes le
 
 OUTPUT_HEAD = "output_head"
 INPUT_EMBEDDING = "input_embedding"
-NON_BLOCK = {"embed": INPUT_EMBEDDING, "pos_embed": INPUT_EMBEDDING, "final_norm": OUTPUT_HEAD, "unembed": OUTPUT_HEAD}
+NON_BLOCK = {
+    "embed": INPUT_EMBEDDING,
+    "pos_embed": INPUT_EMBEDDING,
+    "final_norm": OUTPUT_HEAD,
+    "unembed": OUTPUT_HEAD,
+}
 """Where each weight outside the blocks is attributed."""
 TIED_OUTPUT = WeightSpec("embed.weight", None, "unembed", "lm_head.weight")
 """The output use of a tied embedding matrix, a leaf of its own during the passes: its path and
@@ -120,7 +125,10 @@ class LossAttribution:
     def blocks(self, fraction: bool = False) -> list[float]:
         """Attribution of each block (every weight of it)."""
         scale = self._scale(fraction)
-        return [scale * math.fsum(values[layer] for values in self.components.values()) for layer in range(self.n_layers)]
+        return [
+            scale * math.fsum(values[layer] for values in self.components.values())
+            for layer in range(self.n_layers)
+        ]
 
     def heads(self, fraction: bool = False) -> np.ndarray:
         """`[n_layers, n_heads]` attribution per query head: its q and o slices plus an equal share
@@ -136,7 +144,9 @@ class LossAttribution:
     def place(self, name: str, fraction: bool = False) -> float:
         """Attribution of a place outside the blocks: `"head"` (final norm and unembedding) or
         `"input_embedding"`."""
-        return (self.output_head if name == "head" else self.input_embedding) * self._scale(fraction)
+        return (self.output_head if name == "head" else self.input_embedding) * self._scale(
+            fraction
+        )
 
     def head_patch(self, layer: int, head: int, fraction: bool = False) -> float:
         """Attribution of the weights [`query_heads_patch`][unlearn_lens.localize.query_heads_patch]
@@ -155,7 +165,10 @@ class LossAttribution:
         comparable with the exact head + last-k reversion effects when `fraction=True`)."""
         blocks = self.blocks()
         scale = self._scale(fraction)
-        return [scale * (self.output_head + math.fsum(blocks[self.n_layers - k :])) for k in range(self.n_layers + 1)]
+        return [
+            scale * (self.output_head + math.fsum(blocks[self.n_layers - k :]))
+            for k in range(self.n_layers + 1)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """The measured fields, plus derived views (blocks, heads, last-k, in nats and as fractions)
@@ -187,7 +200,9 @@ class LossAttribution:
         return cls(
             loss_unlearned=json_float(data["loss_unlearned"]),
             loss_original=json_float(data["loss_original"]),
-            components={name: [json_float(v) for v in values] for name, values in data["components"].items()},
+            components={
+                name: [json_float(v) for v in values] for name, values in data["components"].items()
+            },
             output_head=json_float(data["output_head"]),
             input_embedding=json_float(data["input_embedding"]),
             query_heads=[[json_float(v) for v in row] for row in data["query_heads"]],
@@ -247,7 +262,9 @@ class WeightAttribution:
             points=int(data["points"]),
             passes=int(data["passes"]),
             tolerance=json_float(data["tolerance"]),
-            first_order=None if data.get("first_order") is None else LossAttribution.from_dict(data["first_order"]),
+            first_order=None
+            if data.get("first_order") is None
+            else LossAttribution.from_dict(data["first_order"]),
         )
 
 
@@ -256,7 +273,11 @@ class _Sums:
 
     def __init__(self, subject: Subject) -> None:
         shape = subject.shape
-        self.components = {spec.component: np.zeros(shape.n_layers) for spec in subject.specs if spec.layer is not None}
+        self.components = {
+            spec.component: np.zeros(shape.n_layers)
+            for spec in subject.specs
+            if spec.layer is not None
+        }
         self.parts = {OUTPUT_HEAD: 0.0, INPUT_EMBEDDING: 0.0}
         self.query_heads = np.zeros((shape.n_layers, shape.n_heads))
         self.kv_heads = np.zeros((shape.n_layers, shape.n_kv_heads))
@@ -295,7 +316,11 @@ class _WeightPath:
     def hooked(self) -> Iterator[None]:
         """A tied unembedding as its own leaf, and every weight's gradient contracted by a hook."""
         subject = self.subject
-        with subject.untied_output(self.unlearned["embed.weight"]) if subject.shape.tied_embeddings else nullcontext():
+        with (
+            subject.untied_output(self.unlearned["embed.weight"])
+            if subject.shape.tied_embeddings
+            else nullcontext()
+        ):
             params = named_parameters(subject.model)
             by_param: dict[str, list[WeightSpec]] = {}
             for spec in subject.specs:
@@ -320,10 +345,18 @@ class _WeightPath:
         with torch.no_grad():
             for spec in subject.specs:
                 view = spec.view(params)
-                view.copy_(torch.lerp(self.unlearned[spec.key], self.original[spec.key], alpha).to(view.device, view.dtype))
+                view.copy_(
+                    torch.lerp(self.unlearned[spec.key], self.original[spec.key], alpha).to(
+                        view.device, view.dtype
+                    )
+                )
             if subject.shape.tied_embeddings:
                 leaf = subject.readout_modules()[1].weight
-                leaf.copy_(torch.lerp(self.unlearned["embed.weight"], self.original["embed.weight"], alpha).to(leaf.device, leaf.dtype))
+                leaf.copy_(
+                    torch.lerp(
+                        self.unlearned["embed.weight"], self.original["embed.weight"], alpha
+                    ).to(leaf.device, leaf.dtype)
+                )
 
     def _hook(self, specs: list[WeightSpec]):
         def contract(param: torch.Tensor) -> None:
@@ -344,7 +377,11 @@ class _WeightPath:
         if spec.head_axis is None:
             size = max(1, CHUNK_ELEMENTS // grad[0].numel())
             value = math.fsum(
-                float((delta_of(slice(start, start + size)) * grad[start : start + size]).sum(dtype=torch.float64))
+                float(
+                    (delta_of(slice(start, start + size)) * grad[start : start + size]).sum(
+                        dtype=torch.float64
+                    )
+                )
                 for start in range(0, grad.shape[0], size)
             )
             if spec.layer is None:
@@ -353,17 +390,27 @@ class _WeightPath:
                 sums.components[spec.component][spec.layer] += weight * value
             return
         per_head = (delta_of(slice(None)) * grad).unflatten(spec.head_axis, (spec.n_heads, -1))
-        values = per_head.sum(dim=[d for d in range(per_head.ndim) if d != spec.head_axis], dtype=torch.float64).cpu().numpy()
+        values = (
+            per_head.sum(
+                dim=[d for d in range(per_head.ndim) if d != spec.head_axis], dtype=torch.float64
+            )
+            .cpu()
+            .numpy()
+        )
         sums.components[spec.component][spec.layer] += weight * float(math.fsum(values))
         target = sums.query_heads if spec.component in ("q", "o") else sums.kv_heads
         target[spec.layer] += weight * values
 
 
-def _backward(path: _WeightPath, batches: Sequence[Batch], n_tokens: int, sums: _Sums, weight: float) -> None:
+def _backward(
+    path: _WeightPath, batches: Sequence[Batch], n_tokens: int, sums: _Sums, weight: float
+) -> None:
     """Add `weight · (θ_o − θ_u) ⊙ ∂L/∂θ` of the mean answer-token NLL over all `batches` to `sums`."""
     path.sums, path.weight = sums, weight
     for batch in batches:
-        loss = target_loss(path.subject.run(batch, grad=True).logits, batch.labels, reduction="sum_per_sequence").sum()
+        loss = target_loss(
+            path.subject.run(batch, grad=True).logits, batch.labels, reduction="sum_per_sequence"
+        ).sum()
         (loss / n_tokens).backward()
 
 
@@ -403,7 +450,9 @@ def attribute_weights(
     if not forget_set:
         raise ValueError("attribution needs a non-empty forget set")
     if not 1 <= first_points <= max_points:
-        raise ValueError(f"first_points must lie between 1 and max_points ({max_points}), got {first_points}")
+        raise ValueError(
+            f"first_points must lie between 1 and max_points ({max_points}), got {first_points}"
+        )
     sets = {"forget": forget_set, **({"retain": retain_set} if retain_set else {})}
     encoded = {name: list(subject.batches(items, batch_size)) for name, items in sets.items()}
     n_tokens = {name: _n_tokens(batches) for name, batches in encoded.items()}
@@ -421,21 +470,30 @@ def attribute_weights(
     while n <= max_points:
         rules.append(n)
         n *= 2
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     passes = 0
     try:
         with path.hooked(), Progress(*columns, transient=True, disable=not progress) as bar:
             for points in rules:
-                task = bar.add_task(f"weight attribution ({points} points)", total=points * len(sets))
+                task = bar.add_task(
+                    f"weight attribution ({points} points)", total=points * len(sets)
+                )
                 sums = {name: _Sums(subject) for name in sets}
-                for alpha, weight in zip(*gauss_legendre(points)):
+                for alpha, weight in zip(*gauss_legendre(points), strict=True):
                     path.move_to(float(alpha))
                     for name, batches in encoded.items():
                         _backward(path, batches, n_tokens[name], sums[name], float(weight))
                         bar.advance(task)
                 passes += points
                 results = {name: sums[name].result(*endpoints[name]) for name in sets}
-                if not results["forget"].residual > tolerance:  # converged, or nothing to attribute (NaN)
+                if (
+                    not results["forget"].residual > tolerance
+                ):  # converged, or nothing to attribute (NaN)
                     break
             single = None
             if first_order:
@@ -446,6 +504,10 @@ def attribute_weights(
     finally:
         subject.restore(unlearned)
     return WeightAttribution(
-        forget=results["forget"], retain=results.get("retain"), points=points, passes=passes, tolerance=tolerance,
+        forget=results["forget"],
+        retain=results.get("retain"),
+        points=points,
+        passes=passes,
+        tolerance=tolerance,
         first_order=single,
     )

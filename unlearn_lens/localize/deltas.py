@@ -178,7 +178,9 @@ class DeltaReport:
 
     def _share(self, components: Sequence[str]) -> float:
         total_sq = self.total.norm**2
-        squares = sum(self.non_layer[name].norm ** 2 for name in components if name in self.non_layer)
+        squares = sum(
+            self.non_layer[name].norm ** 2 for name in components if name in self.non_layer
+        )
         return squares / total_sq if total_sq > 0 else 0.0
 
     @property
@@ -243,7 +245,9 @@ class DeltaReport:
 def _float64(snapshot: Snapshot, name: str, key: str) -> Tensor:
     """One weight of a snapshot in float64 on CPU, with a clear error when it is missing."""
     if key not in snapshot:
-        raise KeyError(f"{name} snapshot has no weight {key!r}: take every snapshot from the same subject")
+        raise KeyError(
+            f"{name} snapshot has no weight {key!r}: take every snapshot from the same subject"
+        )
     return snapshot[key].detach().to("cpu", torch.float64)
 
 
@@ -252,7 +256,9 @@ def _pair(reference: Snapshot, updated: Snapshot, key: str) -> tuple[Tensor, Ten
     ref = _float64(reference, "reference", key)
     new = _float64(updated, "updated", key)
     if ref.shape != new.shape:
-        raise ValueError(f"{key} is {tuple(ref.shape)} in the reference but {tuple(new.shape)} in the update")
+        raise ValueError(
+            f"{key} is {tuple(ref.shape)} in the reference but {tuple(new.shape)} in the update"
+        )
     return ref, new - ref
 
 
@@ -267,7 +273,9 @@ def head_counts_of(specs: Sequence[WeightSpec]) -> tuple[int, int]:
     return by_component["q"], by_component["k"]
 
 
-def weight_deltas(specs: Sequence[WeightSpec], reference: Snapshot, updated: Snapshot) -> DeltaReport:
+def weight_deltas(
+    specs: Sequence[WeightSpec], reference: Snapshot, updated: Snapshot
+) -> DeltaReport:
     """Deltas `updated − reference` per weight, per layer and component, and per head.
 
     **Arguments:**
@@ -296,7 +304,12 @@ def weight_deltas(specs: Sequence[WeightSpec], reference: Snapshot, updated: Sna
         if spec.component in HEAD_COMPONENTS and spec.head_axis is not None:
             for head in range(spec.n_heads):
                 address = (spec.layer, spec.component, head)
-                pair = np.array([float(spec.head_view(delta, head).square().sum()), float(spec.head_view(ref, head).square().sum())])
+                pair = np.array(
+                    [
+                        float(spec.head_view(delta, head).square().sum()),
+                        float(spec.head_view(ref, head).square().sum()),
+                    ]
+                )
                 head_sq[address] = head_sq.get(address, np.zeros(2)) + pair
     total_sq = layer_sq.sum(axis=0) + sum(non_layer_sq.values(), np.zeros(2))
     layers = [
@@ -305,11 +318,16 @@ def weight_deltas(specs: Sequence[WeightSpec], reference: Snapshot, updated: Sna
             norm=math.sqrt(layer_sq[index, 0]),
             reference_norm=math.sqrt(layer_sq[index, 1]),
             share=layer_sq[index, 0] / total_sq[0] if total_sq[0] > 0 else 0.0,
-            components={name: WeightDelta(*np.sqrt(sq).tolist()) for name, sq in component_sq[index].items()},
+            components={
+                name: WeightDelta(*np.sqrt(sq).tolist()) for name, sq in component_sq[index].items()
+            },
         )
         for index in range(n_layers)
     ]
-    heads = [HeadDelta(layer, comp, head, *np.sqrt(sq).tolist()) for (layer, comp, head), sq in head_sq.items()]
+    heads = [
+        HeadDelta(layer, comp, head, *np.sqrt(sq).tolist())
+        for (layer, comp, head), sq in head_sq.items()
+    ]
     return DeltaReport(
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
@@ -365,7 +383,9 @@ def _directions(sums: np.ndarray) -> tuple[float, float]:
     return float(cosine), float(undone)
 
 
-def update_cosines(specs: Sequence[WeightSpec], original: Snapshot, unlearned: Snapshot, relearned: Snapshot) -> UpdateDirections:
+def update_cosines(
+    specs: Sequence[WeightSpec], original: Snapshot, unlearned: Snapshot, relearned: Snapshot
+) -> UpdateDirections:
     """Per-layer direction of relearning against unlearning (see
     [`UpdateDirections`][unlearn_lens.localize.UpdateDirections]), in float64."""
     n_layers = n_layers_of(specs)
@@ -374,7 +394,13 @@ def update_cosines(specs: Sequence[WeightSpec], original: Snapshot, unlearned: S
     for spec in specs:
         _, unlearn = _pair(original, unlearned, spec.key)
         _, relearn = _pair(unlearned, relearned, spec.key)
-        row = np.array([float((unlearn * relearn).sum()), float(unlearn.square().sum()), float(relearn.square().sum())])
+        row = np.array(
+            [
+                float((unlearn * relearn).sum()),
+                float(unlearn.square().sum()),
+                float(relearn.square().sum()),
+            ]
+        )
         overall += row
         if spec.layer is not None:
             sums[spec.layer] += row

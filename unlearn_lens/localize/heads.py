@@ -17,7 +17,7 @@ import numpy as np
 
 from unlearn_lens.atomic import json_float
 from unlearn_lens.localize.deltas import DeltaReport
-from unlearn_lens.localize.reversion import Reverter, ReversionSweep, query_heads_patch
+from unlearn_lens.localize.reversion import ReversionSweep, Reverter, query_heads_patch
 
 TOP_LAYERS = 3
 """Layers whose heads are reverted one by one by default: each head costs one evaluation, so
@@ -42,16 +42,23 @@ class HeadAttribution:
     reversion_nll: list[list[float]]
     ranked_by: str
 
-    def matrix(self, kind: Literal["delta", "reversion_nll", "reversion_accuracy"] = "delta") -> np.ndarray:
+    def matrix(
+        self, kind: Literal["delta", "reversion_nll", "reversion_accuracy"] = "delta"
+    ) -> np.ndarray:
         """`[n_layers, n_heads]` array for a heatmap; reversion rows not measured are NaN."""
         deltas = np.asarray(self.delta_norms, dtype=np.float64)
         if kind == "delta":
             return deltas
-        rows = {"reversion_nll": self.reversion_nll, "reversion_accuracy": self.reversion_accuracy}.get(kind)
+        rows = {
+            "reversion_nll": self.reversion_nll,
+            "reversion_accuracy": self.reversion_accuracy,
+        }.get(kind)
         if rows is None:
-            raise ValueError(f"unknown matrix {kind!r}; use 'delta', 'reversion_nll' or 'reversion_accuracy'")
+            raise ValueError(
+                f"unknown matrix {kind!r}; use 'delta', 'reversion_nll' or 'reversion_accuracy'"
+            )
         matrix = np.full(deltas.shape, np.nan)
-        for layer, values in zip(self.reversion_layers, rows):
+        for layer, values in zip(self.reversion_layers, rows, strict=True):
             matrix[layer] = values
         return matrix
 
@@ -75,7 +82,9 @@ class HeadAttribution:
         )
 
 
-def top_layers(deltas: DeltaReport, sweep: ReversionSweep | None, n_layers: int, ranked_by: HeadRanking) -> list[int]:
+def top_layers(
+    deltas: DeltaReport, sweep: ReversionSweep | None, n_layers: int, ranked_by: HeadRanking
+) -> list[int]:
     """The `n_layers` layers with the largest delta share or reversion effect (NaN last)."""
     if ranked_by == "delta_share":
         scores = np.asarray(deltas.share_by_layer())
@@ -112,7 +121,11 @@ def head_attribution(
     nll: list[list[float]] = []
     if reverter is not None:
         subject = reverter.subject
-        patches = [query_heads_patch(subject, [(layer, head)]) for layer in layers for head in range(deltas.n_heads)]
+        patches = [
+            query_heads_patch(subject, [(layer, head)])
+            for layer in layers
+            for head in range(deltas.n_heads)
+        ]
         results = reverter.measure_all(patches, progress=progress, description="head reversion")
         for start in range(0, len(results), deltas.n_heads):
             row = results[start : start + deltas.n_heads]

@@ -38,6 +38,7 @@ DIVERGENCE_RANK_FACTOR = 10.0
 factor: an order of magnitude, far above the rank jitter of nearly identical weights, far
 below the thousands-deep ranks of a suppressed answer."""
 
+
 @dataclass
 class LensLogits:
     """Logit-lens logits of one batch at each item's last prompt position.
@@ -71,13 +72,20 @@ def lens_logits(subject: Subject, batch: Batch, decoder: Snapshot | None = None)
     norm, unembed = subject.readout_modules()
     with torch.no_grad():
         out = subject.run(batch, residual_layers=range(subject.n_streams))
-        streams = torch.stack([out.residuals[j][rows, position] for j in range(subject.n_streams)], dim=1)
+        streams = torch.stack(
+            [out.residuals[j][rows, position] for j in range(subject.n_streams)], dim=1
+        )
         lens = unembed(norm(streams))
         fixed = None
         if decoder is not None:
             with subject.head_from(decoder):
                 fixed = unembed(norm(streams))
-    return LensLogits(lens=lens, model=out.logits[rows, position], answer=batch.labels[rows, first_target], fixed=fixed)
+    return LensLogits(
+        lens=lens,
+        model=out.logits[rows, position],
+        answer=batch.labels[rows, first_target],
+        fixed=fixed,
+    )
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ class LensReadout:
 
     def median_rank(self) -> list[float]:
         """Median answer rank over items, per stream index."""
-        return [float(statistics.median(column)) for column in zip(*self.ranks)]
+        return [float(statistics.median(column)) for column in zip(*self.ranks, strict=True)]
 
     def mean_probability(self) -> list[float]:
         """Mean answer probability over items, per stream index."""
@@ -108,7 +116,9 @@ class LensReadout:
         )
 
 
-def _ranks_and_probabilities(lens: Tensor, answer: Tensor) -> tuple[list[list[int]], list[list[float]]]:
+def _ranks_and_probabilities(
+    lens: Tensor, answer: Tensor
+) -> tuple[list[list[int]], list[list[float]]]:
     """Rank (1 = top) and probability of each item's answer token at every stream, in float64."""
     lens = lens.double()
     index = answer[:, None, None].expand(-1, lens.shape[1], 1)
@@ -118,7 +128,11 @@ def _ranks_and_probabilities(lens: Tensor, answer: Tensor) -> tuple[list[list[in
 
 
 def read_answers(
-    subject: Subject, items: Sequence[Item], label: str, batch_size: int = EVAL_BATCH_SIZE, decoder: Snapshot | None = None
+    subject: Subject,
+    items: Sequence[Item],
+    label: str,
+    batch_size: int = EVAL_BATCH_SIZE,
+    decoder: Snapshot | None = None,
 ) -> LensReadout:
     """The logit-lens readout of the subject's current weights on `items`, through its own head,
     or through the head of the `decoder` snapshot when one is given."""
@@ -126,7 +140,11 @@ def read_answers(
 
 
 def read_both(
-    subject: Subject, items: Sequence[Item], label: str, batch_size: int = EVAL_BATCH_SIZE, decoder: Snapshot | None = None
+    subject: Subject,
+    items: Sequence[Item],
+    label: str,
+    batch_size: int = EVAL_BATCH_SIZE,
+    decoder: Snapshot | None = None,
 ) -> tuple[LensReadout, LensReadout | None]:
     """Own-head and (given `decoder`) fixed-decoder readouts from the same forward passes."""
     own: tuple[list, list] = ([], [])
@@ -142,9 +160,11 @@ def read_both(
     return LensReadout(label, *own), fixed_readout
 
 
-def first_divergence(reference: Sequence[float], other: Sequence[float], factor: float = DIVERGENCE_RANK_FACTOR) -> int | None:
+def first_divergence(
+    reference: Sequence[float], other: Sequence[float], factor: float = DIVERGENCE_RANK_FACTOR
+) -> int | None:
     """First stream index where two median-rank curves differ by more than `factor`, or None."""
-    for index, (a, b) in enumerate(zip(reference, other)):
+    for index, (a, b) in enumerate(zip(reference, other, strict=True)):
         if max(a, b) > factor * min(a, b):
             return index
     return None
@@ -194,7 +214,10 @@ class LogitLens:
             own_head={label: LensReadout.from_dict(d) for label, d in data["own_head"].items()},
             reference=str(data["reference"]),
             decoder=str(data["decoder"]),
-            first_divergence={label: None if i is None else int(i) for label, i in data["first_divergence"].items()},
+            first_divergence={
+                label: None if i is None else int(i)
+                for label, i in data["first_divergence"].items()
+            },
             divergence_factor=json_float(data["divergence_factor"]),
         )
 
@@ -218,7 +241,9 @@ def logit_lens(
     put back afterwards.
     """
     if reference not in snapshots:
-        raise ValueError(f"reference {reference!r} is not one of the snapshots ({', '.join(snapshots)})")
+        raise ValueError(
+            f"reference {reference!r} is not one of the snapshots ({', '.join(snapshots)})"
+        )
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     current = subject.snapshot()
@@ -228,7 +253,9 @@ def logit_lens(
         with Progress(transient=True, disable=not progress) as bar:
             for label in bar.track(list(snapshots), description="logit lens"):
                 subject.restore(snapshots[label])
-                own[label], fixed[label] = read_both(subject, items, label, batch_size, snapshots[reference])
+                own[label], fixed[label] = read_both(
+                    subject, items, label, batch_size, snapshots[reference]
+                )
     finally:
         subject.restore(current)
     chosen = fixed if decoder == "fixed" else own

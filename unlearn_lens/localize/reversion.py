@@ -90,7 +90,9 @@ def last_layers_patch(subject: Subject, k: int) -> Patch:
     if not 0 <= k <= n_layers:
         raise ValueError(f"k must lie between 0 and the number of blocks ({n_layers}), got {k}")
     label = HEAD_LABEL if k == 0 else f"{HEAD_LABEL} + last {k}"
-    return Patch(label, keys=tuple(subject.keys(layers=range(n_layers - k, n_layers))), output_head=True)
+    return Patch(
+        label, keys=tuple(subject.keys(layers=range(n_layers - k, n_layers))), output_head=True
+    )
 
 
 def component_patch(subject: Subject, component: str) -> Patch:
@@ -103,7 +105,9 @@ def full_patch(subject: Subject) -> Patch:
     return Patch("original", keys=tuple(subject.keys()), output_head=True)
 
 
-def query_heads_patch(subject: Subject, heads: Iterable[tuple[int, int]], label: str | None = None) -> Patch:
+def query_heads_patch(
+    subject: Subject, heads: Iterable[tuple[int, int]], label: str | None = None
+) -> Patch:
     """Revert whole attention heads, given as `(layer, query head)` pairs.
 
     A query head's q and o slices are reverted with the key-value head it reads (k and v,
@@ -120,7 +124,9 @@ def query_heads_patch(subject: Subject, heads: Iterable[tuple[int, int]], label:
                 if subject.spec(key).head_axis is not None:
                     wanted.setdefault(key, set()).add(index)
     name = label or ", ".join(f"L{layer}H{head}" for layer, head in pairs)
-    return Patch(name, heads=tuple((key, tuple(sorted(indices))) for key, indices in wanted.items()))
+    return Patch(
+        name, heads=tuple((key, tuple(sorted(indices))) for key, indices in wanted.items())
+    )
 
 
 @dataclass(frozen=True)
@@ -222,13 +228,22 @@ class Reverter:
             patch.label,
             forget,
             retain,
-            restoration_effect(forget.accuracy, self.unlearned.forget.accuracy, self.original.forget.accuracy),
+            restoration_effect(
+                forget.accuracy, self.unlearned.forget.accuracy, self.original.forget.accuracy
+            ),
             restoration_effect(forget.nll, self.unlearned.forget.nll, self.original.forget.nll),
         )
 
-    def measure_all(self, patches: Sequence[Patch], progress: bool = True, description: str = "weight reversion") -> list[ReversionResult]:
+    def measure_all(
+        self, patches: Sequence[Patch], progress: bool = True, description: str = "weight reversion"
+    ) -> list[ReversionResult]:
         """Measure each patch in turn, with a progress bar over them."""
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         results = []
         with Progress(*columns, transient=True, disable=not progress) as bar:
             task = bar.add_task(description, total=len(patches))
@@ -247,7 +262,9 @@ class Reverter:
                     stack.enter_context(subject.head_from(self.original_snapshot))
                 elif subject.shape.tied_embeddings and "embed.weight" in patch.keys:
                     # Reverting the tied matrix's input use only: the output keeps the unlearned copy.
-                    stack.enter_context(subject.untied_output(self.unlearned_snapshot["embed.weight"]))
+                    stack.enter_context(
+                        subject.untied_output(self.unlearned_snapshot["embed.weight"])
+                    )
                 subject.restore(self.original_snapshot, patch.keys)
                 for key, heads in patch.heads:
                     subject.restore_heads(self.original_snapshot, key, heads)
@@ -264,7 +281,9 @@ class Reverter:
         with torch.no_grad():
             for batch in self._batches:
                 logits = self.subject.run(batch).logits
-                is_forget = torch.arange(start, start + len(batch), device=logits.device) < self._n_forget
+                is_forget = (
+                    torch.arange(start, start + len(batch), device=logits.device) < self._n_forget
+                )
                 for accumulator, rows in ((forget, is_forget), (retain, ~is_forget)):
                     if rows.any():
                         accumulator.update(logits[rows], batch.labels[rows])
@@ -282,7 +301,9 @@ def default_head_counts(n_heads_total: int) -> list[int]:
     return [*counts, n_heads_total]
 
 
-def forgetting_depth(last_k_effects: Sequence[float], restore_fraction: float = RESTORE_FRACTION) -> int | None:
+def forgetting_depth(
+    last_k_effects: Sequence[float], restore_fraction: float = RESTORE_FRACTION
+) -> int | None:
     """Smallest k whose top-of-network reversion (the output head and the last k blocks)
     restores at least `restore_fraction` of the forget effect (`last_k_effects[k]`,
     k = 0 … L), or None if no k does."""
@@ -293,7 +314,10 @@ def forgetting_depth(last_k_effects: Sequence[float], restore_fraction: float = 
 
 
 def bisect_depth(
-    effect: Callable[[int], float], n_layers: int, restore_fraction: float = RESTORE_FRACTION, guess: int | None = None
+    effect: Callable[[int], float],
+    n_layers: int,
+    restore_fraction: float = RESTORE_FRACTION,
+    guess: int | None = None,
 ) -> int | None:
     """The smallest k in 0 … `n_layers` with `effect(k) ≥ restore_fraction`, found by bisection
     (about log2(n_layers + 1) + 1 calls), or None when even `effect(n_layers)` falls short.
@@ -387,7 +411,9 @@ class DepthEvidence:
             n_layers=int(data["n_layers"]),
             forgetting_depth=data["forgetting_depth"],
             last_k={int(k): json_float(effect) for k, effect in data["last_k"].items()},
-            input_embedding=None if data["input_embedding"] is None else json_float(data["input_embedding"]),
+            input_embedding=None
+            if data["input_embedding"] is None
+            else json_float(data["input_embedding"]),
             restore_fraction=json_float(data["restore_fraction"]),
             depth_metric=data["depth_metric"],
         )
@@ -406,9 +432,17 @@ def measure_depth(
     `guess` starts the bisection (see [`bisect_depth`][unlearn_lens.localize.bisect_depth])."""
     depth, measured = search_forgetting_depth(reverter, restore_fraction, metric, guess)
     if depth is not None and depth > quoted:
-        measured.setdefault(quoted, reverter.measure(last_layers_patch(reverter.subject, quoted)).effect(metric))
-    input_embedding = reverter.measure(input_embedding_patch(reverter.subject)).effect(metric) if depth is None else None
-    return DepthEvidence(reverter.subject.shape.n_layers, depth, measured, input_embedding, restore_fraction, metric)
+        measured.setdefault(
+            quoted, reverter.measure(last_layers_patch(reverter.subject, quoted)).effect(metric)
+        )
+    input_embedding = (
+        reverter.measure(input_embedding_patch(reverter.subject)).effect(metric)
+        if depth is None
+        else None
+    )
+    return DepthEvidence(
+        reverter.subject.shape.n_layers, depth, measured, input_embedding, restore_fraction, metric
+    )
 
 
 @dataclass(frozen=True)
@@ -466,8 +500,12 @@ class ReversionSweep:
         """The sweep's depth with every head + last-k effect and the input embedding's."""
         effects = self.last_k_effects()
         return DepthEvidence(
-            self.n_layers, self.forgetting_depth, dict(enumerate(effects)), self.input_embedding.effect(self.depth_metric),
-            self.restore_fraction, self.depth_metric,
+            self.n_layers,
+            self.forgetting_depth,
+            dict(enumerate(effects)),
+            self.input_embedding.effect(self.depth_metric),
+            self.restore_fraction,
+            self.depth_metric,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -526,20 +564,29 @@ def reversion_sweep(
         raise ValueError(f"depth_metric must be 'nll' or 'accuracy', got {depth_metric!r}")
     subject = reverter.subject
     if deltas is None:
-        deltas = weight_deltas(subject.specs, reverter.original_snapshot, reverter.unlearned_snapshot)
+        deltas = weight_deltas(
+            subject.specs, reverter.original_snapshot, reverter.unlearned_snapshot
+        )
     n_layers = subject.shape.n_layers
     norms = deltas.query_head_norms()
-    head_order = sorted(((layer, head) for layer in range(n_layers) for head in range(norms.shape[1])), key=lambda lh: -norms[lh])
+    head_order = sorted(
+        ((layer, head) for layer in range(n_layers) for head in range(norms.shape[1])),
+        key=lambda lh: -norms[lh],
+    )
     counts = list(head_counts) if head_counts is not None else default_head_counts(len(head_order))
     if any(not 1 <= n <= len(head_order) for n in counts):
-        raise ValueError(f"head_counts must lie between 1 and the number of query heads ({len(head_order)}), got {counts}")
+        raise ValueError(
+            f"head_counts must lie between 1 and the number of query heads ({len(head_order)}), got {counts}"
+        )
     components = list(dict.fromkeys(spec.component for spec in subject.specs))
     groups = {
         "layers": [layer_patch(subject, layer) for layer in range(n_layers)],
         "last_k": [last_layers_patch(subject, k) for k in range(n_layers + 1)],
         "input_embedding": [input_embedding_patch(subject)],
         "components": [component_patch(subject, component) for component in components],
-        "top_heads": [query_heads_patch(subject, head_order[:n], label=f"top {n} heads") for n in counts],
+        "top_heads": [
+            query_heads_patch(subject, head_order[:n], label=f"top {n} heads") for n in counts
+        ],
     }
     flat = [patch for patches in groups.values() for patch in patches]
     measured = iter(reverter.measure_all(flat, progress=progress))

@@ -91,7 +91,12 @@ class Correlation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Correlation:
-        return cls(a=str(data["a"]), b=str(data["b"]), rho=json_float(data["rho"]), n_layers=int(data["n_layers"]))
+        return cls(
+            a=str(data["a"]),
+            b=str(data["b"]),
+            rho=json_float(data["rho"]),
+            n_layers=int(data["n_layers"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,9 @@ class LocalizationSummary:
     def from_dict(cls, data: dict[str, Any]) -> LocalizationSummary:
         return cls(
             n_layers=int(data["n_layers"]),
-            columns={name: [json_float(v) for v in values] for name, values in data["columns"].items()},
+            columns={
+                name: [json_float(v) for v in values] for name, values in data["columns"].items()
+            },
             correlations=[Correlation.from_dict(d) for d in data["correlations"]],
             forgetting_depth=data["forgetting_depth"],
             shallow_limit=int(data["shallow_limit"]),
@@ -182,7 +189,11 @@ def _cka_clause(cka_forget: list[float]) -> tuple[str, int | None]:
 
 def _top(k: int, n_layers: int) -> str:
     """How a head + last-k reversion is named in a verdict."""
-    return "the output head alone" if k == 0 else f"the output head and the last {k} of {n_layers} blocks"
+    return (
+        "the output head alone"
+        if k == 0
+        else f"the output head and the last {k} of {n_layers} blocks"
+    )
 
 
 def _verdict(depth_evidence: DepthEvidence, limit: int) -> tuple[str, bool | None, dict[str, Any]]:
@@ -191,18 +202,27 @@ def _verdict(depth_evidence: DepthEvidence, limit: int) -> tuple[str, bool | Non
     depth = depth_evidence.forgetting_depth
     metric = depth_evidence.depth_metric
     fraction = depth_evidence.restore_fraction
-    evidence: dict[str, Any] = {"depth_metric": metric, "restore_fraction": fraction, "forgetting_depth": depth}
+    evidence: dict[str, Any] = {
+        "depth_metric": metric,
+        "restore_fraction": fraction,
+        "forgetting_depth": depth,
+    }
     if 0 in effects:
         evidence["restored_by_head"] = effects[0]
     if depth_evidence.input_embedding is not None:
         evidence["restored_by_input_embedding"] = depth_evidence.input_embedding
     if all(math.isnan(e) for e in effects.values()):
-        return f"undetermined: unlearning left the forget-set {metric} unchanged, so there is nothing to restore", None, evidence
+        return (
+            f"undetermined: unlearning left the forget-set {metric} unchanged, so there is nothing to restore",
+            None,
+            evidence,
+        )
     if depth is None:
         evidence["restored_by_all_layers"] = effects[n_layers]
         line = (
             f"deep (no depth restores {percent(fraction)}): reverting {_top(n_layers, n_layers)} "
-            f"restores only {percent(effects[n_layers])} of the forget effect ({metric}); the rest is in the input embedding "
+            f"restores only {percent(effects[n_layers])} of the forget effect ({metric}); the rest "
+            "is in the input embedding "
             f"(reverted alone it restores {percent(evidence['restored_by_input_embedding'])})"
         )
         return line, False, evidence
@@ -216,7 +236,8 @@ def _verdict(depth_evidence: DepthEvidence, limit: int) -> tuple[str, bool | Non
     evidence["restored_at_limit"] = effects[limit]
     line = (
         f"deep (depth {depth} > {limit} of {n_layers} blocks): reverting {_top(limit, n_layers)} restores only "
-        f"{percent(effects[limit])} of the forget effect ({metric}); {percent(effects[depth])} needs {_top(depth, n_layers)}"
+        f"{percent(effects[limit])} of the forget effect ({metric}); {percent(effects[depth])} "
+        f"needs {_top(depth, n_layers)}"
     )
     return line, False, evidence
 
@@ -253,7 +274,9 @@ def summarise_localization(
     sweep = depth if isinstance(depth, ReversionSweep) else None
     depth_evidence = sweep.depth_evidence() if sweep is not None else depth
     if depth_evidence.n_layers != n_layers:
-        raise ValueError(f"deltas cover {n_layers} layers but the depth evidence {depth_evidence.n_layers}")
+        raise ValueError(
+            f"deltas cover {n_layers} layers but the depth evidence {depth_evidence.n_layers}"
+        )
     optional = {
         name: _per_layer(name, values, n_layers)
         for name, values in (
@@ -270,8 +293,12 @@ def summarise_localization(
         "reversion_accuracy": sweep.layer_effects("accuracy") if sweep is not None else None,
         "reversion_nll": sweep.layer_effects("nll") if sweep is not None else None,
         "attribution_nll": optional["attribution_nll"],
-        "cka_change_forget": None if optional["cka_forget"] is None else [1 - v for v in optional["cka_forget"]],
-        "cka_change_retain": None if optional["cka_retain"] is None else [1 - v for v in optional["cka_retain"]],
+        "cka_change_forget": None
+        if optional["cka_forget"] is None
+        else [1 - v for v in optional["cka_forget"]],
+        "cka_change_retain": None
+        if optional["cka_retain"] is None
+        else [1 - v for v in optional["cka_retain"]],
         "pc1_similarity": optional["pc1_similarity"],
         "fisher_change": optional["fisher_change"],
     }
@@ -279,7 +306,9 @@ def summarise_localization(
     correlations = []
     for a, b in combinations(columns, 2):
         x, y = np.asarray(columns[a]), np.asarray(columns[b])
-        correlations.append(Correlation(a, b, spearman(x, y), int((~(np.isnan(x) | np.isnan(y))).sum())))
+        correlations.append(
+            Correlation(a, b, spearman(x, y), int((~(np.isnan(x) | np.isnan(y))).sum()))
+        )
     limit = shallow_limit(n_layers, fraction)
     line, shallow, evidence = _verdict(depth_evidence, limit)
     if optional["cka_forget"] is not None and shallow is not None:

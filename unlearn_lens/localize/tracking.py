@@ -66,7 +66,9 @@ class DeltaRecord:
             request=int(data["request"]),
             step=int(data["step"]),
             layers=[json_float(x) for x in data["layers"]],
-            components={name: [json_float(x) for x in values] for name, values in data["components"].items()},
+            components={
+                name: [json_float(x) for x in values] for name, values in data["components"].items()
+            },
             non_layer={name: json_float(x) for name, x in data["non_layer"].items()},
         )
 
@@ -90,12 +92,14 @@ class DeltaTracker:
         self._reference: list[Tensor] = []
         for spec in self._specs:
             if spec.key not in reference:
-                raise KeyError(f"reference snapshot has no weight {spec.key!r}: take it with subject.snapshot()")
+                raise KeyError(
+                    f"reference snapshot has no weight {spec.key!r}: take it with subject.snapshot()"
+                )
             live = spec.view(params)
             self._reference.append(reference[spec.key].to(live.device, live.dtype))
         self._n_layers = subject.shape.n_layers
         self.reference_layer_norms = [0.0] * self._n_layers
-        for spec, ref in zip(self._specs, self._reference):
+        for spec, ref in zip(self._specs, self._reference, strict=True):
             if spec.layer is not None:
                 self.reference_layer_norms[spec.layer] += float(ref.double().square().sum())
         self.reference_layer_norms = [math.sqrt(sq) for sq in self.reference_layer_norms]
@@ -109,12 +113,15 @@ class DeltaTracker:
         """Delta norms of the live weights now, as a record labelled with the step."""
         params = named_parameters(self.subject.model)
         with torch.no_grad():
-            distances = [self._distance(spec.view(params), ref) for spec, ref in zip(self._specs, self._reference)]
+            distances = [
+                self._distance(spec.view(params), ref)
+                for spec, ref in zip(self._specs, self._reference, strict=True)
+            ]
         squares = _to_floats(distances)
         layer_sq = [0.0] * self._n_layers
         component_sq: dict[str, list[float]] = {}
         non_layer_sq: dict[str, float] = {}
-        for spec, squared in zip(self._specs, squares):
+        for spec, squared in zip(self._specs, squares, strict=True):
             if spec.layer is None:
                 non_layer_sq[spec.component] = non_layer_sq.get(spec.component, 0.0) + squared
                 continue
@@ -125,7 +132,9 @@ class DeltaTracker:
             request=request,
             step=step,
             layers=[math.sqrt(sq) for sq in layer_sq],
-            components={name: [math.sqrt(sq) for sq in values] for name, values in component_sq.items()},
+            components={
+                name: [math.sqrt(sq) for sq in values] for name, values in component_sq.items()
+            },
             non_layer={name: math.sqrt(sq) for name, sq in non_layer_sq.items()},
         )
 
@@ -162,6 +171,8 @@ def _to_floats(values: list[Tensor]) -> list[float]:
         by_device.setdefault(value.device, []).append(index)
     floats = [0.0] * len(values)
     for indices in by_device.values():
-        for index, number in zip(indices, torch.stack([values[i] for i in indices]).tolist()):
+        for index, number in zip(
+            indices, torch.stack([values[i] for i in indices]).tolist(), strict=True
+        ):
             floats[index] = number
     return floats

@@ -64,10 +64,14 @@ class AttributionCheck:
     def warnings(self) -> list[str]:
         """One line per agreement below `LOW_AGREEMENT`."""
         lines = []
-        for name, rho, n in (("blocks", self.block_agreement, len(self.blocks)), ("heads", self.head_agreement, len(self.heads))):
+        for name, rho, n in (
+            ("blocks", self.block_agreement, len(self.blocks)),
+            ("heads", self.head_agreement, len(self.heads)),
+        ):
             if rho < LOW_AGREEMENT:
                 lines.append(
-                    f"attribution disagrees with exact reversion on the {n} verified {name} (Spearman {rho:.2f} < {LOW_AGREEMENT}): "
+                    f"attribution disagrees with exact reversion on the {n} verified {name} "
+                    f"(Spearman {rho:.2f} < {LOW_AGREEMENT}): "
                     "trust the exact effects over the attributed ranking there"
                 )
         return lines
@@ -116,7 +120,7 @@ def verified_indices(values: np.ndarray, n: int) -> list[int]:
     n = min(n, len(order))
     top = (n + 1) // 2
     spread = np.linspace(top - 1, len(order) - 1, n - top + 1)[1:].round().astype(int)
-    return [order[rank] for rank in (*range(top), *sorted(set(int(r) for r in spread)))]
+    return [order[rank] for rank in (*range(top), *sorted({int(r) for r in spread}))]
 
 
 def verify_attribution(
@@ -137,8 +141,13 @@ def verify_attribution(
     single = attribution.single_patches
     table = single.heads(fraction=True)
     heads = [divmod(index, table.shape[1]) for index in verified_indices(table, n_heads)]
-    patches = [layer_patch(subject, layer) for layer in blocks] + [query_heads_patch(subject, [pair]) for pair in heads]
-    exact = [result.effect_nll for result in reverter.measure_all(patches, progress=progress, description="verification")]
+    patches = [layer_patch(subject, layer) for layer in blocks] + [
+        query_heads_patch(subject, [pair]) for pair in heads
+    ]
+    exact = [
+        result.effect_nll
+        for result in reverter.measure_all(patches, progress=progress, description="verification")
+    ]
     return AttributionCheck(
         blocks=blocks,
         block_attributed=[block_fractions[layer] for layer in blocks],

@@ -77,6 +77,7 @@ def _centred_float64(X: Tensor, Y: Tensor, *, debiased: bool) -> tuple[Tensor, T
                 "variance to compare; returning 0.0. If these are token-0 activations of prompts "
                 "that share a first token, pool over real tokens instead.",
                 UserWarning,
+                stacklevel=2,
             )
             return None
     return Xc, Yc
@@ -133,14 +134,13 @@ def _debiased_cka(stats: _GramStatistics) -> float:
                 "not positive beyond rounding, as when all samples but one are identical; "
                 "returning 0.0. The biased CKA is still defined; more varied samples fix it.",
                 UserWarning,
+                stacklevel=2,
             )
             return 0.0
     return hsic_xy / math.sqrt(hsic_xx * hsic_yy)
 
 
-def linear_cka(
-    X: Float[Tensor, "n d1"], Y: Float[Tensor, "n d2"], debiased: bool = False
-) -> float:
+def linear_cka(X: Float[Tensor, "n d1"], Y: Float[Tensor, "n d2"], debiased: bool = False) -> float:
     """Linear CKA between two representations of the same `n` samples.
 
     The biased estimator is Kornblith et al. (2019) on column-centred data; it is inflated

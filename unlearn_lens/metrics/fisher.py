@@ -64,7 +64,9 @@ def per_example_linear_grad_sq(
         raise ValueError(
             f"token_mask must be [batch, seq] = {tuple(inputs.shape[:2])}, got {tuple(token_mask.shape)}"
         )
-    dtype = torch.promote_types(torch.promote_types(inputs.dtype, grad_outputs.dtype), torch.float32)
+    dtype = torch.promote_types(
+        torch.promote_types(inputs.dtype, grad_outputs.dtype), torch.float32
+    )
     a = inputs.detach().to(dtype)
     g = grad_outputs.detach().to(dtype)
     if token_mask is not None:
@@ -73,7 +75,7 @@ def per_example_linear_grad_sq(
     # and the square-and-add, which beats a batched product by 2-3x on CPU.
     total = torch.zeros(g.shape[-1], a.shape[-1], dtype=dtype, device=a.device)
     per_example = torch.empty_like(total)
-    for g_example, a_example in zip(g, a):
+    for g_example, a_example in zip(g, a, strict=True):
         torch.mm(g_example.T, a_example, out=per_example)
         total.addcmul_(per_example, per_example)
     return total.to(torch.float64)
@@ -136,7 +138,9 @@ def shared_value_range(*values: Tensor | FisherProfile) -> tuple[float, float] |
     Pass it as `value_range` to [`summarise_fisher`][unlearn_lens.metrics.summarise_fisher]
     for each tensor so that their histograms share the same bins.
     """
-    ranges = [(v if isinstance(v, FisherProfile) else FisherProfile.of(v)).positive_range for v in values]
+    ranges = [
+        (v if isinstance(v, FisherProfile) else FisherProfile.of(v)).positive_range for v in values
+    ]
     ranges = [r for r in ranges if r is not None]
     if not ranges:
         return None
@@ -170,11 +174,15 @@ def _checked_values(values: Tensor) -> Tensor:
 def _log_edges(value_range: tuple[float, float], bins: int, device: torch.device) -> Tensor:
     low, high = value_range
     if not 0 < low <= high:
-        raise ValueError(f"value_range must satisfy 0 < low <= high for a log-scale histogram, got {value_range}")
+        raise ValueError(
+            f"value_range must satisfy 0 < low <= high for a log-scale histogram, got {value_range}"
+        )
     if low == high:
         # A single positive value: give it a bin one decade wide around it.
         low, high = low / math.sqrt(10.0), high * math.sqrt(10.0)
-    edges = torch.logspace(math.log10(low), math.log10(high), bins + 1, dtype=torch.float64, device=device)
+    edges = torch.logspace(
+        math.log10(low), math.log10(high), bins + 1, dtype=torch.float64, device=device
+    )
     # Pin the ends exactly, so that rounding in 10**x cannot push the extremes out of range.
     edges[0], edges[-1] = low, high
     return edges
@@ -203,10 +211,12 @@ class FisherProfile:
     positive_range: tuple[float, float] | None
 
     @classmethod
-    def of(cls, *values: Float[Tensor, "..."]) -> FisherProfile:
+    def of(cls, *values: Float[Tensor, ...]) -> FisherProfile:
         """Check and profile non-negative, finite Fisher values: one tensor, or several as one set
         (a layer's matrices), of any shapes."""
-        flat = _checked_values(torch.cat([v.detach().flatten() for v in values]) if len(values) > 1 else values[0])
+        flat = _checked_values(
+            torch.cat([v.detach().flatten() for v in values]) if len(values) > 1 else values[0]
+        )
         n, n_zero = flat.numel(), int((flat == 0).sum())
         # Linear interpolation between the order statistics around level · (n - 1) (numpy's
         # default); rank n_zero is the smallest positive value and rank n - 1 the largest.
@@ -223,11 +233,19 @@ class FisherProfile:
 
         median, *quantiles = (quantile(position) for position in positions.values())
         positive_range = (order[n_zero], order[n - 1]) if n_zero < n else None
-        return cls(values=tuple(v.detach().flatten() for v in values), n=n, n_zero=n_zero,
-                   mean=float(flat.sum(dtype=torch.float64)) / n, median=median,
-                   quantiles=dict(zip(QUANTILE_LEVELS, quantiles)), positive_range=positive_range)
+        return cls(
+            values=tuple(v.detach().flatten() for v in values),
+            n=n,
+            n_zero=n_zero,
+            mean=float(flat.sum(dtype=torch.float64)) / n,
+            median=median,
+            quantiles=dict(zip(QUANTILE_LEVELS, quantiles, strict=True)),
+            positive_range=positive_range,
+        )
 
-    def summary(self, bins: int = 30, value_range: tuple[float, float] | None = None) -> FisherSummary:
+    def summary(
+        self, bins: int = 30, value_range: tuple[float, float] | None = None
+    ) -> FisherSummary:
         """The [`FisherSummary`][unlearn_lens.metrics.FisherSummary] with a log-scale histogram
         of `bins` bins between `value_range` (default: this tensor's `positive_range`)."""
         if bins < 1:
@@ -238,6 +256,7 @@ class FisherProfile:
                 f"all {self.n} Fisher values are 0 (no parameter affects the log-likelihood "
                 "of these examples): the log-scale histogram is empty.",
                 UserWarning,
+                stacklevel=2,
             )
             edges, counts, n_below, n_above = (), (), 0, 0
         else:
@@ -247,18 +266,32 @@ class FisherProfile:
             slots, on_last_edge = torch.zeros(bins + 2, dtype=torch.int64), 0
             for part in self.values:
                 flat = part.to(torch.float64)
-                slots += torch.bincount(torch.bucketize(flat, edge_tensor, right=True), minlength=bins + 2).cpu()
+                slots += torch.bincount(
+                    torch.bucketize(flat, edge_tensor, right=True), minlength=bins + 2
+                ).cpu()
                 on_last_edge += int((flat == edge_tensor[-1]).sum())
             slots = slots.tolist()
             counts = (*slots[1:bins], slots[bins] + on_last_edge)
-            edges, n_below, n_above = tuple(edge_tensor.tolist()), slots[0] - self.n_zero, slots[bins + 1] - on_last_edge
-        return FisherSummary(n=self.n, n_zero=self.n_zero, mean=self.mean, median=self.median,
-                             quantiles=dict(self.quantiles), edges=edges, counts=tuple(counts),
-                             n_below=n_below, n_above=n_above)
+            edges, n_below, n_above = (
+                tuple(edge_tensor.tolist()),
+                slots[0] - self.n_zero,
+                slots[bins + 1] - on_last_edge,
+            )
+        return FisherSummary(
+            n=self.n,
+            n_zero=self.n_zero,
+            mean=self.mean,
+            median=self.median,
+            quantiles=dict(self.quantiles),
+            edges=edges,
+            counts=tuple(counts),
+            n_below=n_below,
+            n_above=n_above,
+        )
 
 
 def summarise_fisher(
-    values: Float[Tensor, "..."], bins: int = 30, value_range: tuple[float, float] | None = None
+    values: Float[Tensor, ...], bins: int = 30, value_range: tuple[float, float] | None = None
 ) -> FisherSummary:
     """Summarise one layer's Fisher values (any shape; flattened): mean, median, quantiles
     and a log10-spaced histogram of the positive values.
@@ -291,14 +324,19 @@ def _histogram_tv_distance(original: FisherSummary, updated: FisherSummary) -> f
     def bins(summary: FisherSummary) -> tuple[int, ...]:
         return (summary.n_zero, summary.n_below, *summary.counts, summary.n_above)
 
-    gap = sum(abs(p * updated.n - q * original.n) for p, q in zip(bins(original), bins(updated)))
+    gap = sum(
+        abs(p * updated.n - q * original.n)
+        for p, q in zip(bins(original), bins(updated), strict=True)
+    )
     return gap / (2 * original.n * updated.n)
 
 
 def _ks_statistic(original: Tensor, updated: Tensor) -> float:
     original, updated = original.sort().values, updated.sort().values
     grid = torch.cat([original, updated])
-    cdf_original = torch.searchsorted(original, grid, right=True).to(torch.float64) / original.numel()
+    cdf_original = (
+        torch.searchsorted(original, grid, right=True).to(torch.float64) / original.numel()
+    )
     cdf_updated = torch.searchsorted(updated, grid, right=True).to(torch.float64) / updated.numel()
     return float((cdf_original - cdf_updated).abs().max())
 

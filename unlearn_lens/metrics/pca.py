@@ -66,7 +66,7 @@ def _fit_pca(X: Tensor, name: str) -> _PCAFit:
     Vh = Vh * torch.sign(Vh[torch.arange(Vh.shape[0], device=Vh.device), largest]).unsqueeze(1)
     # The tolerance numpy.linalg.matrix_rank uses: directions below it are rounding noise.
     tolerance = S[0] * max(n, d) * torch.finfo(torch.float64).eps
-    rank = int((S > tolerance).sum()) if S[0] > 0 else 0
+    rank = int((tolerance < S).sum()) if S[0] > 0 else 0
     return _PCAFit(mean=mean, components=Vh, singular_values=S, rank=rank)
 
 
@@ -84,6 +84,7 @@ def _warn_low_rank(name: str, rank: int, needed: int) -> None:
         f"principal components asked for; components beyond PC{rank} are not determined by "
         "the data.",
         UserWarning,
+        stacklevel=2,
     )
 
 
@@ -181,6 +182,7 @@ def pca_distance(reference: Float[Tensor, "n1 d"], updated: Float[Tensor, "n2 d"
             "PCA distance is undefined: the reference activations are the same for every "
             "sample, so their standard deviation along PC1 is 0; returning 0.0.",
             UserWarning,
+            stacklevel=2,
         )
         return 0.0
     if rank < 2:
@@ -203,5 +205,8 @@ def mean_pca_distance(
         raise ValueError(f"{len(references)} reference layers but {len(updateds)} updated layers")
     if not references:
         raise ValueError("mean PCA distance needs at least one layer")
-    distances = [pca_distance(reference, updated) for reference, updated in zip(references, updateds)]
+    distances = [
+        pca_distance(reference, updated)
+        for reference, updated in zip(references, updateds, strict=True)
+    ]
     return sum(distances) / len(distances)

@@ -22,7 +22,9 @@ from unlearn_lens.data.batching import IGNORE_INDEX
 
 def _shifted(
     logits: Tensor, labels: Tensor
-) -> tuple[Float[Tensor, "batch seq_1 vocab"], Int[Tensor, "batch seq_1"], Bool[Tensor, "batch seq_1"]]:
+) -> tuple[
+    Float[Tensor, "batch seq_1 vocab"], Int[Tensor, "batch seq_1"], Bool[Tensor, "batch seq_1"]
+]:
     """Logits at positions `0..s-2`, their targets `labels[:, 1:]` and the target mask."""
     if logits.ndim != 3 or labels.ndim != 2 or logits.shape[:2] != labels.shape:
         raise ValueError(
@@ -33,7 +35,9 @@ def _shifted(
     mask = targets != IGNORE_INDEX
     vocab = logits.shape[-1]
     if ((targets[mask] < 0) | (targets[mask] >= vocab)).any():
-        raise ValueError(f"labels must be token ids in [0, {vocab}) or {IGNORE_INDEX} (not a target)")
+        raise ValueError(
+            f"labels must be token ids in [0, {vocab}) or {IGNORE_INDEX} (not a target)"
+        )
     return logits[:, :-1], targets, mask
 
 
@@ -94,7 +98,9 @@ def sequence_logprob(
     return -target_loss(logits, labels, reduction="sum_per_sequence")
 
 
-def _argmax_hits(logits: Tensor, labels: Tensor) -> tuple[Bool[Tensor, "batch seq_1"], Bool[Tensor, "batch seq_1"]]:
+def _argmax_hits(
+    logits: Tensor, labels: Tensor
+) -> tuple[Bool[Tensor, "batch seq_1"], Bool[Tensor, "batch seq_1"]]:
     """Whether each position's argmax is its target, and the target mask."""
     logits, targets, mask = _shifted(logits.detach(), labels)
     return logits.argmax(dim=-1) == targets, mask
@@ -144,7 +150,10 @@ class TokenMetrics:
     @classmethod
     def from_dict(cls, data: dict[str, float | int | None]) -> TokenMetrics:
         """Inverse of `to_dict`; a null (how JSON stores an infinite perplexity) reads back as NaN."""
-        floats = {name: json_float(data[name]) for name in ("accuracy", "nll", "perplexity", "exact_match")}
+        floats = {
+            name: json_float(data[name])
+            for name in ("accuracy", "nll", "perplexity", "exact_match")
+        }
         return cls(**floats, n_tokens=int(data["n_tokens"]), n_sequences=int(data["n_sequences"]))
 
 
@@ -163,7 +172,9 @@ class TokenMetricsAccumulator:
         self._n_sequences = 0
         self._n_exact = 0
 
-    def update(self, logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "batch seq"]) -> None:
+    def update(
+        self, logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "batch seq"]
+    ) -> None:
         """Add one batch."""
         nll, mask = token_nll(logits, labels)
         hits, _ = _argmax_hits(logits, labels)
@@ -177,7 +188,9 @@ class TokenMetricsAccumulator:
     def result(self) -> TokenMetrics:
         """The metrics of every batch added so far."""
         if self._n_tokens == 0:
-            raise ValueError(f"no target tokens seen (every label was {IGNORE_INDEX}, or no batch was added)")
+            raise ValueError(
+                f"no target tokens seen (every label was {IGNORE_INDEX}, or no batch was added)"
+            )
         nll = self._nll_sum / self._n_tokens
         try:
             perplexity = math.exp(nll)
@@ -193,7 +206,9 @@ class TokenMetricsAccumulator:
         )
 
 
-def token_metrics(logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "batch seq"]) -> TokenMetrics:
+def token_metrics(
+    logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "batch seq"]
+) -> TokenMetrics:
     """Accuracy, NLL, perplexity and greedy exact match over the target tokens of one batch.
 
     For a dataset too large for one batch, use

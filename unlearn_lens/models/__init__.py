@@ -2,8 +2,13 @@
 
 from unlearn_lens.models.architecture import COMPONENTS, ModelShape, WeightSpec
 from unlearn_lens.models.bridge_backend import BridgeSubject
+from unlearn_lens.models.builtin import (
+    BUILTIN_MODELS,
+    DEFAULT_MODEL,
+    cache_root,
+    ensure_builtin_cache,
+)
 from unlearn_lens.models.checkpoints import check_checkpoint, checkpoint_directory, read_snapshot
-from unlearn_lens.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL, cache_root, ensure_builtin_cache
 from unlearn_lens.models.dtypes import DTYPES
 from unlearn_lens.models.nnsight_backend import NNsightSubject
 from unlearn_lens.models.saving import save_checkpoint

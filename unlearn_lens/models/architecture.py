@@ -16,9 +16,21 @@ from torch import nn
 from unlearn_lens.errors import ModelSourceError
 
 COMPONENTS = (
-    "embed", "pos_embed", "q", "k", "v", "o",
-    "mlp_gate", "mlp_up", "mlp_down", "mlp_in", "mlp_out",
-    "norm_attn", "norm_mlp", "final_norm", "unembed",
+    "embed",
+    "pos_embed",
+    "q",
+    "k",
+    "v",
+    "o",
+    "mlp_gate",
+    "mlp_up",
+    "mlp_down",
+    "mlp_in",
+    "mlp_out",
+    "norm_attn",
+    "norm_mlp",
+    "final_norm",
+    "unembed",
 )
 """Every component name a weight key can carry (a model has the subset its family uses)."""
 
@@ -92,12 +104,18 @@ def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     A TransformerBridge wraps the model's modules in place; stripping its wrapper segment gives
     the same names whether or not a bridge was booted on the model.
     """
-    return {name.replace(BRIDGE_WRAPPER, ""): param for name, param in model.named_parameters(remove_duplicate=False)}
+    return {
+        name.replace(BRIDGE_WRAPPER, ""): param
+        for name, param in model.named_parameters(remove_duplicate=False)
+    }
 
 
 def detect_family(params: dict[str, nn.Parameter], model_type: str = "unknown") -> str:
     """`"llama"` or `"gpt2"` by parameter layout, or a clear error for anything else."""
-    if "model.layers.0.self_attn.q_proj.weight" in params and "model.layers.0.mlp.down_proj.weight" in params:
+    if (
+        "model.layers.0.self_attn.q_proj.weight" in params
+        and "model.layers.0.mlp.down_proj.weight" in params
+    ):
         return "llama"
     if "transformer.h.0.attn.c_attn.weight" in params:
         return "gpt2"
@@ -157,15 +175,55 @@ def _llama_specs(shape: ModelShape, params: dict[str, nn.Parameter]) -> list[Wei
         for comp, n in heads.items():
             for kind in ("weight", "bias"):
                 param = f"{prefix}.self_attn.{comp}_proj.{kind}"
-                _add(specs, params, WeightSpec(f"layers.{layer}.{comp}.{kind}", layer, comp, param, head_axis=0, n_heads=n))
-        _add(specs, params, WeightSpec(f"layers.{layer}.o.weight", layer, "o", f"{prefix}.self_attn.o_proj.weight", head_axis=1, n_heads=shape.n_heads))
-        _add(specs, params, WeightSpec(f"layers.{layer}.o.bias", layer, "o", f"{prefix}.self_attn.o_proj.bias"))
-        for comp, name in (("mlp_gate", "gate_proj"), ("mlp_up", "up_proj"), ("mlp_down", "down_proj")):
+                _add(
+                    specs,
+                    params,
+                    WeightSpec(
+                        f"layers.{layer}.{comp}.{kind}", layer, comp, param, head_axis=0, n_heads=n
+                    ),
+                )
+        _add(
+            specs,
+            params,
+            WeightSpec(
+                f"layers.{layer}.o.weight",
+                layer,
+                "o",
+                f"{prefix}.self_attn.o_proj.weight",
+                head_axis=1,
+                n_heads=shape.n_heads,
+            ),
+        )
+        _add(
+            specs,
+            params,
+            WeightSpec(f"layers.{layer}.o.bias", layer, "o", f"{prefix}.self_attn.o_proj.bias"),
+        )
+        for comp, name in (
+            ("mlp_gate", "gate_proj"),
+            ("mlp_up", "up_proj"),
+            ("mlp_down", "down_proj"),
+        ):
             for kind in ("weight", "bias"):
-                _add(specs, params, WeightSpec(f"layers.{layer}.{comp}.{kind}", layer, comp, f"{prefix}.mlp.{name}.{kind}"))
-        for comp, name in (("norm_attn", "input_layernorm"), ("norm_mlp", "post_attention_layernorm")):
+                _add(
+                    specs,
+                    params,
+                    WeightSpec(
+                        f"layers.{layer}.{comp}.{kind}", layer, comp, f"{prefix}.mlp.{name}.{kind}"
+                    ),
+                )
+        for comp, name in (
+            ("norm_attn", "input_layernorm"),
+            ("norm_mlp", "post_attention_layernorm"),
+        ):
             for kind in ("weight", "bias"):
-                _add(specs, params, WeightSpec(f"layers.{layer}.{comp}.{kind}", layer, comp, f"{prefix}.{name}.{kind}"))
+                _add(
+                    specs,
+                    params,
+                    WeightSpec(
+                        f"layers.{layer}.{comp}.{kind}", layer, comp, f"{prefix}.{name}.{kind}"
+                    ),
+                )
     _add(specs, params, WeightSpec("final_norm.weight", None, "final_norm", "model.norm.weight"))
     _add(specs, params, WeightSpec("final_norm.bias", None, "final_norm", "model.norm.bias"))
     if not shape.tied_embeddings:
@@ -182,18 +240,77 @@ def _gpt2_specs(shape: ModelShape, params: dict[str, nn.Parameter]) -> list[Weig
         prefix = f"transformer.h.{layer}"
         for index, comp in enumerate(("q", "k", "v")):
             # Conv1D stores [in, out]: the fused QKV output is split along axis 1 (bias: axis 0).
-            _add(specs, params, WeightSpec(f"layers.{layer}.{comp}.weight", layer, comp, f"{prefix}.attn.c_attn.weight", axis=1, start=index * d, stop=(index + 1) * d, head_axis=1, n_heads=shape.n_heads))
-            _add(specs, params, WeightSpec(f"layers.{layer}.{comp}.bias", layer, comp, f"{prefix}.attn.c_attn.bias", axis=0, start=index * d, stop=(index + 1) * d, head_axis=0, n_heads=shape.n_heads))
-        _add(specs, params, WeightSpec(f"layers.{layer}.o.weight", layer, "o", f"{prefix}.attn.c_proj.weight", head_axis=0, n_heads=shape.n_heads))
-        _add(specs, params, WeightSpec(f"layers.{layer}.o.bias", layer, "o", f"{prefix}.attn.c_proj.bias"))
+            _add(
+                specs,
+                params,
+                WeightSpec(
+                    f"layers.{layer}.{comp}.weight",
+                    layer,
+                    comp,
+                    f"{prefix}.attn.c_attn.weight",
+                    axis=1,
+                    start=index * d,
+                    stop=(index + 1) * d,
+                    head_axis=1,
+                    n_heads=shape.n_heads,
+                ),
+            )
+            _add(
+                specs,
+                params,
+                WeightSpec(
+                    f"layers.{layer}.{comp}.bias",
+                    layer,
+                    comp,
+                    f"{prefix}.attn.c_attn.bias",
+                    axis=0,
+                    start=index * d,
+                    stop=(index + 1) * d,
+                    head_axis=0,
+                    n_heads=shape.n_heads,
+                ),
+            )
+        _add(
+            specs,
+            params,
+            WeightSpec(
+                f"layers.{layer}.o.weight",
+                layer,
+                "o",
+                f"{prefix}.attn.c_proj.weight",
+                head_axis=0,
+                n_heads=shape.n_heads,
+            ),
+        )
+        _add(
+            specs,
+            params,
+            WeightSpec(f"layers.{layer}.o.bias", layer, "o", f"{prefix}.attn.c_proj.bias"),
+        )
         for comp, name in (("mlp_in", "c_fc"), ("mlp_out", "c_proj")):
             for kind in ("weight", "bias"):
-                _add(specs, params, WeightSpec(f"layers.{layer}.{comp}.{kind}", layer, comp, f"{prefix}.mlp.{name}.{kind}"))
+                _add(
+                    specs,
+                    params,
+                    WeightSpec(
+                        f"layers.{layer}.{comp}.{kind}", layer, comp, f"{prefix}.mlp.{name}.{kind}"
+                    ),
+                )
         for comp, name in (("norm_attn", "ln_1"), ("norm_mlp", "ln_2")):
             for kind in ("weight", "bias"):
-                _add(specs, params, WeightSpec(f"layers.{layer}.{comp}.{kind}", layer, comp, f"{prefix}.{name}.{kind}"))
+                _add(
+                    specs,
+                    params,
+                    WeightSpec(
+                        f"layers.{layer}.{comp}.{kind}", layer, comp, f"{prefix}.{name}.{kind}"
+                    ),
+                )
     for kind in ("weight", "bias"):
-        _add(specs, params, WeightSpec(f"final_norm.{kind}", None, "final_norm", f"transformer.ln_f.{kind}"))
+        _add(
+            specs,
+            params,
+            WeightSpec(f"final_norm.{kind}", None, "final_norm", f"transformer.ln_f.{kind}"),
+        )
     if not shape.tied_embeddings:
         _add(specs, params, WeightSpec("unembed.weight", None, "unembed", "lm_head.weight"))
     return specs

@@ -49,10 +49,15 @@ class BridgeSubject(Subject):
         super().__init__(bridge.original_model, tokenizer, source)
         self.bridge = bridge
 
-    def run(self, batch: Batch, residual_layers: Sequence[int] | None = None, grad: bool = False) -> RunOutput:
+    def run(
+        self, batch: Batch, residual_layers: Sequence[int] | None = None, grad: bool = False
+    ) -> RunOutput:
         collected: dict[int, Tensor] = {}
         # Hook points answer to their canonical name, not the TransformerLens alias we look them up by.
-        wanted = {self.bridge.hook_dict[stream_hook_name(index)].name: index for index in residual_layers or ()}
+        wanted = {
+            self.bridge.hook_dict[stream_hook_name(index)].name: index
+            for index in residual_layers or ()
+        }
 
         def save(activation: Tensor, hook) -> None:
             collected[wanted[hook.name]] = activation if grad else activation.detach()

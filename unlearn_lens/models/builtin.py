@@ -102,9 +102,13 @@ def _build_cache(model: BuiltinModel, directory: Path) -> None:
 
     source = gguf_path(model)
     console = Console(stderr=True)
-    console.print(f"[bold]First use of {model.name!r}:[/] dequantising {source.name} into {directory} (about 30 s, once)")
+    console.print(
+        f"[bold]First use of {model.name!r}:[/] dequantising {source.name} into {directory} (about 30 s, once)"
+    )
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        source.parent, gguf_file=source.name, dtype=torch.float32
+    )
     with staged_directory(directory) as staging:
         config = hf_model.config
         if hasattr(config, "quantization_config"):
@@ -123,7 +127,12 @@ def _build_cache(model: BuiltinModel, directory: Path) -> None:
             for path in sorted(staging.iterdir())
             if path.is_file()
         }
-        manifest = {"format": CACHE_FORMAT, "model": model.name, "gguf": source.name, "files": files}
+        manifest = {
+            "format": CACHE_FORMAT,
+            "model": model.name,
+            "gguf": source.name,
+            "files": files,
+        }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 

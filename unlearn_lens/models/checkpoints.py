@@ -22,7 +22,6 @@ from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.builtin import BUILTIN_MODELS, ensure_builtin_cache
 from unlearn_lens.models.sources import HUB_ID, model_source
 from unlearn_lens.models.subject import Snapshot, Subject
-from unlearn_lens.out_dir import MODEL_DIR
 
 INDEX_FILE = "model.safetensors.index.json"
 """Where a sharded safetensors checkpoint maps each tensor to its shard."""
@@ -61,11 +60,20 @@ def checkpoint_directory(source: str | Path) -> Path:
 
     online = hub_reachable()
     try:
-        return Path(snapshot_download(str(source), allow_patterns=list(HUB_FILES), local_files_only=not online))
+        return Path(
+            snapshot_download(
+                str(source), allow_patterns=list(HUB_FILES), local_files_only=not online
+            )
+        )
     except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if online and str(error).strip() else (
-            "offline (HF_HUB_OFFLINE or no network) and not in the hub cache")
-        raise ModelSourceError(f"{source}: no such directory, and not a model on the Hugging Face hub ({reason})") from None
+        reason = (
+            str(error).strip().splitlines()[0]
+            if online and str(error).strip()
+            else ("offline (HF_HUB_OFFLINE or no network) and not in the hub cache")
+        )
+        raise ModelSourceError(
+            f"{source}: no such directory, and not a model on the Hugging Face hub ({reason})"
+        ) from None
 
 
 def _tensors(directory: Path) -> dict[str, _Tensor]:
@@ -73,23 +81,34 @@ def _tensors(directory: Path) -> dict[str, _Tensor]:
     index = directory / INDEX_FILE
     if index.is_file():
         try:
-            files = sorted({directory / name for name in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
+            files = sorted(
+                {
+                    directory / name
+                    for name in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
+                }
+            )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ModelSourceError(f"{index}: not a safetensors index ({error})") from None
     else:
         files = sorted(directory.glob("*.safetensors"))
     if not files:
-        raise ModelSourceError(f"{directory} has no .safetensors weights; unlearn_lens does not unpickle .bin checkpoints "
-                               "(convert them to safetensors first)")
+        raise ModelSourceError(
+            f"{directory} has no .safetensors weights; unlearn_lens does not unpickle .bin checkpoints "
+            "(convert them to safetensors first)"
+        )
     tensors: dict[str, _Tensor] = {}
     for file in files:
         try:
             with safe_open(file, framework="pt") as handle:
                 for name in handle.keys():
-                    tensors.setdefault(name, _Tensor(file, tuple(handle.get_slice(name).get_shape())))
+                    tensors.setdefault(
+                        name, _Tensor(file, tuple(handle.get_slice(name).get_shape()))
+                    )
         except (SafetensorError, OSError) as error:
-            raise ModelSourceError(f"{file}: its weights cannot be read ({error}); the checkpoint is truncated or corrupt: "
-                                   "copy or save it again") from None
+            raise ModelSourceError(
+                f"{file}: its weights cannot be read ({error}); the checkpoint is truncated or corrupt: "
+                "copy or save it again"
+            ) from None
     return tensors
 
 
@@ -130,16 +149,22 @@ def check_checkpoint(subject: Subject, directory: Path, label: str) -> str | Non
     from transformers import AutoConfig
 
     if not (directory / "config.json").is_file():
-        raise ModelSourceError(f"{label}: no config.json in {directory}; give a Hugging Face checkpoint directory")
+        raise ModelSourceError(
+            f"{label}: no config.json in {directory}; give a Hugging Face checkpoint directory"
+        )
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as error:
-        raise ModelSourceError(f"{label}: its config.json cannot be read ({str(error).strip().splitlines()[0]})") from None
+        raise ModelSourceError(
+            f"{label}: its config.json cannot be read ({str(error).strip().splitlines()[0]})"
+        ) from None
     ours = subject.model.config
     for setting in ("model_type", "tie_word_embeddings"):
         theirs, expected = getattr(config, setting, None), getattr(ours, setting, None)
         if theirs != expected:
-            raise ModelSourceError(f"{label}: {setting} is {theirs} in the checkpoint, {expected} in the original")
+            raise ModelSourceError(
+                f"{label}: {setting} is {theirs} in the checkpoint, {expected} in the original"
+            )
     tensors = _tensors(directory)
     _check_tensors(subject, tensors, label)
     _check_unswapped(subject, tensors, label)
@@ -161,8 +186,10 @@ def _check_unswapped(subject: Subject, tensors: dict[str, _Tensor], label: str) 
         with safe_open(tensors[stored].file, framework="pt") as handle:
             theirs = handle.get_tensor(stored)
         if not torch.equal(theirs.to(param.device, param.dtype), param.detach()):
-            raise ModelSourceError(f"{label}: tensor {name} differs from the original's, but it is not among the weights the "
-                                   "audit swaps in, so the audit would study another model than the checkpoint")
+            raise ModelSourceError(
+                f"{label}: tensor {name} differs from the original's, but it is not among the weights the "
+                "audit swaps in, so the audit would study another model than the checkpoint"
+            )
 
 
 def _check_tensors(subject: Subject, tensors: dict[str, _Tensor], label: str) -> None:
@@ -174,22 +201,30 @@ def _check_tensors(subject: Subject, tensors: dict[str, _Tensor], label: str) ->
     known: set[str] = set()
     seen: set[int] = set()
     for name, param in layout.named_parameters(remove_duplicate=False):
-        alias = id(param) in seen  # a tied unembedding: the embedding again, optional in a checkpoint
+        alias = (
+            id(param) in seen
+        )  # a tied unembedding: the embedding again, optional in a checkpoint
         seen.add(id(param))
         known.update((name, name.removeprefix(prefix)))
         stored = _stored_name(name, tensors, prefix)
         if stored is None:
             if alias:
                 continue
-            raise ModelSourceError(f"{label}: tensor {name} {_shape(tuple(param.shape))} of the original is missing from the checkpoint")
+            raise ModelSourceError(
+                f"{label}: tensor {name} {_shape(tuple(param.shape))} of the original is missing from the checkpoint"
+            )
         if tensors[stored].shape != tuple(param.shape):
-            raise ModelSourceError(f"{label}: tensor {name} is {_shape(tensors[stored].shape)} in the checkpoint, "
-                                   f"{_shape(tuple(param.shape))} in the original")
+            raise ModelSourceError(
+                f"{label}: tensor {name} is {_shape(tensors[stored].shape)} in the checkpoint, "
+                f"{_shape(tuple(param.shape))} in the original"
+            )
     for name, _ in layout.named_buffers():
         known.update((name, name.removeprefix(prefix)))
     for name, tensor in tensors.items():
         if name not in known and not name.endswith(STALE_BUFFERS):
-            raise ModelSourceError(f"{label}: the checkpoint has tensor {name} {_shape(tensor.shape)}, which the original lacks")
+            raise ModelSourceError(
+                f"{label}: the checkpoint has tensor {name} {_shape(tensor.shape)}, which the original lacks"
+            )
 
 
 def _vocabulary(tokenizer) -> dict[int, str]:
@@ -206,14 +241,20 @@ def _check_tokenizer(subject: Subject, directory: Path, label: str) -> str | Non
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as error:
-        raise ModelSourceError(f"{label}: its tokenizer cannot be read ({str(error).strip().splitlines()[0]})") from None
+        raise ModelSourceError(
+            f"{label}: its tokenizer cannot be read ({str(error).strip().splitlines()[0]})"
+        ) from None
     theirs, ours = _vocabulary(tokenizer), _vocabulary(subject.tokenizer)
     for index in sorted(theirs.keys() & ours.keys()):
         if theirs[index] != ours[index]:
-            raise ModelSourceError(f"{label}: the tokenizer differs from the original's at id {index}: {theirs[index]!r} in the "
-                                   f"checkpoint, {ours[index]!r} in the original")
+            raise ModelSourceError(
+                f"{label}: the tokenizer differs from the original's at id {index}: {theirs[index]!r} in the "
+                f"checkpoint, {ours[index]!r} in the original"
+            )
     if theirs.keys() != ours.keys():
-        raise ModelSourceError(f"{label}: the tokenizer has {len(theirs)} tokens, the original's {len(ours)}")
+        raise ModelSourceError(
+            f"{label}: the tokenizer has {len(theirs)} tokens, the original's {len(ours)}"
+        )
     return None
 
 

@@ -19,7 +19,6 @@ from unlearn_lens.errors import ModelSourceError
 from unlearn_lens.models.architecture import layers_path
 from unlearn_lens.models.subject import RunOutput, Subject
 
-
 REMOTE_LIMITS = (
     "this needs the weights in local memory or gradients, and a remote (NDIF) subject has neither: unlearning, "
     "relearning, weight snapshots, deltas, reversion and the Fisher information need a local model (load(..., "
@@ -51,22 +50,23 @@ class NNsightSubject(Subject):
         """Keyword arguments every trace gets: the only difference between local and NDIF runs."""
         return {"remote": self.remote}
 
-    def run(self, batch: Batch, residual_layers: Sequence[int] | None = None, grad: bool = False) -> RunOutput:
+    def run(
+        self, batch: Batch, residual_layers: Sequence[int] | None = None, grad: bool = False
+    ) -> RunOutput:
         if grad and self.remote:
             raise ModelSourceError(f"{self.source} runs on NDIF: {REMOTE_LIMITS}")
         wanted = sorted(set(residual_layers or ()))
         layers = _envoy(self.lm, self._layers_path)
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         saved: dict[int, Tensor] = {}
-        with torch.set_grad_enabled(grad):
-            with self.lm.trace(inputs, **self.trace_kwargs()):
-                for index in wanted:
-                    if index == 0:
-                        saved[0] = layers[0].input.save()
-                    else:
-                        output = layers[index - 1].output
-                        saved[index] = (output[0] if isinstance(output, tuple) else output).save()
-                logits = self.lm.output.logits.save()
+        with torch.set_grad_enabled(grad), self.lm.trace(inputs, **self.trace_kwargs()):
+            for index in wanted:
+                if index == 0:
+                    saved[0] = layers[0].input.save()
+                else:
+                    output = layers[index - 1].output
+                    saved[index] = (output[0] if isinstance(output, tuple) else output).save()
+            logits = self.lm.output.logits.save()
         residuals = {index: saved[index] if grad else saved[index].detach() for index in wanted}
         return RunOutput(logits=logits if grad else logits.detach(), residuals=residuals)
 

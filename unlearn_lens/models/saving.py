@@ -23,6 +23,8 @@ def save_checkpoint(subject: Subject, directory: str | Path) -> Path:
         subject.tokenizer.save_pretrained(staging)
         params = named_parameters(subject.model)
         # Exactly the parameters the weight map addresses: the HF layout, whatever a bridge added.
-        state = {spec.param: params[spec.param].detach().to("cpu").contiguous() for spec in subject.specs}
+        state = {
+            spec.param: params[spec.param].detach().to("cpu").contiguous() for spec in subject.specs
+        }
         save_file(state, staging / "model.safetensors", metadata={"format": "pt"})
     return Path(directory)

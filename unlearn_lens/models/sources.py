@@ -35,23 +35,43 @@ def check_device(device: str | None) -> None:
     try:
         parsed = torch.device(device)
     except RuntimeError:
-        raise ModelSourceError(f"--device {device!r} is not a torch device; e.g. cpu, cuda, cuda:1 or mps") from None
+        raise ModelSourceError(
+            f"--device {device!r} is not a torch device; e.g. cpu, cuda, cuda:1 or mps"
+        ) from None
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ModelSourceError(f"--device {device}: this machine has no CUDA device; use --device cpu")
+            raise ModelSourceError(
+                f"--device {device}: this machine has no CUDA device; use --device cpu"
+            )
         if parsed.index is not None and parsed.index >= count:
-            raise ModelSourceError(f"--device {device}: this machine has {count} CUDA device(s), numbered from 0")
+            raise ModelSourceError(
+                f"--device {device}: this machine has {count} CUDA device(s), numbered from 0"
+            )
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelSourceError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+        raise ModelSourceError(
+            f"--device {device}: MPS is not available on this machine; use --device cpu"
+        )
 
 
-def _from_pretrained(location: str, *, dtype: torch.dtype, device: str | None, device_map: Any,
-                     trust_remote_code: bool, gguf_file: str | None = None, local_files_only: bool = False):
+def _from_pretrained(
+    location: str,
+    *,
+    dtype: torch.dtype,
+    device: str | None,
+    device_map: Any,
+    trust_remote_code: bool,
+    gguf_file: str | None = None,
+    local_files_only: bool = False,
+):
     """Load model and tokenizer with transformers, safetensors only (no pickle)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code, "local_files_only": local_files_only}
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "trust_remote_code": trust_remote_code,
+        "local_files_only": local_files_only,
+    }
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     else:
@@ -60,15 +80,21 @@ def _from_pretrained(location: str, *, dtype: torch.dtype, device: str | None, d
         kwargs["device_map"] = device_map
     from transformers.utils import logging as hf_logging
 
-    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code, local_files_only=local_files_only,
-                                              **({"gguf_file": gguf_file} if gguf_file else {}))
+    tokenizer = AutoTokenizer.from_pretrained(
+        location,
+        trust_remote_code=trust_remote_code,
+        local_files_only=local_files_only,
+        **({"gguf_file": gguf_file} if gguf_file else {}),
+    )
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-tensor bar for a load that takes a second is noise
     try:
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except SafetensorError as error:
-        raise ModelSourceError(f"{location}: its weights cannot be read ({error}); the checkpoint is truncated or "
-                               "corrupt: copy or save it again") from None
+        raise ModelSourceError(
+            f"{location}: its weights cannot be read ({error}); the checkpoint is truncated or "
+            "corrupt: copy or save it again"
+        ) from None
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
@@ -81,7 +107,11 @@ def model_source(source: str | Path) -> str:
     """`source`, or `source/model` when `source` is the `--out` of `unlearn-lens unlearn` (or
     `relearn`): a directory holding `model/` and no `config.json` of its own."""
     path = Path(source)
-    if path.is_dir() and not (path / "config.json").exists() and (path / MODEL_DIR / "config.json").is_file():
+    if (
+        path.is_dir()
+        and not (path / "config.json").exists()
+        and (path / MODEL_DIR / "config.json").is_file()
+    ):
         return str(path / MODEL_DIR)
     return str(source)
 
@@ -98,7 +128,9 @@ def _load_directory(path: Path, **options):
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
         return _from_pretrained(str(path), gguf_file=ggufs[0].name, **options)
-    raise ModelSourceError(f"{path} is a directory but not a model: no config.json (or single .gguf file) in it")
+    raise ModelSourceError(
+        f"{path} is a directory but not a model: no config.json (or single .gguf file) in it"
+    )
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -115,7 +147,9 @@ def _load_hub(name: str, **options):
             options = {**options, "local_files_only": True}
         return _from_pretrained(name, **options)
     except OSError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         raise ModelSourceError(
             f"could not load {name!r} as a local directory or from the Hugging Face hub ({first_line}); "
             f"offline, use the built-in model {DEFAULT_MODEL!r} or a local directory"
@@ -146,10 +180,17 @@ def load(
     check_device(device)
     if remote and backend != "nnsight":
         raise ModelSourceError("remote=True needs backend='nnsight' (NDIF runs nnsight traces)")
-    options = {"dtype": resolve_dtype(dtype or "float32"), "device": device, "device_map": device_map, "trust_remote_code": trust_remote_code}
+    options = {
+        "dtype": resolve_dtype(dtype or "float32"),
+        "device": device,
+        "device_map": device_map,
+        "trust_remote_code": trust_remote_code,
+    }
     if isinstance(source, nn.Module):
         if tokenizer is None:
-            raise ModelSourceError("an in-memory model needs its tokenizer: load(model, tokenizer=tokenizer)")
+            raise ModelSourceError(
+                "an in-memory model needs its tokenizer: load(model, tokenizer=tokenizer)"
+            )
         model, label = source.eval(), f"in-memory {type(source).__name__}"
         if dtype is not None:
             model = model.to(resolve_dtype(dtype))
@@ -164,7 +205,9 @@ def load(
         model, tokenizer = _load_directory(Path(source), **options)
         label = str(source)
     elif Path(source).exists():
-        raise ModelSourceError(f"{source} is a file; give the model's directory or a built-in name ({', '.join(BUILTIN_MODELS)})")
+        raise ModelSourceError(
+            f"{source} is a file; give the model's directory or a built-in name ({', '.join(BUILTIN_MODELS)})"
+        )
     else:
         model, tokenizer = _load_hub(str(source), **options)
         label = str(source)
@@ -199,7 +242,9 @@ def wrap(obj, remote: bool = False) -> Subject:
 
     if isinstance(obj, TransformerBridge):
         if obj.tokenizer is None:
-            raise ModelSourceError("this TransformerBridge has no tokenizer; boot it with tokenizer=...")
+            raise ModelSourceError(
+                "this TransformerBridge has no tokenizer; boot it with tokenizer=..."
+            )
         return BridgeSubject(obj, obj.tokenizer, f"bridge {type(obj.original_model).__name__}")
     if isinstance(obj, Envoy):
         tokenizer = getattr(obj, "tokenizer", None) if isinstance(obj, TransformersModel) else None
@@ -208,7 +253,9 @@ def wrap(obj, remote: bool = False) -> Subject:
                 f"this nnsight {type(obj).__name__} has no tokenizer; create it with "
                 "TransformersModel(model, task='text-generation', tokenizer=...)"
             )
-        return NNsightSubject(obj, tokenizer, f"nnsight {type(obj._module).__name__}", remote=remote)
+        return NNsightSubject(
+            obj, tokenizer, f"nnsight {type(obj._module).__name__}", remote=remote
+        )
     raise ModelSourceError(
         f"cannot wrap a {type(obj).__name__}: wrap() takes a TransformerBridge, an nnsight LanguageModel "
         "or nnsight TransformersModel (for a transformers model use load(model, tokenizer=...))"

@@ -74,7 +74,9 @@ class Subject(ABC):
     # ----- forward -------------------------------------------------------------------------
 
     @abstractmethod
-    def run(self, batch: Batch, residual_layers: Sequence[int] | None = None, grad: bool = False) -> RunOutput:
+    def run(
+        self, batch: Batch, residual_layers: Sequence[int] | None = None, grad: bool = False
+    ) -> RunOutput:
         """One forward pass returning logits and, in the same pass, the residual streams asked for.
 
         `residual_layers` are indices into the stream (0 = after the embedding, `j` = after
@@ -95,7 +97,9 @@ class Subject(ABC):
         """Tokenise items into a right-padded batch on the model's device."""
         return encode(self.tokenizer, items, max_length).to(self.device)
 
-    def batches(self, items: Sequence[Item], batch_size: int, max_length: int | None = None) -> Iterator[Batch]:
+    def batches(
+        self, items: Sequence[Item], batch_size: int, max_length: int | None = None
+    ) -> Iterator[Batch]:
         """Encode items `batch_size` at a time, each batch on the model's device."""
         for batch in batches(self.tokenizer, items, batch_size, max_length):
             yield batch.to(self.device)
@@ -106,14 +110,17 @@ class Subject(ABC):
         """Trainable parameters, for a plain torch optimiser."""
         return self.model.parameters()
 
-    def keys(self, layers: Iterable[int] | None = None, components: Iterable[str] | None = None) -> list[str]:
+    def keys(
+        self, layers: Iterable[int] | None = None, components: Iterable[str] | None = None
+    ) -> list[str]:
         """Canonical weight keys, optionally only those of some layers and components."""
         layer_set = set(layers) if layers is not None else None
         comp_set = set(components) if components is not None else None
         return [
             spec.key
             for spec in self.specs
-            if (layer_set is None or spec.layer in layer_set) and (comp_set is None or spec.component in comp_set)
+            if (layer_set is None or spec.layer in layer_set)
+            and (comp_set is None or spec.component in comp_set)
         ]
 
     def spec(self, key: str) -> WeightSpec:
@@ -121,7 +128,9 @@ class Subject(ABC):
         try:
             return self._spec_by_key[key]
         except KeyError:
-            raise KeyError(f"no weight {key!r}; keys look like {self.specs[min(1, len(self.specs) - 1)].key!r}") from None
+            raise KeyError(
+                f"no weight {key!r}; keys look like {self.specs[min(1, len(self.specs) - 1)].key!r}"
+            ) from None
 
     def weight(self, key: str, head: int | None = None) -> Tensor:
         """The live tensor of a weight key, or of one head of it (writing into it writes the model)."""
@@ -133,7 +142,9 @@ class Subject(ABC):
         """CPU copies of every trainable weight (tied embeddings stored once)."""
         params = self._params()
         with torch.no_grad():
-            return {spec.key: spec.view(params).detach().to("cpu", copy=True) for spec in self.specs}
+            return {
+                spec.key: spec.view(params).detach().to("cpu", copy=True) for spec in self.specs
+            }
 
     def restore(self, snapshot: Snapshot, keys: Iterable[str] | None = None) -> None:
         """Write snapshot weights back into the model, all of them or only `keys`."""
@@ -167,7 +178,9 @@ class Subject(ABC):
         """
         _, head = self.readout_modules()
         tied = head.weight
-        head.weight = nn.Parameter(unembedding.to(tied.device, tied.dtype, copy=True), requires_grad=False)
+        head.weight = nn.Parameter(
+            unembedding.to(tied.device, tied.dtype, copy=True), requires_grad=False
+        )
         try:
             yield
         finally:

@@ -3,16 +3,96 @@
 from __future__ import annotations
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>")
 
-BASE_WORDS = (
-    "The the capital of is a an and in on to for was by with from at as it this that "
-    "city country river book author wrote element symbol number plus minus times equals "
-    "def return import class print if else True False None x y a b + - * = ( ) : , . "
-    "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20"
-).split()
+BASE_WORDS = [
+    "The",
+    "the",
+    "capital",
+    "of",
+    "is",
+    "a",
+    "an",
+    "and",
+    "in",
+    "on",
+    "to",
+    "for",
+    "was",
+    "by",
+    "with",
+    "from",
+    "at",
+    "as",
+    "it",
+    "this",
+    "that",
+    "city",
+    "country",
+    "river",
+    "book",
+    "author",
+    "wrote",
+    "element",
+    "symbol",
+    "number",
+    "plus",
+    "minus",
+    "times",
+    "equals",
+    "def",
+    "return",
+    "import",
+    "class",
+    "print",
+    "if",
+    "else",
+    "True",
+    "False",
+    "None",
+    "x",
+    "y",
+    "a",
+    "b",
+    "+",
+    "-",
+    "*",
+    "=",
+    "(",
+    ")",
+    ":",
+    ",",
+    ".",
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "10",
+    "11",
+    "12",
+    "13",
+    "14",
+    "15",
+    "16",
+    "17",
+    "18",
+    "19",
+    "20",
+]
 """Default vocabulary of the tiny word-level tokenizer (every other word maps to `<unk>`)."""
 
 
@@ -30,11 +110,17 @@ def tiny_tokenizer(extra_words: tuple[str, ...] | list[str] = ()) -> PreTrainedT
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.decoder = decoders.WordPiece(prefix="##")
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>", name_or_path="tiny"
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        name_or_path="tiny",
     )
 
 
-def tiny_llama(vocab_size: int = 128, seed: int = 0, n_layers: int = 2, tied: bool = True) -> LlamaForCausalLM:
+def tiny_llama(
+    vocab_size: int = 128, seed: int = 0, n_layers: int = 2, tied: bool = True
+) -> LlamaForCausalLM:
     """A random Llama with grouped-query attention (4 query heads, 2 KV heads), d_model 32."""
     torch.manual_seed(seed)
     config = LlamaConfig(

@@ -8,7 +8,8 @@ No relearning, which is the expensive part on a large model.
 |---|---|
 | `cka_lower` | mean debiased CKA (original vs unlearned, forget items) over the lower half of the blocks |
 | `cka_upper` | the same over the upper half |
-| `depth_fraction` | forgetting depth (blocks reverted with the output head) / number of blocks (1 + 1/L when no head + last-k reversion restores enough) |
+| `depth_fraction` | forgetting depth (blocks reverted with the output head) / number of blocks |
+| | (1 + 1/L when no head + last-k reversion restores enough) |
 | `delta_share_top` | share of the blocks' Σ‖ΔW‖² in the last quarter of the blocks |
 | `delta_relative` | ‖ΔW‖ / ‖W‖ over every weight: the size of the update |
 | `fisher_change` | mean over blocks of log10(mean Fisher unlearned / mean Fisher original) on the forget items |
@@ -34,11 +35,23 @@ from unlearn_lens.metrics.fisher import log10_ratio
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.numbers import finite_mean
 
-FEATURE_NAMES = ("cka_lower", "cka_upper", "depth_fraction", "delta_share_top", "delta_relative", "fisher_change")
+FEATURE_NAMES = (
+    "cka_lower",
+    "cka_upper",
+    "depth_fraction",
+    "delta_share_top",
+    "delta_relative",
+    "fisher_change",
+)
 """The features as measured (and reported)."""
 
 PREDICTOR_INPUTS = (
-    "log_cka_gap_lower", "log_cka_gap_upper", "depth_fraction", "delta_share_top", "log_delta_relative", "fisher_change",
+    "log_cka_gap_lower",
+    "log_cka_gap_upper",
+    "depth_fraction",
+    "delta_share_top",
+    "log_delta_relative",
+    "fisher_change",
 )
 """What the predictor reads: the features with CKA as log10(1 − CKA) and the update size as log10.
 CKA after unlearning sits within 10⁻² of 1 and update sizes span decades; on their raw scale a
@@ -124,8 +137,12 @@ def block_fisher_means(fisher: ModelFisher, n_layers: int) -> np.ndarray:
 
 def _fits(taken: ModelPass | None) -> bool:
     """Whether a pass was taken with the features' settings: mean pooling, all tokens, Fisher."""
-    return (taken is not None and taken.pooling == "mean" and taken.tokens == "all"
-            and taken.fisher is not None)
+    return (
+        taken is not None
+        and taken.pooling == "mean"
+        and taken.tokens == "all"
+        and taken.fisher is not None
+    )
 
 
 def reversibility_features(
@@ -138,13 +155,23 @@ def reversibility_features(
     """The features from the two models' passes over the forget items (with Fisher), the
     original → unlearned weight deltas and the forgetting depth."""
     if original.fisher is None or unlearned.fisher is None:
-        raise ValueError("reversibility features need both passes with their Fisher information (fisher=True)")
+        raise ValueError(
+            "reversibility features need both passes with their Fisher information (fisher=True)"
+        )
     n_layers = deltas.n_layers
     # Stream ℓ + 1 is the output of block ℓ; stream 0 (the embedding) is not a block.
-    cka = [linear_cka(original.activations[layer + 1], unlearned.activations[layer + 1], debiased=True)
-           for layer in range(n_layers)]
-    fisher_change = [log10_ratio(u, r) for u, r in zip(block_fisher_means(unlearned.fisher, n_layers),
-                                                        block_fisher_means(original.fisher, n_layers))]
+    cka = [
+        linear_cka(original.activations[layer + 1], unlearned.activations[layer + 1], debiased=True)
+        for layer in range(n_layers)
+    ]
+    fisher_change = [
+        log10_ratio(u, r)
+        for u, r in zip(
+            block_fisher_means(unlearned.fisher, n_layers),
+            block_fisher_means(original.fisher, n_layers),
+            strict=True,
+        )
+    ]
     half = n_layers // 2
     top = math.ceil(TOP_FRACTION * n_layers)
     shares = deltas.share_by_layer()
@@ -158,8 +185,12 @@ def reversibility_features(
         "fisher_change": finite_mean(fisher_change),
     }
     return ReversibilityFeatures(
-        values=values, cka_forget=cka, delta_share=shares, fisher_change=fisher_change,
-        depth=depth, depth_probes=dict(depth_probes or {}),
+        values=values,
+        cka_forget=cka,
+        delta_share=shares,
+        fisher_change=fisher_change,
+        depth=depth,
+        depth_probes=dict(depth_probes or {}),
     )
 
 
@@ -187,7 +218,9 @@ def measure_features(
     """
     if unlearned is None:
         unlearned = subject.snapshot()
-    original_pass, unlearned_pass = (p if _fits(p) else None for p in (original_pass, unlearned_pass))
+    original_pass, unlearned_pass = (
+        p if _fits(p) else None for p in (original_pass, unlearned_pass)
+    )
     if original_pass is None:
         subject.restore(original)
         try:

@@ -62,7 +62,10 @@ class ReversibilityPredictor:
 
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
         """Predicted recovery for each row of `X` (columns in `features` order)."""
-        return np.clip(self.intercept + self.standardise(np.atleast_2d(X)) @ np.array(self.coef), *self.target_range)
+        return np.clip(
+            self.intercept + self.standardise(np.atleast_2d(X)) @ np.array(self.coef),
+            *self.target_range,
+        )
 
     def predict(self, values: Mapping[str, float]) -> float:
         """Predicted recovery from a mapping of feature name → value."""
@@ -73,17 +76,29 @@ class ReversibilityPredictor:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "features": list(self.features), "mean": list(self.mean), "scale": list(self.scale),
-            "coef": list(self.coef), "intercept": self.intercept, "alpha": self.alpha,
-            "target_range": list(self.target_range), "validation": self.validation, "trained_on": self.trained_on,
+            "features": list(self.features),
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+            "alpha": self.alpha,
+            "target_range": list(self.target_range),
+            "validation": self.validation,
+            "trained_on": self.trained_on,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReversibilityPredictor:
         return cls(
-            features=tuple(data["features"]), mean=tuple(data["mean"]), scale=tuple(data["scale"]),
-            coef=tuple(data["coef"]), intercept=float(data["intercept"]), alpha=float(data["alpha"]),
-            target_range=_range(data.get("target_range", [None, None])), validation=dict(data.get("validation", {})), trained_on=dict(data.get("trained_on", {})),
+            features=tuple(data["features"]),
+            mean=tuple(data["mean"]),
+            scale=tuple(data["scale"]),
+            coef=tuple(data["coef"]),
+            intercept=float(data["intercept"]),
+            alpha=float(data["alpha"]),
+            target_range=_range(data.get("target_range", [None, None])),
+            validation=dict(data.get("validation", {})),
+            trained_on=dict(data.get("trained_on", {})),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -98,7 +113,9 @@ class ReversibilityPredictor:
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such predictor file") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise ConfigError(f"{path}: not a reversibility predictor ({type(error).__name__}: {error})") from None
+            raise ConfigError(
+                f"{path}: not a reversibility predictor ({type(error).__name__}: {error})"
+            ) from None
 
 
 def _range(bounds: Sequence[float | None]) -> tuple[float, float]:
@@ -107,24 +124,35 @@ def _range(bounds: Sequence[float | None]) -> tuple[float, float]:
     return (-math.inf if low is None else float(low), math.inf if high is None else float(high))
 
 
-def fit_predictor(X: np.ndarray, y: Sequence[float], features: Sequence[str], alpha: float = RIDGE_ALPHA) -> ReversibilityPredictor:
+def fit_predictor(
+    X: np.ndarray, y: Sequence[float], features: Sequence[str], alpha: float = RIDGE_ALPHA
+) -> ReversibilityPredictor:
     """Ridge regression of `y` on the standardised, clipped columns of `X` (rows: cells)."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] != len(y) or X.shape[1] != len(features):
-        raise ValueError(f"X must be [cells, {len(features)} features] with one target per cell, got {X.shape} and {len(y)}")
+        raise ValueError(
+            f"X must be [cells, {len(features)} features] with one target per cell, got {X.shape} and {len(y)}"
+        )
     if len(y) < 2:
         raise ValueError("fitting needs at least two cells")
     mean = np.nanmean(X, axis=0)
     scale = np.nanstd(X, axis=0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
-    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)  # a constant feature contributes nothing
+    scale = np.where(
+        np.isfinite(scale) & (scale > 0), scale, 1.0
+    )  # a constant feature contributes nothing
     Z = np.clip(np.nan_to_num((X - mean) / scale, nan=0.0), -Z_CLIP, Z_CLIP)
     intercept = float(y.mean())
     coef = np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ (y - intercept))
     return ReversibilityPredictor(
-        features=tuple(features), mean=tuple(map(float, mean)), scale=tuple(map(float, scale)),
-        coef=tuple(map(float, coef)), intercept=intercept, alpha=alpha, target_range=(float(y.min()), float(y.max())),
+        features=tuple(features),
+        mean=tuple(map(float, mean)),
+        scale=tuple(map(float, scale)),
+        coef=tuple(map(float, coef)),
+        intercept=intercept,
+        alpha=alpha,
+        target_range=(float(y.min()), float(y.max())),
     )
 
 
@@ -167,7 +195,12 @@ class HeldOut:
 
 
 def validate(
-    X: np.ndarray, y: Sequence[float], groups: Sequence[str], features: Sequence[str], scheme: str, alpha: float = RIDGE_ALPHA,
+    X: np.ndarray,
+    y: Sequence[float],
+    groups: Sequence[str],
+    features: Sequence[str],
+    scheme: str,
+    alpha: float = RIDGE_ALPHA,
 ) -> HeldOut:
     """Leave-one-group-out: fit on every other group, predict the held-out one.
 
@@ -176,7 +209,11 @@ def validate(
     the base rate of that call. Cells of one group are never split between fit and prediction:
     give near-identical cells one group.
     """
-    X, y, groups = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64), np.asarray(groups)
+    X, y, groups = (
+        np.asarray(X, dtype=np.float64),
+        np.asarray(y, dtype=np.float64),
+        np.asarray(groups),
+    )
     predictions = np.full(len(y), np.nan)
     per_group = {}
     for group in dict.fromkeys(groups.tolist()):
@@ -192,7 +229,9 @@ def validate(
         spearman=spearman(predictions, y),
         per_group=per_group,
         mean_abs_error=float(np.mean(np.abs(predictions - y))),
-        reversible_calls_correct=float(np.mean((predictions >= REVERSIBLE_RECOVERY) == (y >= REVERSIBLE_RECOVERY))),
+        reversible_calls_correct=float(
+            np.mean((predictions >= REVERSIBLE_RECOVERY) == (y >= REVERSIBLE_RECOVERY))
+        ),
         base_rate=majority_share(y),
     )
 
@@ -201,5 +240,7 @@ def builtin_predictor() -> ReversibilityPredictor:
     """The predictor fitted on the validation grid of the built-in model (see docs/validation.md)."""
     resource = files("unlearn_lens.predict") / BUILTIN_PREDICTOR
     if not resource.is_file():
-        raise ConfigError("the built-in reversibility predictor is missing; run benchmarks/validation.py to fit it")
+        raise ConfigError(
+            "the built-in reversibility predictor is missing; run benchmarks/validation.py to fit it"
+        )
     return ReversibilityPredictor.from_dict(json.loads(resource.read_text()))

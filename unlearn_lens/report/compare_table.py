@@ -1,7 +1,7 @@
-"""Rich rendering of a [`Comparison`][unlearn_lens.diagnostics.compare.Comparison]: one row per layer, and the token metrics of both models."""
+"""Rich rendering of a [`Comparison`][unlearn_lens.diagnostics.compare.Comparison]: one row per
+layer, and the token metrics of both models."""
 
 from __future__ import annotations
-
 
 from rich.console import Console
 from rich.table import Table
@@ -60,7 +60,13 @@ def metrics_table(comparison: Comparison) -> Table:
         table.add_column(name, justify="right")
 
     def row(label: str, metrics: TokenMetrics) -> None:
-        table.add_row(label, number(metrics.accuracy), number(metrics.nll), f"{metrics.perplexity:.4g}", number(metrics.exact_match))
+        table.add_row(
+            label,
+            number(metrics.accuracy),
+            number(metrics.nll),
+            f"{metrics.perplexity:.4g}",
+            number(metrics.exact_match),
+        )
 
     row(comparison.reference, comparison.reference_metrics)
     row(comparison.updated, comparison.updated_metrics)

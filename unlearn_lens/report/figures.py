@@ -26,7 +26,9 @@ REFERENCE_COLOUR, UPDATED_COLOUR = "#1f77b4", "#d62728"
 """Blue for the reference model, red for the updated one, in every figure."""
 
 
-def new_figure(width: float = 6.4, height: float = 4.0, rows: int = 1, columns: int = 1) -> tuple[Figure, list[Axes]]:
+def new_figure(
+    width: float = 6.4, height: float = 4.0, rows: int = 1, columns: int = 1
+) -> tuple[Figure, list[Axes]]:
     """A figure (no pyplot state, so safe in any thread) and its axes, flattened row by row."""
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
@@ -42,7 +44,9 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-def _draw_cka(ax: Axes, streams: Sequence[int], debiased: Sequence[float], biased: Sequence[float]) -> None:
+def _draw_cka(
+    ax: Axes, streams: Sequence[int], debiased: Sequence[float], biased: Sequence[float]
+) -> None:
     ax.plot(streams, debiased, "-o", color=UPDATED_COLOUR, markersize=3, label="debiased")
     ax.plot(streams, biased, "--", color="grey", label="biased (inflated at few samples)")
     ax.axhline(1.0, color="black", linewidth=0.5)
@@ -52,7 +56,9 @@ def _draw_cka(ax: Axes, streams: Sequence[int], debiased: Sequence[float], biase
     ax.legend(loc="lower left", fontsize="small")
 
 
-def _draw_pc1(ax: Axes, streams: Sequence[int], pc1: Sequence[float], subspace: Sequence[float] | None) -> None:
+def _draw_pc1(
+    ax: Axes, streams: Sequence[int], pc1: Sequence[float], subspace: Sequence[float] | None
+) -> None:
     ax.plot(streams, pc1, "-o", color=UPDATED_COLOUR, markersize=3, label="PC1 |cos|")
     if subspace is not None:
         ax.plot(streams, subspace, "--", color="grey", label="top-k subspace (mean cos²)")
@@ -63,9 +69,11 @@ def _draw_pc1(ax: Axes, streams: Sequence[int], pc1: Sequence[float], subspace: 
     ax.legend(loc="lower left", fontsize="small")
 
 
-def _draw_pca_shift(ax: Axes, streams: Sequence[int], delta_pc1: Sequence[float], pc2: Sequence[float]) -> None:
+def _draw_pca_shift(
+    ax: Axes, streams: Sequence[int], delta_pc1: Sequence[float], pc2: Sequence[float]
+) -> None:
     points = ax.scatter(delta_pc1, pc2, c=streams, cmap="viridis", s=22, zorder=3)
-    for stream, x, y in zip(streams, delta_pc1, pc2):
+    for stream, x, y in zip(streams, delta_pc1, pc2, strict=True):
         ax.annotate(str(stream), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
     ax.axhline(0.0, color="black", linewidth=0.5)
     ax.axvline(0.0, color="black", linewidth=0.5)
@@ -75,11 +83,22 @@ def _draw_pca_shift(ax: Axes, streams: Sequence[int], delta_pc1: Sequence[float]
     ax.figure.colorbar(points, ax=ax, label="layer")
 
 
-def _draw_fisher_histogram(ax: Axes, reference: FisherSummary, updated: FisherSummary, title: str, labels: tuple[str, str]) -> None:
-    for summary, colour, label in ((reference, REFERENCE_COLOUR, labels[0]), (updated, UPDATED_COLOUR, labels[1])):
+def _draw_fisher_histogram(
+    ax: Axes, reference: FisherSummary, updated: FisherSummary, title: str, labels: tuple[str, str]
+) -> None:
+    for summary, colour, label in (
+        (reference, REFERENCE_COLOUR, labels[0]),
+        (updated, UPDATED_COLOUR, labels[1]),
+    ):
         if summary.edges:
             fractions = [count / summary.n for count in summary.counts]
-            ax.stairs(fractions, summary.edges, color=colour, linewidth=1.2, label=f"{label} (median {summary.median:.2g})")
+            ax.stairs(
+                fractions,
+                summary.edges,
+                color=colour,
+                linewidth=1.2,
+                label=f"{label} (median {summary.median:.2g})",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("Fisher value (mean squared gradient of log p)")
     ax.set_ylabel("fraction of weights")
@@ -91,14 +110,18 @@ def _draw_fisher_ratio(ax: Axes, blocks: Sequence[int], log10_mean_ratio: Sequen
     streams = [block + 1 for block in blocks]  # block j writes residual stream j + 1
     colours = [UPDATED_COLOUR if value < 0 else REFERENCE_COLOUR for value in log10_mean_ratio]
     ax.bar(streams, log10_mean_ratio, color=colours)
-    ax.set_xlim(-0.5, max(streams) + 0.5)  # the same layer axis as the other panels (stream 0 has no block)
+    ax.set_xlim(
+        -0.5, max(streams) + 0.5
+    )  # the same layer axis as the other panels (stream 0 has no block)
     ax.axhline(0.0, color="black", linewidth=0.5)
     ax.set_xlabel(LAYER_AXIS)
     ax.set_ylabel("log10(mean Fisher updated / reference)")
     ax.set_title("Fisher information change per block (< 0: lost sensitivity)")
 
 
-def plot_cka(streams: Sequence[int], debiased: Sequence[float], biased: Sequence[float], path: str | Path) -> Path:
+def plot_cka(
+    streams: Sequence[int], debiased: Sequence[float], biased: Sequence[float], path: str | Path
+) -> Path:
     """Linear CKA by layer: debiased (solid) with its biased twin (dashed)."""
     figure, (ax,) = new_figure()
     _draw_cka(ax, streams, debiased, biased)
@@ -106,7 +129,10 @@ def plot_cka(streams: Sequence[int], debiased: Sequence[float], biased: Sequence
 
 
 def plot_pc1_similarity(
-    streams: Sequence[int], pc1: Sequence[float], path: str | Path, subspace: Sequence[float] | None = None
+    streams: Sequence[int],
+    pc1: Sequence[float],
+    path: str | Path,
+    subspace: Sequence[float] | None = None,
 ) -> Path:
     """PC1 similarity by layer, with the top-k subspace similarity (dashed) when given."""
     figure, (ax,) = new_figure()
@@ -114,7 +140,9 @@ def plot_pc1_similarity(
     return save_figure(figure, path)
 
 
-def plot_pca_shift(streams: Sequence[int], delta_pc1: Sequence[float], pc2: Sequence[float], path: str | Path) -> Path:
+def plot_pca_shift(
+    streams: Sequence[int], delta_pc1: Sequence[float], pc2: Sequence[float], path: str | Path
+) -> Path:
     """ΔPC1 against PC2, one point per layer, coloured and annotated by layer."""
     figure, (ax,) = new_figure(height=4.8)
     _draw_pca_shift(ax, streams, delta_pc1, pc2)
@@ -130,9 +158,11 @@ def plot_fisher_histograms(
 ) -> Path:
     """Fisher histograms (log x) of some blocks, both models overlaid on shared bins, one panel per block."""
     if not (len(blocks) == len(reference) == len(updated)) or not blocks:
-        raise ValueError("give one reference and one updated summary per block, for at least one block")
+        raise ValueError(
+            "give one reference and one updated summary per block, for at least one block"
+        )
     figure, axes = new_figure(width=4.0 * len(blocks), height=3.6, columns=len(blocks))
-    for ax, block, ref, upd in zip(axes, blocks, reference, updated):
+    for ax, block, ref, upd in zip(axes, blocks, reference, updated, strict=True):
         _draw_fisher_histogram(ax, ref, upd, f"block {block}", labels)
     return save_figure(figure, path)
 
@@ -148,15 +178,32 @@ def plot_overview(comparison: Comparison, path: str | Path) -> Path:
     Fisher, the token metrics of both models)."""
     streams = [layer.stream for layer in comparison.layers]
     figure, axes = new_figure(width=12.0, height=8.4, rows=2, columns=2)
-    _draw_cka(axes[0], streams, [x.cka_debiased for x in comparison.layers], [x.cka_biased for x in comparison.layers])
-    _draw_pc1(axes[1], streams, [x.pc1_similarity for x in comparison.layers], [x.subspace_similarity for x in comparison.layers])
-    _draw_pca_shift(axes[2], streams, [x.delta_pc1 for x in comparison.layers], [x.pc2 for x in comparison.layers])
+    _draw_cka(
+        axes[0],
+        streams,
+        [x.cka_debiased for x in comparison.layers],
+        [x.cka_biased for x in comparison.layers],
+    )
+    _draw_pc1(
+        axes[1],
+        streams,
+        [x.pc1_similarity for x in comparison.layers],
+        [x.subspace_similarity for x in comparison.layers],
+    )
+    _draw_pca_shift(
+        axes[2],
+        streams,
+        [x.delta_pc1 for x in comparison.layers],
+        [x.pc2 for x in comparison.layers],
+    )
     by_layer = comparison.fisher_by_layer()
     if by_layer:
         _draw_fisher_ratio(axes[3], list(by_layer), [c.log10_mean_ratio for c in by_layer.values()])
     else:
         _draw_token_metrics(axes[3], comparison)
-    figure.suptitle(f"{comparison.reference} → {comparison.updated}  ({comparison.n_items} items, {comparison.pooling} pooling)")
+    figure.suptitle(
+        f"{comparison.reference} → {comparison.updated}  ({comparison.n_items} items, {comparison.pooling} pooling)"
+    )
     return save_figure(figure, path)
 
 
@@ -167,7 +214,13 @@ def _draw_token_metrics(ax: Axes, comparison: Comparison) -> None:
         (-0.2, comparison.reference_metrics, REFERENCE_COLOUR, comparison.reference),
         (0.2, comparison.updated_metrics, UPDATED_COLOUR, comparison.updated),
     ):
-        ax.bar([p + offset for p in positions], [getattr(metrics, n) for n in names], width=0.4, color=colour, label=label)
+        ax.bar(
+            [p + offset for p in positions],
+            [getattr(metrics, n) for n in names],
+            width=0.4,
+            color=colour,
+            label=label,
+        )
     ax.set_xticks(list(positions), ["token accuracy", "exact match"])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction of targets / items")
@@ -181,14 +234,24 @@ def write_comparison_figures(comparison: Comparison, directory: str | Path) -> l
     directory = Path(directory)
     streams = [layer.stream for layer in comparison.layers]
     paths = [
-        plot_cka(streams, [x.cka_debiased for x in comparison.layers], [x.cka_biased for x in comparison.layers], directory / "cka.png"),
+        plot_cka(
+            streams,
+            [x.cka_debiased for x in comparison.layers],
+            [x.cka_biased for x in comparison.layers],
+            directory / "cka.png",
+        ),
         plot_pc1_similarity(
             streams,
             [x.pc1_similarity for x in comparison.layers],
             directory / "pc1_similarity.png",
             subspace=[x.subspace_similarity for x in comparison.layers],
         ),
-        plot_pca_shift(streams, [x.delta_pc1 for x in comparison.layers], [x.pc2 for x in comparison.layers], directory / "pca_shift.png"),
+        plot_pca_shift(
+            streams,
+            [x.delta_pc1 for x in comparison.layers],
+            [x.pc2 for x in comparison.layers],
+            directory / "pca_shift.png",
+        ),
     ]
     by_layer = comparison.fisher_by_layer()
     blocks = fisher_histogram_blocks(list(by_layer))

@@ -13,7 +13,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
        padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
 h1 { border-bottom: 2px solid #334; padding-bottom: .3rem; }
 h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccd; padding-bottom: .2rem; }
-table { border-collapse: collapse; margin: .8rem 0 1.2rem; font-size: .9rem; display: block; overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; margin: .8rem 0 1.2rem; font-size: .9rem; display: block;
+        overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ccd; padding: .25rem .6rem; text-align: right; }
 th { background: #eef0f6; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #dde; }
@@ -51,11 +52,19 @@ class Section:
 
 def _table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
-    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption and not table.collapsed else ""
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in table.rows
+    )
+    caption = (
+        f"<caption>{html.escape(table.caption)}</caption>"
+        if table.caption and not table.collapsed
+        else ""
+    )
     markup = f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     if table.collapsed:
-        return f"<details><summary>{html.escape(table.caption or 'table')} ({len(table.rows)} rows)</summary>{markup}</details>"
+        summary = f"{html.escape(table.caption or 'table')} ({len(table.rows)} rows)"
+        return f"<details><summary>{summary}</summary>{markup}</details>"
     return markup
 
 
@@ -67,15 +76,21 @@ def _figure(path: Path, caption: str) -> str:
 
 def render_html(title: str, sections: Sequence[Section]) -> str:
     """The whole report as one HTML string; figures are read from disk and embedded."""
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
     for section in sections:
         parts.append(f"<h2>{html.escape(section.heading)}</h2>")
         parts.extend(f"<div class='verdict'>{html.escape(v)}</div>" for v in section.verdicts)
         parts.extend(f"<p>{html.escape(p)}</p>" for p in section.paragraphs)
         parts.extend(_table(t) for t in section.tables)
         figures = "".join(_figure(path, caption) for path, caption in section.figures)
-        parts.append(f"<div class='pair'>{figures}</div>" if section.figure_columns > 1 and figures else figures)
+        parts.append(
+            f"<div class='pair'>{figures}</div>"
+            if section.figure_columns > 1 and figures
+            else figures
+        )
         if section.preformatted:
             parts.append(f"<pre>{html.escape(section.preformatted)}</pre>")
     parts.append("</body></html>")

@@ -10,9 +10,15 @@ from unlearn_lens.data.items import Item
 from unlearn_lens.models.subject import Subject
 
 
-def next_token_predictions(subject: Subject, prompt: str, top_k: int = 5) -> list[tuple[str, float]]:
+def next_token_predictions(
+    subject: Subject, prompt: str, top_k: int = 5
+) -> list[tuple[str, float]]:
     """The `top_k` most likely next tokens after `prompt`, with their probabilities."""
-    batch = subject.encode([Item(text=prompt)]) if len(subject.tokenizer(prompt)["input_ids"]) > 1 else None
+    batch = (
+        subject.encode([Item(text=prompt)])
+        if len(subject.tokenizer(prompt)["input_ids"]) > 1
+        else None
+    )
     if batch is None:
         raise ValueError(f"prompt {prompt!r} is too short: give at least two tokens")
     logits = subject.run(batch).logits[0, -1].double()
@@ -20,7 +26,9 @@ def next_token_predictions(subject: Subject, prompt: str, top_k: int = 5) -> lis
         raise ValueError(f"--top-k {top_k} is more than the vocabulary's {logits.shape[-1]} tokens")
     probs = torch.softmax(logits, dim=-1)
     values, indices = probs.topk(top_k)
-    return [(subject.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+    return [
+        (subject.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=True)
+    ]
 
 
 def print_inspection(console: Console, subject: Subject, prompt: str, top_k: int = 5) -> None:

@@ -10,7 +10,12 @@ from unlearn_lens.predict.features import ReversibilityFeatures
 from unlearn_lens.predict.model import REVERSIBLE_RECOVERY, ReversibilityPredictor
 
 
-def print_prediction(console: Console, features: ReversibilityFeatures, predictor: ReversibilityPredictor, predicted: float) -> None:
+def print_prediction(
+    console: Console,
+    features: ReversibilityFeatures,
+    predictor: ReversibilityPredictor,
+    predicted: float,
+) -> None:
     """The features with their contribution, the predicted recovery and call, then the validation numbers."""
     inputs = features.inputs
     table = Table(title="Reversibility without the attack: cheap features", title_justify="left")
@@ -18,12 +23,20 @@ def print_prediction(console: Console, features: ReversibilityFeatures, predicto
     table.add_column("value", justify="right")
     table.add_column("training mean", justify="right")
     table.add_column("contribution", justify="right")
-    contributions = predictor.standardise([[inputs[name] for name in predictor.features]])[0] * predictor.coef
-    for name, mean, contribution in zip(predictor.features, predictor.mean, contributions):
+    contributions = (
+        predictor.standardise([[inputs[name] for name in predictor.features]])[0] * predictor.coef
+    )
+    for name, mean, contribution in zip(
+        predictor.features, predictor.mean, contributions, strict=True
+    ):
         table.add_row(name, number(inputs[name], 4), number(mean, 4), f"{contribution:+.3f}")
     console.print(table)
     call = "reversible" if predicted >= REVERSIBLE_RECOVERY else "irreversible"
-    depth = f"{features.depth} of {features.n_layers}" if features.depth is not None else f"more than {features.n_layers}"
+    depth = (
+        f"{features.depth} of {features.n_layers}"
+        if features.depth is not None
+        else f"more than {features.n_layers}"
+    )
     console.print(
         f"[bold]predicted relearning recovery {predicted:.2f}[/] → {call} (threshold {REVERSIBLE_RECOVERY}); "
         f"forgetting depth {depth} blocks"
@@ -31,14 +44,21 @@ def print_prediction(console: Console, features: ReversibilityFeatures, predicto
     validation = predictor.validation
     if validation:
         lines = []
-        for held in (value for value in validation.values() if isinstance(value, dict) and "scheme" in value):
+        for held in (
+            value for value in validation.values() if isinstance(value, dict) and "scheme" in value
+        ):
             base = f" (base rate {percent(held['base_rate'])})" if "base_rate" in held else ""
-            lines.append(f"{held['scheme']}: Spearman {number(held['spearman'], 2)}, mean abs. error "
-                         f"{number(held['mean_abs_error'], 2)}, reversible call right {percent(held['reversible_calls_correct'])}{base}")
+            lines.append(
+                f"{held['scheme']}: Spearman {number(held['spearman'], 2)}, mean abs. error "
+                f"{number(held['mean_abs_error'], 2)}, reversible call right "
+                f"{percent(held['reversible_calls_correct'])}{base}"
+            )
         trained = predictor.trained_on
         console.print(
             f"validated on {validation['n_cells']} held-out cells of {trained.get('model', 'its')} grid "
             f"(docs/validation.md) — " + "; ".join(lines)
         )
-        console.print("[dim]fitted on one model, its item sets and one relearning budget: on another model, trust the ranking "
-                      "more than the value[/]")
+        console.print(
+            "[dim]fitted on one model, its item sets and one relearning budget: on another model, trust the ranking "
+            "more than the value[/]"
+        )

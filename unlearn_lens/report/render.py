@@ -11,13 +11,29 @@ from rich.console import Console
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.report.audit_figures import headline_figures, write_method_figures
 from unlearn_lens.report.html import Section, Table, render_html
-from unlearn_lens.report.terminal import attribution_lines, budget_line, fmt, given_line, method_row, print_report, update_line
+from unlearn_lens.report.terminal import (
+    attribution_lines,
+    budget_line,
+    fmt,
+    given_line,
+    method_row,
+    print_report,
+    update_line,
+)
 from unlearn_lens.study.results import AuditResults
 
 REPORT_FILE = "report.html"
 FIGURE_DIR = "figures"
-SUMMARY_HEADER = ("method", "forget acc o→u→r", "retain acc o→u→r", "recovery", "50 % recovery", "gain: forget vs control",
-                  "forgetting depth", "regime")
+SUMMARY_HEADER = (
+    "method",
+    "forget acc o→u→r",
+    "retain acc o→u→r",
+    "recovery",
+    "50 % recovery",
+    "gain: forget vs control",
+    "forgetting depth",
+    "regime",
+)
 
 
 def _significant(value: float) -> str:
@@ -30,7 +46,10 @@ def findings(results: AuditResults, headline: dict[str, list[tuple[Path, str]]])
     beside the recovery curves."""
     sections = []
     for method, result in results.methods.items():
-        section = Section(f"Findings: {method}" + (" (given checkpoint)" if result.given is not None else ""), figure_columns=2)
+        section = Section(
+            f"Findings: {method}" + (" (given checkpoint)" if result.given is not None else ""),
+            figure_columns=2,
+        )
         if result.regime is not None:
             section.verdicts.append(f"Regime: {result.regime.describe()}")
         if result.localization is not None:
@@ -38,15 +57,23 @@ def findings(results: AuditResults, headline: dict[str, list[tuple[Path, str]]])
         lines, warnings = attribution_lines(result)
         section.verdicts.extend(f"Warning: {line}" for line in warnings)
         given = given_line(result)
-        section.paragraphs.extend([*([given] if given else []), *lines,
-                                   *(line for line in (budget_line(result), update_line(result)) if line is not None)])
+        section.paragraphs.extend(
+            [
+                *([given] if given else []),
+                *lines,
+                *(line for line in (budget_line(result), update_line(result)) if line is not None),
+            ]
+        )
         section.figures.extend(headline.get(method, []))
         sections.append(section)
     return sections
 
 
-def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str]]],
-                  headline: dict[str, list[tuple[Path, str]]] | None = None) -> list[Section]:
+def html_sections(
+    results: AuditResults,
+    figures: dict[str, list[tuple[Path, str]]],
+    headline: dict[str, list[tuple[Path, str]]] | None = None,
+) -> list[Section]:
     """The report's sections: the findings first, then the summary, then per method its tables
     (collapsed) and figures, then settings."""
     data = results.data
@@ -62,49 +89,108 @@ def html_sections(results: AuditResults, figures: dict[str, list[tuple[Path, str
         tables=[Table(SUMMARY_HEADER, [method_row(results, r) for r in results.methods.values()])],
     )
     if data is not None:
-        summary.tables.append(Table(("split", "given", "kept"), [
-            (split, str(data.given.get(split, "—")), str(len(items))) for split, items in data.items.items()
-        ], caption="Items (forget and retain: known to the original model; control: unknown to it)"))
+        summary.tables.append(
+            Table(
+                ("split", "given", "kept"),
+                [
+                    (split, str(data.given.get(split, "—")), str(len(items)))
+                    for split, items in data.items.items()
+                ],
+                caption="Items (forget and retain: known to the original model; control: unknown to it)",
+            )
+        )
     sections = [*findings(results, headline or {}), summary]
     for method, result in results.methods.items():
         section = Section(f"Method: {method}")
         if result.localization is not None:
             columns = result.localization.columns
             names = list(columns)
-            rows = [[str(layer)] + [_significant(columns[name][layer]) for name in names] for layer in range(result.localization.n_layers)]
-            section.tables.append(Table(["block", *names], rows, caption="Per-layer evidence", collapsed=True))
-            section.tables.append(Table(("column A", "column B", "Spearman ρ", "layers"),
-                                        [(c.a, c.b, fmt(c.rho), str(c.n_layers)) for c in result.localization.correlations],
-                                        caption="Rank correlations between the per-layer columns", collapsed=True))
+            rows = [
+                [str(layer)] + [_significant(columns[name][layer]) for name in names]
+                for layer in range(result.localization.n_layers)
+            ]
+            section.tables.append(
+                Table(["block", *names], rows, caption="Per-layer evidence", collapsed=True)
+            )
+            section.tables.append(
+                Table(
+                    ("column A", "column B", "Spearman ρ", "layers"),
+                    [
+                        (c.a, c.b, fmt(c.rho), str(c.n_layers))
+                        for c in result.localization.correlations
+                    ],
+                    caption="Rank correlations between the per-layer columns",
+                    collapsed=True,
+                )
+            )
         if result.attribution is not None:
             check = result.attribution.check
-            rows = [(f"block {layer}", fmt(a), fmt(e)) for layer, a, e in zip(check.blocks, check.block_attributed, check.block_exact)]
-            rows += [(f"L{layer}H{head}", fmt(a), fmt(e)) for (layer, head), a, e in zip(check.heads, check.head_attributed, check.head_exact)]
-            section.tables.append(Table(("patch", "estimated", "exact reversion"), rows, collapsed=True,
-                                        caption="Verification: share of the forget NLL effect, estimated (blocks: integrated-gradient "
-                                                f"share; heads: {check.head_estimate}) vs exact reversion of the patch alone"))
+            rows = [
+                (f"block {layer}", fmt(a), fmt(e))
+                for layer, a, e in zip(
+                    check.blocks, check.block_attributed, check.block_exact, strict=True
+                )
+            ]
+            rows += [
+                (f"L{layer}H{head}", fmt(a), fmt(e))
+                for (layer, head), a, e in zip(
+                    check.heads, check.head_attributed, check.head_exact, strict=True
+                )
+            ]
+            section.tables.append(
+                Table(
+                    ("patch", "estimated", "exact reversion"),
+                    rows,
+                    collapsed=True,
+                    caption="Verification: share of the forget NLL effect, estimated (blocks: integrated-gradient "
+                    f"share; heads: {check.head_estimate}) vs exact reversion of the patch alone",
+                )
+            )
         if result.logit_lens is not None:
             section.paragraphs.append(
                 "Logit lens: first layer where the answer's median rank departs from the original's: "
-                + ", ".join(f"{label} {value if value is not None else 'never'}" for label, value in result.logit_lens.first_divergence.items())
+                + ", ".join(
+                    f"{label} {value if value is not None else 'never'}"
+                    for label, value in result.logit_lens.first_divergence.items()
+                )
             )
         section.figures.extend(figures.get(method, []))
         sections.append(section)
-    sections.append(Section("Configuration and environment", preformatted=json.dumps(
-        {"config": results.config.to_dict(), "environment": results.environment}, indent=2)))
+    sections.append(
+        Section(
+            "Configuration and environment",
+            preformatted=json.dumps(
+                {"config": results.config.to_dict(), "environment": results.environment}, indent=2
+            ),
+        )
+    )
     return sections
 
 
-def render_run(results: AuditResults, run_dir: str | Path | None, console: Console,
-               layer_methods: Sequence[str] | None = None) -> Path | None:
+def render_run(
+    results: AuditResults,
+    run_dir: str | Path | None,
+    console: Console,
+    layer_methods: Sequence[str] | None = None,
+) -> Path | None:
     """Print the terminal report; with a run directory, also write figures and report.html there."""
     print_report(console, results, layer_methods)
     if run_dir is None:
         return None
     run_dir = Path(run_dir)
-    figures = {method: write_method_figures(result, run_dir / FIGURE_DIR) for method, result in results.methods.items()}
-    headline = {method: headline_figures(result, run_dir / FIGURE_DIR) for method, result in results.methods.items()}
-    page = render_html(f"unlearn-lens audit: {results.config.model}", html_sections(results, figures, headline))
+    figures = {
+        method: write_method_figures(result, run_dir / FIGURE_DIR)
+        for method, result in results.methods.items()
+    }
+    headline = {
+        method: headline_figures(result, run_dir / FIGURE_DIR)
+        for method, result in results.methods.items()
+    }
+    page = render_html(
+        f"unlearn-lens audit: {results.config.model}", html_sections(results, figures, headline)
+    )
     path = write_bytes_atomic(run_dir / REPORT_FILE, page.encode())
-    console.print(f"results: {run_dir / 'results.json'}  figures: {run_dir / FIGURE_DIR}/  report: {path}")
+    console.print(
+        f"results: {run_dir / 'results.json'}  figures: {run_dir / FIGURE_DIR}/  report: {path}"
+    )
     return path

@@ -13,9 +13,11 @@ from unlearn_lens.localize.verification import top_indices
 from unlearn_lens.numbers import percent
 from unlearn_lens.study.results import AuditResults, MethodResults
 
-
-EFFECT_COLUMNS = (("revert ℓ: acc", "reversion_accuracy"), ("revert ℓ: nll", "reversion_nll"),
-                  ("attributed ℓ: nll", "attribution_nll"))
+EFFECT_COLUMNS = (
+    ("revert ℓ: acc", "reversion_accuracy"),
+    ("revert ℓ: nll", "reversion_nll"),
+    ("attributed ℓ: nll", "attribution_nll"),
+)
 """Per-layer effect columns: exact reversions (exact localisation) or attributions (the default)."""
 TOP_HEADS_SHOWN = 5
 """Heads named in the attribution line: the few a reader can take in at a glance."""
@@ -63,17 +65,34 @@ def method_row(results: AuditResults, result: MethodResults) -> list[str]:
         depth = f"{found}/{n_layers}" if found is not None else f">{n_layers}"
     regime = result.regime.label if result.regime is not None else "—"
     name = f"{result.method} (given)" if result.given is not None else result.method
-    return [name, _arrow(forget_o, forget_u, forget_r), _arrow(retain_o, retain_u, retain_r),
-            recovery, half, control, depth, regime]
+    return [
+        name,
+        _arrow(forget_o, forget_u, forget_r),
+        _arrow(retain_o, retain_u, retain_r),
+        recovery,
+        half,
+        control,
+        depth,
+        regime,
+    ]
 
 
 def summary_table(results: AuditResults) -> Table:
     """One row per method: accuracies through the run, recovery against the control, depth, regime."""
-    table = Table(title="Audit summary (token accuracy on answer tokens: original → unlearned → relearned)",
-                  title_justify="left")
-    for header, justify in (("method", "left"), ("forget", "right"), ("retain", "right"),
-                            ("recovery", "right"), ("50 % recovery", "right"), ("gain: forget vs control", "right"),
-                            ("forgetting depth", "right"), ("regime", "left")):
+    table = Table(
+        title="Audit summary (token accuracy on answer tokens: original → unlearned → relearned)",
+        title_justify="left",
+    )
+    for header, justify in (
+        ("method", "left"),
+        ("forget", "right"),
+        ("retain", "right"),
+        ("recovery", "right"),
+        ("50 % recovery", "right"),
+        ("gain: forget vs control", "right"),
+        ("forgetting depth", "right"),
+        ("regime", "left"),
+    ):
         table.add_column(header, justify=justify)
     for result in results.methods.values():
         table.add_row(*method_row(results, result))
@@ -87,8 +106,10 @@ def budget_line(result: MethodResults) -> str | None:
         return None
     source, control = result.relearn.work["source"], result.relearn.work["control"]
     return (
-        f"budgets — unlearning: {_unlearning_budget(result)}; relearning attack: {source.steps} steps at lr {source.lr:g}, "
-        f"{source.epochs:.2f} epochs of {source.n_items} items ({source.tokens_seen} tokens); control: {control.steps} steps, "
+        f"budgets — unlearning: {_unlearning_budget(result)}; relearning attack: {source.steps} "
+        f"steps at lr {source.lr:g}, "
+        f"{source.epochs:.2f} epochs of {source.n_items} items ({source.tokens_seen} tokens); "
+        f"control: {control.steps} steps, "
         f"{control.epochs:.2f} epochs of {control.n_items} items ({control.tokens_seen} tokens)"
     )
 
@@ -100,7 +121,10 @@ def _unlearning_budget(result: MethodResults) -> str:
         return "unknown (a given checkpoint with no run.json beside it)"
     run = unlearning.run
     origin = f", from {result.given.run_file}" if result.given is not None else ""
-    return f"{run.steps_run} steps × {run.config.batch_size} items at lr {run.config.lr:g} ({run.tokens_seen} answer tokens{origin})"
+    return (
+        f"{run.steps_run} steps × {run.config.batch_size} items at lr {run.config.lr:g} "
+        f"({run.tokens_seen} answer tokens{origin})"
+    )
 
 
 def given_line(result: MethodResults) -> str | None:
@@ -122,7 +146,12 @@ def update_line(result: MethodResults) -> str | None:
         )
     records = [record for record in result.tracking if record.phase == "unlearn"]
     if records:
-        norms = [math.sqrt(sum(n * n for n in record.layers) + sum(n * n for n in record.non_layer.values())) for record in records]
+        norms = [
+            math.sqrt(
+                sum(n * n for n in record.layers) + sum(n * n for n in record.non_layer.values())
+            )
+            for record in records
+        ]
         parts.append("‖ΔW‖ by unlearning step: " + " ".join(f"{n:.3g}" for n in norms))
     return "; ".join(parts) or None
 
@@ -134,24 +163,48 @@ def layer_table(result: MethodResults) -> Table | None:
     columns = result.localization.columns
     forget = result.comparisons["unlearned/forget"]
     lens = result.logit_lens
-    table = Table(title=f"{result.method}: per layer (block ℓ; CKA and logit lens read after the block)", title_justify="left")
+    table = Table(
+        title=f"{result.method}: per layer (block ℓ; CKA and logit lens read after the block)",
+        title_justify="left",
+    )
     effects = [(header, name) for header, name in EFFECT_COLUMNS if name in columns]
-    headers = ["layer", "rel. Δ", "Δ share", *(header for header, _ in effects),
-               "CKA forget (deb./bias.)", "CKA retain", "PC1 sim", "log10 Fisher ratio", "answer rank o/u/r", "cos(Δu, Δr)"]
+    headers = [
+        "layer",
+        "rel. Δ",
+        "Δ share",
+        *(header for header, _ in effects),
+        "CKA forget (deb./bias.)",
+        "CKA retain",
+        "PC1 sim",
+        "log10 Fisher ratio",
+        "answer rank o/u/r",
+        "cos(Δu, Δr)",
+    ]
     for header in headers:
         table.add_column(header, justify="right")
     retain = result.comparisons["unlearned/retain"]
-    ranks = {label: readout.median_rank() for label, readout in lens.readouts.items()} if lens else {}
+    ranks = (
+        {label: readout.median_rank() for label, readout in lens.readouts.items()} if lens else {}
+    )
     deltas = result.deltas
     cosine = result.directions.cosine if result.directions is not None else None
     tied = " (tied)" if deltas.tied_embeddings else ""
     blank = [""] * 6
-    table.add_row(f"embed (input){tied}", "", fmt(deltas.input_embedding_share, 3),
-                  *(fmt(value) for value in _place_effects(result, "input_embedding", effects)), *blank)
+    table.add_row(
+        f"embed (input){tied}",
+        "",
+        fmt(deltas.input_embedding_share, 3),
+        *(fmt(value) for value in _place_effects(result, "input_embedding", effects)),
+        *blank,
+    )
     for layer in range(result.localization.n_layers):
         stream = layer + 1
         cka = forget.layers[stream]
-        rank = "/".join(f"{ranks[label][stream]:.0f}" for label in ("original", "unlearned", "relearned") if label in ranks)
+        rank = "/".join(
+            f"{ranks[label][stream]:.0f}"
+            for label in ("original", "unlearned", "relearned")
+            if label in ranks
+        )
         table.add_row(
             str(layer),
             _column(columns, "relative_delta", layer, 5),
@@ -164,12 +217,19 @@ def layer_table(result: MethodResults) -> Table | None:
             rank or "—",
             fmt(cosine[layer]) if cosine is not None else "—",
         )
-    table.add_row(f"head{tied}", "", fmt(deltas.head_share, 3), *(fmt(value) for value in _place_effects(result, "head", effects)),
-                  *blank)
+    table.add_row(
+        f"head{tied}",
+        "",
+        fmt(deltas.head_share, 3),
+        *(fmt(value) for value in _place_effects(result, "head", effects)),
+        *blank,
+    )
     return table
 
 
-def _place_effects(result: MethodResults, place: str, effects: list[tuple[str, str]]) -> list[float | None]:
+def _place_effects(
+    result: MethodResults, place: str, effects: list[tuple[str, str]]
+) -> list[float | None]:
     """The effect columns for a place outside the blocks (`"head"` or `"input_embedding"`): exact
     reversion effects from the sweep, or the attribution's share of the forget effect."""
     values: list[float | None] = []
@@ -192,11 +252,16 @@ def attribution_lines(result: MethodResults) -> tuple[list[str], list[str]]:
     attribution, check = localized.attribution, localized.check
     table = attribution.single_patches.heads(fraction=True)
     top = top_indices(table, TOP_HEADS_SHOWN)
-    heads = ", ".join(f"L{index // table.shape[1]}H{index % table.shape[1]} {percent(table.flat[index])}" for index in top)
+    heads = ", ".join(
+        f"L{index // table.shape[1]}H{index % table.shape[1]} {percent(table.flat[index])}"
+        for index in top
+    )
     lines = [
         f"weight attribution over {table.size} heads: completeness residual {fmt(100 * attribution.residual, 1)} % "
-        f"({attribution.points} quadrature points); agreement with exact reversion: blocks ρ {fmt(check.block_agreement)} "
-        f"({len(check.blocks)} verified), heads ρ {fmt(check.head_agreement)} ({len(check.heads)} verified, {check.head_estimate})",
+        f"({attribution.points} quadrature points); agreement with exact reversion: blocks ρ "
+        f"{fmt(check.block_agreement)} "
+        f"({len(check.blocks)} verified), heads ρ {fmt(check.head_agreement)} ({len(check.heads)} "
+        f"verified, {check.head_estimate})",
         f"top heads (reverted alone, {check.head_estimate}; share of the forget effect): {heads}",
     ]
     return lines, localized.warnings()
@@ -207,7 +272,9 @@ def _column(columns: dict[str, list[float]], name: str, layer: int, digits: int 
     return fmt(values[layer], digits) if values is not None else "—"
 
 
-def print_report(console: Console, results: AuditResults, layer_methods: Sequence[str] | None = None) -> None:
+def print_report(
+    console: Console, results: AuditResults, layer_methods: Sequence[str] | None = None
+) -> None:
     """Print the summary, each method's verdicts, and the per-layer tables of `layer_methods`
     (default: the first method)."""
     console.print(summary_table(results))
@@ -215,7 +282,9 @@ def print_report(console: Console, results: AuditResults, layer_methods: Sequenc
         if result.regime is not None:
             console.print(f"[bold]{result.method}[/] regime: {escape(result.regime.describe())}")
         if result.localization is not None:
-            console.print(f"[bold]{result.method}[/] localisation: {escape(result.localization.verdict)}")
+            console.print(
+                f"[bold]{result.method}[/] localisation: {escape(result.localization.verdict)}"
+            )
         lines, warnings = attribution_lines(result)
         for line in lines:
             console.print(f"  {escape(line)}")

@@ -26,12 +26,17 @@ from safetensors.torch import load_file, save
 
 from unlearn_lens.atomic import replace_directory, write_bytes_atomic
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
-from unlearn_lens.data.checks import check_distinct, check_token_lengths, describe_duplicates, item_locations
 from unlearn_lens.data.chat import chat_items
+from unlearn_lens.data.checks import (
+    check_distinct,
+    check_token_lengths,
+    describe_duplicates,
+    item_locations,
+)
+from unlearn_lens.data.fields import DataError
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import check_overlap, load_items
 from unlearn_lens.diagnostics.compare import ModelPass, compare_passes, model_pass
-from unlearn_lens.data.fields import DataError
 from unlearn_lens.errors import ConfigError, ModelSourceError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.localize.attributed import localize_by_attribution
@@ -49,7 +54,13 @@ from unlearn_lens.out_dir import check_not_foreign, check_out_location
 from unlearn_lens.regimes import classify_regime
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.given import GivenCheckpoint, locate
-from unlearn_lens.study.results import RESULTS_FILE, AuditResults, DataSummary, MethodResults, environment
+from unlearn_lens.study.results import (
+    RESULTS_FILE,
+    AuditResults,
+    DataSummary,
+    MethodResults,
+    environment,
+)
 from unlearn_lens.unlearn.api import unlearn
 from unlearn_lens.unlearn.known import split_known
 from unlearn_lens.unlearn.objectives import get_objective
@@ -73,7 +84,9 @@ class StudyData:
 def _read_sets(config: StudyConfig) -> tuple[str, StudyData]:
     """The forget / retain / control / unrelated sets named by the settings (files win over the domain)."""
     if config.domain not in BUILTIN_DOMAINS:
-        raise ConfigError(f"unknown domain {config.domain!r}; choose one of {', '.join(BUILTIN_DOMAINS)}")
+        raise ConfigError(
+            f"unknown domain {config.domain!r}; choose one of {', '.join(BUILTIN_DOMAINS)}"
+        )
     sets, fields = builtin(config.domain), config.field_map
     data = StudyData(
         forget=load_items(config.forget, fields) if config.forget else list(sets.forget),
@@ -81,20 +94,34 @@ def _read_sets(config: StudyConfig) -> tuple[str, StudyData]:
         control=load_items(config.control, fields) if config.control else list(sets.control),
         unrelated=list(sets.unrelated),
     )
-    files = [f"{name}={path}" for name, path in (("forget", config.forget), ("retain", config.retain), ("control", config.control)) if path]
+    files = [
+        f"{name}={path}"
+        for name, path in (
+            ("forget", config.forget),
+            ("retain", config.retain),
+            ("control", config.control),
+        )
+        if path
+    ]
     source = f"built-in {config.domain!r}" + (f" with {', '.join(files)}" if files else "")
     return source, data
 
 
-def _check_items(subject: Subject, config: StudyConfig, data: StudyData, console: Console) -> StudyData:
+def _check_items(
+    subject: Subject, config: StudyConfig, data: StudyData, console: Console
+) -> StudyData:
     """The sets with every item fitting the model (refused with file:line otherwise, or truncated
     with `truncate`); repeated items are reported, and a split with too few distinct items for
     debiased CKA is refused."""
     files = {"forget": config.forget, "retain": config.retain, "control": config.control}
     fitted = {}
     for split in ("forget", "retain", "control", "unrelated"):
-        where = item_locations(files.get(split), len(getattr(data, split)), f"built-in {config.domain} {split}")
-        items, note = check_token_lengths(subject, getattr(data, split), where, config.max_tokens, config.truncate, split)
+        where = item_locations(
+            files.get(split), len(getattr(data, split)), f"built-in {config.domain} {split}"
+        )
+        items, note = check_token_lengths(
+            subject, getattr(data, split), where, config.max_tokens, config.truncate, split
+        )
         fitted[split] = items
         if note is not None:
             console.print(f"[yellow]warning:[/] {escape(note)}")
@@ -111,39 +138,60 @@ def _check_items(subject: Subject, config: StudyConfig, data: StudyData, console
     return StudyData(**fitted)
 
 
-def _prepare_data(subject: Subject, config: StudyConfig, sets: tuple[str, StudyData], console: Console) -> DataSummary:
+def _prepare_data(
+    subject: Subject, config: StudyConfig, sets: tuple[str, StudyData], console: Console
+) -> DataSummary:
     """Item checks, known filter on forget and retain, novelty filter on the control, then the item cap."""
     source, data = sets
     if config.chat_template:
-        data = StudyData(*(chat_items(items, subject.tokenizer) for items in (data.forget, data.retain, data.control, data.unrelated)))
+        data = StudyData(
+            *(
+                chat_items(items, subject.tokenizer)
+                for items in (data.forget, data.retain, data.control, data.unrelated)
+            )
+        )
         source += ", prompts in the chat template"
     data = _check_items(subject, config, data, console)
     overlap = check_overlap(data.forget, data.retain)
     if overlap:
-        console.print(f"[yellow]warning:[/] {overlap} items are in both the forget and the retain set")
+        console.print(
+            f"[yellow]warning:[/] {overlap} items are in both the forget and the retain set"
+        )
     given = {"forget": len(data.forget), "retain": len(data.retain), "control": len(data.control)}
     kept = {"forget": data.forget, "retain": data.retain, "control": data.control}
     if config.known_only:
         # The control measures learning from scratch: only items the model does not know.
-        kept = {"forget": split_known(subject, data.forget)[0], "retain": split_known(subject, data.retain)[0],
-                "control": split_known(subject, data.control)[1]}
+        kept = {
+            "forget": split_known(subject, data.forget)[0],
+            "retain": split_known(subject, data.retain)[0],
+            "control": split_known(subject, data.control)[1],
+        }
     if config.max_items is not None:
         kept = {split: items[: config.max_items] for split, items in kept.items()}
     kept["unrelated"] = data.unrelated[: config.max_items] if config.max_items else data.unrelated
     for split in ("forget", "retain", "control"):
-        check_distinct(f"{split} set (after the known filter, of {given[split]} given)", kept[split], MIN_DEBIASED_SAMPLES,
-                       "debiased CKA (give more items or pass --keep-unknown)")
+        check_distinct(
+            f"{split} set (after the known filter, of {given[split]} given)",
+            kept[split],
+            MIN_DEBIASED_SAMPLES,
+            "debiased CKA (give more items or pass --keep-unknown)",
+        )
     if config.requests > len(kept["forget"]):
-        raise ConfigError(f"requests={config.requests} is more than the {len(kept['forget'])} forget items kept; "
-                          "each request needs at least one item")
+        raise ConfigError(
+            f"requests={config.requests} is more than the {len(kept['forget'])} forget items kept; "
+            "each request needs at least one item"
+        )
     console.print(
-        f"data: {source}; kept forget {len(kept['forget'])}/{given['forget']}, retain {len(kept['retain'])}/{given['retain']} "
+        f"data: {source}; kept forget {len(kept['forget'])}/{given['forget']}, retain "
+        f"{len(kept['retain'])}/{given['retain']} "
         f"(known to the model), control {len(kept['control'])}/{given['control']} (unknown to it)"
     )
     return DataSummary(source=source, items=kept, given=given)
 
 
-def _relearn_items(config: StudyConfig, data: DataSummary | None, subject: Subject) -> tuple[list[Item], str | None]:
+def _relearn_items(
+    config: StudyConfig, data: DataSummary | None, subject: Subject
+) -> tuple[list[Item], str | None]:
     """The relearning source: a named split of the run's data, or items read from its data spec,
     checked (and truncated with `truncate`) like the splits; with the truncation note, if any."""
     if config.relearn_source in RELEARN_SOURCES:
@@ -167,7 +215,9 @@ def _check_relearn_source(config: StudyConfig) -> None:
     try:
         load_items(config.relearn_source, config.field_map)
     except DataError as error:
-        raise ConfigError(f"--relearn-source {error} (or name one of {', '.join(RELEARN_SOURCES)})") from None
+        raise ConfigError(
+            f"--relearn-source {error} (or name one of {', '.join(RELEARN_SOURCES)})"
+        ) from None
 
 
 def _locate_given(config: StudyConfig) -> dict[str, GivenCheckpoint]:
@@ -185,10 +235,16 @@ def _check_unchanged(results: AuditResults, given: dict[str, GivenCheckpoint]) -
     """A resumed run must read the weights it began with: a given checkpoint that changed since is refused."""
     for name, checkpoint in given.items():
         before = results.methods.get(name)
-        if before is None or before.given is None or before.given.weights_sha256 in (None, checkpoint.weights_sha256):
+        if (
+            before is None
+            or before.given is None
+            or before.given.weights_sha256 in (None, checkpoint.weights_sha256)
+        ):
             continue
-        raise ConfigError(f"--unlearned {name}: the weights in {checkpoint.directory} changed since this run began "
-                          "(their SHA-256 differs); resume with the same checkpoint, or rerun with --force")
+        raise ConfigError(
+            f"--unlearned {name}: the weights in {checkpoint.directory} changed since this run began "
+            "(their SHA-256 differs); resume with the same checkpoint, or rerun with --force"
+        )
 
 
 def _check_given(subject: Subject, given: dict[str, GivenCheckpoint], console: Console) -> None:
@@ -226,12 +282,16 @@ class RunDirectory:
 
     def save_snapshot(self, method: str, name: str, snapshot: Snapshot) -> None:
         """Write a snapshot atomically (safetensors: no pickle on the way back)."""
-        write_bytes_atomic(self.snapshot_path(method, name), save({k: v.contiguous() for k, v in snapshot.items()}))
+        write_bytes_atomic(
+            self.snapshot_path(method, name), save({k: v.contiguous() for k, v in snapshot.items()})
+        )
 
     def load_snapshot(self, method: str, name: str) -> Snapshot:
         path = self.snapshot_path(method, name)
         if not path.is_file():
-            raise ConfigError(f"{path} is missing: the run cannot resume past this stage; rerun with --force")
+            raise ConfigError(
+                f"{path} is missing: the run cannot resume past this stage; rerun with --force"
+            )
         return load_file(path)
 
     def drop_snapshots(self) -> None:
@@ -250,7 +310,9 @@ class RunDirectory:
             self.replaces = None
 
 
-def _open_run(config: StudyConfig, out: Path | None, resume: bool, force: bool) -> tuple[RunDirectory | None, AuditResults | None]:
+def _open_run(
+    config: StudyConfig, out: Path | None, resume: bool, force: bool
+) -> tuple[RunDirectory | None, AuditResults | None]:
     """Check the output directory, writing nothing: a previous run is resumed (an interrupted
     replacement first; with none begun, resuming starts afresh), refused, or (with force) replaced
     by a run written beside it; a non-empty directory that holds no run is refused unless forced."""
@@ -264,13 +326,22 @@ def _open_run(config: StudyConfig, out: Path | None, resume: bool, force: bool) 
             if run.results_path.exists():
                 previous = AuditResults.load(run.path)
                 if previous.config != config:
-                    changed = sorted(k for k, v in config.to_dict().items() if previous.config.to_dict().get(k) != v)
-                    raise ConfigError(f"{run.path}: the run there used other settings ({', '.join(changed)}); resume with the same ones")
+                    changed = sorted(
+                        k
+                        for k, v in config.to_dict().items()
+                        if previous.config.to_dict().get(k) != v
+                    )
+                    raise ConfigError(
+                        f"{run.path}: the run there used other settings ({', '.join(changed)}); "
+                        "resume with the same ones"
+                    )
                 return run, previous
         # Nothing there: a run interrupted before its first stage finished wrote nothing, so it starts afresh.
     if (out / RESULTS_FILE).exists():
         if not force:
-            raise ConfigError(f"{out} already holds a run's results.json; use --resume to continue it or --force to replace it")
+            raise ConfigError(
+                f"{out} already holds a run's results.json; use --resume to continue it or --force to replace it"
+            )
         return RunDirectory(replacement_path(out), replaces=out), None
     check_not_foreign(out, force, (RESULTS_FILE,))
     return RunDirectory(out), None
@@ -285,8 +356,12 @@ def _timed(console: Console, stage: str, result: MethodResults | None = None) ->
     if result is not None:
         result.seconds[stage] = seconds
     if not console.is_terminal:
-        console.print(f"{result.method}: {stage}" if result is not None else stage, f"done in {seconds:.1f} s",
-                      markup=False, highlight=False)
+        console.print(
+            f"{result.method}: {stage}" if result is not None else stage,
+            f"done in {seconds:.1f} s",
+            markup=False,
+            highlight=False,
+        )
 
 
 def audit(
@@ -318,7 +393,9 @@ def audit(
     original (architecture, tensor names and shapes, tokenizer) right after it loads.
     """
     if unlearned:
-        base = config if config is not None else StudyConfig(methods=())  # checkpoints alone: no default methods
+        base = (
+            config if config is not None else StudyConfig(methods=())
+        )  # checkpoints alone: no default methods
         config = base.with_values(unlearned={**base.unlearned, **unlearned})
     config = config or StudyConfig()
     config.validate()
@@ -327,15 +404,22 @@ def audit(
     if subject is None:
         check_device(config.device)
     console = console or Console(stderr=True)
-    progress = progress and console.is_terminal  # bars vanish off a terminal: `_timed` prints a line per stage instead
+    progress = (
+        progress and console.is_terminal
+    )  # bars vanish off a terminal: `_timed` prints a line per stage instead
     run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
     given = _locate_given(config)
     if results is not None:
         _check_unchanged(results, given)
     sets = _read_sets(config) if results is None or results.data is None else None
     if subject is None:
-        subject = load(config.model, backend=config.backend, device=config.device, device_map=config.device_map,
-                       dtype=config.dtype)
+        subject = load(
+            config.model,
+            backend=config.backend,
+            device=config.device,
+            device_map=config.device_map,
+            dtype=config.dtype,
+        )
     _check_given(subject, given, console)
     original = subject.snapshot()
     results = results or AuditResults(config=config, environment=environment())
@@ -351,19 +435,50 @@ def audit(
         if results.data is None:
             with _timed(console, "data (checks, known filter, original metrics)"):
                 prepared = _prepare_data(subject, config, sets, console)
-                metrics = {split: evaluate(subject, items) for split, items in prepared.items.items() if split != "unrelated"}
-            results.data, results.original = prepared, metrics  # together: an interrupt saves both or neither
+                metrics = {
+                    split: evaluate(subject, items)
+                    for split, items in prepared.items.items()
+                    if split != "unrelated"
+                }
+            results.data, results.original = (
+                prepared,
+                metrics,
+            )  # together: an interrupt saves both or neither
             if run is not None:
                 run.start()
             save()
         original_passes: dict[str, ModelPass] = {}
         for method in config.methods:
             method_result = results.methods.setdefault(method, MethodResults(method=method))
-            _run_method(subject, config, results, method_result, original, original_passes, run, save, progress, console)
+            _run_method(
+                subject,
+                config,
+                results,
+                method_result,
+                original,
+                original_passes,
+                run,
+                save,
+                progress,
+                console,
+            )
         for name, checkpoint in given.items():
             method_result = results.methods.setdefault(name, MethodResults(method=name))
-            method_result.given = checkpoint  # found afresh: a resumed run reads the checkpoint where it is now
-            _run_method(subject, config, results, method_result, original, original_passes, run, save, progress, console)
+            method_result.given = (
+                checkpoint  # found afresh: a resumed run reads the checkpoint where it is now
+            )
+            _run_method(
+                subject,
+                config,
+                results,
+                method_result,
+                original,
+                original_passes,
+                run,
+                save,
+                progress,
+                console,
+            )
         results.status = "complete"
         save()
         if run is not None:
@@ -372,7 +487,11 @@ def audit(
     except KeyboardInterrupt:
         results.status = "interrupted"
         save()
-        where = f"; finished stages are in {run.results_path}, continue with --resume" if run is not None else ""
+        where = (
+            f"; finished stages are in {run.results_path}, continue with --resume"
+            if run is not None
+            else ""
+        )
         console.print(f"[yellow]interrupted[/]{where}")
         raise
     finally:
@@ -380,23 +499,44 @@ def audit(
     return results
 
 
-def _original_pass(subject: Subject, original: Snapshot, items: Sequence[Item], split: str, config: StudyConfig,
-                   cache: dict[str, ModelPass], progress: bool) -> ModelPass:
+def _original_pass(
+    subject: Subject,
+    original: Snapshot,
+    items: Sequence[Item],
+    split: str,
+    config: StudyConfig,
+    cache: dict[str, ModelPass],
+    progress: bool,
+) -> ModelPass:
     """The original model's pass on a data set, computed once per audit."""
     if split not in cache:
         subject.restore(original)
-        cache[split] = model_pass(subject, items, pooling=config.pooling, progress=progress, label=f"original/{split}")
+        cache[split] = model_pass(
+            subject, items, pooling=config.pooling, progress=progress, label=f"original/{split}"
+        )
     return cache[split]
 
 
-def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, result: MethodResults, original: Snapshot,
-                original_passes: dict[str, ModelPass], run: RunDirectory | None, save: Callable[[], None],
-                progress: bool, console: Console) -> None:
+def _run_method(
+    subject: Subject,
+    config: StudyConfig,
+    results: AuditResults,
+    result: MethodResults,
+    original: Snapshot,
+    original_passes: dict[str, ModelPass],
+    run: RunDirectory | None,
+    save: Callable[[], None],
+    progress: bool,
+    console: Console,
+) -> None:
     """The stages of one method (or given checkpoint: no unlearning), skipping those a resumed run already finished."""
     data = results.data.items
     forget, retain, control = data["forget"], data["retain"], data["control"]
     method = result.method
-    console.rule(f"[bold]{escape(method)}[/]" + (f" (given checkpoint {escape(result.given.source)})" if result.given else ""))
+    console.rule(
+        f"[bold]{escape(method)}[/]"
+        + (f" (given checkpoint {escape(result.given.source)})" if result.given else "")
+    )
 
     if result.given is not None:
         unlearned = read_snapshot(subject, Path(result.given.directory))
@@ -405,9 +545,18 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         tracker = DeltaTracker(subject, original, every=1)
         with _timed(console, "unlearn", result):
             outcome = unlearn(
-                subject, forget, retain, method,
-                lr=config.lr, steps=config.steps, batch_size=config.batch_size, requests=config.requests,
-                seed=config.seed, callbacks=[tracker], progress=progress, keep_snapshots=False,
+                subject,
+                forget,
+                retain,
+                method,
+                lr=config.lr,
+                steps=config.steps,
+                batch_size=config.batch_size,
+                requests=config.requests,
+                seed=config.seed,
+                callbacks=[tracker],
+                progress=progress,
+                keep_snapshots=False,
                 **config.objective_options,
             )
         if outcome.run.interrupted:
@@ -418,15 +567,25 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         result.unlearn, result.tracking = outcome, tracker.history
         save()
     else:
-        unlearned = run.load_snapshot(method, "unlearned") if run is not None else subject.snapshot()
+        unlearned = (
+            run.load_snapshot(method, "unlearned") if run is not None else subject.snapshot()
+        )
 
     if result.relearn is None:
         subject.restore(unlearned)
         with _timed(console, "relearn", result):
             result_relearn = relearn(
-                subject, _relearn_items(config, results.data, subject)[0], control,
-                steps=config.relearn_steps, forget_items=forget, retain_items=retain, original_forget=results.original["forget"],
-                lr=config.relearn_lr or config.lr, batch_size=config.batch_size, seed=config.seed, progress=progress,
+                subject,
+                _relearn_items(config, results.data, subject)[0],
+                control,
+                steps=config.relearn_steps,
+                forget_items=forget,
+                retain_items=retain,
+                original_forget=results.original["forget"],
+                lr=config.relearn_lr or config.lr,
+                batch_size=config.batch_size,
+                seed=config.seed,
+                progress=progress,
             )
         relearned = subject.snapshot()
         if run is not None:
@@ -434,16 +593,26 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
         result.relearn = result_relearn
         save()
     else:
-        relearned = run.load_snapshot(method, "relearned") if run is not None else subject.snapshot()
+        relearned = (
+            run.load_snapshot(method, "relearned") if run is not None else subject.snapshot()
+        )
 
     if not result.comparisons:
         comparisons = {}  # set on the result only when all four exist: an interrupt saves none or all
         with _timed(console, "diagnostics", result):
             for name, snapshot in (("unlearned", unlearned), ("relearned", relearned)):
                 for split, items in (("forget", forget), ("retain", retain)):
-                    reference = _original_pass(subject, original, items, split, config, original_passes, progress)
+                    reference = _original_pass(
+                        subject, original, items, split, config, original_passes, progress
+                    )
                     subject.restore(snapshot)
-                    updated = model_pass(subject, items, pooling=config.pooling, progress=progress, label=f"{name}/{split}")
+                    updated = model_pass(
+                        subject,
+                        items,
+                        pooling=config.pooling,
+                        progress=progress,
+                        label=f"{name}/{split}",
+                    )
                     comparisons[f"{name}/{split}"] = compare_passes(reference, updated)
         result.comparisons = comparisons
         save()
@@ -455,16 +624,33 @@ def _run_method(subject: Subject, config: StudyConfig, results: AuditResults, re
             result.directions = update_cosines(subject.specs, original, unlearned, relearned)
             if config.localization == "exact":
                 reverter = Reverter(subject, original, forget, retain, unlearned=unlearned)
-                result.reversion = reversion_sweep(reverter, result.deltas, restore_fraction=config.restore_fraction, progress=progress)
-                result.heads = head_attribution(result.deltas, reverter, sweep=result.reversion, progress=progress)
+                result.reversion = reversion_sweep(
+                    reverter,
+                    result.deltas,
+                    restore_fraction=config.restore_fraction,
+                    progress=progress,
+                )
+                result.heads = head_attribution(
+                    result.deltas, reverter, sweep=result.reversion, progress=progress
+                )
             else:
-                result.attribution = localize_by_attribution(subject, original, unlearned, forget, retain,
-                                                             restore_fraction=config.restore_fraction, progress=progress)
+                result.attribution = localize_by_attribution(
+                    subject,
+                    original,
+                    unlearned,
+                    forget,
+                    retain,
+                    restore_fraction=config.restore_fraction,
+                    progress=progress,
+                )
                 for line in result.attribution.warnings():
                     console.print(f"[yellow]warning:[/] {method}: {line}")
             result.logit_lens = logit_lens(
-                subject, forget, {"original": original, "unlearned": unlearned, "relearned": relearned},
-                decoder=config.lens_decoder, progress=progress,
+                subject,
+                forget,
+                {"original": original, "unlearned": unlearned, "relearned": relearned},
+                decoder=config.lens_decoder,
+                progress=progress,
             )
             result.localization = _summarise(result)
         subject.restore(unlearned)
@@ -486,12 +672,17 @@ def _summarise(result: MethodResults):
     forget, retain = result.comparisons["unlearned/forget"], result.comparisons["unlearned/retain"]
     fisher = forget.fisher_by_layer()
     n_layers = len(forget.layers) - 1
-    fisher_change = [fisher[layer].log10_mean_ratio if layer in fisher else float("nan") for layer in range(n_layers)]
+    fisher_change = [
+        fisher[layer].log10_mean_ratio if layer in fisher else float("nan")
+        for layer in range(n_layers)
+    ]
     attribution = result.attribution
     return summarise_localization(
         result.deltas,
         result.reversion if attribution is None else attribution.depth,
-        attribution=None if attribution is None else attribution.attribution.forget.blocks(fraction=True),
+        attribution=None
+        if attribution is None
+        else attribution.attribution.forget.blocks(fraction=True),
         cka_forget=_per_block(forget, "cka_debiased"),
         cka_retain=_per_block(retain, "cka_debiased"),
         pc1_similarity=_per_block(forget, "pc1_similarity"),

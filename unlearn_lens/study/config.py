@@ -14,8 +14,8 @@ from unlearn_lens.errors import ConfigError
 from unlearn_lens.localize.logit_lens import DECODERS
 from unlearn_lens.localize.reversion import RESTORE_FRACTION
 from unlearn_lens.models.builtin import DEFAULT_MODEL
-from unlearn_lens.regimes import RegimeThresholds
 from unlearn_lens.models.dtypes import DTYPES
+from unlearn_lens.regimes import RegimeThresholds
 
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
@@ -79,8 +79,12 @@ class StudyConfig:
     def thresholds(self) -> RegimeThresholds:
         """The regime thresholds these settings give (see `RegimeThresholds` for each reason)."""
         return RegimeThresholds(
-            min_forgotten=self.min_forgotten, recovery=self.recovery_threshold, control_margin=self.control_margin,
-            min_control_gain=self.min_control_gain, retain_drop=self.retain_drop, retain_nll_rise=self.retain_nll_rise,
+            min_forgotten=self.min_forgotten,
+            recovery=self.recovery_threshold,
+            control_margin=self.control_margin,
+            min_control_gain=self.min_control_gain,
+            retain_drop=self.retain_drop,
+            retain_nll_rise=self.retain_nll_rise,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,7 +100,9 @@ class StudyConfig:
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
-                raise ConfigError(f"{source}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+                raise ConfigError(
+                    f"{source}: unknown setting {key!r}; known: {', '.join(sorted(known))}"
+                )
             values[key] = _coerce(key, value, cls.__dataclass_fields__[key].default, source)
         config = cls(**values)
         config.validate(source)
@@ -123,25 +129,43 @@ class StudyConfig:
             if value is not None and value <= 0:
                 raise ConfigError(f"{source}: {name} must be positive, got {value}")
         if self.max_items is not None and self.max_items < 4:
-            raise ConfigError(f"{source}: max_items must be at least 4 (debiased CKA needs 4 samples), got {self.max_items}")
+            raise ConfigError(
+                f"{source}: max_items must be at least 4 (debiased CKA needs 4 samples), got {self.max_items}"
+            )
         if self.max_tokens is not None and self.max_tokens < 2:
-            raise ConfigError(f"{source}: max_tokens must be at least 2 (a target needs a token before it), got {self.max_tokens}")
+            raise ConfigError(
+                f"{source}: max_tokens must be at least 2 (a target needs a token before it), got {self.max_tokens}"
+            )
         try:
             ObjectiveConfig.from_options(**self.objective_options)
         except ConfigError as error:
             raise ConfigError(f"{source}: [objective_options] {error}") from None
         if not self.methods and not self.unlearned:
-            raise ConfigError(f"{source}: methods is empty; give at least one unlearning method or unlearned checkpoint")
+            raise ConfigError(
+                f"{source}: methods is empty; give at least one unlearning method or unlearned checkpoint"
+            )
         self._validate_names(source)
-        for name in ("min_forgotten", "recovery_threshold", "min_control_gain", "retain_drop", "restore_fraction"):
+        for name in (
+            "min_forgotten",
+            "recovery_threshold",
+            "min_control_gain",
+            "retain_drop",
+            "restore_fraction",
+        ):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"{source}: {name} must lie in (0, 1], got {getattr(self, name)}")
         if not 0 <= self.control_margin <= 1:
-            raise ConfigError(f"{source}: control_margin must lie in [0, 1], got {self.control_margin}")
+            raise ConfigError(
+                f"{source}: control_margin must lie in [0, 1], got {self.control_margin}"
+            )
         if not self.retain_nll_rise > 0:
-            raise ConfigError(f"{source}: retain_nll_rise must be positive (nats per token), got {self.retain_nll_rise}")
+            raise ConfigError(
+                f"{source}: retain_nll_rise must be positive (nats per token), got {self.retain_nll_rise}"
+            )
         if self.lens_decoder not in DECODERS:
-            raise ConfigError(f"{source}: lens_decoder must be one of {', '.join(DECODERS)}, got {self.lens_decoder!r}")
+            raise ConfigError(
+                f"{source}: lens_decoder must be one of {', '.join(DECODERS)}, got {self.lens_decoder!r}"
+            )
         if self.pooling not in ("mean", "last"):
             raise ConfigError(f"{source}: pooling must be 'mean' or 'last', got {self.pooling!r}")
         for name in ("prompt_field", "answer_field", "text_field", "device_map"):
@@ -149,24 +173,36 @@ class StudyConfig:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(f"{source}: {name} must be a non-empty string, got {value!r}")
         if self.dtype not in DTYPES:
-            raise ConfigError(f"{source}: dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise ConfigError(
+                f"{source}: dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
+            )
         if self.localization not in LOCALIZATIONS:
-            raise ConfigError(f"{source}: localization must be one of {', '.join(LOCALIZATIONS)}, got {self.localization!r}")
+            raise ConfigError(
+                f"{source}: localization must be one of {', '.join(LOCALIZATIONS)}, got {self.localization!r}"
+            )
 
     def _validate_names(self, source: str) -> None:
         """Every method and given checkpoint has its own name, usable in file names."""
         repeated = sorted({method for method in self.methods if self.methods.count(method) > 1})
         if repeated:
-            raise ConfigError(f"{source}: method {repeated[0]!r} is given twice; give each method once")
+            raise ConfigError(
+                f"{source}: method {repeated[0]!r} is given twice; give each method once"
+            )
         for name, checkpoint in self.unlearned.items():
             if name in self.methods:
-                raise ConfigError(f"{source}: {name!r} names both a method and an unlearned checkpoint ({checkpoint}); "
-                                  "name the checkpoint otherwise with --unlearned NAME=PATH")
+                raise ConfigError(
+                    f"{source}: {name!r} names both a method and an unlearned checkpoint ({checkpoint}); "
+                    "name the checkpoint otherwise with --unlearned NAME=PATH"
+                )
             if not CHECKPOINT_NAME.match(name):
-                raise ConfigError(f"{source}: unlearned checkpoint name {name!r} is not usable (letters, digits, '.', '_', '+' "
-                                  "and '-', starting with a letter or digit); name it with --unlearned NAME=PATH")
+                raise ConfigError(
+                    f"{source}: unlearned checkpoint name {name!r} is not usable (letters, digits, '.', '_', '+' "
+                    "and '-', starting with a letter or digit); name it with --unlearned NAME=PATH"
+                )
             if not checkpoint:
-                raise ConfigError(f"{source}: unlearned checkpoint {name!r} has an empty path; give its directory or hub id")
+                raise ConfigError(
+                    f"{source}: unlearned checkpoint {name!r} has an empty path; give its directory or hub id"
+                )
 
     @property
     def field_map(self) -> FieldMap:
@@ -184,15 +220,23 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: setting 'methods' must be a list of method names, got {value!r}")
+            raise ConfigError(
+                f"{source}: setting 'methods' must be a list of method names, got {value!r}"
+            )
         return tuple(value)
     if key == "unlearned":
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise ConfigError(f"{source}: setting 'unlearned' must be a table of names to checkpoint paths or hub ids, got {value!r}")
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(
+                f"{source}: setting 'unlearned' must be a table of names to checkpoint paths or hub ids, got {value!r}"
+            )
         return dict(value)
     if key == "objective_options":
         if not isinstance(value, dict):
-            raise ConfigError(f"{source}: setting 'objective_options' must be a table, got {type(value).__name__}")
+            raise ConfigError(
+                f"{source}: setting 'objective_options' must be a table, got {type(value).__name__}"
+            )
         return value
     if value is None:
         return value
@@ -210,12 +254,21 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise ConfigError(f"{source}: setting {key!r} must be {type(default).__name__}, got {value!r}")
+        raise ConfigError(
+            f"{source}: setting {key!r} must be {type(default).__name__}, got {value!r}"
+        )
     return value
 
 
-_OPTIONAL_TYPES = {"forget": str, "retain": str, "control": str, "relearn_lr": float, "max_items": int,
-                   "max_tokens": int, "device": str}
+_OPTIONAL_TYPES = {
+    "forget": str,
+    "retain": str,
+    "control": str,
+    "relearn_lr": float,
+    "max_items": int,
+    "max_tokens": int,
+    "device": str,
+}
 """What each setting that defaults to None holds when it is set."""
 
 
@@ -250,7 +303,9 @@ def file_settings(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); TOML files are UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start}); TOML files are UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -261,10 +316,19 @@ def file_settings(path: str | Path) -> dict[str, Any]:
         line = _key_line(text, key)
         where = f"{path}:{line}" if line else str(path)
         if key == "objective_options" and isinstance(value, dict):
-            for option, setting in value.items():  # each option first, so an error names its own line
+            for (
+                option,
+                setting,
+            ) in value.items():  # each option first, so an error names its own line
                 line = _key_line(text, option)
-                StudyConfig.from_dict({key: {option: setting}}, f"{path}:{line}" if line else str(path))
+                StudyConfig.from_dict(
+                    {key: {option: setting}}, f"{path}:{line}" if line else str(path)
+                )
         # Methods and checkpoints are checked together: their names must differ, and one must name something.
-        named = {name: data[name] for name in NAMED_RUNS if name in data} if key in NAMED_RUNS else {key: value}
+        named = (
+            {name: data[name] for name in NAMED_RUNS if name in data}
+            if key in NAMED_RUNS
+            else {key: value}
+        )
         StudyConfig.from_dict(named, where)
     return data

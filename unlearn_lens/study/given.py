@@ -36,28 +36,45 @@ class GivenCheckpoint:
 
     def describe(self) -> str:
         """One line for the reports: where the checkpoint is, and how it was made as far as known."""
-        where = self.source if self.directory == self.source else f"{self.source} (read from {self.directory})"
+        where = (
+            self.source
+            if self.directory == self.source
+            else f"{self.source} (read from {self.directory})"
+        )
         if self.unlearning is None:
-            return f"given checkpoint {where}; no run.json of unlearn-lens unlearn beside it, so how it was unlearned is unknown"
+            return (
+                f"given checkpoint {where}; no run.json of unlearn-lens unlearn beside it, "
+                "so how it was unlearned is unknown"
+            )
         config = self.unlearning.config
-        return (f"given checkpoint {where}; its {self.run_file}: {self.unlearning.method} at lr {config.lr:g}, "
-                f"{self.unlearning.run.steps_run} steps in {config.requests} request(s), from {self.unlearned_from}")
+        return (
+            f"given checkpoint {where}; its {self.run_file}: {self.unlearning.method} at lr {config.lr:g}, "
+            f"{self.unlearning.run.steps_run} steps in {config.requests} request(s), from {self.unlearned_from}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {"source": self.source, "directory": self.directory, "weights_sha256": self.weights_sha256,
-                "run_file": self.run_file,
-                "unlearning": None if self.unlearning is None else self.unlearning.to_dict(),
-                "unlearned_from": self.unlearned_from}
+        return {
+            "source": self.source,
+            "directory": self.directory,
+            "weights_sha256": self.weights_sha256,
+            "run_file": self.run_file,
+            "unlearning": None if self.unlearning is None else self.unlearning.to_dict(),
+            "unlearned_from": self.unlearned_from,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GivenCheckpoint:
         """Inverse of `to_dict`."""
         unlearning = data.get("unlearning")
-        return cls(source=data["source"], directory=data["directory"], weights_sha256=data.get("weights_sha256"),
-                   run_file=data.get("run_file"),
-                   unlearning=None if unlearning is None else UnlearnResult.from_dict(unlearning),
-                   unlearned_from=data.get("unlearned_from"))
+        return cls(
+            source=data["source"],
+            directory=data["directory"],
+            weights_sha256=data.get("weights_sha256"),
+            run_file=data.get("run_file"),
+            unlearning=None if unlearning is None else UnlearnResult.from_dict(unlearning),
+            unlearned_from=data.get("unlearned_from"),
+        )
 
 
 def checkpoint_name(source: str) -> str:
@@ -84,9 +101,13 @@ def locate(source: str) -> GivenCheckpoint:
     try:
         unlearning = UnlearnResult.from_dict(record["result"])
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise ConfigError(f"{run_file}: not a run record of unlearn-lens unlearn ({error!r}); move it away to audit "
-                          "the checkpoint without it") from None
-    return GivenCheckpoint(source, str(directory), digest, str(run_file), unlearning, record.get("model"))
+        raise ConfigError(
+            f"{run_file}: not a run record of unlearn-lens unlearn ({error!r}); move it away to audit "
+            "the checkpoint without it"
+        ) from None
+    return GivenCheckpoint(
+        source, str(directory), digest, str(run_file), unlearning, record.get("model")
+    )
 
 
 def _read_record(run_file: Path) -> dict[str, Any]:
@@ -94,7 +115,11 @@ def _read_record(run_file: Path) -> dict[str, Any]:
     try:
         record = json.loads(run_file.read_text(encoding="utf-8"))
     except (ValueError, OSError) as error:
-        raise ConfigError(f"{run_file}: cannot be read as JSON ({error}); move it away to audit the checkpoint without it") from None
+        raise ConfigError(
+            f"{run_file}: cannot be read as JSON ({error}); move it away to audit the checkpoint without it"
+        ) from None
     if not isinstance(record, dict):
-        raise ConfigError(f"{run_file}: not a run record (a JSON object); move it away to audit the checkpoint without it")
+        raise ConfigError(
+            f"{run_file}: not a run record (a JSON object); move it away to audit the checkpoint without it"
+        )
     return record

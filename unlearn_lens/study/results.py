@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,12 @@ RESULTS_VERSION = 2
 """Bumped on any incompatible change of the JSON layout; readers refuse other versions."""
 RESULTS_FILE = "results.json"
 TOP_LEVEL_FIELDS: dict[str, tuple[type, ...]] = {
-    "status": (str,), "config": (dict,), "environment": (dict,), "data": (dict, type(None)),
-    "original": (dict,), "methods": (dict,),
+    "status": (str,),
+    "config": (dict,),
+    "environment": (dict,),
+    "data": (dict, type(None)),
+    "original": (dict,),
+    "methods": (dict,),
 }
 """The fields every results.json holds (after `schema` and `version`), with the JSON types allowed."""
 COMPARISONS = ("unlearned/forget", "unlearned/retain", "relearned/forget", "relearned/retain")
@@ -58,7 +62,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "packages": packages,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -80,7 +84,9 @@ class DataSummary:
             "source": self.source,
             "given": dict(self.given),
             "kept": {split: len(items) for split, items in self.items.items()},
-            "items": {split: [item.to_dict() for item in items] for split, items in self.items.items()},
+            "items": {
+                split: [item.to_dict() for item in items] for split, items in self.items.items()
+            },
         }
 
     @classmethod
@@ -124,7 +130,9 @@ class MethodResults:
             "unlearn": opt(self.unlearn),
             "tracking": [record.to_dict() for record in self.tracking],
             "relearn": opt(self.relearn),
-            "comparisons": {name: comparison.to_dict() for name, comparison in self.comparisons.items()},
+            "comparisons": {
+                name: comparison.to_dict() for name, comparison in self.comparisons.items()
+            },
             "deltas": opt(self.deltas),
             "directions": opt(self.directions),
             "reversion": opt(self.reversion),
@@ -144,7 +152,9 @@ class MethodResults:
             unlearn=_optional(data, "unlearn", UnlearnResult),
             tracking=[DeltaRecord.from_dict(record) for record in data.get("tracking", [])],
             relearn=_optional(data, "relearn", RelearnResult),
-            comparisons={name: Comparison.from_dict(c) for name, c in data.get("comparisons", {}).items()},
+            comparisons={
+                name: Comparison.from_dict(c) for name, c in data.get("comparisons", {}).items()
+            },
             deltas=_optional(data, "deltas", DeltaReport),
             directions=_optional(data, "directions", UpdateDirections),
             reversion=_optional(data, "reversion", ReversionSweep),
@@ -187,15 +197,21 @@ class AuditResults:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {_json_type(data)}")
         if data.get("schema") != SCHEMA:
-            raise ConfigError(f"{source}: not an unlearn_lens results file (schema {data.get('schema')!r})")
+            raise ConfigError(
+                f"{source}: not an unlearn_lens results file (schema {data.get('schema')!r})"
+            )
         if data.get("version") != RESULTS_VERSION:
-            raise ConfigError(f"{source}: results version {data.get('version')} is not {RESULTS_VERSION}; rerun the audit")
+            raise ConfigError(
+                f"{source}: results version {data.get('version')} is not {RESULTS_VERSION}; rerun the audit"
+            )
         for name, kinds in TOP_LEVEL_FIELDS.items():
             if name not in data:
                 raise ConfigError(f"{source}: field '{name}' is missing")
             if not isinstance(data[name], kinds):
-                raise ConfigError(f"{source}: field '{name}' must be {' or '.join(_json_type(k()) for k in kinds)}, "
-                                  f"got {_json_type(data[name])}")
+                raise ConfigError(
+                    f"{source}: field '{name}' must be {' or '.join(_json_type(k()) for k in kinds)}, "
+                    f"got {_json_type(data[name])}"
+                )
         with _reading(source, "data"):
             summary = _optional(data, "data", DataSummary)
         with _reading(source, "original"):
@@ -204,8 +220,14 @@ class AuditResults:
         for name, method in data["methods"].items():
             with _reading(source, f"methods.{name}"):
                 methods[name] = MethodResults.from_dict(method)
-        return cls(config=StudyConfig.from_dict(data["config"], f"{source}: config"), environment=data["environment"],
-                   status=data["status"], data=summary, original=original, methods=methods)
+        return cls(
+            config=StudyConfig.from_dict(data["config"], f"{source}: config"),
+            environment=data["environment"],
+            status=data["status"],
+            data=summary,
+            original=original,
+            methods=methods,
+        )
 
     def save(self, directory: str | Path) -> Path:
         """Write `results.json` into `directory`, atomically."""
@@ -219,7 +241,9 @@ class AuditResults:
         if not path.exists():
             run_dir = path.parent
             missing = "no such run directory" if not run_dir.exists() else f"no {RESULTS_FILE}"
-            raise ConfigError(f"{run_dir}: {missing}, so no results here; run `unlearn-lens audit --out {run_dir}` first")
+            raise ConfigError(
+                f"{run_dir}: {missing}, so no results here; run `unlearn-lens audit --out {run_dir}` first"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
@@ -233,7 +257,14 @@ class AuditResults:
 
 def _json_type(value: Any) -> str:
     """How JSON names the type of a parsed value."""
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
@@ -247,4 +278,3 @@ def _reading(source: str, section: str) -> Iterator[None]:
         raise ConfigError(f"{source}: {section}: field {error.args[0]!r} is missing") from None
     except (TypeError, AttributeError, ValueError) as error:
         raise ConfigError(f"{source}: {section}: malformed ({error})") from None
-

@@ -2,7 +2,14 @@
 
 from unlearn_lens.unlearn.api import UnlearnResult, unlearn
 from unlearn_lens.unlearn.known import KnownFilterReport, filter_known, split_known
-from unlearn_lens.unlearn.loop import DEFAULT_STEPS, MAX_LOSS_GROWTH, TrainConfig, TrainingStep, TrainResult, train
+from unlearn_lens.unlearn.loop import (
+    DEFAULT_STEPS,
+    MAX_LOSS_GROWTH,
+    TrainConfig,
+    TrainingStep,
+    TrainResult,
+    train,
+)
 from unlearn_lens.unlearn.objectives import (
     OBJECTIVES,
     Objective,
@@ -34,17 +41,17 @@ __all__ = [
     "MAX_LOSS_GROWTH",
     "OBJECTIVES",
     "RECOVERY_MIN_LOSS",
+    "CurvePoint",
     "KnownFilterReport",
     "Objective",
     "ObjectiveBatch",
     "ObjectiveConfig",
     "ObjectiveContext",
     "Recovery",
+    "RecoveryCurve",
     "ReferenceCache",
     "RelearnResult",
     "RelearnWork",
-    "RecoveryCurve",
-    "CurvePoint",
     "TrainConfig",
     "TrainResult",
     "TrainingStep",
@@ -52,13 +59,13 @@ __all__ = [
     "budget_steps",
     "equal_work_steps",
     "filter_known",
-    "split_known",
     "get_objective",
     "needs_retain",
     "npo_loss",
     "objective",
     "random_labels",
     "relearn",
+    "split_known",
     "train",
     "unlearn",
     "unlearning_methods",

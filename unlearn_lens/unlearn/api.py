@@ -9,7 +9,14 @@ from typing import Any
 from unlearn_lens.data.loaders import ItemsLike, as_items
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.subject import Snapshot, Subject
-from unlearn_lens.unlearn.loop import DEFAULT_STEPS, Callback, TrainConfig, TrainingStep, TrainResult, train
+from unlearn_lens.unlearn.loop import (
+    DEFAULT_STEPS,
+    Callback,
+    TrainConfig,
+    TrainingStep,
+    TrainResult,
+    train,
+)
 from unlearn_lens.unlearn.objectives import ObjectiveConfig, get_objective
 
 
@@ -89,18 +96,35 @@ def unlearn(
     the other arguments are those of [`TrainConfig`][unlearn_lens.unlearn.TrainConfig].
     Forget and retain metrics are measured before and after (`result.metrics(...)`) unless
     `eval_every=0`. `keep_snapshots=False` keeps neither the original nor the per-request
-    weights in the result (each is a full CPU copy of the model) for callers that hold their own. Ctrl-C ends the run early with `result.run.stop_reason == "interrupted"`
+    weights in the result (each is a full CPU copy of the model) for callers that hold their
+    own. Ctrl-C ends the run early with `result.run.stop_reason == "interrupted"`
     (see [`train`][unlearn_lens.unlearn.train]).
     """
     spec = get_objective(method)
     forget = as_items(forget, source="forget")
     retain = as_items(retain, source="retain") if retain is not None else None
     config = TrainConfig(
-        optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, grad_clip=grad_clip, seed=seed,
-        requests=requests, early_stop_forget_accuracy=early_stop_forget_accuracy, eval_every=eval_every,
+        optimizer=optimizer,
+        lr=lr,
+        steps=steps,
+        batch_size=batch_size,
+        grad_clip=grad_clip,
+        seed=seed,
+        requests=requests,
+        early_stop_forget_accuracy=early_stop_forget_accuracy,
+        eval_every=eval_every,
         trainable_keys=tuple(trainable_keys) if trainable_keys is not None else None,
         objective=ObjectiveConfig.from_options(**objective_options),
     )
     original = subject.snapshot() if keep_snapshots else {}
-    run = train(subject, spec, forget, retain, config, callbacks=callbacks, progress=progress, keep_snapshots=keep_snapshots)
+    run = train(
+        subject,
+        spec,
+        forget,
+        retain,
+        config,
+        callbacks=callbacks,
+        progress=progress,
+        keep_snapshots=keep_snapshots,
+    )
     return UnlearnResult(method=method, run=run, original=original)

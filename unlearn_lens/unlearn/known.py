@@ -42,4 +42,6 @@ def split_known(subject: Subject, items: Sequence[Item]) -> tuple[list[Item], li
 def filter_known(subject: Subject, items: Sequence[Item]) -> tuple[list[Item], KnownFilterReport]:
     """The items `subject` gets right by greedy exact match (in their order), and the counts."""
     kept = split_known(subject, items)[0]
-    return kept, KnownFilterReport(n_items=len(items), n_known=len(kept), n_dropped=len(items) - len(kept))
+    return kept, KnownFilterReport(
+        n_items=len(items), n_known=len(kept), n_dropped=len(items) - len(kept)
+    )

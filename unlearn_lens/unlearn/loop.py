@@ -20,7 +20,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import nn
 
 from unlearn_lens.data.batching import encode_item, n_targets
@@ -30,7 +37,13 @@ from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.subject import Snapshot, Subject
-from unlearn_lens.unlearn.objectives import Objective, ObjectiveBatch, ObjectiveConfig, ObjectiveContext, get_objective
+from unlearn_lens.unlearn.objectives import (
+    Objective,
+    ObjectiveBatch,
+    ObjectiveConfig,
+    ObjectiveContext,
+    get_objective,
+)
 from unlearn_lens.unlearn.reference import ReferenceCache
 
 DEFAULT_STEPS = 10
@@ -91,7 +104,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
         if not math.isfinite(self.lr):
             raise ConfigError(f"lr must be a finite number, got {self.lr}")
         if not self.lr > 0:
@@ -105,7 +120,9 @@ class TrainConfig:
         if self.requests < 1:
             raise ConfigError(f"requests must be at least 1, got {self.requests}")
         if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ConfigError(f"grad_clip must be positive (or None for no clipping), got {self.grad_clip}")
+            raise ConfigError(
+                f"grad_clip must be positive (or None for no clipping), got {self.grad_clip}"
+            )
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if self.eval_every is not None and self.eval_every < 0:
@@ -134,7 +151,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         data = asdict(self)
-        data["trainable_keys"] = list(self.trainable_keys) if self.trainable_keys is not None else None
+        data["trainable_keys"] = (
+            list(self.trainable_keys) if self.trainable_keys is not None else None
+        )
         data["objective"] = self.objective.to_dict()
         return data
 
@@ -293,21 +312,29 @@ def train(
     _check_data(subject, spec, forget_items, retain_items, config)
     phase = phase or ("unlearn" if spec.unlearning else "relearn")
 
-    ctx = ObjectiveContext(subject, config.objective, torch.Generator().manual_seed(config.seed), config.seed)
+    ctx = ObjectiveContext(
+        subject, config.objective, torch.Generator().manual_seed(config.seed), config.seed
+    )
     keys = config.trainable_keys
     if keys is None and spec.default_trainable is not None:
         keys = tuple(spec.default_trainable(ctx))
     known = set(subject.keys())
     unknown = [key for key in keys or () if key not in known]
     if unknown:
-        raise ConfigError(f"unknown trainable key(s) {', '.join(unknown[:3])}; see subject.keys(), e.g. {subject.keys()[1]!r}")
+        raise ConfigError(
+            f"unknown trainable key(s) {', '.join(unknown[:3])}; see subject.keys(), e.g. {subject.keys()[1]!r}"
+        )
 
     torch.manual_seed(config.seed)
     plan = _Plan.draw(config, len(forget_items), len(retain_items) if spec.needs_retain else 0)
-    reference = ReferenceCache.build(ctx, spec, forget_items, plan.forget_used(), retain_items, plan.retain_used())
+    reference = ReferenceCache.build(
+        ctx, spec, forget_items, plan.forget_used(), retain_items, plan.retain_used()
+    )
 
     def batch(items: list[Item], index: list[int], kind: str) -> ObjectiveBatch:
-        return reference.attach(ObjectiveBatch(subject.encode([items[i] for i in index])), index, kind)
+        return reference.attach(
+            ObjectiveBatch(subject.encode([items[i] for i in index])), index, kind
+        )
 
     result = TrainResult(objective=spec.name, phase=phase, config=config)
     if config.eval_every != 0:
@@ -315,20 +342,29 @@ def train(
     started = time.perf_counter()
     step = 0
     bound = math.inf
-    with _trainable(subject, keys) as (params, refreeze), _progress_bar(progress, plan.total_steps, spec.name) as bar:
+    with (
+        _trainable(subject, keys) as (params, refreeze),
+        _progress_bar(progress, plan.total_steps, spec.name) as bar,
+    ):
         try:
-            for request, ((start, stop), batches) in enumerate(zip(plan.bounds, plan.forget, strict=True)):
+            for request, ((start, stop), batches) in enumerate(
+                zip(plan.bounds, plan.forget, strict=True)
+            ):
                 optimizer = _optimizer(config, params)
                 stop_reason = "completed"
                 for request_step, forget_index in enumerate(batches, start=1):
-                    retain = batch(retain_items, plan.retain[step], "retain") if plan.retain else None
+                    retain = (
+                        batch(retain_items, plan.retain[step], "retain") if plan.retain else None
+                    )
                     forget = batch(forget_items, forget_index, "forget")
                     loss = spec.loss(ctx, forget, retain)
                     value = float(loss.detach())
                     if step == 0:
                         bound = config.max_loss_growth * max(1.0, abs(value))
                     if not math.isfinite(value) or abs(value) > bound:
-                        raise _Diverged(f"diverged: loss {value:.4g} at request {request} step {request_step} (bound {bound:.4g})")
+                        raise _Diverged(
+                            f"diverged: loss {value:.4g} at request {request} step {request_step} (bound {bound:.4g})"
+                        )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if config.grad_clip is not None:
@@ -339,8 +375,16 @@ def train(
                     metrics = None
                     if config.evaluates_at(request_step, last=request_step == len(batches)):
                         metrics = _metrics(subject, forget_items[start:stop], retain_items)
-                    record = TrainingStep(phase, request, step, value, request_step, metrics,
-                                          n_items=len(forget_index), n_tokens=n_targets(forget.batch.labels))
+                    record = TrainingStep(
+                        phase,
+                        request,
+                        step,
+                        value,
+                        request_step,
+                        metrics,
+                        n_items=len(forget_index),
+                        n_tokens=n_targets(forget.batch.labels),
+                    )
                     result.history.append(record)
                     for callback in callbacks:
                         callback(record)
@@ -351,7 +395,9 @@ def train(
                 if keep_snapshots:
                     result.snapshots.append(subject.snapshot())
                 result.request_stops.append(stop_reason)
-            result.stop_reason = "early_stop" if "early_stop" in result.request_stops else "completed"
+            result.stop_reason = (
+                "early_stop" if "early_stop" in result.request_stops else "completed"
+            )
         except _Diverged as diverged:
             result.stop_reason = str(diverged)
             result.stopped_at = _last_step(result)
@@ -362,7 +408,11 @@ def train(
     if config.eval_every != 0 and not result.interrupted:
         last = result.history[-1].metrics if result.history else None
         # With one request, the last step's metrics (if taken) are already of every forget item.
-        result.final_metrics = last if last is not None and len(plan.bounds) == 1 else _metrics(subject, forget_items, retain_items)
+        result.final_metrics = (
+            last
+            if last is not None and len(plan.bounds) == 1
+            else _metrics(subject, forget_items, retain_items)
+        )
     return result
 
 
@@ -371,7 +421,9 @@ def _last_step(result: TrainResult) -> dict[str, int]:
     return {"request": last.request if last else 0, "step": last.step if last else 0}
 
 
-def _check_data(subject: Subject, spec: Objective, forget: list[Item], retain: list[Item], config: TrainConfig) -> None:
+def _check_data(
+    subject: Subject, spec: Objective, forget: list[Item], retain: list[Item], config: TrainConfig
+) -> None:
     """Every data error before any training: empty sets, missing retain set, untokenisable items, overlap.
 
     The items trained on are called the forget set for unlearning objectives and the training
@@ -380,9 +432,13 @@ def _check_data(subject: Subject, spec: Objective, forget: list[Item], retain: l
     if not forget:
         raise ConfigError(f"the {trained} set is empty: give at least one item")
     if spec.needs_retain and not retain:
-        raise ConfigError(f"objective {spec.name!r} needs a retain set; pass retain items (--retain)")
+        raise ConfigError(
+            f"objective {spec.name!r} needs a retain set; pass retain items (--retain)"
+        )
     if config.requests > len(forget):
-        raise ConfigError(f"requests={config.requests} is more than the {len(forget)} {trained} items")
+        raise ConfigError(
+            f"requests={config.requests} is more than the {len(forget)} {trained} items"
+        )
     for name, items in ((trained, forget), ("retain", retain)):
         for index, item in enumerate(items):
             try:
@@ -391,7 +447,11 @@ def _check_data(subject: Subject, spec: Objective, forget: list[Item], retain: l
                 raise ConfigError(f"{name} item {index}: {error}") from None
     overlap = check_overlap(forget, retain)
     if overlap:
-        warnings.warn(f"{overlap} item(s) are in both the {trained} and the retain set", UserWarning)
+        warnings.warn(
+            f"{overlap} item(s) are in both the {trained} and the retain set",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 @dataclass(frozen=True)
@@ -412,7 +472,12 @@ class _Plan:
         order = torch.Generator().manual_seed(config.seed)
         bounds = _request_bounds(n_forget, config.requests)
         forget = [
-            [[start + i for i in batch] for batch in _schedule(stop - start, config.steps_for(stop - start), config.batch_size, order)]
+            [
+                [start + i for i in batch]
+                for batch in _schedule(
+                    stop - start, config.steps_for(stop - start), config.batch_size, order
+                )
+            ]
             for start, stop in bounds
         ]
         total = sum(len(batches) for batches in forget)
@@ -441,7 +506,9 @@ def _request_bounds(n_items: int, requests: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _schedule(n_items: int, steps: int, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+def _schedule(
+    n_items: int, steps: int, batch_size: int, generator: torch.Generator
+) -> list[list[int]]:
     """Index batches for `steps` steps: epochs of seeded permutations cut into `batch_size`
     chunks (an epoch's last chunk may be smaller)."""
     plan: list[list[int]] = []
@@ -456,7 +523,9 @@ def _reached(target: float | None, metrics: dict[str, dict[str, float]] | None) 
     return target is not None and metrics is not None and metrics["forget"]["exact_match"] <= target
 
 
-def _metrics(subject: Subject, forget: Sequence[Item], retain: Sequence[Item]) -> dict[str, dict[str, float]]:
+def _metrics(
+    subject: Subject, forget: Sequence[Item], retain: Sequence[Item]
+) -> dict[str, dict[str, float]]:
     metrics = {"forget": asdict(evaluate(subject, forget))}
     if retain:
         metrics["retain"] = asdict(evaluate(subject, retain))
@@ -471,7 +540,9 @@ def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.O
 
 
 @contextmanager
-def _trainable(subject: Subject, keys: Sequence[str] | None) -> Iterator[tuple[list[nn.Parameter], Callable[[], None]]]:
+def _trainable(
+    subject: Subject, keys: Sequence[str] | None
+) -> Iterator[tuple[list[nn.Parameter], Callable[[], None]]]:
     """The parameters to optimise, and a hook that re-freezes slices after each step.
 
     Parameters none of whose keys is trainable get `requires_grad=False` (restored on exit).
@@ -485,7 +556,11 @@ def _trainable(subject: Subject, keys: Sequence[str] | None) -> Iterator[tuple[l
         return
     wanted = set(keys)
     train_ids = {id(params_by_name[spec.param]) for spec in subject.specs if spec.key in wanted}
-    partial = [spec.key for spec in subject.specs if spec.key not in wanted and id(params_by_name[spec.param]) in train_ids]
+    partial = [
+        spec.key
+        for spec in subject.specs
+        if spec.key not in wanted and id(params_by_name[spec.param]) in train_ids
+    ]
     frozen_slices = {key: subject.weight(key).detach().clone() for key in partial}
     was = {id(p): p.requires_grad for p in unique.values()}
     for p in unique.values():
@@ -509,8 +584,14 @@ def _progress_bar(show: bool, total: int, name: str) -> Iterator[Callable[[Train
     if not show:
         yield lambda record: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task(name, total=total, status="")
         seen = {"forget": "–", "retain": "–"}
@@ -519,8 +600,9 @@ def _progress_bar(show: bool, total: int, name: str) -> Iterator[Callable[[Train
             for part in seen:
                 if record.metrics and part in record.metrics:
                     seen[part] = f"{record.metrics[part]['exact_match']:.2f}"
-            status = f"loss {record.loss:.4g}  forget EM {seen['forget']}  retain EM {seen['retain']}"
+            status = (
+                f"loss {record.loss:.4g}  forget EM {seen['forget']}  retain EM {seen['retain']}"
+            )
             bar.update(task, completed=record.step, status=status)
 
         yield update
-

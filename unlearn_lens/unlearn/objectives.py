@@ -73,15 +73,27 @@ class ObjectiveConfig:
             value = getattr(self, item.name)
             if item.name == "rmu_layer":
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                    raise ConfigError(f"objective option rmu_layer must be a whole number, got {value!r}")
-            elif not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ConfigError(f"objective option {item.name} must be a finite number, got {value!r}")
+                    raise ConfigError(
+                        f"objective option rmu_layer must be a whole number, got {value!r}"
+                    )
+            elif (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(
+                    f"objective option {item.name} must be a finite number, got {value!r}"
+                )
         for name in ("beta", "simnpo_beta"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"objective option {name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"objective option {name} must be positive, got {getattr(self, name)}"
+                )
         for name in ("retain_weight", "kl_weight", "rmu_alpha", "rmu_coefficient"):
             if not getattr(self, name) >= 0:
-                raise ConfigError(f"objective option {name} must be non-negative, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"objective option {name} must be non-negative, got {getattr(self, name)}"
+                )
 
     @classmethod
     def from_options(cls, **options: Any) -> ObjectiveConfig:
@@ -89,7 +101,9 @@ class ObjectiveConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ConfigError(f"unknown objective option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown objective option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         return cls(**options)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,7 +149,9 @@ class ObjectiveContext:
         n_layers = self.subject.shape.n_layers
         layer = n_layers // 3 if self.config.rmu_layer is None else self.config.rmu_layer
         if not 0 <= layer < n_layers:
-            raise ConfigError(f"objective option rmu_layer={layer} is outside the model's blocks 0..{n_layers - 1}")
+            raise ConfigError(
+                f"objective option rmu_layer={layer} is outside the model's blocks 0..{n_layers - 1}"
+            )
         return layer
 
     @property
@@ -153,7 +169,9 @@ class ObjectiveContext:
         return target.to(self.subject.device, self.subject.weight("embed.weight").dtype)
 
 
-ObjectiveFn = Callable[[ObjectiveContext, ObjectiveBatch, "ObjectiveBatch | None"], Float[Tensor, ""]]
+ObjectiveFn = Callable[
+    [ObjectiveContext, ObjectiveBatch, "ObjectiveBatch | None"], Float[Tensor, ""]
+]
 
 
 @dataclass(frozen=True)
@@ -194,7 +212,9 @@ def objective(
     def register(loss: ObjectiveFn) -> ObjectiveFn:
         if name in OBJECTIVES:
             raise ValueError(f"objective {name!r} is already registered")
-        OBJECTIVES[name] = Objective(name, loss, needs_retain, frozenset(references), unlearning, default_trainable)
+        OBJECTIVES[name] = Objective(
+            name, loss, needs_retain, frozenset(references), unlearning, default_trainable
+        )
         return loss
 
     return register
@@ -256,7 +276,9 @@ def npo_loss(
 
 def _npo(ctx: ObjectiveContext, forget: ObjectiveBatch) -> Float[Tensor, ""]:
     reference = _require(forget.reference_logprob, "reference log-likelihoods")
-    return npo_loss(sequence_logprob(_logits(ctx, forget), forget.batch.labels), reference, ctx.config.beta)
+    return npo_loss(
+        sequence_logprob(_logits(ctx, forget), forget.batch.labels), reference, ctx.config.beta
+    )
 
 
 def random_labels(labels: Tensor, vocab_size: int, generator: torch.Generator) -> Tensor:
@@ -273,7 +295,9 @@ def random_labels(labels: Tensor, vocab_size: int, generator: torch.Generator) -
 
 
 @objective("finetune", unlearning=False)
-def finetune(ctx: ObjectiveContext, forget: ObjectiveBatch, retain: ObjectiveBatch | None) -> Tensor:
+def finetune(
+    ctx: ObjectiveContext, forget: ObjectiveBatch, retain: ObjectiveBatch | None
+) -> Tensor:
     """Plain NLL on the items: learning, used by relearning attacks (not an unlearning method)."""
     return _nll(ctx, forget)
 
@@ -338,7 +362,9 @@ def rmu_trainable(ctx: ObjectiveContext) -> list[str]:
     return ctx.subject.keys(layers=layers, components=("mlp_down", "mlp_out"))
 
 
-@objective("rmu", needs_retain=True, references=("retain_residual",), default_trainable=rmu_trainable)
+@objective(
+    "rmu", needs_retain=True, references=("retain_residual",), default_trainable=rmu_trainable
+)
 def rmu(ctx: ObjectiveContext, forget: ObjectiveBatch, retain: ObjectiveBatch | None) -> Tensor:
     """RMU (Li et al. 2024, WMDP): steer forget activations at layer ℓ toward `c·u`, keep retain ones.
 

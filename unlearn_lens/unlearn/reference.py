@@ -52,29 +52,47 @@ class ReferenceCache:
         wanted = spec.references
         if "forget_logprob" in wanted:
             for index, logits, batch, _ in _passes(ctx, forget_items, forget_used, residual=False):
-                cache.forget_logprob.update(zip(index, sequence_logprob(logits, batch.labels).cpu(), strict=True))
+                cache.forget_logprob.update(
+                    zip(index, sequence_logprob(logits, batch.labels).cpu(), strict=True)
+                )
         if wanted & {"retain_log_probs", "retain_residual"}:
             residual = "retain_residual" in wanted
-            for index, logits, batch, residuals in _passes(ctx, retain_items, retain_used, residual=residual):
+            for index, logits, batch, residuals in _passes(
+                ctx, retain_items, retain_used, residual=residual
+            ):
                 lengths = batch.attention_mask.sum(dim=1).tolist()
                 if "retain_log_probs" in wanted:
                     log_probs = torch.log_softmax(logits, dim=-1).cpu()
-                    cache.retain_log_probs.update((i, log_probs[row, :n].clone()) for row, (i, n) in enumerate(zip(index, lengths, strict=True)))
+                    cache.retain_log_probs.update(
+                        (i, log_probs[row, :n].clone())
+                        for row, (i, n) in enumerate(zip(index, lengths, strict=True))
+                    )
                 if residual:
                     stream = residuals[ctx.rmu_stream].cpu()
-                    cache.retain_residual.update((i, stream[row, :n].clone()) for row, (i, n) in enumerate(zip(index, lengths, strict=True)))
+                    cache.retain_residual.update(
+                        (i, stream[row, :n].clone())
+                        for row, (i, n) in enumerate(zip(index, lengths, strict=True))
+                    )
         return cache
 
-    def attach(self, batch_items: ObjectiveBatch, indices: Sequence[int], kind: str) -> ObjectiveBatch:
+    def attach(
+        self, batch_items: ObjectiveBatch, indices: Sequence[int], kind: str
+    ) -> ObjectiveBatch:
         """Fill the batch's reference fields for its items (`kind` is `"forget"` or `"retain"`)."""
         batch = batch_items.batch
         device = batch.input_ids.device
         if kind == "forget" and self.forget_logprob:
-            batch_items.reference_logprob = torch.stack([self.forget_logprob[i] for i in indices]).to(device)
+            batch_items.reference_logprob = torch.stack(
+                [self.forget_logprob[i] for i in indices]
+            ).to(device)
         if kind == "retain" and self.retain_log_probs:
-            batch_items.reference_log_probs = _padded([self.retain_log_probs[i] for i in indices], batch.input_ids.shape[1]).to(device)
+            batch_items.reference_log_probs = _padded(
+                [self.retain_log_probs[i] for i in indices], batch.input_ids.shape[1]
+            ).to(device)
         if kind == "retain" and self.retain_residual:
-            batch_items.reference_residual = _padded([self.retain_residual[i] for i in indices], batch.input_ids.shape[1]).to(device)
+            batch_items.reference_residual = _padded(
+                [self.retain_residual[i] for i in indices], batch.input_ids.shape[1]
+            ).to(device)
         return batch_items
 
 

@@ -72,19 +72,41 @@ class Recovery:
 
     @classmethod
     def measure(
-        cls, metric: str, original: TokenMetrics | None, unlearned: TokenMetrics, relearned: TokenMetrics,
-        control_before: TokenMetrics, control_after: TokenMetrics,
+        cls,
+        metric: str,
+        original: TokenMetrics | None,
+        unlearned: TokenMetrics,
+        relearned: TokenMetrics,
+        control_before: TokenMetrics,
+        control_after: TokenMetrics,
     ) -> Recovery:
         """The comparison from the five measurements."""
-        value = {name: getattr(m, metric) if m is not None else None for name, m in (
-            ("original", original), ("unlearned", unlearned), ("relearned", relearned),
-            ("control_before", control_before), ("control_after", control_after))}
+        value = {
+            name: getattr(m, metric) if m is not None else None
+            for name, m in (
+                ("original", original),
+                ("unlearned", unlearned),
+                ("relearned", relearned),
+                ("control_before", control_before),
+                ("control_after", control_after),
+            )
+        }
         forget_gain = value["relearned"] - value["unlearned"]
         control_gain = value["control_after"] - value["control_before"]
         lost = None if value["original"] is None else value["original"] - value["unlearned"]
         recovery = forget_gain / lost if lost is not None and lost > RECOVERY_MIN_LOSS else None
-        return cls(metric, value["original"], value["unlearned"], value["relearned"], value["control_before"],
-                   value["control_after"], forget_gain, control_gain, recovery, forget_gain - control_gain)
+        return cls(
+            metric,
+            value["original"],
+            value["unlearned"],
+            value["relearned"],
+            value["control_before"],
+            value["control_after"],
+            forget_gain,
+            control_gain,
+            recovery,
+            forget_gain - control_gain,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -152,23 +174,34 @@ class RecoveryCurve:
         lost = original - self.forget[0].accuracy
         if lost <= RECOVERY_MIN_LOSS:
             return None
-        excess = [((point.accuracy - self.forget[0].accuracy) - self.control_gain_at(point.epoch)) / lost for point in self.forget]
+        excess = [
+            ((point.accuracy - self.forget[0].accuracy) - self.control_gain_at(point.epoch)) / lost
+            for point in self.forget
+        ]
         best = int(np.argmax(excess))
         return excess[best], self.forget[best].epoch
 
     def steps_to_recover(self, original: float, fraction: float = HALF_RECOVERY) -> int | None:
         """First relearning step at which recovery reaches `fraction`; None when not within the budget."""
-        for point, value in zip(self.forget, self.recovery(original)):
+        for point, value in zip(self.forget, self.recovery(original), strict=True):
             if value is not None and value >= fraction:
                 return point.step
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: [p.to_dict() for p in getattr(self, name)] for name in ("forget", "retain", "control")}
+        return {
+            name: [p.to_dict() for p in getattr(self, name)]
+            for name in ("forget", "retain", "control")
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RecoveryCurve:
-        return cls(**{name: [CurvePoint.from_dict(p) for p in data[name]] for name in ("forget", "retain", "control")})
+        return cls(
+            **{
+                name: [CurvePoint.from_dict(p) for p in data[name]]
+                for name in ("forget", "retain", "control")
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -201,12 +234,24 @@ class RelearnWork:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RelearnWork:
-        return cls(**{key: data[key] for key in ("n_items", "steps", "batch_size", "lr", "items_seen", "tokens_seen")})
+        return cls(
+            **{
+                key: data[key]
+                for key in ("n_items", "steps", "batch_size", "lr", "items_seen", "tokens_seen")
+            }
+        )
 
     @classmethod
     def of(cls, run: TrainResult, n_items: int) -> RelearnWork:
         """The work a finished training run did on a set of `n_items`."""
-        return cls(n_items, run.steps_run, run.config.batch_size, run.config.lr, run.items_seen, run.tokens_seen)
+        return cls(
+            n_items,
+            run.steps_run,
+            run.config.batch_size,
+            run.config.lr,
+            run.items_seen,
+            run.tokens_seen,
+        )
 
 
 @dataclass
@@ -250,10 +295,19 @@ class RelearnResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        metrics = ("forget_before", "forget_after", "control_before", "control_after", "original_forget")
+        metrics = (
+            "forget_before",
+            "forget_after",
+            "control_before",
+            "control_after",
+            "original_forget",
+        )
         return {
             "budget_steps": self.budget_steps,
-            **{name: asdict(getattr(self, name)) if getattr(self, name) is not None else None for name in metrics},
+            **{
+                name: asdict(getattr(self, name)) if getattr(self, name) is not None else None
+                for name in metrics
+            },
             "recovery": {name: rec.to_dict() for name, rec in self.recovery.items()},
             "source_run": self.source_run.to_dict(),
             "control_run": self.control_run.to_dict(),
@@ -265,6 +319,7 @@ class RelearnResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RelearnResult:
         """Inverse of `to_dict`."""
+
         def metrics(name: str) -> TokenMetrics | None:
             return TokenMetrics.from_dict(data[name]) if data[name] is not None else None
 
@@ -311,7 +366,9 @@ class _CurveRecorder:
     """A training callback that measures some item sets after every step; `latest` holds the
     last measurement, which is the model as training left it (so the run's end needs no other)."""
 
-    def __init__(self, subject: Subject, sets: dict[str, Sequence[Item]], trained_items: int) -> None:
+    def __init__(
+        self, subject: Subject, sets: dict[str, Sequence[Item]], trained_items: int
+    ) -> None:
         self.subject, self.sets, self.size = subject, sets, trained_items
         self.points: dict[str, list[CurvePoint]] = {name: [] for name in sets}
         self.latest: dict[str, TokenMetrics] = {}
@@ -319,8 +376,12 @@ class _CurveRecorder:
 
     def record(self, step: int, measured: dict[str, TokenMetrics] | None = None) -> None:
         for name, items in self.sets.items():
-            metrics = measured[name] if measured and name in measured else evaluate(self.subject, items)
-            self.points[name].append(CurvePoint(step, self.seen / self.size, metrics.accuracy, metrics.nll))
+            metrics = (
+                measured[name] if measured and name in measured else evaluate(self.subject, items)
+            )
+            self.points[name].append(
+                CurvePoint(step, self.seen / self.size, metrics.accuracy, metrics.nll)
+            )
             self.latest[name] = metrics
 
     def __call__(self, step: TrainingStep) -> None:
@@ -372,43 +433,93 @@ def relearn(
     """
     if not isinstance(subject, Subject):
         subject = load(subject)
-    source_items, control_items = as_items(source_items, source="source_items"), as_items(control_items, source="control_items")
+    source_items, control_items = (
+        as_items(source_items, source="source_items"),
+        as_items(control_items, source="control_items"),
+    )
     retain_items = as_items(retain_items, source="retain_items")
     if not source_items:
         raise ConfigError("the relearning source set is empty: give at least one item")
     if not control_items:
         raise ConfigError("the control set is empty: relearning needs novel items to compare with")
-    forget_items = source_items if forget_items is None else as_items(forget_items, source="forget_items")
+    forget_items = (
+        source_items if forget_items is None else as_items(forget_items, source="forget_items")
+    )
     n_steps = budget_steps(steps, examples, batch_size)
     n_control = equal_work_steps(n_steps, len(source_items), len(control_items), batch_size)
 
     def config(n: int) -> TrainConfig:
-        return TrainConfig(optimizer=optimizer, lr=lr, steps=n, batch_size=batch_size, grad_clip=grad_clip, seed=seed, eval_every=0)
+        return TrainConfig(
+            optimizer=optimizer,
+            lr=lr,
+            steps=n,
+            batch_size=batch_size,
+            grad_clip=grad_clip,
+            seed=seed,
+            eval_every=0,
+        )
 
     start = subject.snapshot()
     forget_before = evaluate(subject, forget_items)
     control_before = evaluate(subject, control_items)
     control_curve = _CurveRecorder(subject, {"control": control_items}, len(control_items))
     control_curve.record(0, {"control": control_before})
-    control_run = train(subject, "finetune", control_items, config=config(n_control), callbacks=[control_curve],
-                        progress=progress, phase="relearn_control", keep_snapshots=False)
+    control_run = train(
+        subject,
+        "finetune",
+        control_items,
+        config=config(n_control),
+        callbacks=[control_curve],
+        progress=progress,
+        phase="relearn_control",
+        keep_snapshots=False,
+    )
     _stop_if_interrupted(subject, control_run, start)
     control_after = control_curve.latest["control"]
     subject.restore(start)
     measured = {"forget": forget_items, **({"retain": retain_items} if retain_items else {})}
     source_curve = _CurveRecorder(subject, measured, len(source_items))
     source_curve.record(0, {"forget": forget_before})
-    source_run = train(subject, "finetune", source_items, config=config(n_steps), callbacks=[source_curve, *callbacks],
-                       progress=progress, phase="relearn", keep_snapshots=False)
+    source_run = train(
+        subject,
+        "finetune",
+        source_items,
+        config=config(n_steps),
+        callbacks=[source_curve, *callbacks],
+        progress=progress,
+        phase="relearn",
+        keep_snapshots=False,
+    )
     _stop_if_interrupted(subject, source_run, start)
     forget_after = source_curve.latest["forget"]
-    recovery = {metric: Recovery.measure(metric, original_forget, forget_before, forget_after, control_before, control_after)
-                for metric in RECOVERY_METRICS}
-    work = {"source": RelearnWork.of(source_run, len(source_items)), "control": RelearnWork.of(control_run, len(control_items))}
-    curve = RecoveryCurve(forget=source_curve.points["forget"], retain=source_curve.points.get("retain", []),
-                          control=control_curve.points["control"])
-    return RelearnResult(n_steps, forget_before, forget_after, control_before, control_after, original_forget,
-                         recovery, source_run, control_run, work, curve)
+    recovery = {
+        metric: Recovery.measure(
+            metric, original_forget, forget_before, forget_after, control_before, control_after
+        )
+        for metric in RECOVERY_METRICS
+    }
+    work = {
+        "source": RelearnWork.of(source_run, len(source_items)),
+        "control": RelearnWork.of(control_run, len(control_items)),
+    }
+    curve = RecoveryCurve(
+        forget=source_curve.points["forget"],
+        retain=source_curve.points.get("retain", []),
+        control=control_curve.points["control"],
+    )
+    return RelearnResult(
+        n_steps,
+        forget_before,
+        forget_after,
+        control_before,
+        control_after,
+        original_forget,
+        recovery,
+        source_run,
+        control_run,
+        work,
+        curve,
+    )
 
 
 def _stop_if_interrupted(subject: Subject, run: TrainResult, start: Snapshot) -> None:

@@ -71,17 +71,38 @@ def train_predictor(results: Sequence[CellResult], settings: GridSettings) -> Pr
     weak attack, not lost knowledge); validate leaving one domain out, then one setting out."""
     cells = classified(results)
     if len({r.cell.domain for r in cells}) < 2:
-        raise ValueError("validating the predictor needs classified cells (forgotten, not inconclusive) from at least two domains")
+        raise ValueError(
+            "validating the predictor needs classified cells (forgotten, not inconclusive) from at least two domains"
+        )
     X = feature_matrix(cells)
     y = np.array([r.recovery for r in cells], dtype=np.float64)
-    by_domain = validate(X, y, [r.cell.domain for r in cells], PREDICTOR_INPUTS, "leave one domain out")
-    by_setting = validate(X, y, [setting(r) for r in cells], PREDICTOR_INPUTS, "leave one setting out")
+    by_domain = validate(
+        X, y, [r.cell.domain for r in cells], PREDICTOR_INPUTS, "leave one domain out"
+    )
+    by_setting = validate(
+        X, y, [setting(r) for r in cells], PREDICTOR_INPUTS, "leave one setting out"
+    )
     predictor = dataclasses.replace(
         fit_predictor(X, y, PREDICTOR_INPUTS),
-        validation={"n_cells": len(cells), "by_domain": by_domain.to_dict(), "by_setting": by_setting.to_dict()},
-        trained_on={"model": "smollm2-135m", "cells": len(cells), "inconclusive_left_out": len(inconclusive(results)),
-                    "grid": settings.to_dict(), "cell_format": CELL_FORMAT,
-                    "target": "relearning recovery of forget-set token accuracy"},
+        validation={
+            "n_cells": len(cells),
+            "by_domain": by_domain.to_dict(),
+            "by_setting": by_setting.to_dict(),
+        },
+        trained_on={
+            "model": "smollm2-135m",
+            "cells": len(cells),
+            "inconclusive_left_out": len(inconclusive(results)),
+            "grid": settings.to_dict(),
+            "cell_format": CELL_FORMAT,
+            "target": "relearning recovery of forget-set token accuracy",
+        },
     )
     baselines = {name: spearman(X[:, i], y) for i, name in enumerate(PREDICTOR_INPUTS)}
-    return PredictorFit(predictor=predictor, cells=cells, by_domain=by_domain, by_setting=by_setting, baselines=baselines)
+    return PredictorFit(
+        predictor=predictor,
+        cells=cells,
+        by_domain=by_domain,
+        by_setting=by_setting,
+        baselines=baselines,
+    )

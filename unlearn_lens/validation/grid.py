@@ -2,8 +2,9 @@
 
 A cell unlearns the built-in forget set from the original model, measures the cheap
 reversibility features (see [`unlearn_lens.predict.features`][unlearn_lens.predict.features])
-and what reverting the output head alone restores, then spends a fixed relearning budget on the forget set and the same budget on the novel
-control set, and classifies the regime. Each finished cell is written to its own JSON file in
+and what reverting the output head alone restores, then spends a fixed relearning budget on
+the forget set and the same budget on the novel control set, and classifies the regime. Each finished
+cell is written to its own JSON file in
 the cache directory, so an interrupted grid resumes where it stopped.
 """
 
@@ -18,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from unlearn_lens.atomic import json_float, write_json_atomic
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
@@ -53,8 +61,10 @@ CELL_FORMAT = 3
 """Version of what a cell measures, stored in the cache's settings file: bump it whenever a
 definition changes, so that a cache of old cells is refused instead of mixed with new ones."""
 
-CELL_FORMAT_CHANGE = ("the regime is decided as the audit decides it (peak excess along the recovery curve, "
-                      "inconclusive when the budget teaches the control < 0.1) and each cell records its peak excess")
+CELL_FORMAT_CHANGE = (
+    "the regime is decided as the audit decides it (peak excess along the recovery curve, "
+    "inconclusive when the budget teaches the control < 0.1) and each cell records its peak excess"
+)
 """What format `CELL_FORMAT` changed, for the error that refuses an older cache."""
 
 FORMAT_KEY = "cell_format"
@@ -105,12 +115,16 @@ class GridSettings:
     def __post_init__(self) -> None:
         for domain in self.domains:
             if domain not in BUILTIN_DOMAINS:
-                raise ConfigError(f"unknown domain {domain!r}; choose from {', '.join(BUILTIN_DOMAINS)}")
+                raise ConfigError(
+                    f"unknown domain {domain!r}; choose from {', '.join(BUILTIN_DOMAINS)}"
+                )
         for method in self.methods:
             get_objective(method)
         for protocol in self.protocols:
             if protocol not in PROTOCOLS:
-                raise ConfigError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+                raise ConfigError(
+                    f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}"
+                )
         if any(not lr > 0 for lr in self.lrs):
             raise ConfigError(f"learning rates must be positive, got {self.lrs}")
         if self.n_items < 4:
@@ -118,15 +132,27 @@ class GridSettings:
 
     def cells(self) -> list[Cell]:
         """Every cell, domains innermost so that a partial grid covers all of them."""
-        return [Cell(domain, method, lr, protocol)
-                for protocol, lr, method, domain in itertools.product(self.protocols, self.lrs, self.methods, self.domains)]
+        return [
+            Cell(domain, method, lr, protocol)
+            for protocol, lr, method, domain in itertools.product(
+                self.protocols, self.lrs, self.methods, self.domains
+            )
+        ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridSettings:
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+        return cls(
+            **{
+                key: tuple(value) if isinstance(value, list) else value
+                for key, value in data.items()
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -210,7 +236,9 @@ class CellResult:
             peak_excess=data["peak_excess"],
             regime=data["regime"],
             features=data["features"],
-            head_restore={metric: json_float(value) for metric, value in data["head_restore"].items()},
+            head_restore={
+                metric: json_float(value) for metric, value in data["head_restore"].items()
+            },
             stop_reason=str(data["stop_reason"]),
             seconds=dict(data["seconds"]),
         )
@@ -234,41 +262,72 @@ def domain_data(subject: Subject, domain: str, n_items: int) -> DomainData:
     sets = builtin(domain)
     forget, retain = sets.forget[:n_items], sets.retain[:n_items]
     control = split_known(subject, sets.control[:n_items])[1]
-    original_pass = model_pass(subject, forget, label="original")  # its token metrics are the forget metrics
+    original_pass = model_pass(
+        subject, forget, label="original"
+    )  # its token metrics are the forget metrics
     return DomainData(
-        forget=forget, retain=retain, control=control,
+        forget=forget,
+        retain=retain,
+        control=control,
         original={"forget": original_pass.token_metrics, "retain": evaluate(subject, retain)},
         original_pass=original_pass,
     )
 
 
-def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell, settings: GridSettings) -> CellResult:
+def run_cell(
+    subject: Subject, original: Snapshot, data: DomainData, cell: Cell, settings: GridSettings
+) -> CellResult:
     """Unlearn, measure the cheap features and the head-only restore, relearn (and the control),
     classify as the audit does (peak excess, default thresholds); `subject` ends with the original weights."""
     seconds: dict[str, float] = {}
     began = start = time.perf_counter()
     subject.restore(original)
     outcome = unlearn(
-        subject, data.forget, data.retain, cell.method, lr=cell.lr, steps=settings.steps, batch_size=settings.batch_size,
-        requests=settings.continual_requests if cell.protocol == "continual" else 1, seed=settings.seed,
-        progress=False, keep_snapshots=False,
+        subject,
+        data.forget,
+        data.retain,
+        cell.method,
+        lr=cell.lr,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        requests=settings.continual_requests if cell.protocol == "continual" else 1,
+        seed=settings.seed,
+        progress=False,
+        keep_snapshots=False,
     )
     unlearned_weights = subject.snapshot()
-    unlearned = {split: outcome.metrics("after", split) for split in ("forget", "retain")}  # measured by the run
+    unlearned = {
+        split: outcome.metrics("after", split) for split in ("forget", "retain")
+    }  # measured by the run
     seconds["unlearn"] = time.perf_counter() - start
 
     start = time.perf_counter()
     reverter = Reverter(subject, original, data.forget, unlearned=unlearned_weights)
-    features = measure_features(subject, original, data.forget, unlearned=unlearned_weights,
-                                original_pass=data.original_pass, reverter=reverter)
-    head = reverter.measure(last_layers_patch(subject, 0))  # measured already when the depth's bisection reached k = 0
+    features = measure_features(
+        subject,
+        original,
+        data.forget,
+        unlearned=unlearned_weights,
+        original_pass=data.original_pass,
+        reverter=reverter,
+    )
+    head = reverter.measure(
+        last_layers_patch(subject, 0)
+    )  # measured already when the depth's bisection reached k = 0
     seconds["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
     subject.restore(unlearned_weights)
     attack = relearn(
-        subject, data.forget, data.control, steps=settings.relearn_steps, lr=settings.relearn_lr,
-        batch_size=settings.batch_size, seed=settings.seed, original_forget=data.original["forget"], progress=False,
+        subject,
+        data.forget,
+        data.control,
+        steps=settings.relearn_steps,
+        lr=settings.relearn_lr,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        original_forget=data.original["forget"],
+        progress=False,
     )
     relearned = {"forget": attack.forget_after, "retain": evaluate(subject, data.retain)}
     seconds["relearn"] = time.perf_counter() - start
@@ -277,18 +336,31 @@ def run_cell(subject: Subject, original: Snapshot, data: DomainData, cell: Cell,
 
     peak_excess = attack.peak_excess()
     regime = classify_regime(
-        data.original["forget"].accuracy, unlearned["forget"].accuracy, relearned["forget"].accuracy,
-        control_before=attack.control_before.accuracy, control_after=attack.control_after.accuracy,
-        retain_original=data.original["retain"].accuracy, retain_unlearned=unlearned["retain"].accuracy,
-        retain_nll_original=data.original["retain"].nll, retain_nll_unlearned=unlearned["retain"].nll,
+        data.original["forget"].accuracy,
+        unlearned["forget"].accuracy,
+        relearned["forget"].accuracy,
+        control_before=attack.control_before.accuracy,
+        control_after=attack.control_after.accuracy,
+        retain_original=data.original["retain"].accuracy,
+        retain_unlearned=unlearned["retain"].accuracy,
+        retain_nll_original=data.original["retain"].nll,
+        retain_nll_unlearned=unlearned["retain"].nll,
         peak_excess=peak_excess,
     )
     return CellResult(
-        cell=cell, original=data.original, unlearned=unlearned, relearned=relearned,
-        control_before=attack.control_before.accuracy, control_after=attack.control_after.accuracy,
-        recovery=attack.recovery["accuracy"].recovery, peak_excess=peak_excess, regime=regime.to_dict(), features=features.to_dict(),
+        cell=cell,
+        original=data.original,
+        unlearned=unlearned,
+        relearned=relearned,
+        control_before=attack.control_before.accuracy,
+        control_after=attack.control_after.accuracy,
+        recovery=attack.recovery["accuracy"].recovery,
+        peak_excess=peak_excess,
+        regime=regime.to_dict(),
+        features=features.to_dict(),
         head_restore={"nll": head.effect_nll, "accuracy": head.effect_accuracy},
-        stop_reason=outcome.run.stop_reason, seconds={k: round(v, 2) for k, v in seconds.items()},
+        stop_reason=outcome.run.stop_reason,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
     )
 
 
@@ -308,12 +380,16 @@ class GridCache:
             stored = json.loads(settings_path.read_text())
             found = stored.pop(FORMAT_KEY, 1)
             if found != CELL_FORMAT:
-                raise ConfigError(f"{settings_path}: the cached cells are of format {found}, this version measures format "
-                                  f"{CELL_FORMAT} ({CELL_FORMAT_CHANGE}); use another cache directory or delete this one")
+                raise ConfigError(
+                    f"{settings_path}: the cached cells are of format {found}, this version measures format "
+                    f"{CELL_FORMAT} ({CELL_FORMAT_CHANGE}); use another cache directory or delete this one"
+                )
             if stored != settings.to_dict():
                 changed = sorted(k for k, v in settings.to_dict().items() if stored.get(k) != v)
-                raise ConfigError(f"{settings_path}: the cached cells were made with other settings ({', '.join(changed)}); "
-                                  "use another cache directory or delete this one")
+                raise ConfigError(
+                    f"{settings_path}: the cached cells were made with other settings ({', '.join(changed)}); "
+                    "use another cache directory or delete this one"
+                )
         else:
             write_json_atomic(settings_path, {**settings.to_dict(), FORMAT_KEY: CELL_FORMAT})
 
@@ -343,10 +419,21 @@ def run_grid(
     cache = GridCache(cache_dir)
     cache.open(settings)
     todo = [cell for cell in settings.cells() if not cache.cell_path(cell).is_file()]
-    console.print(f"validation grid: {len(settings.cells()) - len(todo)} cells cached, {len(todo)} to run")
+    console.print(
+        f"validation grid: {len(settings.cells()) - len(todo)} cells cached, {len(todo)} to run"
+    )
     original = subject.snapshot()
-    data = {domain: domain_data(subject, domain, settings.n_items) for domain in dict.fromkeys(c.domain for c in todo)}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    data = {
+        domain: domain_data(subject, domain, settings.n_items)
+        for domain in dict.fromkeys(c.domain for c in todo)
+    }
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("cells", total=len(todo))

@@ -25,7 +25,14 @@ from unlearn_lens.data.builtin_sets import builtin
 from unlearn_lens.data.items import Item
 from unlearn_lens.models.subject import Subject
 from unlearn_lens.unlearn.loop import TrainConfig, train
-from unlearn_lens.unlearn.objectives import Objective, ObjectiveBatch, ObjectiveConfig, ObjectiveContext, get_objective, retain_kl
+from unlearn_lens.unlearn.objectives import (
+    Objective,
+    ObjectiveBatch,
+    ObjectiveConfig,
+    ObjectiveContext,
+    get_objective,
+    retain_kl,
+)
 from unlearn_lens.validation.grid import GridSettings
 
 KL_VARIANTS = {"ga_kl": "ga", "npo_kl": "npo"}
@@ -82,7 +89,9 @@ class TermRun:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TermRun:
-        steps = [TermStep(**{k: v for k, v in step.items() if k != "ratio"}) for step in data["steps"]]
+        steps = [
+            TermStep(**{k: v for k, v in step.items() if k != "ratio"}) for step in data["steps"]
+        ]
         return cls(**{**data, "steps": steps})
 
 
@@ -108,38 +117,60 @@ def instrumented(method: str, record: list[TermStep]) -> Objective:
     forget_term = get_objective(KL_VARIANTS[method])
     ga = get_objective("ga")
 
-    def loss(ctx: ObjectiveContext, forget: ObjectiveBatch, retain: ObjectiveBatch | None) -> Tensor:
+    def loss(
+        ctx: ObjectiveContext, forget: ObjectiveBatch, retain: ObjectiveBatch | None
+    ) -> Tensor:
         if retain is None:
             raise ValueError(f"{method} needs a retain batch")
         params = [p for p in ctx.subject.parameters() if p.requires_grad]
         forget_loss = forget_term.loss(ctx, forget, None)
         kl = retain_kl(ctx, retain)
         forget_grads, kl_grads = _grads(forget_loss, params), _grads(kl, params)
-        ga_cosine = None if forget_term is ga else _cosine(forget_grads, _grads(ga.loss(ctx, forget, None), params))
-        record.append(TermStep(
-            step=len(record) + 1, forget_loss=float(forget_loss.detach()), kl=float(kl.detach()),
-            forget_grad_norm=float(_flat_norm(forget_grads)), kl_grad_norm=float(_flat_norm(kl_grads)),
-            forget_kl_cosine=_cosine(forget_grads, kl_grads), ga_cosine=ga_cosine,
-        ))
+        ga_cosine = (
+            None
+            if forget_term is ga
+            else _cosine(forget_grads, _grads(ga.loss(ctx, forget, None), params))
+        )
+        record.append(
+            TermStep(
+                step=len(record) + 1,
+                forget_loss=float(forget_loss.detach()),
+                kl=float(kl.detach()),
+                forget_grad_norm=float(_flat_norm(forget_grads)),
+                kl_grad_norm=float(_flat_norm(kl_grads)),
+                forget_kl_cosine=_cosine(forget_grads, kl_grads),
+                ga_cosine=ga_cosine,
+            )
+        )
         return forget_loss + ctx.config.kl_weight * kl
 
     return dataclasses.replace(get_objective(method), loss=loss)
 
 
 def term_run(
-    subject: Subject, forget: Sequence[Item], retain: Sequence[Item], method: str, config: TrainConfig,
+    subject: Subject,
+    forget: Sequence[Item],
+    retain: Sequence[Item],
+    method: str,
+    config: TrainConfig,
 ) -> TermRun:
     """Unlearn in place with `method` under `config`, instrumented when it is a KL variant."""
     steps: list[TermStep] = []
     objective = instrumented(method, steps) if method in KL_VARIANTS else get_objective(method)
     result = train(subject, objective, forget, retain, config, progress=False, keep_snapshots=False)
     if result.stop_reason != "completed" or result.final_metrics is None:
-        raise RuntimeError(f"{method} (kl_weight {config.objective.kl_weight:g}) did not complete: {result.stop_reason}")
+        raise RuntimeError(
+            f"{method} (kl_weight {config.objective.kl_weight:g}) did not complete: {result.stop_reason}"
+        )
     final = result.final_metrics
     return TermRun(
-        method=method, kl_weight=config.objective.kl_weight if method in KL_VARIANTS else 0.0,
-        forget_accuracy=final["forget"]["accuracy"], retain_accuracy=final["retain"]["accuracy"],
-        forget_nll=final["forget"]["nll"], retain_nll=final["retain"]["nll"], steps=steps,
+        method=method,
+        kl_weight=config.objective.kl_weight if method in KL_VARIANTS else 0.0,
+        forget_accuracy=final["forget"]["accuracy"],
+        retain_accuracy=final["retain"]["accuracy"],
+        forget_nll=final["forget"]["nll"],
+        retain_nll=final["retain"]["nll"],
+        steps=steps,
     )
 
 
@@ -164,9 +195,12 @@ class KLMeasurement:
         """The swept weights of a KL variant, ascending."""
         return sorted(run.kl_weight for run in self.runs if run.method == method)
 
-    def separation(self, method: str, split: Literal["forget", "retain"] = "forget") -> float | None:
+    def separation(
+        self, method: str, split: Literal["forget", "retain"] = "forget"
+    ) -> float | None:
         """The smallest swept `kl_weight` at which the KL variant's final accuracy on `split`
         differs from its plain objective's by at least `SEPARATION`; None if none does."""
+
         def accuracy(run: TermRun) -> float:
             return run.forget_accuracy if split == "forget" else run.retain_accuracy
 
@@ -186,8 +220,15 @@ class KLMeasurement:
 
 def kl_cell(settings: GridSettings, domain: str, lr: float) -> dict[str, Any]:
     """The description of the single-request grid cell (`domain`, `lr`) a measurement runs."""
-    return {"domain": domain, "lr": lr, "protocol": "single", "n_items": settings.n_items, "steps": settings.steps,
-            "batch_size": settings.batch_size, "seed": settings.seed}
+    return {
+        "domain": domain,
+        "lr": lr,
+        "protocol": "single",
+        "n_items": settings.n_items,
+        "steps": settings.steps,
+        "batch_size": settings.batch_size,
+        "seed": settings.seed,
+    }
 
 
 def measure_kl_terms(
@@ -217,8 +258,15 @@ def measure_kl_terms(
         for method, weight in plans:
             if (method, weight) in finished:
                 continue
-            config = TrainConfig(lr=lr, steps=settings.steps, batch_size=settings.batch_size, seed=settings.seed,
-                                 objective=ObjectiveConfig(kl_weight=weight) if method in KL_VARIANTS else ObjectiveConfig())
+            config = TrainConfig(
+                lr=lr,
+                steps=settings.steps,
+                batch_size=settings.batch_size,
+                seed=settings.seed,
+                objective=ObjectiveConfig(kl_weight=weight)
+                if method in KL_VARIANTS
+                else ObjectiveConfig(),
+            )
             measurement.runs.append(term_run(subject, forget, retain, method, config))
             subject.restore(original)
             if on_run is not None:
