@@ -68,7 +68,7 @@ def _row(result: CellResult, settings: GridSettings) -> dict[str, Any]:
         "control_gain": result.control_gain,
         "recovery": result.recovery,
         "peak_excess": result.peak_excess,
-        "regime": result.regime["label"],
+        "regime": result.regime.label,
         "seconds": result.seconds,
     }
 

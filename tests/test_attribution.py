@@ -34,6 +34,7 @@ from unlearn_lens.localize import (
 )
 from unlearn_lens.metrics import target_loss
 from unlearn_lens.models.architecture import named_parameters
+from unlearn_lens.schema import dump, read
 
 FORGET = [
     Item("The capital of France is", " Paris"),
@@ -315,9 +316,9 @@ def test_check_reverts_the_top_attributed_parts_and_round_trips(tiny_tok):
     # The depth is exact: the bisection's effects are those of the patches themselves.
     for k, effect in localized.depth.last_k.items():
         assert effect == reverter.measure(last_layers_patch(subject, k)).effect_nll
-    data = json.loads(json.dumps(json_safe(localized.to_dict())))
-    again = AttributedLocalization.from_dict(data)
-    assert json_safe(again.to_dict()) == data
+    data = json.loads(json.dumps(json_safe(dump(localized))))
+    again = read(AttributedLocalization, data)
+    assert json_safe(dump(again)) == data
     assert isinstance(again.attribution, WeightAttribution) and again.check.heads == check.heads
     assert all(torch.equal(subject.weight(k).detach(), unlearned[k]) for k in subject.keys())
 

@@ -16,6 +16,7 @@ from unlearn_lens.cli import main
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.localize import MAX_POINTS
 from unlearn_lens.report.render import REPORT_FILE, render_run
+from unlearn_lens.schema import dump
 from unlearn_lens.study.audit import audit
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.results import AuditResults
@@ -80,7 +81,7 @@ def test_audit_runs_every_stage_and_round_trips(tmp_path, tiny_config):
     )
     loaded = AuditResults.load(tmp_path / "run")
     # Everything written comes back (non-finite values are stored as null and read back as NaN).
-    assert json_safe(loaded.to_dict()) == json.loads(
+    assert json_safe(loaded.to_json()) == json.loads(
         (tmp_path / "run" / "results.json").read_text()
     )
     assert not (tmp_path / "run" / "snapshots").exists(), (
@@ -116,7 +117,7 @@ def test_interrupted_audit_keeps_finished_stages_and_resumes(tmp_path, tiny_conf
     assert saved.status == "interrupted"
     assert saved.methods["ga"].unlearn is not None and saved.methods["ga"].relearn is not None
     assert not saved.methods["ga"].comparisons
-    unlearn_history = saved.methods["ga"].unlearn.to_dict()
+    unlearn_history = dump(saved.methods["ga"].unlearn)
 
     with pytest.raises(ConfigError, match="already holds"):
         audit(tiny_config, out=tmp_path / "run", subject=subject, progress=False, console=_quiet())
@@ -139,9 +140,7 @@ def test_interrupted_audit_keeps_finished_stages_and_resumes(tmp_path, tiny_conf
         console=_quiet(),
     )
     assert resumed.status == "complete"
-    assert resumed.methods["ga"].unlearn.to_dict() == unlearn_history, (
-        "finished stages are not redone"
-    )
+    assert dump(resumed.methods["ga"].unlearn) == unlearn_history, "finished stages are not redone"
     assert resumed.methods["ga"].regime is not None and resumed.methods["npo"].regime is not None
 
 
@@ -321,7 +320,7 @@ def _numbers(payload, path=""):
 
 
 def _assert_same_numbers(results: AuditResults, expected: AuditResults) -> None:
-    got, want = _numbers(json_safe(results.to_dict())), _numbers(json_safe(expected.to_dict()))
+    got, want = _numbers(json_safe(results.to_json())), _numbers(json_safe(expected.to_json()))
     assert got.keys() == want.keys()
     for key, value in want.items():
         if isinstance(value, float) and not isinstance(got[key], bool):
@@ -382,7 +381,7 @@ def uninterrupted(tmp_path_factory):
 def test_same_seed_gives_identical_numbers(uninterrupted, tmp_path):
     config, subject, expected, _ = uninterrupted
     again = audit(config, out=tmp_path / "again", subject=subject, progress=False, console=_quiet())
-    got, want = _numbers(json_safe(again.to_dict())), _numbers(json_safe(expected.to_dict()))
+    got, want = _numbers(json_safe(again.to_json())), _numbers(json_safe(expected.to_json()))
     assert got == want
 
 

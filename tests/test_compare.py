@@ -22,6 +22,7 @@ from unlearn_lens.diagnostics import (
 )
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.metrics import cka_both, mean_pca_distance, pca_shift
+from unlearn_lens.schema import dump, read
 
 ITEMS = [
     Item("The capital of France is", " Paris"),
@@ -155,8 +156,8 @@ def test_json_round_trip(both_backends, tmp_path):
         progress=False,
         fisher_components=True,
     )
-    path = write_json_atomic(tmp_path / "comparison.json", comparison.to_dict())
-    assert Comparison.from_dict(json.loads(path.read_text())) == comparison
+    path = write_json_atomic(tmp_path / "comparison.json", dump(comparison))
+    assert read(Comparison, json.loads(path.read_text())) == comparison
 
 
 def test_bad_input_is_a_config_error(both_backends, tiny_model, tiny_tok):
@@ -248,7 +249,7 @@ def test_cli_writes_json_and_figures_and_refuses_to_overwrite(checkpoints, tmp_p
         if name.endswith(".png"):
             content = (out / name).read_bytes()
             assert content.startswith(PNG_MAGIC) and len(content) > 10_000
-    comparison = Comparison.from_dict(json.loads((out / "comparison.json").read_text()))
+    comparison = read(Comparison, json.loads((out / "comparison.json").read_text()))
     assert comparison.layers[0].cka_debiased == pytest.approx(1.0, abs=EXACT)
     assert comparison.layers[-1].cka_debiased < 0.99
     code, _, stderr = _run(
@@ -275,7 +276,7 @@ def test_cli_writes_json_and_figures_and_refuses_to_overwrite(checkpoints, tmp_p
         "last",
     )
     assert code == 0
-    assert Comparison.from_dict(json.loads((out / "comparison.json").read_text())).pooling == "last"
+    assert read(Comparison, json.loads((out / "comparison.json").read_text())).pooling == "last"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], (
         "no staging directory is left behind"
     )

@@ -11,6 +11,7 @@ from memorised import CONTROL, FORGET, RETAIN, memorised_subject
 
 import unlearn_lens as ul
 from unlearn_lens.cli import main
+from unlearn_lens.schema import dump
 
 datasets.disable_progress_bars()  # their bars on stderr would hide the one-line errors checked here
 
@@ -62,9 +63,8 @@ def test_relearn_and_compare_take_datasets(memorised, model_dir):
     items = FORGET + RETAIN + CONTROL
     comparison = ul.compare(memorised, saved, _dataset(items), fisher=False, progress=False)
     assert comparison.n_items == len(items)
-    assert (
-        comparison.to_dict()
-        == ul.compare(memorised, saved, items, fisher=False, progress=False).to_dict()
+    assert dump(comparison) == dump(
+        ul.compare(memorised, saved, items, fisher=False, progress=False)
     )
 
 

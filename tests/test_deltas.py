@@ -20,6 +20,7 @@ from unlearn_lens.localize import (
     update_cosines,
     weight_deltas,
 )
+from unlearn_lens.schema import dump, read
 
 ITEMS = [Item("The capital of France is", " Paris"), Item("The capital of Italy is", " Rome")]
 
@@ -132,7 +133,7 @@ def test_head_and_input_embedding_shares_against_brute_force(tiny_tok, tied):
     shares = sum(report.share_by_layer()) + report.head_share + report.input_embedding_share
     overlap = squares(["embed.weight"]) / total if tied else 0.0
     assert shares == pytest.approx(1.0 + overlap, rel=1e-10)
-    assert DeltaReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    assert read(DeltaReport, json.loads(json.dumps(dump(report)))) == report
 
 
 def _change_head(snapshot, subject, key, head, amount=1.0):
@@ -193,7 +194,7 @@ def test_report_round_trips_through_json(tiny_tok):
     subject = _subject("gpt2", tiny_tok)
     original = subject.snapshot()
     report = weight_deltas(subject.specs, original, _perturbed(original))
-    again = DeltaReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    again = read(DeltaReport, json.loads(json.dumps(dump(report))))
     assert again == report
 
 
@@ -223,7 +224,7 @@ def test_update_directions_on_constructed_relearning(tiny_tok):
         and mixed.undone[0] == 0.0
         and mixed.cosine[1] == pytest.approx(-1.0)
     )
-    assert UpdateDirections.from_dict(json.loads(json.dumps(back.to_dict()))) == back
+    assert read(UpdateDirections, json.loads(json.dumps(dump(back)))) == back
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
@@ -261,10 +262,7 @@ def test_tracker_records_match_full_snapshot_deltas(tiny_tok, family, monkeypatc
     assert tracker.reference_layer_norms == pytest.approx(
         [layer.reference_norm for layer in expected[0].layers], rel=1e-9
     )
-    assert (
-        DeltaRecord.from_dict(json.loads(json.dumps(tracker.history[0].to_dict())))
-        == tracker.history[0]
-    )
+    assert read(DeltaRecord, json.loads(json.dumps(dump(tracker.history[0])))) == tracker.history[0]
 
 
 def test_tracker_rejects_bad_settings(tiny_tok):

@@ -20,6 +20,7 @@ from unlearn_lens.errors import ConfigError, ModelSourceError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.models.checkpoints import check_checkpoint, checkpoint_directory, read_snapshot
 from unlearn_lens.report.render import REPORT_FILE, render_run
+from unlearn_lens.schema import dump
 from unlearn_lens.study.audit import SNAPSHOT_DIR, audit
 from unlearn_lens.study.config import StudyConfig, load_config
 from unlearn_lens.study.given import checkpoint_name
@@ -53,7 +54,7 @@ def _numbers(payload, path=""):
 
 
 def _study_numbers(result) -> dict:
-    return _numbers(json_safe({k: v for k, v in result.to_dict().items() if k not in NOT_COMPARED}))
+    return _numbers(json_safe({k: v for k, v in dump(result).items() if k not in NOT_COMPARED}))
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_given_weights_give_the_numbers_of_the_same_weights_unlearned_in_the_aud
         assert ext.comparisons[f"unlearned/{split}"].updated_metrics == evaluate(
             reloaded, given.data.items[split]
         )
-    assert AuditResults.load(tmp_path / "run").to_dict() == given.to_dict()
+    assert dump(AuditResults.load(tmp_path / "run")) == given.to_json()
     console = Console(record=True, width=300, file=io.StringIO())
     render_run(given, None, console)
     text = console.export_text()
@@ -172,7 +173,7 @@ def test_only_given_checkpoints_are_audited_without_a_method(workspace, tmp_path
         given.source == "u1" and given.directory == "u1/model" and given.run_file == "u1/run.json"
     )
     record = json.loads((workspace / "u1" / "run.json").read_text())
-    assert given.unlearning.to_dict() == record["result"] and given.unlearned_from == str(
+    assert dump(given.unlearning) == record["result"] and given.unlearned_from == str(
         workspace / "ck"
     )
     console = Console(record=True, width=300, file=io.StringIO())

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import unlearn_lens as ul
+from unlearn_lens.schema import dump, read
 from unlearn_lens.unlearn.loop import TrainConfig, train
 from unlearn_lens.unlearn.objectives import ObjectiveConfig
 from unlearn_lens.validation.grid import GridSettings
@@ -160,7 +161,7 @@ def test_the_sweep_resumes_and_finds_where_the_objectives_separate(text_subject)
     rerun = term_run(subject, *_items(), "ga", TrainConfig(lr=1e-2, steps=3, batch_size=2))
     subject.restore(original)
     assert rerun.forget_accuracy == first.run("ga").forget_accuracy
-    restored = KLMeasurement.from_dict(again.to_dict())
+    restored = read(KLMeasurement, dump(again))
     assert restored == again and restored.cell == kl_cell(SETTINGS, "text", 1e-2)
     for method, plain in (("ga_kl", "ga"), ("npo_kl", "npo")):
         gaps = {

@@ -26,6 +26,7 @@ from unlearn_lens.localize import (
     summarise_localization,
 )
 from unlearn_lens.metrics import TokenMetrics
+from unlearn_lens.schema import dump, read
 
 
 def _brute_ranks(values):
@@ -226,7 +227,7 @@ def test_columns_correlations_and_stream_alignment():
     assert summary.verdict.endswith(
         "forget-set representations below layer 2 keep debiased CKA ≥ 0.98"
     )  # layer 2 (stream 3) is 0.97
-    assert LocalizationSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
+    assert read(LocalizationSummary, json.loads(json.dumps(dump(summary)))) == summary
     with pytest.raises(ValueError, match="pc1_similarity has 3 values; give one per layer"):
         summarise_localization(_deltas(shares), _sweep([0.9] * (n + 1)), pc1_similarity=[1, 1, 1])
 
@@ -263,4 +264,4 @@ def test_depth_search_alone_gives_the_sweeps_verdict(last_k):
     assert (
         "reversion_nll" not in searched.columns and searched.columns["attribution_nll"] == [0.1] * n
     )
-    assert DepthEvidence.from_dict(json.loads(json.dumps(evidence.to_dict()))) == evidence
+    assert read(DepthEvidence, json.loads(json.dumps(dump(evidence)))) == evidence

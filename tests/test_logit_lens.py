@@ -13,6 +13,7 @@ import unlearn_lens as ul
 from unlearn_lens.data.items import Item
 from unlearn_lens.localize import LogitLens, first_divergence, lens_logits, logit_lens, read_answers
 from unlearn_lens.models.sources import BACKENDS
+from unlearn_lens.schema import dump, read
 
 ITEMS = [
     Item("The capital of France is", " Paris"),
@@ -87,7 +88,7 @@ def test_snapshots_are_swapped_in_and_the_subjects_weights_put_back(tiny_tok):
     # Only block 2 changed: streams 0..2 are identical, so a divergence can only appear at stream 3.
     assert lens.readouts["changed"].ranks[0][:3] == lens.readouts["original"].ranks[0][:3]
     assert lens.first_divergence["changed"] in (3, None)
-    assert LogitLens.from_dict(json.loads(json.dumps(lens.to_dict()))) == lens
+    assert read(LogitLens, json.loads(json.dumps(dump(lens)))) == lens
     with pytest.raises(ValueError, match="reference 'base' is not one of the snapshots"):
         logit_lens(subject, ITEMS, {"original": original}, reference="base", progress=False)
 

@@ -37,6 +37,7 @@ from unlearn_lens.predict.model import (
     majority_share,
     validate,
 )
+from unlearn_lens.schema import dump, read
 from unlearn_lens.unlearn import unlearn
 from unlearn_lens.validation.grid import CELL_FORMAT, GridSettings
 
@@ -120,7 +121,7 @@ def test_features_agree_with_the_comparison_and_the_deltas(unlearned_tiny):
         math.sqrt(total / reference), rel=1e-6
     )
     assert set(features.values) == set(FEATURE_NAMES)
-    assert ReversibilityFeatures.from_dict(json.loads(json.dumps(features.to_dict()))) == features
+    assert read(ReversibilityFeatures, json.loads(json.dumps(dump(features)))) == features
 
 
 def test_an_untouched_model_has_identity_features(unlearned_tiny):
@@ -238,7 +239,7 @@ def test_the_base_rate_is_the_score_of_always_giving_the_commoner_call():
         [0.1, 0.2, 0.5, 0.9, 0.3, 0.0, 0.45, 0.7]
     )  # 0.5 counts as reversible: 3 of 8 reversible
     held = validate(X, y, ["a", "b"] * 4, list("abcd"), "by group")
-    assert held.base_rate == majority_share(y) == 5 / 8 and held.to_dict()["base_rate"] == 5 / 8
+    assert held.base_rate == majority_share(y) == 5 / 8 and dump(held)["base_rate"] == 5 / 8
     assert majority_share([0.9, 0.6, 0.1]) == 2 / 3 and majority_share([0.5, 0.5]) == 1.0
 
 
@@ -267,7 +268,7 @@ def test_the_shipped_predictor_uses_the_feature_set_and_carries_its_validation()
     # Fitted on the grid as it is now, with the cells' current definitions (the depth counts the output head,
     # the regime is budget-aware): a change of either without re-running the grid fails here.
     assert (
-        predictor.trained_on["grid"] == GridSettings().to_dict()
+        predictor.trained_on["grid"] == dump(GridSettings())
         and predictor.trained_on["cell_format"] == CELL_FORMAT
     )
     assert predictor.validation["n_cells"] == predictor.trained_on["cells"] >= 20

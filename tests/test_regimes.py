@@ -14,6 +14,7 @@ from unlearn_lens.regimes import (
     RegimeVerdict,
     classify_regime,
 )
+from unlearn_lens.schema import dump, read
 
 
 @pytest.mark.parametrize(
@@ -125,7 +126,7 @@ def test_verdict_round_trips_and_inputs_are_checked():
         retain_nll_original=2.9,
         retain_nll_unlearned=3.1,
     )
-    assert RegimeVerdict.from_dict(json.loads(json.dumps(verdict.to_dict()))) == verdict
+    assert read(RegimeVerdict, json.loads(json.dumps(dump(verdict)))) == verdict
     with pytest.raises(ValueError, match="retain_original \\+ retain_unlearned"):
         classify_regime(1.0, 0.0, 0.5)
     with pytest.raises(ValueError, match="both control_before and control_after"):

@@ -12,6 +12,7 @@ from memorised import CONTROL, FORGET, RETAIN, memorised_subject
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.metrics.token import TokenMetrics
+from unlearn_lens.schema import dump, read
 from unlearn_lens.unlearn import (
     Recovery,
     RelearnResult,
@@ -158,8 +159,8 @@ def test_empty_sets_and_json_round_trip(subject, unlearned):
     result = relearn(
         subject, FORGET, CONTROL, steps=1, lr=1e-3, original_forget=unlearned[1], progress=False
     )
-    data = json.loads(json.dumps(result.to_dict()))
-    assert RelearnResult.from_dict(data).to_dict() == result.to_dict()
+    data = json.loads(json.dumps(dump(result)))
+    assert dump(read(RelearnResult, data)) == dump(result)
 
 
 def test_ctrl_c_restores_the_starting_weights_and_propagates(subject, unlearned):
@@ -235,10 +236,9 @@ def test_unequal_sets_get_equal_epochs_and_the_curve_follows_every_step(subject,
     assert result.peak_excess() == pytest.approx(by_hand)
     first = next((p.step for p, r in zip(curve.forget, recovery, strict=True) if r >= 0.5), None)
     assert result.steps_to_recover() == first
-    data = json.loads(json.dumps(result.to_dict()))
+    data = json.loads(json.dumps(dump(result)))
     assert (
-        RelearnResult.from_dict(data).to_dict() == result.to_dict()
-        and data["steps_to_half_recovery"] == first
+        dump(read(RelearnResult, data)) == dump(result) and data["steps_to_half_recovery"] == first
     )
 
 

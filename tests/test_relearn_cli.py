@@ -12,6 +12,7 @@ from memorised import CONTROL, FORGET, unlearned_workspace
 import unlearn_lens as ul
 from unlearn_lens.cli import main
 from unlearn_lens.evaluation import evaluate
+from unlearn_lens.schema import dump
 from unlearn_lens.unlearn import TrainingStep
 
 relearn_module = importlib.import_module("unlearn_lens.unlearn.relearn")
@@ -170,4 +171,4 @@ def test_relearn_takes_a_checkpoint_path(unlearned):
         ul.load(unlearned / "u" / "model"), FORGET, CONTROL, progress=False, **kwargs
     )
     assert len(from_path.curve.forget) == 3
-    assert from_path.curve.to_dict() == loaded.curve.to_dict()
+    assert dump(from_path.curve) == dump(loaded.curve)

@@ -33,6 +33,7 @@ from unlearn_lens.localize import (
 )
 from unlearn_lens.metrics import target_loss
 from unlearn_lens.models.architecture import named_parameters
+from unlearn_lens.schema import dump, read
 
 FORGET = [
     Item("The capital of France is", " Paris"),
@@ -174,7 +175,7 @@ def test_last_block_unlearning_has_depth_one_and_is_shallow(trained):
     assert summary.shallow is True and summary.verdict.startswith(
         "shallow (depth 1 ≤ 1 of 3 blocks): 100 %"
     )
-    assert ReversionSweep.from_dict(json.loads(json.dumps(sweep.to_dict()))) == sweep
+    assert read(ReversionSweep, json.loads(json.dumps(dump(sweep)))) == sweep
 
 
 def _params(subject) -> dict[str, torch.Tensor]:
@@ -321,9 +322,7 @@ def test_head_attribution_table(trained):
     single = reverter.measure(query_heads_patch(subject, [(2, 1)]))
     assert nll[2, 1] == single.effect_nll
     _assert_weights_equal(subject, unlearned)
-    assert HeadAttribution.from_dict(json.loads(json.dumps(table.to_dict()))).reversion_layers == [
-        2
-    ]
+    assert read(HeadAttribution, json.loads(json.dumps(dump(table)))).reversion_layers == [2]
     with pytest.raises(ValueError, match="needs the reversion sweep"):
         head_attribution(deltas, reverter, ranked_by="reversion")
     with pytest.raises(

@@ -8,6 +8,7 @@ import pytest
 
 from unlearn_lens.atomic import write_json_atomic
 from unlearn_lens.errors import ConfigError
+from unlearn_lens.schema import dump
 from unlearn_lens.study.config import StudyConfig, load_config
 
 
@@ -21,7 +22,7 @@ def test_toml_then_flags_win(tmp_path):
     assert config.objective_options == {"beta": 0.2}
     merged = config.merged({"lr": 1e-4, "steps": None})
     assert merged.lr == 1e-4 and merged.steps == 4, "flags win; absent flags keep the file's value"
-    assert StudyConfig.from_dict(merged.to_dict()) == merged
+    assert StudyConfig.from_dict(dump(merged)) == merged
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from unlearn_lens.data import builtin
 from unlearn_lens.data.items import Item
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
+from unlearn_lens.schema import dump, read
 from unlearn_lens.unlearn import (
     TrainConfig,
     TrainingStep,
@@ -89,7 +90,7 @@ def test_same_seed_gives_identical_numbers_and_weights(subject, memorised):
             TrainConfig(lr=3e-3, steps=5, batch_size=3, eval_every=2),
             progress=False,
         )
-        runs.append((result.to_dict(), subject.snapshot()))
+        runs.append((dump(result), subject.snapshot()))
     (first, weights_1), (second, weights_2) = runs
     first.pop("seconds"), second.pop("seconds")
     assert first == second and _equal(weights_1, weights_2)
@@ -127,13 +128,13 @@ def test_continual_requests_give_one_snapshot_each_in_sequence(subject):
     assert seen == result.history and all(s.phase == "unlearn" for s in seen)
     # Metrics at the end of each request, on that request's items (2 facts each).
     assert [s.metrics is not None for s in seen] == [False, False, True, False, False, True]
-    assert seen[2].metrics["forget"]["n_sequences"] == 2
+    assert seen[2].metrics["forget"].n_sequences == 2
     assert _equal(result.snapshots[1], subject.snapshot()) and not _equal(
         result.snapshots[0], result.snapshots[1]
     )
     assert (
-        result.initial_metrics["forget"]["n_sequences"] == 4
-        and result.final_metrics["forget"]["n_sequences"] == 4
+        result.initial_metrics["forget"].n_sequences == 4
+        and result.final_metrics["forget"].n_sequences == 4
     )
 
 
@@ -146,8 +147,8 @@ def test_early_stop_ends_a_request_once_forgotten(subject):
         progress=False,
     )
     assert result.stop_reason == "early_stop" and result.steps_run < 30
-    assert result.history[-1].metrics["forget"]["exact_match"] == 0.0
-    assert all(s.metrics["forget"]["exact_match"] > 0.0 for s in result.history[:-1])
+    assert result.history[-1].metrics["forget"].exact_match == 0.0
+    assert all(s.metrics["forget"].exact_match > 0.0 for s in result.history[:-1])
 
 
 def test_divergence_guard_stops_on_a_huge_learning_rate(subject):
@@ -232,8 +233,8 @@ def test_result_round_trips_through_json(subject):
         TrainConfig(lr=3e-3, steps=2, eval_every=1, trainable_keys=("layers.0.o.weight",)),
         progress=False,
     )
-    data = json.loads(json.dumps(result.to_dict()))
-    assert TrainResult.from_dict(data).to_dict() == result.to_dict()
+    data = json.loads(json.dumps(dump(result)))
+    assert dump(read(TrainResult, data)) == dump(result)
     assert data["history"][0]["metrics"]["retain"]["n_sequences"] == 4
 
 

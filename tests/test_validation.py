@@ -17,9 +17,10 @@ from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.numbers import percent
-from unlearn_lens.predict.features import PREDICTOR_INPUTS
+from unlearn_lens.predict.features import PREDICTOR_INPUTS, ReversibilityFeatures
 from unlearn_lens.predict.model import validate
-from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict
+from unlearn_lens.schema import dump, read
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.unlearn.api import unlearn
 from unlearn_lens.unlearn.relearn import relearn
@@ -130,18 +131,18 @@ def test_grid_caches_each_cell_and_resumes_after_an_interrupt(tiny_subject, tmp_
             assert r.recovery == pytest.approx(
                 (r.relearned["forget"].accuracy - r.unlearned["forget"].accuracy) / lost
             )
-        assert r.regime["label"] and set(r.features["values"]) >= {"cka_lower", "depth_fraction"}
+        assert r.regime.label and set(r.features.values) >= {"cka_lower", "depth_fraction"}
     # Seeds are fixed: a cell run again from the original weights gives the cached numbers.
     cell = results[-1].cell
     again = run_cell(subject, original, domain_data(subject, cell.domain, TINY.n_items), cell, TINY)
     cached = GridCache(tmp_path).load(cell)
     assert again.unlearned == cached.unlearned and again.relearned == cached.relearned
-    assert again.features["values"] == pytest.approx(cached.features["values"], nan_ok=True)
+    assert again.features.values == pytest.approx(cached.features.values, nan_ok=True)
     with pytest.raises(
         ConfigError,
         match=r"settings\.json: the cached cells were made with other settings \(steps\)",
     ):
-        run_grid(subject, GridSettings(**{**TINY.to_dict(), "steps": 3}), tmp_path)
+        run_grid(subject, GridSettings(**{**dump(TINY), "steps": 3}), tmp_path)
 
 
 def test_a_cell_records_what_reverting_the_head_alone_restores(tiny_subject):
@@ -171,8 +172,8 @@ def test_a_cell_records_what_reverting_the_head_alone_restores(tiny_subject):
     assert abs(data.original["forget"].nll - unlearned_nll) > 0.1
     expected = (head_nll - unlearned_nll) / (data.original["forget"].nll - unlearned_nll)
     assert result.head_restore["nll"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
-    if 0 in result.features["depth_probes"]:
-        assert result.features["depth_probes"]["0"] == result.head_restore["nll"]
+    if 0 in result.features.depth_probes:
+        assert result.features.depth_probes[0] == result.head_restore["nll"]
 
 
 def test_a_domains_control_leaves_out_what_the_original_already_answers(tiny_subject):
@@ -256,25 +257,19 @@ def test_a_cell_decides_its_regime_as_the_audit_does():
     peak = float(np.max(((forget - forget[0]) - (control - control[0])) / lost))
     assert (
         result.peak_excess == pytest.approx(peak, abs=1e-12)
-        and result.regime["evidence"]["peak_excess"] == result.peak_excess
+        and result.regime.evidence["peak_excess"] == result.peak_excess
     )
     # By the end the control has learned more than the forget set recovered: only the peak shows
     # the recovery came faster.
     end_excess = result.recovery - result.control_gain / lost
     assert end_excess < RegimeThresholds().control_margin <= peak
-    assert (
-        result.regime["label"] == "suppressed"
-        and result.regime["thresholds"] == RegimeThresholds().to_dict()
-    )
-    assert (
-        CellResult.from_dict(json.loads(json.dumps(result.to_dict()))).peak_excess
-        == result.peak_excess
-    )
+    assert result.regime.label == "suppressed" and result.regime.thresholds == RegimeThresholds()
+    assert read(CellResult, json.loads(json.dumps(dump(result)))).peak_excess == result.peak_excess
     # A budget that teaches the control nothing cannot call the forgetting irreversible.
     weak = run_cell(subject, original, data, cell, dataclasses.replace(MEMORISED, relearn_lr=1e-6))
     assert (
         weak.control_gain < RegimeThresholds().min_control_gain
-        and weak.regime["label"] == "inconclusive"
+        and weak.regime.label == "inconclusive"
     )
 
 
@@ -321,13 +316,21 @@ def _cell(
         control_after=0.1,
         recovery=recovery,
         peak_excess=recovery - 0.1 / 0.9,
-        regime={"label": label, "reversible": reversible, "catastrophic": catastrophic},
-        features={
-            "values": values,
-            "depth": depth,
-            "cka_forget": [cka] * n_layers,
-            "delta_share": [0.08] * n_layers,
-        },
+        regime=RegimeVerdict(
+            reversible=reversible,
+            catastrophic=catastrophic,
+            label=label,
+            evidence={},
+            thresholds=RegimeThresholds(),
+        ),
+        features=ReversibilityFeatures(
+            values=values,
+            cka_forget=[cka] * n_layers,
+            delta_share=[0.08] * n_layers,
+            fisher_change=[],
+            depth=depth,
+            depth_probes={},
+        ),
         head_restore={"nll": head, "accuracy": head / 2},
         stop_reason="completed",
         seconds={"total": 1.0},
@@ -369,8 +372,8 @@ SYNTHETIC = GridSettings(
 
 def test_a_cell_survives_its_json_round_trip():
     cell = _synthetic_grid(SYNTHETIC)[0]
-    assert CellResult.from_dict(json.loads(json.dumps(cell.to_dict()))) == cell
-    assert dataclasses.replace(cell, peak_excess=None).to_dict()["peak_excess"] is None
+    assert read(CellResult, json.loads(json.dumps(dump(cell)))) == cell
+    assert dump(dataclasses.replace(cell, peak_excess=None))["peak_excess"] is None
 
 
 def test_claims_follow_their_stated_rules():
@@ -390,7 +393,7 @@ def test_an_older_cache_is_refused_in_one_line(tmp_path):
     cache = GridCache(tmp_path)
     cache.open(TINY)
     stored = json.loads((tmp_path / SETTINGS_FILE).read_text())
-    assert stored == {**TINY.to_dict(), FORMAT_KEY: CELL_FORMAT}
+    assert stored == {**dump(TINY), FORMAT_KEY: CELL_FORMAT}
     cache.open(TINY)  # the same settings and format: accepted
     del stored[FORMAT_KEY]  # what caches written before the format key hold
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(stored))
@@ -473,9 +476,11 @@ def _with_inconclusive(results: list[CellResult], domain: str) -> list[CellResul
     below `min_control_gain`."""
     return [
         dataclasses.replace(
-            r, control_after=0.05, regime={**r.regime, "label": "inconclusive", "reversible": None}
+            r,
+            control_after=0.05,
+            regime=dataclasses.replace(r.regime, label="inconclusive", reversible=None),
         )
-        if r.cell.domain == domain and not r.regime["reversible"]
+        if r.cell.domain == domain and not r.regime.reversible
         else r
         for r in results
     ]
@@ -570,7 +575,10 @@ def test_the_gentle_claim_is_judged_at_the_gentlest_setting_that_forgets():
             )
             results.append(
                 dataclasses.replace(
-                    r, regime={"label": "not forgotten", "reversible": None, "catastrophic": False}
+                    r,
+                    regime=dataclasses.replace(
+                        r.regime, label="not forgotten", reversible=None, catastrophic=False
+                    ),
                 )
             )
     claims = check_claims(results, settings)

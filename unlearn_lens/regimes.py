@@ -7,12 +7,9 @@ forget set back, faster than the same budget teaches novel items of the same for
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.numbers import percent
 
 LABELS = {
@@ -63,9 +60,6 @@ class RegimeThresholds:
     retain_drop: float = 0.2
     retain_nll_rise: float = math.log(2)
 
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
-
     def describe(self) -> str:
         """Every threshold in one bracket, printed with each verdict."""
         return (
@@ -75,10 +69,6 @@ class RegimeThresholds:
             f"≤ {percent(self.retain_drop)}, "
             f"retain NLL rise ≤ {self.retain_nll_rise:.2f} nats]"
         )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RegimeThresholds:
-        return cls(**{key: json_float(value) for key, value in data.items()})
 
 
 @dataclass(frozen=True)
@@ -126,25 +116,6 @@ class RegimeVerdict:
                 f"{e['recovery']:.2f} {'≥' if e['recovery'] >= t.recovery else '<'} {t.recovery:.2f}{control}"
             )
         return f"{self.label} — {forget}; {_retain_clause(self.catastrophic, e, t)} {t.describe()}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reversible": self.reversible,
-            "catastrophic": self.catastrophic,
-            "label": self.label,
-            "evidence": dict(self.evidence),
-            "thresholds": self.thresholds.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RegimeVerdict:
-        return cls(
-            reversible=data["reversible"],
-            catastrophic=bool(data["catastrophic"]),
-            label=str(data["label"]),
-            evidence=dict(data["evidence"]),
-            thresholds=RegimeThresholds.from_dict(data["thresholds"]),
-        )
 
 
 def _retain_clause(catastrophic: bool, e: dict[str, float | None], t: RegimeThresholds) -> str:

@@ -32,6 +32,7 @@ from unlearn_lens.diagnostics.activations import POOLINGS, TOKEN_SPANS
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
 from unlearn_lens.out_dir import check_out_dir
+from unlearn_lens.schema import dump
 
 if TYPE_CHECKING:
     from unlearn_lens.data.items import Item
@@ -141,7 +142,7 @@ def write_outputs(
         if prediction is not None:
             write_json_atomic(staging / PREDICTION_FILE, prediction)
             names.append(PREDICTION_FILE)
-        write_json_atomic(staging / COMPARISON_FILE, comparison.to_dict())
+        write_json_atomic(staging / COMPARISON_FILE, dump(comparison))
         names.append(COMPARISON_FILE)
         if out.exists():
             for name in names:
@@ -259,6 +260,6 @@ def _predict(
     print_prediction(console, features, predictor, predicted)
     return {
         "predicted_recovery": predicted,
-        "features": features.to_dict(),
-        "predictor": predictor.to_dict(),
+        "features": dump(features),
+        "predictor": dump(predictor),
     }

@@ -29,6 +29,7 @@ from unlearn_lens.commands.common import (
     fit_items,
 )
 from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE, check_out_dir
+from unlearn_lens.schema import dump
 from unlearn_lens.study.config import DEFAULT_RELEARN_LR
 from unlearn_lens.unlearn.loop import TrainConfig
 
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> None:
             **{f"n_{split}": len(items) for split, items in sets.items()},
             "n_control_given": n_given,
         },
-        "result": result.to_dict(),
+        "result": dump(result),
         "model_dir": MODEL_DIR,
     }
     _save(subject, record, args.out)

@@ -29,6 +29,7 @@ from unlearn_lens.commands.common import (
 )
 from unlearn_lens.data import BUILTIN_DOMAINS, builtin, load_items
 from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE, check_out_dir
+from unlearn_lens.schema import dump
 from unlearn_lens.unlearn.loop import DEFAULT_STEPS, TrainConfig
 
 console = Console()
@@ -172,9 +173,9 @@ def run(args: argparse.Namespace) -> None:
             "chat_template": args.chat_template,
             "n_forget": len(forget),
             "n_retain": len(retain),
-            "known_filter": known.to_dict() if known is not None else None,
+            "known_filter": dump(known) if known is not None else None,
         },
-        "result": result.to_dict(),
+        "result": dump(result),
     }
     saved = _save(subject, result, record, args.out)
     _print_summary(result, saved, args.out)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import model_serializer
+
 
 @dataclass(frozen=True)
 class Item:
@@ -31,8 +33,9 @@ class Item:
         """True for a plain-text item (every token after the first is a target)."""
         return self.text is not None
 
+    @model_serializer
     def to_dict(self) -> dict[str, str]:
-        """The item as the JSON object it would be read from."""
+        """The item as the JSON object it would be read from (also its form in results files)."""
         if self.text is not None:
             return {"text": self.text}
         return {"prompt": self.prompt or "", "answer": self.answer or ""}

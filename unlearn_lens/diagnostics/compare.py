@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import SerializerFunctionWrapHandler, model_serializer, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.data.batching import encode_item
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import ItemsLike, as_items
@@ -41,13 +41,13 @@ from unlearn_lens.evaluation import EVAL_BATCH_SIZE
 from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES, cka_both
 from unlearn_lens.metrics.fisher import (
     FisherComparison,
-    FisherSummary,
     compare_fisher,
     shared_value_range,
 )
 from unlearn_lens.metrics.pca import pc1_similarity, pca_distance, pca_shift, subspace_similarity
 from unlearn_lens.metrics.token import TokenMetrics, TokenMetricsAccumulator
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import Real
 
 SUBSPACE_K = 5
 """Top principal components compared by the subspace similarity: enough to see more than PC1,
@@ -81,48 +81,15 @@ class LayerComparison:
     """
 
     stream: int
-    cka_debiased: float
-    cka_biased: float
-    pc1_similarity: float
-    subspace_similarity: float
-    delta_pc1: float
-    pc2: float
-    reference_pc2: float
-    reference_pc1_std: float
-    pca_distance: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerComparison:
-        return cls(
-            stream=int(data["stream"]), **{name: json_float(data[name]) for name in _LAYER_FLOATS}
-        )
-
-
-_LAYER_FLOATS = tuple(name for name in LayerComparison.__dataclass_fields__ if name != "stream")
-
-
-def _summary_to_dict(summary: FisherSummary) -> dict[str, Any]:
-    data = asdict(summary)
-    data["quantiles"] = [[level, value] for level, value in summary.quantiles.items()]
-    data["edges"], data["counts"] = list(summary.edges), list(summary.counts)
-    return data
-
-
-def _summary_from_dict(data: dict[str, Any]) -> FisherSummary:
-    return FisherSummary(
-        n=int(data["n"]),
-        n_zero=int(data["n_zero"]),
-        mean=json_float(data["mean"]),
-        median=json_float(data["median"]),
-        quantiles={float(level): json_float(value) for level, value in data["quantiles"]},
-        edges=tuple(float(edge) for edge in data["edges"]),
-        counts=tuple(int(count) for count in data["counts"]),
-        n_below=int(data["n_below"]),
-        n_above=int(data["n_above"]),
-    )
+    cka_debiased: Real
+    cka_biased: Real
+    pc1_similarity: Real
+    subspace_similarity: Real
+    delta_pc1: Real
+    pc2: Real
+    reference_pc2: Real
+    reference_pc1_std: Real
+    pca_distance: Real
 
 
 @dataclass(frozen=True)
@@ -140,35 +107,27 @@ class FisherGroup:
     component: str | None
     comparison: FisherComparison
 
-    def to_dict(self) -> dict[str, Any]:
-        c = self.comparison
-        return {
-            "layer": self.layer,
-            "component": self.component,
-            "log10_mean_ratio": c.log10_mean_ratio,
-            "log10_median_ratio": c.log10_median_ratio,
-            "histogram_tv_distance": c.histogram_tv_distance,
-            "ks_statistic": c.ks_statistic,
-            "reference": _summary_to_dict(c.original),
-            "updated": _summary_to_dict(c.updated),
-        }
+    # Custom layout, kept from the first results version: the comparison's numbers sit beside
+    # `layer` and `component`, and its summaries are named `reference` and `updated`.
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        comparison = data.pop("comparison")
+        comparison["reference"] = comparison.pop("original")
+        return {**data, **comparison}
 
+    @model_validator(mode="before")
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FisherGroup:
-        comparison = FisherComparison(
-            log10_mean_ratio=json_float(data["log10_mean_ratio"]),
-            log10_median_ratio=json_float(data["log10_median_ratio"]),
-            histogram_tv_distance=json_float(data["histogram_tv_distance"]),
-            ks_statistic=None if data["ks_statistic"] is None else float(data["ks_statistic"]),
-            original=_summary_from_dict(data["reference"]),
-            updated=_summary_from_dict(data["updated"]),
-        )
-        layer = data["layer"]
-        return cls(
-            layer=None if layer is None else int(layer),
-            component=data["component"],
-            comparison=comparison,
-        )
+    def _nested(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "comparison" in data:
+            return data
+        comparison = {k: v for k, v in data.items() if k not in ("layer", "component")}
+        comparison["original"] = comparison.pop("reference", None)
+        return {
+            "layer": data.get("layer"),
+            "component": data.get("component"),
+            "comparison": comparison,
+        }
 
 
 @dataclass
@@ -203,7 +162,7 @@ class Comparison:
     n_samples: int
     subspace_k: int
     layers: list[LayerComparison]
-    mean_pca_distance: float
+    mean_pca_distance: Real
     reference_metrics: TokenMetrics
     updated_metrics: TokenMetrics
     fisher: list[FisherGroup] = field(default_factory=list)
@@ -216,41 +175,6 @@ class Comparison:
             for g in self.fisher
             if g.layer is not None and g.component is None
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reference": self.reference,
-            "updated": self.updated,
-            "pooling": self.pooling,
-            "tokens": self.tokens,
-            "n_items": self.n_items,
-            "n_samples": self.n_samples,
-            "subspace_k": self.subspace_k,
-            "layers": [layer.to_dict() for layer in self.layers],
-            "mean_pca_distance": self.mean_pca_distance,
-            "reference_metrics": asdict(self.reference_metrics),
-            "updated_metrics": asdict(self.updated_metrics),
-            "fisher": [group.to_dict() for group in self.fisher],
-            "fisher_skipped": list(self.fisher_skipped),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Comparison:
-        return cls(
-            reference=str(data["reference"]),
-            updated=str(data["updated"]),
-            pooling=str(data["pooling"]),
-            tokens=str(data["tokens"]),
-            n_items=int(data["n_items"]),
-            n_samples=int(data["n_samples"]),
-            subspace_k=int(data["subspace_k"]),
-            layers=[LayerComparison.from_dict(d) for d in data["layers"]],
-            mean_pca_distance=json_float(data["mean_pca_distance"]),
-            reference_metrics=TokenMetrics.from_dict(data["reference_metrics"]),
-            updated_metrics=TokenMetrics.from_dict(data["updated_metrics"]),
-            fisher=[FisherGroup.from_dict(d) for d in data["fisher"]],
-            fisher_skipped=[str(key) for key in data["fisher_skipped"]],
-        )
 
 
 # ----- one pass per model --------------------------------------------------------------------

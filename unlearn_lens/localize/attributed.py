@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from unlearn_lens.data.items import Item
 from unlearn_lens.localize.attribution import WeightAttribution, attribute_weights
@@ -26,6 +25,7 @@ from unlearn_lens.localize.reversion import (
 from unlearn_lens.localize.summary import shallow_limit
 from unlearn_lens.localize.verification import AttributionCheck, verify_attribution
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import Real
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class AttributedLocalization:
     attribution: WeightAttribution
     check: AttributionCheck
     depth: DepthEvidence
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, Real] = field(default_factory=dict)
 
     def warnings(self) -> list[str]:
         """Low agreement with exact reversion, and a completeness residual above tolerance."""
@@ -48,23 +48,6 @@ class AttributedLocalization:
                 f"{self.attribution.tolerance} after {self.attribution.points} quadrature points"
             )
         return lines
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "attribution": self.attribution.to_dict(),
-            "check": self.check.to_dict(),
-            "depth": self.depth.to_dict(),
-            "seconds": dict(self.seconds),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AttributedLocalization:
-        return cls(
-            attribution=WeightAttribution.from_dict(data["attribution"]),
-            check=AttributionCheck.from_dict(data["check"]),
-            depth=DepthEvidence.from_dict(data["depth"]),
-            seconds={stage: float(value) for stage, value in data.get("seconds", {}).items()},
-        )
 
 
 def localize_by_attribution(

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import computed_field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.data.batching import IGNORE_INDEX, Batch
 from unlearn_lens.data.items import Item
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE, evaluate
@@ -47,6 +47,7 @@ from unlearn_lens.localize.deltas import kv_head_of
 from unlearn_lens.metrics.token import target_loss
 from unlearn_lens.models.architecture import WeightSpec, named_parameters
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import Real
 
 FIRST_POINTS = 2
 """Gauss–Legendre nodes of the first rule: exact when the loss is a polynomial of degree ≤ 4 in α,
@@ -92,20 +93,21 @@ class LossAttribution:
     reversion's NLL effect.
     """
 
-    loss_unlearned: float
-    loss_original: float
-    components: dict[str, list[float]]
-    output_head: float
-    input_embedding: float
-    query_heads: list[list[float]]
-    kv_heads: list[list[float]]
+    loss_unlearned: Real
+    loss_original: Real
+    components: dict[str, list[Real]]
+    output_head: Real
+    input_embedding: Real
+    query_heads: list[list[Real]]
+    kv_heads: list[list[Real]]
 
     @property
     def n_layers(self) -> int:
         return len(self.query_heads)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def change(self) -> float:
+    def change(self) -> Real:
         """`L(θ_o) − L(θ_u)`: what the attributions must add up to."""
         return self.loss_original - self.loss_unlearned
 
@@ -114,8 +116,9 @@ class LossAttribution:
         """Σ of every attribution (blocks, output head, input embedding)."""
         return math.fsum(self.blocks()) + self.output_head + self.input_embedding
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def residual(self) -> float:
+    def residual(self) -> Real:
         """Completeness residual `|total − change| / |change|` (NaN when nothing changed)."""
         return abs(self.total - self.change) / abs(self.change) if self.change != 0 else math.nan
 
@@ -170,44 +173,33 @@ class LossAttribution:
             for k in range(self.n_layers + 1)
         ]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The measured fields, plus derived views (blocks, heads, last-k, in nats and as fractions)
-        for readers of the JSON; `from_dict` reads the measured fields only."""
-        return {
-            "loss_unlearned": self.loss_unlearned,
-            "loss_original": self.loss_original,
-            "components": {name: list(values) for name, values in self.components.items()},
-            "output_head": self.output_head,
-            "input_embedding": self.input_embedding,
-            "query_heads": self.query_heads,
-            "kv_heads": self.kv_heads,
-            "change": self.change,
-            "residual": self.residual,
-            "blocks": self.blocks(),
-            "heads": self.heads().tolist(),
-            "last_k": self.last_k(),
-            "fractions": {
-                "blocks": self.blocks(True),
-                "heads": self.heads(True).tolist(),
-                "last_k": self.last_k(True),
-                "output_head": self.output_head * self._scale(True),
-                "input_embedding": self.input_embedding * self._scale(True),
-            },
-        }
+    # Derived views written to JSON for its readers (never read back).
+    @computed_field(alias="blocks")  # type: ignore[prop-decorator]
+    @property
+    def _blocks_view(self) -> list[Real]:
+        return self.blocks()
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LossAttribution:
-        return cls(
-            loss_unlearned=json_float(data["loss_unlearned"]),
-            loss_original=json_float(data["loss_original"]),
-            components={
-                name: [json_float(v) for v in values] for name, values in data["components"].items()
-            },
-            output_head=json_float(data["output_head"]),
-            input_embedding=json_float(data["input_embedding"]),
-            query_heads=[[json_float(v) for v in row] for row in data["query_heads"]],
-            kv_heads=[[json_float(v) for v in row] for row in data["kv_heads"]],
-        )
+    @computed_field(alias="heads")  # type: ignore[prop-decorator]
+    @property
+    def _heads_view(self) -> list[list[Real]]:
+        return self.heads().tolist()
+
+    @computed_field(alias="last_k")  # type: ignore[prop-decorator]
+    @property
+    def _last_k_view(self) -> list[Real]:
+        return self.last_k()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fractions(self) -> dict[str, Any]:
+        """The views above as fractions of the effect."""
+        return {
+            "blocks": self.blocks(True),
+            "heads": self.heads(True).tolist(),
+            "last_k": self.last_k(True),
+            "output_head": self.output_head * self._scale(True),
+            "input_embedding": self.input_embedding * self._scale(True),
+        }
 
 
 @dataclass(frozen=True)
@@ -225,7 +217,7 @@ class WeightAttribution:
     retain: LossAttribution | None
     points: int
     passes: int
-    tolerance: float
+    tolerance: Real
     first_order: LossAttribution | None = None
 
     @property
@@ -243,29 +235,6 @@ class WeightAttribution:
     def converged(self) -> bool:
         """Whether the forget residual is within the tolerance."""
         return self.residual <= self.tolerance
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "forget": self.forget.to_dict(),
-            "retain": None if self.retain is None else self.retain.to_dict(),
-            "points": self.points,
-            "passes": self.passes,
-            "tolerance": self.tolerance,
-            "first_order": None if self.first_order is None else self.first_order.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WeightAttribution:
-        return cls(
-            forget=LossAttribution.from_dict(data["forget"]),
-            retain=None if data["retain"] is None else LossAttribution.from_dict(data["retain"]),
-            points=int(data["points"]),
-            passes=int(data["passes"]),
-            tolerance=json_float(data["tolerance"]),
-            first_order=None
-            if data.get("first_order") is None
-            else LossAttribution.from_dict(data["first_order"]),
-        )
 
 
 class _Sums:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
+from pydantic import computed_field
 from torch import Tensor
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.models.architecture import WeightSpec
 from unlearn_lens.models.subject import Snapshot
+from unlearn_lens.schema import Real
 
 HEAD_COMPONENTS = ("q", "k", "v", "o")
 """Components split per attention head (q and o by query head, k and v by key-value head)."""
@@ -28,8 +28,8 @@ HEAD_COMPONENTS = ("q", "k", "v", "o")
 class WeightDelta:
     """`‖ΔW‖_F` of a weight (or a group of weights) and `‖W_reference‖_F`."""
 
-    norm: float
-    reference_norm: float
+    norm: Real
+    reference_norm: Real
 
     @property
     def relative(self) -> float:
@@ -37,13 +37,6 @@ class WeightDelta:
         if self.reference_norm == 0.0:
             return math.nan if self.norm == 0.0 else math.inf
         return self.norm / self.reference_norm
-
-    def to_dict(self) -> dict[str, float]:
-        return {"norm": self.norm, "reference_norm": self.reference_norm}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WeightDelta:
-        return cls(norm=json_float(data["norm"]), reference_norm=json_float(data["reference_norm"]))
 
 
 @dataclass(frozen=True)
@@ -57,34 +50,15 @@ class LayerDelta:
     """
 
     layer: int
-    norm: float
-    reference_norm: float
-    share: float
+    norm: Real
+    reference_norm: Real
+    share: Real
     components: dict[str, WeightDelta] = field(default_factory=dict)
 
     @property
     def relative(self) -> float:
         """`‖ΔW‖ / ‖W_reference‖` over the whole block."""
         return WeightDelta(self.norm, self.reference_norm).relative
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "norm": self.norm,
-            "reference_norm": self.reference_norm,
-            "share": self.share,
-            "components": {name: delta.to_dict() for name, delta in self.components.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerDelta:
-        return cls(
-            layer=int(data["layer"]),
-            norm=json_float(data["norm"]),
-            reference_norm=json_float(data["reference_norm"]),
-            share=json_float(data["share"]),
-            components={name: WeightDelta.from_dict(d) for name, d in data["components"].items()},
-        )
 
 
 @dataclass(frozen=True)
@@ -97,32 +71,13 @@ class HeadDelta:
     layer: int
     component: str
     head: int
-    norm: float
-    reference_norm: float
+    norm: Real
+    reference_norm: Real
 
     @property
     def relative(self) -> float:
         """`‖ΔW_head‖ / ‖W_head‖`."""
         return WeightDelta(self.norm, self.reference_norm).relative
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "component": self.component,
-            "head": self.head,
-            "norm": self.norm,
-            "reference_norm": self.reference_norm,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HeadDelta:
-        return cls(
-            layer=int(data["layer"]),
-            component=str(data["component"]),
-            head=int(data["head"]),
-            norm=json_float(data["norm"]),
-            reference_norm=json_float(data["reference_norm"]),
-        )
 
 
 def kv_head_of(head: int, n_heads: int, n_kv_heads: int) -> int:
@@ -183,15 +138,17 @@ class DeltaReport:
         )
         return squares / total_sq if total_sq > 0 else 0.0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def head_share(self) -> float:
+    def head_share(self) -> Real:
         """The output head's share of the update: final norm and unembedding. With tied
         embeddings the unembedding *is* the embedding matrix, whose one delta is counted here
         and in `input_embedding_share` alike (so the shares then add up to more than 1)."""
         return self._share(["final_norm", "embed" if self.tied_embeddings else "unembed"])
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def input_embedding_share(self) -> float:
+    def input_embedding_share(self) -> Real:
         """The input embeddings' share of the update (token and position embeddings; a tied
         matrix's delta is also in `head_share`)."""
         return self._share(["embed", "pos_embed"])
@@ -213,33 +170,6 @@ class DeltaReport:
                 for query in range(head.head * group, (head.head + 1) * group):
                     squares[head.layer, query] += head.norm**2 / group
         return np.sqrt(squares)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_heads": self.n_heads,
-            "n_kv_heads": self.n_kv_heads,
-            "weights": {key: delta.to_dict() for key, delta in self.weights.items()},
-            "layers": [layer.to_dict() for layer in self.layers],
-            "heads": [head.to_dict() for head in self.heads],
-            "non_layer": {name: delta.to_dict() for name, delta in self.non_layer.items()},
-            "total": self.total.to_dict(),
-            "tied_embeddings": self.tied_embeddings,
-            "head_share": self.head_share,
-            "input_embedding_share": self.input_embedding_share,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeltaReport:
-        return cls(
-            n_heads=int(data["n_heads"]),
-            n_kv_heads=int(data["n_kv_heads"]),
-            weights={key: WeightDelta.from_dict(d) for key, d in data["weights"].items()},
-            layers=[LayerDelta.from_dict(d) for d in data["layers"]],
-            heads=[HeadDelta.from_dict(d) for d in data["heads"]],
-            non_layer={name: WeightDelta.from_dict(d) for name, d in data["non_layer"].items()},
-            total=WeightDelta.from_dict(data["total"]),
-            tied_embeddings=bool(data["tied_embeddings"]),
-        )
 
 
 def _float64(snapshot: Snapshot, name: str, key: str) -> Tensor:
@@ -352,27 +282,10 @@ class UpdateDirections:
     `overall_*` fields are the same over every weight. NaN where a delta is zero.
     """
 
-    cosine: list[float]
-    undone: list[float]
-    overall_cosine: float
-    overall_undone: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cosine": list(self.cosine),
-            "undone": list(self.undone),
-            "overall_cosine": self.overall_cosine,
-            "overall_undone": self.overall_undone,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UpdateDirections:
-        return cls(
-            cosine=[json_float(x) for x in data["cosine"]],
-            undone=[json_float(x) for x in data["undone"]],
-            overall_cosine=json_float(data["overall_cosine"]),
-            overall_undone=json_float(data["overall_undone"]),
-        )
+    cosine: list[Real]
+    undone: list[Real]
+    overall_cosine: Real
+    overall_undone: Real
 
 
 def _directions(sums: np.ndarray) -> tuple[float, float]:

@@ -11,13 +11,13 @@ attention is split among them for the norms and reverted with each of them (see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.localize.deltas import DeltaReport
 from unlearn_lens.localize.reversion import ReversionSweep, Reverter, query_heads_patch
+from unlearn_lens.schema import Real
 
 TOP_LAYERS = 3
 """Layers whose heads are reverted one by one by default: each head costs one evaluation, so
@@ -36,10 +36,10 @@ class HeadAttribution:
     `reversion_layers[i]` alone.
     """
 
-    delta_norms: list[list[float]]
+    delta_norms: list[list[Real]]
     reversion_layers: list[int]
-    reversion_accuracy: list[list[float]]
-    reversion_nll: list[list[float]]
+    reversion_accuracy: list[list[Real]]
+    reversion_nll: list[list[Real]]
     ranked_by: str
 
     def matrix(
@@ -61,25 +61,6 @@ class HeadAttribution:
         for layer, values in zip(self.reversion_layers, rows, strict=True):
             matrix[layer] = values
         return matrix
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "delta_norms": self.delta_norms,
-            "reversion_layers": self.reversion_layers,
-            "reversion_accuracy": self.reversion_accuracy,
-            "reversion_nll": self.reversion_nll,
-            "ranked_by": self.ranked_by,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HeadAttribution:
-        return cls(
-            delta_norms=[[json_float(v) for v in row] for row in data["delta_norms"]],
-            reversion_layers=[int(layer) for layer in data["reversion_layers"]],
-            reversion_accuracy=[[json_float(v) for v in row] for row in data["reversion_accuracy"]],
-            reversion_nll=[[json_float(v) for v in row] for row in data["reversion_nll"]],
-            ranked_by=str(data["ranked_by"]),
-        )
 
 
 def top_layers(

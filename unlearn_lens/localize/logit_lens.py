@@ -19,7 +19,6 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,11 +26,11 @@ from jaxtyping import Float, Int
 from rich.progress import Progress
 from torch import Tensor
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.data.batching import IGNORE_INDEX, Batch
 from unlearn_lens.data.items import Item
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import Real
 
 DIVERGENCE_RANK_FACTOR = 10.0
 """Two models diverge at a stream when their median answer ranks differ by more than this
@@ -94,7 +93,7 @@ class LensReadout:
 
     label: str
     ranks: list[list[int]]
-    probabilities: list[list[float]]
+    probabilities: list[list[Real]]
 
     def median_rank(self) -> list[float]:
         """Median answer rank over items, per stream index."""
@@ -103,17 +102,6 @@ class LensReadout:
     def mean_probability(self) -> list[float]:
         """Mean answer probability over items, per stream index."""
         return np.asarray(self.probabilities).mean(axis=0).tolist()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "ranks": self.ranks, "probabilities": self.probabilities}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LensReadout:
-        return cls(
-            label=str(data["label"]),
-            ranks=[[int(r) for r in row] for row in data["ranks"]],
-            probabilities=[[json_float(p) for p in row] for row in data["probabilities"]],
-        )
 
 
 def _ranks_and_probabilities(
@@ -190,36 +178,12 @@ class LogitLens:
     reference: str
     decoder: str
     first_divergence: dict[str, int | None]
-    divergence_factor: float = DIVERGENCE_RANK_FACTOR
+    divergence_factor: Real = DIVERGENCE_RANK_FACTOR
 
     @property
     def readouts(self) -> dict[str, LensReadout]:
         """The readouts of the chosen decoder."""
         return self.fixed_head if self.decoder == "fixed" else self.own_head
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "fixed_head": {label: readout.to_dict() for label, readout in self.fixed_head.items()},
-            "own_head": {label: readout.to_dict() for label, readout in self.own_head.items()},
-            "reference": self.reference,
-            "decoder": self.decoder,
-            "first_divergence": dict(self.first_divergence),
-            "divergence_factor": self.divergence_factor,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LogitLens:
-        return cls(
-            fixed_head={label: LensReadout.from_dict(d) for label, d in data["fixed_head"].items()},
-            own_head={label: LensReadout.from_dict(d) for label, d in data["own_head"].items()},
-            reference=str(data["reference"]),
-            decoder=str(data["decoder"]),
-            first_divergence={
-                label: None if i is None else int(i)
-                for label, i in data["first_divergence"].items()
-            },
-            divergence_factor=json_float(data["divergence_factor"]),
-        )
 
 
 def logit_lens(

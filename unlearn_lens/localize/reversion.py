@@ -13,22 +13,22 @@ smoother (accuracy moves in steps of one token), so the forgetting depth uses it
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
+from pydantic import computed_field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.data.items import Item
 from unlearn_lens.evaluation import EVAL_BATCH_SIZE
 from unlearn_lens.localize.deltas import DeltaReport, kv_head_of, weight_deltas
 from unlearn_lens.metrics.token import TokenMetrics, TokenMetricsAccumulator
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import Real
 
 RESTORE_FRACTION = 0.8
 """Share of the forget effect a reversion must bring back to count as restoring the knowledge:
@@ -137,31 +137,12 @@ class ReversionResult:
     label: str
     forget: TokenMetrics
     retain: TokenMetrics | None
-    effect_accuracy: float
-    effect_nll: float
+    effect_accuracy: Real
+    effect_nll: Real
 
     def effect(self, metric: Metric) -> float:
         """The restoration effect on `"nll"` or `"accuracy"`."""
         return self.effect_nll if metric == "nll" else self.effect_accuracy
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "forget": dataclasses.asdict(self.forget),
-            "retain": dataclasses.asdict(self.retain) if self.retain is not None else None,
-            "effect_accuracy": self.effect_accuracy,
-            "effect_nll": self.effect_nll,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReversionResult:
-        return cls(
-            label=str(data["label"]),
-            forget=TokenMetrics.from_dict(data["forget"]),
-            retain=TokenMetrics.from_dict(data["retain"]) if data["retain"] is not None else None,
-            effect_accuracy=json_float(data["effect_accuracy"]),
-            effect_nll=json_float(data["effect_nll"]),
-        )
 
 
 def restoration_effect(patched: float, unlearned: float, original: float) -> float:
@@ -390,33 +371,10 @@ class DepthEvidence:
 
     n_layers: int
     forgetting_depth: int | None
-    last_k: dict[int, float]
+    last_k: dict[int, Real]
     input_embedding: float | None
-    restore_fraction: float = RESTORE_FRACTION
+    restore_fraction: Real = RESTORE_FRACTION
     depth_metric: Metric = DEPTH_METRIC
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_layers": self.n_layers,
-            "forgetting_depth": self.forgetting_depth,
-            "last_k": {str(k): effect for k, effect in sorted(self.last_k.items())},
-            "input_embedding": self.input_embedding,
-            "restore_fraction": self.restore_fraction,
-            "depth_metric": self.depth_metric,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DepthEvidence:
-        return cls(
-            n_layers=int(data["n_layers"]),
-            forgetting_depth=data["forgetting_depth"],
-            last_k={int(k): json_float(effect) for k, effect in data["last_k"].items()},
-            input_embedding=None
-            if data["input_embedding"] is None
-            else json_float(data["input_embedding"]),
-            restore_fraction=json_float(data["restore_fraction"]),
-            depth_metric=data["depth_metric"],
-        )
 
 
 def measure_depth(
@@ -466,7 +424,7 @@ class ReversionSweep:
     top_heads: list[ReversionResult]
     head_order: list[tuple[int, int]]
     head_counts: list[int]
-    restore_fraction: float = RESTORE_FRACTION
+    restore_fraction: Real = RESTORE_FRACTION
     depth_metric: Metric = DEPTH_METRIC
 
     @property
@@ -490,6 +448,7 @@ class ReversionSweep:
         """Restoration effect of reverting the output head and the last k blocks, k = 0 … L."""
         return [result.effect(metric or self.depth_metric) for result in self.last_k]
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def forgetting_depth(self) -> int | None:
         """Smallest k whose head + last-k reversion restores `restore_fraction` of the forget
@@ -506,39 +465,6 @@ class ReversionSweep:
             self.input_embedding.effect(self.depth_metric),
             self.restore_fraction,
             self.depth_metric,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "original": self.original.to_dict(),
-            "unlearned": self.unlearned.to_dict(),
-            "layers": [r.to_dict() for r in self.layers],
-            "last_k": [r.to_dict() for r in self.last_k],
-            "input_embedding": self.input_embedding.to_dict(),
-            "components": [r.to_dict() for r in self.components],
-            "top_heads": [r.to_dict() for r in self.top_heads],
-            "head_order": [list(pair) for pair in self.head_order],
-            "head_counts": list(self.head_counts),
-            "restore_fraction": self.restore_fraction,
-            "depth_metric": self.depth_metric,
-            "forgetting_depth": self.forgetting_depth,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReversionSweep:
-        results = {
-            name: [ReversionResult.from_dict(d) for d in data[name]]
-            for name in ("layers", "last_k", "components", "top_heads")
-        }
-        return cls(
-            original=ReversionResult.from_dict(data["original"]),
-            unlearned=ReversionResult.from_dict(data["unlearned"]),
-            input_embedding=ReversionResult.from_dict(data["input_embedding"]),
-            head_order=[(int(layer), int(head)) for layer, head in data["head_order"]],
-            head_counts=[int(n) for n in data["head_counts"]],
-            restore_fraction=json_float(data["restore_fraction"]),
-            depth_metric=data["depth_metric"],
-            **results,
         )
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.localize.deltas import DeltaReport
 from unlearn_lens.localize.reversion import DepthEvidence, ReversionSweep
 from unlearn_lens.numbers import percent
+from unlearn_lens.schema import Real
 
 SHALLOW_FRACTION = 0.2
 """Forgetting is shallow when reverting the output head and at most this fraction of the top
@@ -83,20 +83,8 @@ class Correlation:
 
     a: str
     b: str
-    rho: float
+    rho: Real
     n_layers: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "rho": self.rho, "n_layers": self.n_layers}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Correlation:
-        return cls(
-            a=str(data["a"]),
-            b=str(data["b"]),
-            rho=json_float(data["rho"]),
-            n_layers=int(data["n_layers"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -111,7 +99,7 @@ class LocalizationSummary:
     """
 
     n_layers: int
-    columns: dict[str, list[float]]
+    columns: dict[str, list[Real]]
     correlations: list[Correlation]
     forgetting_depth: int | None
     shallow_limit: int
@@ -127,33 +115,6 @@ class LocalizationSummary:
             i, j = names.index(corr.a), names.index(corr.b)
             matrix[i, j] = matrix[j, i] = corr.rho
         return names, matrix
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_layers": self.n_layers,
-            "columns": {name: list(values) for name, values in self.columns.items()},
-            "correlations": [c.to_dict() for c in self.correlations],
-            "forgetting_depth": self.forgetting_depth,
-            "shallow_limit": self.shallow_limit,
-            "shallow": self.shallow,
-            "verdict": self.verdict,
-            "evidence": dict(self.evidence),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LocalizationSummary:
-        return cls(
-            n_layers=int(data["n_layers"]),
-            columns={
-                name: [json_float(v) for v in values] for name, values in data["columns"].items()
-            },
-            correlations=[Correlation.from_dict(d) for d in data["correlations"]],
-            forgetting_depth=data["forgetting_depth"],
-            shallow_limit=int(data["shallow_limit"]),
-            shallow=data["shallow"],
-            verdict=str(data["verdict"]),
-            evidence=dict(data["evidence"]),
-        )
 
 
 def shallow_limit(n_layers: int, fraction: float = SHALLOW_FRACTION) -> int:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import Real
 
 CHUNK_ELEMENTS = 1 << 20
 """Elements per chunk of the difference (4 MiB in float32): small enough to stay in a CPU cache."""
@@ -45,32 +45,9 @@ class DeltaRecord:
     phase: str
     request: int
     step: int
-    layers: list[float]
-    components: dict[str, list[float]] = field(default_factory=dict)
-    non_layer: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase,
-            "request": self.request,
-            "step": self.step,
-            "layers": list(self.layers),
-            "components": {name: list(values) for name, values in self.components.items()},
-            "non_layer": dict(self.non_layer),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeltaRecord:
-        return cls(
-            phase=str(data["phase"]),
-            request=int(data["request"]),
-            step=int(data["step"]),
-            layers=[json_float(x) for x in data["layers"]],
-            components={
-                name: [json_float(x) for x in values] for name, values in data["components"].items()
-            },
-            non_layer={name: json_float(x) for name, x in data["non_layer"].items()},
-        )
+    layers: list[Real]
+    components: dict[str, list[Real]] = field(default_factory=dict)
+    non_layer: dict[str, Real] = field(default_factory=dict)
 
 
 class DeltaTracker:

@@ -11,14 +11,14 @@ correlation between estimated and exact effects; a low agreement is a warning, n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from pydantic import computed_field
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.localize.attribution import WeightAttribution
 from unlearn_lens.localize.reversion import Reverter, layer_patch, query_heads_patch
 from unlearn_lens.localize.summary import spearman
+from unlearn_lens.schema import Real
 
 N_VERIFIED_BLOCKS = 6
 """Blocks reverted exactly, about 2 s each on SmolLM2 with 32 forget items; with 6 pairs a
@@ -44,20 +44,22 @@ class AttributionCheck:
     """
 
     blocks: list[int]
-    block_attributed: list[float]
-    block_exact: list[float]
+    block_attributed: list[Real]
+    block_exact: list[Real]
     heads: list[tuple[int, int]]
-    head_attributed: list[float]
-    head_exact: list[float]
+    head_attributed: list[Real]
+    head_exact: list[Real]
     head_estimate: str = "integrated gradients"
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def block_agreement(self) -> float:
+    def block_agreement(self) -> Real:
         """Spearman ρ of attributed vs exact block effects (NaN with fewer than 3 blocks)."""
         return spearman(self.block_attributed, self.block_exact)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def head_agreement(self) -> float:
+    def head_agreement(self) -> Real:
         """Spearman ρ of attributed vs exact head effects (NaN with fewer than 3 heads)."""
         return spearman(self.head_attributed, self.head_exact)
 
@@ -75,31 +77,6 @@ class AttributionCheck:
                     "trust the exact effects over the attributed ranking there"
                 )
         return lines
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "blocks": self.blocks,
-            "block_attributed": self.block_attributed,
-            "block_exact": self.block_exact,
-            "heads": [list(pair) for pair in self.heads],
-            "head_attributed": self.head_attributed,
-            "head_exact": self.head_exact,
-            "head_estimate": self.head_estimate,
-            "block_agreement": self.block_agreement,
-            "head_agreement": self.head_agreement,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AttributionCheck:
-        return cls(
-            blocks=[int(layer) for layer in data["blocks"]],
-            block_attributed=[json_float(v) for v in data["block_attributed"]],
-            block_exact=[json_float(v) for v in data["block_exact"]],
-            heads=[(int(layer), int(head)) for layer, head in data["heads"]],
-            head_attributed=[json_float(v) for v in data["head_attributed"]],
-            head_exact=[json_float(v) for v in data["head_exact"]],
-            head_estimate=data.get("head_estimate", "integrated gradients"),
-        )
 
 
 def top_indices(values: np.ndarray, n: int) -> list[int]:

@@ -12,13 +12,24 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from jaxtyping import Bool, Float
+from pydantic import BeforeValidator, PlainSerializer
 from torch import Tensor
 
+from unlearn_lens.schema import Real
+
 QUANTILE_LEVELS = (0.05, 0.25, 0.75, 0.95)
+
+QuantileTable = Annotated[
+    dict[float, Real],
+    PlainSerializer(lambda table: [[level, value] for level, value in table.items()]),
+    BeforeValidator(lambda data: dict(data) if isinstance(data, list) else data),
+]
+"""Level → value; written as `[level, value]` pairs (JSON object keys cannot be numbers)."""
 """Quantiles reported by [`summarise_fisher`][unlearn_lens.metrics.summarise_fisher]:
 the body (quartiles) and the tails (5 % and 95 %) of a layer's distribution."""
 
@@ -98,9 +109,9 @@ class FisherSummary:
 
     n: int
     n_zero: int
-    mean: float
-    median: float
-    quantiles: dict[float, float]
+    mean: Real
+    median: Real
+    quantiles: QuantileTable
     edges: tuple[float, ...]
     counts: tuple[int, ...]
     n_below: int
@@ -123,9 +134,9 @@ class FisherComparison:
     - `original`, `updated`: the two summaries, on the same bins.
     """
 
-    log10_mean_ratio: float
-    log10_median_ratio: float
-    histogram_tv_distance: float
+    log10_mean_ratio: Real
+    log10_median_ratio: Real
+    histogram_tv_distance: Real
     ks_statistic: float | None
     original: FisherSummary
     updated: FisherSummary

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.data.batching import IGNORE_INDEX
+from unlearn_lens.schema import Real
 
 
 def _shifted(
@@ -136,25 +136,12 @@ class TokenMetrics:
       (those without any are left out of `exact_match`).
     """
 
-    accuracy: float
-    nll: float
-    perplexity: float
-    exact_match: float
+    accuracy: Real
+    nll: Real
+    perplexity: Real
+    exact_match: Real
     n_tokens: int
     n_sequences: int
-
-    def to_dict(self) -> dict[str, float | int]:
-        """JSON-ready fields."""
-        return dict(vars(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, float | int | None]) -> TokenMetrics:
-        """Inverse of `to_dict`; a null (how JSON stores an infinite perplexity) reads back as NaN."""
-        floats = {
-            name: json_float(data[name])
-            for name in ("accuracy", "nll", "perplexity", "exact_match")
-        }
-        return cls(**floats, n_tokens=int(data["n_tokens"]), n_sequences=int(data["n_sequences"]))
 
 
 class TokenMetricsAccumulator:

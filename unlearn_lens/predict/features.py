@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from unlearn_lens.atomic import json_float
 from unlearn_lens.data.items import Item
 from unlearn_lens.diagnostics.compare import ModelPass, model_pass
 from unlearn_lens.diagnostics.model_fisher import ModelFisher
@@ -34,6 +32,7 @@ from unlearn_lens.metrics.cka import linear_cka
 from unlearn_lens.metrics.fisher import log10_ratio
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.numbers import finite_mean
+from unlearn_lens.schema import Real
 
 FEATURE_NAMES = (
     "cka_lower",
@@ -74,12 +73,12 @@ class ReversibilityFeatures:
     effects its bisection measured.
     """
 
-    values: dict[str, float]
-    cka_forget: list[float]
-    delta_share: list[float]
-    fisher_change: list[float]
+    values: dict[str, Real]
+    cka_forget: list[Real]
+    delta_share: list[Real]
+    fisher_change: list[Real]
     depth: int | None
-    depth_probes: dict[int, float]
+    depth_probes: dict[int, Real]
 
     @property
     def n_layers(self) -> int:
@@ -89,22 +88,6 @@ class ReversibilityFeatures:
     def inputs(self) -> dict[str, float]:
         """The predictor's inputs (see `PREDICTOR_INPUTS`)."""
         return predictor_inputs(self.values)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["depth_probes"] = {str(k): v for k, v in self.depth_probes.items()}
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReversibilityFeatures:
-        return cls(
-            values={name: json_float(value) for name, value in data["values"].items()},
-            cka_forget=[json_float(v) for v in data["cka_forget"]],
-            delta_share=[json_float(v) for v in data["delta_share"]],
-            fisher_change=[json_float(v) for v in data["fisher_change"]],
-            depth=None if data["depth"] is None else int(data["depth"]),
-            depth_probes={int(k): json_float(v) for k, v in data["depth_probes"].items()},
-        )
 
 
 def _log10(value: float) -> float:

@@ -15,13 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BeforeValidator, Field
 
 from unlearn_lens.atomic import write_json_atomic
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.localize.summary import spearman
+from unlearn_lens.schema import InMemory, Real, dump, read
 
 RIDGE_ALPHA = 1.0
 """Ridge penalty on standardised features: a hundred cells and six correlated features need
@@ -37,6 +39,12 @@ BUILTIN_PREDICTOR = "reversibility.json"
 """The predictor fitted by `benchmarks/validation.py` on the validation grid, shipped with the package."""
 
 
+def _range(bounds: Sequence[float | None]) -> tuple[float, float]:
+    """A target range from JSON, where an unbounded side was written as null."""
+    low, high = bounds
+    return (-math.inf if low is None else float(low), math.inf if high is None else float(high))
+
+
 @dataclass(frozen=True)
 class ReversibilityPredictor:
     """Predicted recovery = intercept + Σ coef · clip((input − mean) / scale), clipped to `target_range`.
@@ -46,12 +54,12 @@ class ReversibilityPredictor:
     """
 
     features: tuple[str, ...]
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
-    coef: tuple[float, ...]
-    intercept: float
-    alpha: float
-    target_range: tuple[float, float] = (-math.inf, math.inf)
+    mean: tuple[Real, ...]
+    scale: tuple[Real, ...]
+    coef: tuple[Real, ...]
+    intercept: Real
+    alpha: Real
+    target_range: Annotated[tuple[float, float], BeforeValidator(_range)] = (-math.inf, math.inf)
     validation: dict[str, Any] = field(default_factory=dict)
     trained_on: dict[str, Any] = field(default_factory=dict)
 
@@ -74,54 +82,23 @@ class ReversibilityPredictor:
             raise ConfigError(f"the predictor needs the features {', '.join(missing)}")
         return float(self.predict_matrix(np.array([[values[name] for name in self.features]]))[0])
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "features": list(self.features),
-            "mean": list(self.mean),
-            "scale": list(self.scale),
-            "coef": list(self.coef),
-            "intercept": self.intercept,
-            "alpha": self.alpha,
-            "target_range": list(self.target_range),
-            "validation": self.validation,
-            "trained_on": self.trained_on,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReversibilityPredictor:
-        return cls(
-            features=tuple(data["features"]),
-            mean=tuple(data["mean"]),
-            scale=tuple(data["scale"]),
-            coef=tuple(data["coef"]),
-            intercept=float(data["intercept"]),
-            alpha=float(data["alpha"]),
-            target_range=_range(data.get("target_range", [None, None])),
-            validation=dict(data.get("validation", {})),
-            trained_on=dict(data.get("trained_on", {})),
-        )
-
     def save(self, path: str | Path) -> Path:
-        return write_json_atomic(path, self.to_dict())
+        return write_json_atomic(path, dump(self))
 
     @classmethod
     def load(cls, path: str | Path) -> ReversibilityPredictor:
         """Read a predictor file; a missing or malformed file is a one-line `ConfigError`."""
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            return read(cls, json.loads(path.read_text()), f"{path}: not a reversibility predictor")
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such predictor file") from None
+        except ConfigError:
+            raise
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ConfigError(
                 f"{path}: not a reversibility predictor ({type(error).__name__}: {error})"
             ) from None
-
-
-def _range(bounds: Sequence[float | None]) -> tuple[float, float]:
-    """A target range from JSON, where an unbounded side was written as null."""
-    low, high = bounds
-    return (-math.inf if low is None else float(low), math.inf if high is None else float(high))
 
 
 def fit_predictor(
@@ -173,25 +150,12 @@ class HeldOut:
     """
 
     scheme: str
-    predictions: np.ndarray
-    spearman: float
-    per_group: dict[str, float]
-    mean_abs_error: float
-    reversible_calls_correct: float
-    base_rate: float
-
-    def to_dict(self) -> dict[str, Any]:
-        def clean(x: float) -> float | None:
-            return x if math.isfinite(x) else None
-
-        return {
-            "scheme": self.scheme,
-            "spearman": clean(self.spearman),
-            "per_group_spearman": {group: clean(value) for group, value in self.per_group.items()},
-            "mean_abs_error": clean(self.mean_abs_error),
-            "reversible_calls_correct": clean(self.reversible_calls_correct),
-            "base_rate": clean(self.base_rate),
-        }
+    predictions: InMemory[np.ndarray]
+    spearman: Real
+    per_group: Annotated[dict[str, Real], Field(serialization_alias="per_group_spearman")]
+    mean_abs_error: Real
+    reversible_calls_correct: Real
+    base_rate: Real
 
 
 def validate(
@@ -243,4 +207,4 @@ def builtin_predictor() -> ReversibilityPredictor:
         raise ConfigError(
             "the built-in reversibility predictor is missing; run benchmarks/validation.py to fit it"
         )
-    return ReversibilityPredictor.from_dict(json.loads(resource.read_text()))
+    return read(ReversibilityPredictor, json.loads(resource.read_text()), str(resource))

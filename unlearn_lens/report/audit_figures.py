@@ -273,7 +273,7 @@ def plot_training_curves(result: MethodResults, path: Path) -> Path:
     for part, colour in (("forget", "tab:red"), ("retain", "tab:green")):
         ax_unlearn.plot(
             [s.step for s in evaluated],
-            [s.metrics[part]["accuracy"] for s in evaluated if part in s.metrics],
+            [s.metrics[part].accuracy for s in evaluated if part in s.metrics],
             "-o",
             color=colour,
             markersize=3,

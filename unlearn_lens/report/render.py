@@ -20,6 +20,7 @@ from unlearn_lens.report.terminal import (
     print_report,
     update_line,
 )
+from unlearn_lens.schema import dump
 from unlearn_lens.study.results import AuditResults
 
 REPORT_FILE = "report.html"
@@ -160,7 +161,7 @@ def html_sections(
         Section(
             "Configuration and environment",
             preformatted=json.dumps(
-                {"config": results.config.to_dict(), "environment": results.environment}, indent=2
+                {"config": dump(results.config), "environment": results.environment}, indent=2
             ),
         )
     )

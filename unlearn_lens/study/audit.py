@@ -52,6 +52,7 @@ from unlearn_lens.models.sources import check_device, load
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.out_dir import check_not_foreign, check_out_location
 from unlearn_lens.regimes import classify_regime
+from unlearn_lens.schema import dump
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.given import GivenCheckpoint, locate
 from unlearn_lens.study.results import (
@@ -327,9 +328,7 @@ def _open_run(
                 previous = AuditResults.load(run.path)
                 if previous.config != config:
                     changed = sorted(
-                        k
-                        for k, v in config.to_dict().items()
-                        if previous.config.to_dict().get(k) != v
+                        k for k, v in dump(config).items() if dump(previous.config).get(k) != v
                     )
                     raise ConfigError(
                         f"{run.path}: the run there used other settings ({', '.join(changed)}); "

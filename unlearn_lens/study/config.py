@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from unlearn_lens.localize.reversion import RESTORE_FRACTION
 from unlearn_lens.models.builtin import DEFAULT_MODEL
 from unlearn_lens.models.dtypes import DTYPES
 from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.schema import Real, dump
 
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
@@ -50,7 +51,7 @@ class StudyConfig:
     methods: tuple[str, ...] = DEFAULT_METHODS
     unlearned: dict[str, str] = field(default_factory=dict)
     requests: int = 1
-    lr: float = 1e-5
+    lr: Real = 1e-5
     steps: int = 10
     batch_size: int = 8
     relearn_steps: int = 10
@@ -67,13 +68,13 @@ class StudyConfig:
     device_map: str | None = None
     dtype: str = "float32"
     objective_options: dict[str, Any] = field(default_factory=dict)
-    min_forgotten: float = RegimeThresholds.min_forgotten
-    recovery_threshold: float = RegimeThresholds.recovery
-    control_margin: float = RegimeThresholds.control_margin
-    min_control_gain: float = RegimeThresholds.min_control_gain
-    retain_drop: float = RegimeThresholds.retain_drop
-    retain_nll_rise: float = RegimeThresholds.retain_nll_rise
-    restore_fraction: float = RESTORE_FRACTION
+    min_forgotten: Real = RegimeThresholds.min_forgotten
+    recovery_threshold: Real = RegimeThresholds.recovery
+    control_margin: Real = RegimeThresholds.control_margin
+    min_control_gain: Real = RegimeThresholds.min_control_gain
+    retain_drop: Real = RegimeThresholds.retain_drop
+    retain_nll_rise: Real = RegimeThresholds.retain_nll_rise
+    restore_fraction: Real = RESTORE_FRACTION
     lens_decoder: str = "fixed"
 
     def thresholds(self) -> RegimeThresholds:
@@ -86,12 +87,6 @@ class StudyConfig:
             retain_drop=self.retain_drop,
             retain_nll_rise=self.retain_nll_rise,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings."""
-        data = asdict(self)
-        data["methods"] = list(self.methods)
-        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<settings>") -> StudyConfig:
@@ -111,7 +106,7 @@ class StudyConfig:
     def merged(self, overrides: dict[str, Any], source: str = "command line") -> StudyConfig:
         """These settings with `overrides` (None values ignored) on top, validated."""
         present = {k: v for k, v in overrides.items() if v is not None}
-        base = self.to_dict()
+        base = dump(self)
         base.update(present)
         return StudyConfig.from_dict(base, source)
 

@@ -12,6 +12,7 @@ from unlearn_lens.errors import ConfigError
 from unlearn_lens.models.checkpoints import checkpoint_directory, weights_digest
 from unlearn_lens.models.sources import HUB_ID
 from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE
+from unlearn_lens.schema import read
 from unlearn_lens.unlearn.api import UnlearnResult
 
 
@@ -52,30 +53,6 @@ class GivenCheckpoint:
             f"{self.unlearning.run.steps_run} steps in {config.requests} request(s), from {self.unlearned_from}"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return {
-            "source": self.source,
-            "directory": self.directory,
-            "weights_sha256": self.weights_sha256,
-            "run_file": self.run_file,
-            "unlearning": None if self.unlearning is None else self.unlearning.to_dict(),
-            "unlearned_from": self.unlearned_from,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GivenCheckpoint:
-        """Inverse of `to_dict`."""
-        unlearning = data.get("unlearning")
-        return cls(
-            source=data["source"],
-            directory=data["directory"],
-            weights_sha256=data.get("weights_sha256"),
-            run_file=data.get("run_file"),
-            unlearning=None if unlearning is None else UnlearnResult.from_dict(unlearning),
-            unlearned_from=data.get("unlearned_from"),
-        )
-
 
 def checkpoint_name(source: str) -> str:
     """The name a checkpoint goes by when none is given: its directory's name, or the run
@@ -99,11 +76,11 @@ def locate(source: str) -> GivenCheckpoint:
     if record.get("command") != "unlearn":
         return GivenCheckpoint(source, str(directory), digest)
     try:
-        unlearning = UnlearnResult.from_dict(record["result"])
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        unlearning = read(UnlearnResult, record.get("result"), f"{run_file}: result")
+    except ConfigError as error:
         raise ConfigError(
-            f"{run_file}: not a run record of unlearn-lens unlearn ({error!r}); move it away to audit "
-            "the checkpoint without it"
+            f"{error}; not a run record of unlearn-lens unlearn: move it away to audit the "
+            "checkpoint without it"
         ) from None
     return GivenCheckpoint(
         source, str(directory), digest, str(run_file), unlearning, record.get("model")

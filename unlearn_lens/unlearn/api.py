@@ -9,6 +9,7 @@ from typing import Any
 from unlearn_lens.data.loaders import ItemsLike, as_items
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import InMemory
 from unlearn_lens.unlearn.loop import (
     DEFAULT_STEPS,
     Callback,
@@ -30,7 +31,7 @@ class UnlearnResult:
 
     method: str
     run: TrainResult
-    original: Snapshot = field(default_factory=dict, repr=False)
+    original: InMemory[Snapshot] = field(default_factory=dict, repr=False)
 
     @property
     def config(self) -> TrainConfig:
@@ -53,16 +54,7 @@ class UnlearnResult:
         measured = self.run.initial_metrics if when == "before" else self.run.final_metrics
         if measured is None or part not in measured:
             return None
-        return TokenMetrics.from_dict(measured[part])
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (snapshots excluded)."""
-        return {"method": self.method, "run": self.run.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UnlearnResult:
-        """Inverse of `to_dict` (without snapshots)."""
-        return cls(method=data["method"], run=TrainResult.from_dict(data["run"]))
+        return measured[part]
 
 
 def unlearn(

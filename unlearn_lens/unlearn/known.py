@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from unlearn_lens.data.items import Item
 from unlearn_lens.evaluation import items_correct
@@ -18,15 +17,6 @@ class KnownFilterReport:
     n_items: int
     n_known: int
     n_dropped: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> KnownFilterReport:
-        """Inverse of `to_dict`."""
-        return cls(**data)
 
 
 def split_known(subject: Subject, items: Sequence[Item]) -> tuple[list[Item], list[Item]]:

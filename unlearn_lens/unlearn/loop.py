@@ -16,8 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from rich.progress import (
@@ -35,8 +34,10 @@ from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import check_overlap
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.evaluation import evaluate
+from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import InMemory, Real
 from unlearn_lens.unlearn.objectives import (
     Objective,
     ObjectiveBatch,
@@ -88,17 +89,17 @@ class TrainConfig:
     """
 
     optimizer: str = "adamw"
-    lr: float = 1e-5
+    lr: Real = 1e-5
     steps: int = DEFAULT_STEPS
     epochs: int | None = None
     batch_size: int = 8
     grad_clip: float | None = 1.0
-    weight_decay: float = 0.0
+    weight_decay: Real = 0.0
     seed: int = 0
     requests: int = 1
     early_stop_forget_accuracy: float | None = None
     eval_every: int | None = None
-    max_loss_growth: float = MAX_LOSS_GROWTH
+    max_loss_growth: Real = MAX_LOSS_GROWTH
     trainable_keys: tuple[str, ...] | None = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
@@ -148,24 +149,6 @@ class TrainConfig:
             return False
         return last or (every is not None and request_step % every == 0)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        data = asdict(self)
-        data["trainable_keys"] = (
-            list(self.trainable_keys) if self.trainable_keys is not None else None
-        )
-        data["objective"] = self.objective.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of `to_dict`."""
-        values = dict(data)
-        values["objective"] = ObjectiveConfig.from_dict(values.get("objective", {}))
-        if values.get("trainable_keys") is not None:
-            values["trainable_keys"] = tuple(values["trainable_keys"])
-        return cls(**values)
-
 
 @dataclass(frozen=True)
 class TrainingStep:
@@ -182,20 +165,11 @@ class TrainingStep:
     phase: str
     request: int
     step: int
-    loss: float
+    loss: Real
     request_step: int
-    metrics: dict[str, dict[str, float]] | None = None
+    metrics: dict[str, TokenMetrics] | None = None
     n_items: int = 0
     n_tokens: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingStep:
-        """Inverse of `to_dict`."""
-        return cls(**data)
 
 
 @dataclass
@@ -224,10 +198,10 @@ class TrainResult:
     request_stops: list[str] = field(default_factory=list)
     stop_reason: str = "completed"
     stopped_at: dict[str, int] | None = None
-    seconds: float = 0.0
-    initial_metrics: dict[str, dict[str, float]] | None = None
-    final_metrics: dict[str, dict[str, float]] | None = None
-    snapshots: list[Snapshot] = field(default_factory=list, repr=False)
+    seconds: Real = 0.0
+    initial_metrics: dict[str, TokenMetrics] | None = None
+    final_metrics: dict[str, TokenMetrics] | None = None
+    snapshots: InMemory[list[Snapshot]] = field(default_factory=list, repr=False)
 
     @property
     def interrupted(self) -> bool:
@@ -248,37 +222,6 @@ class TrainResult:
     def tokens_seen(self) -> int:
         """Target tokens of the trained items summed over the steps applied."""
         return sum(step.n_tokens for step in self.history)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (snapshots excluded)."""
-        return {
-            "objective": self.objective,
-            "phase": self.phase,
-            "config": self.config.to_dict(),
-            "history": [step.to_dict() for step in self.history],
-            "request_stops": list(self.request_stops),
-            "stop_reason": self.stop_reason,
-            "stopped_at": self.stopped_at,
-            "seconds": self.seconds,
-            "initial_metrics": self.initial_metrics,
-            "final_metrics": self.final_metrics,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
-        """Inverse of `to_dict` (without snapshots)."""
-        return cls(
-            objective=data["objective"],
-            phase=data["phase"],
-            config=TrainConfig.from_dict(data["config"]),
-            history=[TrainingStep.from_dict(step) for step in data["history"]],
-            request_stops=list(data["request_stops"]),
-            stop_reason=data["stop_reason"],
-            stopped_at=data["stopped_at"],
-            seconds=data["seconds"],
-            initial_metrics=data["initial_metrics"],
-            final_metrics=data["final_metrics"],
-        )
 
 
 class _Diverged(Exception):
@@ -520,15 +463,15 @@ def _schedule(
 
 def _reached(target: float | None, metrics: dict[str, dict[str, float]] | None) -> bool:
     """Whether this step's forget exact match is at or below the early-stopping target."""
-    return target is not None and metrics is not None and metrics["forget"]["exact_match"] <= target
+    return target is not None and metrics is not None and metrics["forget"].exact_match <= target
 
 
 def _metrics(
     subject: Subject, forget: Sequence[Item], retain: Sequence[Item]
-) -> dict[str, dict[str, float]]:
-    metrics = {"forget": asdict(evaluate(subject, forget))}
+) -> dict[str, TokenMetrics]:
+    metrics = {"forget": evaluate(subject, forget)}
     if retain:
-        metrics["retain"] = asdict(evaluate(subject, retain))
+        metrics["retain"] = evaluate(subject, retain)
     return metrics
 
 
@@ -599,7 +542,7 @@ def _progress_bar(show: bool, total: int, name: str) -> Iterator[Callable[[Train
         def update(record: TrainingStep) -> None:
             for part in seen:
                 if record.metrics and part in record.metrics:
-                    seen[part] = f"{record.metrics[part]['exact_match']:.2f}"
+                    seen[part] = f"{record.metrics[part].exact_match:.2f}"
             status = (
                 f"loss {record.loss:.4g}  forget EM {seen['forget']}  retain EM {seen['retain']}"
             )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ from unlearn_lens.data.batching import IGNORE_INDEX, Batch
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.metrics.token import sequence_logprob, target_loss
 from unlearn_lens.models.subject import Subject
+from unlearn_lens.schema import Real
 
 Reference = Literal["forget_logprob", "retain_log_probs", "retain_residual"]
 """What an objective needs from the original model: `forget_logprob`, each forget item's
@@ -59,14 +60,14 @@ class ObjectiveConfig:
     - `rmu_alpha`: weight of RMU's retain activation MSE (1200, WMDP's Zephyr-7B setting).
     """
 
-    beta: float = 0.1
-    retain_weight: float = 1.0
-    kl_weight: float = 1.0
-    simnpo_beta: float = 2.5
-    simnpo_gamma: float = 0.0
+    beta: Real = 0.1
+    retain_weight: Real = 1.0
+    kl_weight: Real = 1.0
+    simnpo_beta: Real = 2.5
+    simnpo_gamma: Real = 0.0
     rmu_layer: int | None = None
-    rmu_coefficient: float = 6.5
-    rmu_alpha: float = 1200.0
+    rmu_coefficient: Real = 6.5
+    rmu_alpha: Real = 1200.0
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -105,15 +106,6 @@ class ObjectiveConfig:
                 f"unknown objective option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**options)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ObjectiveConfig:
-        """Inverse of `to_dict`."""
-        return cls.from_options(**data)
 
 
 @dataclass

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from pydantic import computed_field
 
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import ItemsLike, as_items
@@ -28,6 +28,7 @@ from unlearn_lens.evaluation import evaluate
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.sources import load
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import Real
 from unlearn_lens.unlearn.loop import Callback, TrainConfig, TrainingStep, TrainResult, train
 
 RECOVERY_MIN_LOSS = 1e-9
@@ -61,14 +62,14 @@ class Recovery:
 
     metric: str
     original: float | None
-    unlearned: float
-    relearned: float
-    control_before: float
-    control_after: float
-    forget_gain: float
-    control_gain: float
+    unlearned: Real
+    relearned: Real
+    control_before: Real
+    control_after: Real
+    forget_gain: Real
+    control_gain: Real
     recovery: float | None
-    recovery_vs_control: float
+    recovery_vs_control: Real
 
     @classmethod
     def measure(
@@ -108,31 +109,15 @@ class Recovery:
             forget_gain - control_gain,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Recovery:
-        """Inverse of `to_dict`."""
-        return cls(**data)
-
 
 @dataclass(frozen=True)
 class CurvePoint:
     """One set's metrics after `step` steps of a run (`epoch`: items trained on so far / set size)."""
 
     step: int
-    epoch: float
-    accuracy: float
-    nll: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CurvePoint:
-        return cls(**data)
+    epoch: Real
+    accuracy: Real
+    nll: Real
 
 
 @dataclass(frozen=True)
@@ -188,21 +173,6 @@ class RecoveryCurve:
                 return point.step
         return None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            name: [p.to_dict() for p in getattr(self, name)]
-            for name in ("forget", "retain", "control")
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RecoveryCurve:
-        return cls(
-            **{
-                name: [CurvePoint.from_dict(p) for p in data[name]]
-                for name in ("forget", "retain", "control")
-            }
-        )
-
 
 @dataclass(frozen=True)
 class RelearnWork:
@@ -216,30 +186,20 @@ class RelearnWork:
     n_items: int
     steps: int
     batch_size: int
-    lr: float
+    lr: Real
     items_seen: int
     tokens_seen: int
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def epochs(self) -> float:
+    def epochs(self) -> Real:
         """Passes over the set: items trained on / set size."""
         return self.items_seen / self.n_items
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def tokens_per_step(self) -> float:
+    def tokens_per_step(self) -> Real:
         return self.tokens_seen / self.steps if self.steps else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "epochs": self.epochs, "tokens_per_step": self.tokens_per_step}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RelearnWork:
-        return cls(
-            **{
-                key: data[key]
-                for key in ("n_items", "steps", "batch_size", "lr", "items_seen", "tokens_seen")
-            }
-        )
 
     @classmethod
     def of(cls, run: TrainResult, n_items: int) -> RelearnWork:
@@ -284,6 +244,12 @@ class RelearnResult:
             return None
         return self.curve.steps_to_recover(self.original_forget.accuracy, fraction)
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def steps_to_half_recovery(self) -> int | None:
+        """`steps_to_recover()` at half recovery, written to JSON for its readers."""
+        return self.steps_to_recover()
+
     def peak_excess(self) -> float | None:
         """The largest excess of forget-accuracy recovery over the control's gain at equal work
         along the curve ([`RecoveryCurve.peak_excess`][unlearn_lens.unlearn.RecoveryCurve.peak_excess]),
@@ -292,50 +258,6 @@ class RelearnResult:
             return None
         peak = self.curve.peak_excess(self.original_forget.accuracy)
         return None if peak is None else peak[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        metrics = (
-            "forget_before",
-            "forget_after",
-            "control_before",
-            "control_after",
-            "original_forget",
-        )
-        return {
-            "budget_steps": self.budget_steps,
-            **{
-                name: asdict(getattr(self, name)) if getattr(self, name) is not None else None
-                for name in metrics
-            },
-            "recovery": {name: rec.to_dict() for name, rec in self.recovery.items()},
-            "source_run": self.source_run.to_dict(),
-            "control_run": self.control_run.to_dict(),
-            "work": {name: work.to_dict() for name, work in self.work.items()},
-            "curve": self.curve.to_dict(),
-            "steps_to_half_recovery": self.steps_to_recover(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RelearnResult:
-        """Inverse of `to_dict`."""
-
-        def metrics(name: str) -> TokenMetrics | None:
-            return TokenMetrics.from_dict(data[name]) if data[name] is not None else None
-
-        return cls(
-            budget_steps=data["budget_steps"],
-            forget_before=metrics("forget_before"),
-            forget_after=metrics("forget_after"),
-            control_before=metrics("control_before"),
-            control_after=metrics("control_after"),
-            original_forget=metrics("original_forget"),
-            recovery={name: Recovery.from_dict(rec) for name, rec in data["recovery"].items()},
-            source_run=TrainResult.from_dict(data["source_run"]),
-            control_run=TrainResult.from_dict(data["control_run"]),
-            work={name: RelearnWork.from_dict(work) for name, work in data["work"].items()},
-            curve=RecoveryCurve.from_dict(data["curve"]),
-        )
 
 
 def budget_steps(steps: int | None, examples: int | None, batch_size: int) -> int:

@@ -12,25 +12,26 @@ from unlearn_lens.localize.summary import spearman
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, predictor_inputs
 from unlearn_lens.predict.model import HeldOut, ReversibilityPredictor, fit_predictor, validate
 from unlearn_lens.regimes import INCONCLUSIVE, NOT_FORGOTTEN
+from unlearn_lens.schema import dump
 from unlearn_lens.validation.grid import CELL_FORMAT, CellResult, GridSettings
 
 
 def forgotten(results: Sequence[CellResult]) -> list[CellResult]:
     """Cells whose unlearning removed enough to classify (the regime's `min_forgotten`) and
     whose recovery is defined, inconclusive ones included: what unlearning did to the weights."""
-    return [r for r in results if r.regime["label"] != NOT_FORGOTTEN and r.recovery is not None]
+    return [r for r in results if r.regime.label != NOT_FORGOTTEN and r.recovery is not None]
 
 
 def inconclusive(results: Sequence[CellResult]) -> list[CellResult]:
     """Forgotten cells whose recovery stayed low while the relearning budget taught the control
     less than `min_control_gain`: the attack could not have shown recovery."""
-    return [r for r in forgotten(results) if r.regime["label"] == INCONCLUSIVE]
+    return [r for r in forgotten(results) if r.regime.label == INCONCLUSIVE]
 
 
 def classified(results: Sequence[CellResult]) -> list[CellResult]:
     """Forgotten cells with a reversibility verdict (not inconclusive): the runs whose recovery
     says whether the knowledge was still there, and the ones a user would ask the predictor about."""
-    return [r for r in forgotten(results) if r.regime["reversible"] is not None]
+    return [r for r in forgotten(results) if r.regime.reversible is not None]
 
 
 def setting(r: CellResult) -> str:
@@ -40,7 +41,7 @@ def setting(r: CellResult) -> str:
 
 def feature_matrix(results: Sequence[CellResult]) -> np.ndarray:
     """Cells × predictor inputs (`PREDICTOR_INPUTS`), float64; a missing value is NaN."""
-    rows = [predictor_inputs(r.features["values"]) for r in results]
+    rows = [predictor_inputs(r.features.values) for r in results]
     return np.array([[row[name] for name in PREDICTOR_INPUTS] for row in rows], dtype=np.float64)
 
 
@@ -86,14 +87,14 @@ def train_predictor(results: Sequence[CellResult], settings: GridSettings) -> Pr
         fit_predictor(X, y, PREDICTOR_INPUTS),
         validation={
             "n_cells": len(cells),
-            "by_domain": by_domain.to_dict(),
-            "by_setting": by_setting.to_dict(),
+            "by_domain": dump(by_domain),
+            "by_setting": dump(by_setting),
         },
         trained_on={
             "model": "smollm2-135m",
             "cells": len(cells),
             "inconclusive_left_out": len(inconclusive(results)),
-            "grid": settings.to_dict(),
+            "grid": dump(settings),
             "cell_format": CELL_FORMAT,
             "target": "relearning recovery of forget-set token accuracy",
         },

@@ -14,9 +14,8 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -28,7 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from unlearn_lens.atomic import json_float, write_json_atomic
+from unlearn_lens.atomic import write_json_atomic
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
 from unlearn_lens.data.items import Item
 from unlearn_lens.diagnostics.compare import ModelPass, model_pass
@@ -37,8 +36,9 @@ from unlearn_lens.evaluation import evaluate
 from unlearn_lens.localize.reversion import Reverter, last_layers_patch
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.subject import Snapshot, Subject
-from unlearn_lens.predict.features import measure_features
-from unlearn_lens.regimes import classify_regime
+from unlearn_lens.predict.features import ReversibilityFeatures, measure_features
+from unlearn_lens.regimes import RegimeVerdict, classify_regime
+from unlearn_lens.schema import Real, dump, read
 from unlearn_lens.unlearn.api import unlearn
 from unlearn_lens.unlearn.known import split_known
 from unlearn_lens.unlearn.objectives import get_objective
@@ -102,14 +102,14 @@ class GridSettings:
 
     domains: tuple[str, ...] = BUILTIN_DOMAINS
     methods: tuple[str, ...] = GRID_OBJECTIVES
-    lrs: tuple[float, ...] = (3e-6, 3e-5)
+    lrs: tuple[Real, ...] = (3e-6, 3e-5)
     protocols: tuple[str, ...] = PROTOCOLS
     n_items: int = 16
     steps: int = 8
     batch_size: int = 8
     continual_requests: int = 4
     relearn_steps: int = 10
-    relearn_lr: float = 3e-5
+    relearn_lr: Real = 3e-5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -138,21 +138,6 @@ class GridSettings:
                 self.protocols, self.lrs, self.methods, self.domains
             )
         ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in asdict(self).items()
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GridSettings:
-        return cls(
-            **{
-                key: tuple(value) if isinstance(value, list) else value
-                for key, value in data.items()
-            }
-        )
 
 
 @dataclass(frozen=True)
@@ -186,62 +171,19 @@ class CellResult:
     original: dict[str, TokenMetrics]
     unlearned: dict[str, TokenMetrics]
     relearned: dict[str, TokenMetrics]
-    control_before: float
-    control_after: float
+    control_before: Real
+    control_after: Real
     recovery: float | None
     peak_excess: float | None
-    regime: dict[str, Any]
-    features: dict[str, Any]
-    head_restore: dict[str, float]
+    regime: RegimeVerdict
+    features: ReversibilityFeatures
+    head_restore: dict[str, Real]
     stop_reason: str
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, Real] = field(default_factory=dict)
 
     @property
     def control_gain(self) -> float:
         return self.control_after - self.control_before
-
-    def to_dict(self) -> dict[str, Any]:
-        def metrics(d: dict[str, TokenMetrics]) -> dict[str, Any]:
-            return {split: asdict(m) for split, m in d.items()}
-
-        return {
-            "cell": asdict(self.cell),
-            "original": metrics(self.original),
-            "unlearned": metrics(self.unlearned),
-            "relearned": metrics(self.relearned),
-            "control_before": self.control_before,
-            "control_after": self.control_after,
-            "recovery": self.recovery,
-            "peak_excess": self.peak_excess,
-            "regime": self.regime,
-            "features": self.features,
-            "head_restore": self.head_restore,
-            "stop_reason": self.stop_reason,
-            "seconds": self.seconds,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CellResult:
-        def metrics(d: dict[str, Any]) -> dict[str, TokenMetrics]:
-            return {split: TokenMetrics.from_dict(m) for split, m in d.items()}
-
-        return cls(
-            cell=Cell(**data["cell"]),
-            original=metrics(data["original"]),
-            unlearned=metrics(data["unlearned"]),
-            relearned=metrics(data["relearned"]),
-            control_before=float(data["control_before"]),
-            control_after=float(data["control_after"]),
-            recovery=data["recovery"],
-            peak_excess=data["peak_excess"],
-            regime=data["regime"],
-            features=data["features"],
-            head_restore={
-                metric: json_float(value) for metric, value in data["head_restore"].items()
-            },
-            stop_reason=str(data["stop_reason"]),
-            seconds=dict(data["seconds"]),
-        )
 
 
 @dataclass
@@ -356,8 +298,8 @@ def run_cell(
         control_after=attack.control_after.accuracy,
         recovery=attack.recovery["accuracy"].recovery,
         peak_excess=peak_excess,
-        regime=regime.to_dict(),
-        features=features.to_dict(),
+        regime=regime,
+        features=features,
         head_restore={"nll": head.effect_nll, "accuracy": head.effect_accuracy},
         stop_reason=outcome.run.stop_reason,
         seconds={k: round(v, 2) for k, v in seconds.items()},
@@ -384,21 +326,21 @@ class GridCache:
                     f"{settings_path}: the cached cells are of format {found}, this version measures format "
                     f"{CELL_FORMAT} ({CELL_FORMAT_CHANGE}); use another cache directory or delete this one"
                 )
-            if stored != settings.to_dict():
-                changed = sorted(k for k, v in settings.to_dict().items() if stored.get(k) != v)
+            if stored != dump(settings):
+                changed = sorted(k for k, v in dump(settings).items() if stored.get(k) != v)
                 raise ConfigError(
                     f"{settings_path}: the cached cells were made with other settings ({', '.join(changed)}); "
                     "use another cache directory or delete this one"
                 )
         else:
-            write_json_atomic(settings_path, {**settings.to_dict(), FORMAT_KEY: CELL_FORMAT})
+            write_json_atomic(settings_path, {**dump(settings), FORMAT_KEY: CELL_FORMAT})
 
     def load(self, cell: Cell) -> CellResult | None:
         path = self.cell_path(cell)
-        return CellResult.from_dict(json.loads(path.read_text())) if path.is_file() else None
+        return read(CellResult, json.loads(path.read_text()), str(path)) if path.is_file() else None
 
     def save(self, result: CellResult) -> None:
-        write_json_atomic(self.cell_path(result.cell), result.to_dict())
+        write_json_atomic(self.cell_path(result.cell), dump(result))
 
     def finished(self, settings: GridSettings) -> list[CellResult]:
         """The cached results of the settings' cells, in grid order (missing cells left out)."""

@@ -15,15 +15,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from pydantic import computed_field
 from torch import Tensor
 
 from unlearn_lens.data.builtin_sets import builtin
 from unlearn_lens.data.items import Item
 from unlearn_lens.models.subject import Subject
+from unlearn_lens.schema import Real
 from unlearn_lens.unlearn.loop import TrainConfig, train
 from unlearn_lens.unlearn.objectives import (
     Objective,
@@ -62,8 +64,9 @@ class TermStep:
     forget_kl_cosine: float
     ga_cosine: float | None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def ratio(self) -> float:
+    def ratio(self) -> Real:
         """‖∇KL‖ / ‖∇forget term‖."""
         return self.kl_grad_norm / self.forget_grad_norm if self.forget_grad_norm > 0 else math.nan
 
@@ -74,25 +77,12 @@ class TermRun:
     and retain token accuracy and NLL, and the per-step terms (empty for a plain objective)."""
 
     method: str
-    kl_weight: float
-    forget_accuracy: float
-    retain_accuracy: float
-    forget_nll: float
-    retain_nll: float
+    kl_weight: Real
+    forget_accuracy: Real
+    retain_accuracy: Real
+    forget_nll: Real
+    retain_nll: Real
     steps: list[TermStep] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for step, record in zip(data["steps"], self.steps, strict=True):
-            step["ratio"] = record.ratio
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TermRun:
-        steps = [
-            TermStep(**{k: v for k, v in step.items() if k != "ratio"}) for step in data["steps"]
-        ]
-        return cls(**{**data, "steps": steps})
 
 
 def _flat_norm(grads: Sequence[Tensor]) -> Tensor:
@@ -166,10 +156,10 @@ def term_run(
     return TermRun(
         method=method,
         kl_weight=config.objective.kl_weight if method in KL_VARIANTS else 0.0,
-        forget_accuracy=final["forget"]["accuracy"],
-        retain_accuracy=final["retain"]["accuracy"],
-        forget_nll=final["forget"]["nll"],
-        retain_nll=final["retain"]["nll"],
+        forget_accuracy=final["forget"].accuracy,
+        retain_accuracy=final["retain"].accuracy,
+        forget_nll=final["forget"].nll,
+        retain_nll=final["retain"].nll,
         steps=steps,
     )
 
@@ -209,13 +199,6 @@ class KLMeasurement:
             if abs(accuracy(self.run(method, weight)) - plain) >= SEPARATION:
                 return weight
         return None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"cell": self.cell, "runs": [run.to_dict() for run in self.runs]}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> KLMeasurement:
-        return cls(cell=dict(data["cell"]), runs=[TermRun.from_dict(run) for run in data["runs"]])
 
 
 def kl_cell(settings: GridSettings, domain: str, lr: float) -> dict[str, Any]:

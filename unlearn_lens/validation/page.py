@@ -45,19 +45,19 @@ def _share(cells: Sequence[CellResult], test: Callable[[CellResult], bool]) -> f
 
 
 def _cka_lower(r: CellResult) -> float:
-    return r.features["values"]["cka_lower"]
+    return r.features.values["cka_lower"]
 
 
 def _reversible(r: CellResult) -> bool:
-    return bool(r.regime["reversible"])
+    return bool(r.regime.reversible)
 
 
 def _depth(r: CellResult) -> int | None:
-    return r.features["depth"]
+    return r.features.depth
 
 
 def _n_layers(r: CellResult) -> int:
-    return len(r.features["cka_forget"])
+    return len(r.features.cka_forget)
 
 
 def _head_restore(r: CellResult) -> float:
@@ -67,7 +67,7 @@ def _head_restore(r: CellResult) -> float:
 
 def _block_shares(r: CellResult) -> list[float]:
     """Each block's share of the whole update's Σ‖ΔW‖² (every distinct weight tensor)."""
-    return r.features["delta_share"]
+    return r.features.delta_share
 
 
 def _finite_median(values: Sequence[float]) -> float:
@@ -129,7 +129,7 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
             f"{_left_out(cells)}; of the {len(judged)} classified {percent(_share(judged, _reversible))} "
             f"are reversible, mean lower-half CKA {number(finite_mean([_cka_lower(r) for r in cells]), 3)}, and "
             f"{percent(pattern)} show both (reversible and CKA ≥ {CKA_INTACT}); "
-            f"{percent(_share(cells, lambda r: r.regime['catastrophic']))} "
+            f"{percent(_share(cells, lambda r: r.regime.catastrophic))} "
             f"are catastrophic. Rule: holds if at least {percent(MAJORITY)} of the classified cells show the pattern.",
         )
     )
@@ -138,7 +138,7 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
     judged = classified(harsh)
     gentle_cka = finite_mean([_cka_lower(r) for r in cells])
     harsh_cka = finite_mean([_cka_lower(r) for r in harsh])
-    pattern = _share(judged, lambda r: not _reversible(r) and r.regime["catastrophic"])
+    pattern = _share(judged, lambda r: not _reversible(r) and r.regime.catastrophic)
     damage = harsh_cka < gentle_cka - 0.01
     claims.append(
         Claim(
@@ -148,7 +148,7 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
             f"lr {aggressive:g} or continual requests: {len(harsh)} forgotten "
             f"cells{_left_out(harsh)}; of the {len(judged)} classified "
             f"{percent(_share(judged, lambda r: not _reversible(r)))} irreversible, "
-            f"{percent(_share(judged, lambda r: r.regime['catastrophic']))} catastrophic, "
+            f"{percent(_share(judged, lambda r: r.regime.catastrophic))} catastrophic, "
             f"{percent(pattern)} both; mean "
             f"lower-half CKA {number(harsh_cka, 3)} against {number(gentle_cka, 3)} at the gentle "
             "setting. Rule: holds if at least "
@@ -184,7 +184,7 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
             f"{percent(RESTORE_FRACTION)} or more in "
             f"{percent(_share(done, lambda r: _head_restore(r) >= RESTORE_FRACTION))} of the "
             f"cells. The last {top} blocks carry "
-            f"{percent(finite_mean([r.features['values']['delta_share_top'] for r in done]))} "
+            f"{percent(finite_mean([r.features.values['delta_share_top'] for r in done]))} "
             "of the blocks' Σ‖ΔW‖² (their uniform share would be "
             f"{percent(top / n_layers if n_layers else math.nan)}) and "
             f"{percent(finite_mean([sum(_block_shares(r)[-top:]) for r in done]))} of the whole "
@@ -406,7 +406,7 @@ def _cell_table(results: Sequence[CellResult]) -> list[str]:
             f"| {r.cell.method} | {r.cell.lr:g} | {r.cell.protocol} | {_trio(r, 'forget')} | {_trio(r, 'retain')} | "
             f"{number(r.recovery, 2)} | {number(r.control_gain, 2)} | {number(r.peak_excess, 2)} | "
             f"{depth if depth is not None else '>' + str(_n_layers(r))} | "
-            f"{number(_head_restore(r), 2)} | {number(_cka_lower(r), 3)} | {r.regime['label']} |"
+            f"{number(_head_restore(r), 2)} | {number(_cka_lower(r), 3)} | {r.regime.label} |"
         )
     return lines
 
@@ -462,7 +462,7 @@ def _inconclusive_note(results: Sequence[CellResult], t: RegimeThresholds) -> st
 
 
 def _regime_counts(results: Sequence[CellResult], settings: GridSettings) -> list[str]:
-    labels = sorted({r.regime["label"] for r in results})
+    labels = sorted({r.regime.label for r in results})
     lines = [
         "| lr | protocol | " + " | ".join(labels) + " | mean recovery (classified) |",
         "|---|---|" + "---|" * (len(labels) + 1),
@@ -471,7 +471,7 @@ def _regime_counts(results: Sequence[CellResult], settings: GridSettings) -> lis
         for lr in settings.lrs:
             cells = [r for r in results if r.cell.lr == lr and r.cell.protocol == protocol]
             counts = " | ".join(
-                str(sum(r.regime["label"] == label for r in cells)) for label in labels
+                str(sum(r.regime.label == label for r in cells)) for label in labels
             )
             lines.append(
                 f"| {lr:g} | {protocol} | {counts} | "
@@ -489,7 +489,7 @@ def _figure_recovery(results: Sequence[CellResult], settings: GridSettings, path
             if (
                 r.cell.domain == domain
                 and r.recovery is not None
-                and r.regime["reversible"] is not None
+                and r.regime.reversible is not None
             ):
                 grid[
                     settings.methods.index(r.cell.method),
