@@ -34,7 +34,7 @@ from rich.table import Table
 from unlearn_lens.atomic import write_json_atomic
 from unlearn_lens.models.sources import load
 from unlearn_lens.numbers import number
-from unlearn_lens.validation.grid import Cell, CellResult, GridSettings, domain_data, run_cell
+from unlearn_lens.reproduction.grid import Cell, CellResult, GridSettings, domain_data, run_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_KEYS = ("n_items", "steps", "batch_size", "continual_requests", "seed")

@@ -25,15 +25,15 @@ from rich.table import Table
 from unlearn_lens.atomic import write_json_atomic
 from unlearn_lens.models.sources import load
 from unlearn_lens.numbers import number
-from unlearn_lens.validation.grid import GridSettings
-from unlearn_lens.validation.kl_terms import (
+from unlearn_lens.reproduction.claims import kl_finding
+from unlearn_lens.reproduction.grid import GridSettings
+from unlearn_lens.reproduction.kl_terms import (
     KL_FILE,
     KL_VARIANTS,
     KLMeasurement,
     kl_cell,
     measure_kl_terms,
 )
-from unlearn_lens.validation.page import kl_finding
 
 ROOT = Path(__file__).resolve().parent.parent
 

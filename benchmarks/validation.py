@@ -30,10 +30,10 @@ from rich.console import Console
 
 from unlearn_lens.models.sources import load
 from unlearn_lens.predict.model import BUILTIN_PREDICTOR
-from unlearn_lens.validation.fitting import train_predictor
-from unlearn_lens.validation.grid import GridSettings, run_grid
-from unlearn_lens.validation.kl_terms import KL_FILE, KLMeasurement
-from unlearn_lens.validation.page import write_page
+from unlearn_lens.reproduction.fitting import train_predictor
+from unlearn_lens.reproduction.grid import GridSettings, run_grid
+from unlearn_lens.reproduction.kl_terms import KL_FILE, KLMeasurement
+from unlearn_lens.reproduction.page import write_page
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = "bash scripts/setup.sh && .venv/bin/python benchmarks/validation.py"

@@ -9,11 +9,9 @@ import pytest
 import torch
 
 import unlearn_lens as ul
-from unlearn_lens.schema import dump, read
-from unlearn_lens.unlearn.loop import TrainConfig, train
-from unlearn_lens.unlearn.objectives import ObjectiveConfig
-from unlearn_lens.validation.grid import GridSettings
-from unlearn_lens.validation.kl_terms import (
+from unlearn_lens.reproduction.claims import kl_finding
+from unlearn_lens.reproduction.grid import GridSettings
+from unlearn_lens.reproduction.kl_terms import (
     KLMeasurement,
     TermStep,
     instrumented,
@@ -21,7 +19,9 @@ from unlearn_lens.validation.kl_terms import (
     measure_kl_terms,
     term_run,
 )
-from unlearn_lens.validation.page import kl_finding
+from unlearn_lens.schema import dump, read
+from unlearn_lens.unlearn.loop import TrainConfig, train
+from unlearn_lens.unlearn.objectives import ObjectiveConfig
 
 SETTINGS = GridSettings(domains=("text",), n_items=4, steps=3, batch_size=2)
 

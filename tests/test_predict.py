@@ -37,9 +37,9 @@ from unlearn_lens.predict.model import (
     majority_share,
     validate,
 )
+from unlearn_lens.reproduction.grid import CELL_FORMAT, GridSettings
 from unlearn_lens.schema import dump, read
 from unlearn_lens.unlearn import unlearn
-from unlearn_lens.validation.grid import CELL_FORMAT, GridSettings
 
 # ----- depth by bisection ---------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from unlearn_lens.predict import (
     measure_features,
 )
 from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict, classify_regime
+from unlearn_lens.reproduction import GridSettings, run_grid
 from unlearn_lens.study.audit import audit
 from unlearn_lens.study.config import StudyConfig, load_config
 from unlearn_lens.study.given import GivenCheckpoint
@@ -71,7 +72,6 @@ from unlearn_lens.unlearn import (
     train,
     unlearn,
 )
-from unlearn_lens.validation import GridSettings, run_grid
 
 __version__ = "0.1.0"
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.predict.model import ReversibilityPredictor
+from unlearn_lens.reproduction.grid import CellResult
 from unlearn_lens.schema import schema_text
 from unlearn_lens.study.results import AuditResults
-from unlearn_lens.validation.grid import CellResult
 
 SCHEMA_FILES: dict[str, tuple[Any, str]] = {
     "results.schema.json": (AuditResults, "unlearn_lens results.json"),

@@ -25,6 +25,7 @@ from torch import Tensor
 from unlearn_lens.data.builtin_sets import builtin
 from unlearn_lens.data.items import Item
 from unlearn_lens.models.subject import Subject
+from unlearn_lens.reproduction.grid import GridSettings
 from unlearn_lens.schema import Real
 from unlearn_lens.unlearn.loop import TrainConfig, train
 from unlearn_lens.unlearn.objectives import (
@@ -35,7 +36,6 @@ from unlearn_lens.unlearn.objectives import (
     get_objective,
     retain_kl,
 )
-from unlearn_lens.validation.grid import GridSettings
 
 KL_VARIANTS = {"ga_kl": "ga", "npo_kl": "npo"}
 """Each KL objective and the registered objective that is its forget term."""
@@ -103,7 +103,7 @@ def _grads(value: Tensor, params: list[torch.nn.Parameter]) -> list[Tensor]:
 
 def instrumented(method: str, record: list[TermStep]) -> Objective:
     """The registered KL objective `method` (`ga_kl` or `npo_kl`), appending each step's
-    [`TermStep`][unlearn_lens.validation.kl_terms.TermStep] to `record`."""
+    [`TermStep`][unlearn_lens.reproduction.kl_terms.TermStep] to `record`."""
     forget_term = get_objective(KL_VARIANTS[method])
     ga = get_objective("ga")
 

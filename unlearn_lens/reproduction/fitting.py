@@ -12,8 +12,8 @@ from unlearn_lens.localize.summary import spearman
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, predictor_inputs
 from unlearn_lens.predict.model import HeldOut, ReversibilityPredictor, fit_predictor, validate
 from unlearn_lens.regimes import INCONCLUSIVE, NOT_FORGOTTEN
+from unlearn_lens.reproduction.grid import CELL_FORMAT, CellResult, GridSettings
 from unlearn_lens.schema import dump
-from unlearn_lens.validation.grid import CELL_FORMAT, CellResult, GridSettings
 
 
 def forgotten(results: Sequence[CellResult]) -> list[CellResult]:

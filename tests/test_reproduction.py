@@ -20,12 +20,9 @@ from unlearn_lens.numbers import percent
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, ReversibilityFeatures
 from unlearn_lens.predict.model import validate
 from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict
-from unlearn_lens.schema import dump, read
-from unlearn_lens.study.config import StudyConfig
-from unlearn_lens.unlearn.api import unlearn
-from unlearn_lens.unlearn.relearn import relearn
-from unlearn_lens.validation.fitting import feature_matrix, setting, train_predictor
-from unlearn_lens.validation.grid import (
+from unlearn_lens.reproduction.claims import check_claims
+from unlearn_lens.reproduction.fitting import feature_matrix, setting, train_predictor
+from unlearn_lens.reproduction.grid import (
     CELL_FORMAT,
     FORMAT_KEY,
     GRID_OBJECTIVES,
@@ -39,8 +36,12 @@ from unlearn_lens.validation.grid import (
     run_cell,
     run_grid,
 )
-from unlearn_lens.validation.kl_terms import KLMeasurement, TermRun, TermStep
-from unlearn_lens.validation.page import check_claims, write_page
+from unlearn_lens.reproduction.kl_terms import KLMeasurement, TermRun, TermStep
+from unlearn_lens.reproduction.page import write_page
+from unlearn_lens.schema import dump, read
+from unlearn_lens.study.config import StudyConfig
+from unlearn_lens.unlearn.api import unlearn
+from unlearn_lens.unlearn.relearn import relearn
 
 TINY = GridSettings(
     domains=("text", "math"),

@@ -1,6 +1,6 @@
 """The validation study: a grid of unlearning runs on the built-in model, and the page it writes."""
 
-from unlearn_lens.validation.grid import (
+from unlearn_lens.reproduction.grid import (
     GRID_OBJECTIVES,
     STUDY_OBJECTIVES,
     Cell,
