@@ -23,6 +23,8 @@ from torch import Tensor
 from unlearn_lens.schema import Real
 
 QUANTILE_LEVELS = (0.05, 0.25, 0.75, 0.95)
+"""Quantiles reported by [`summarise_fisher`][unlearn_lens.metrics.summarise_fisher]:
+the body (quartiles) and the tails (5 % and 95 %) of a layer's distribution."""
 
 QuantileTable = Annotated[
     dict[float, Real],
@@ -30,8 +32,6 @@ QuantileTable = Annotated[
     BeforeValidator(lambda data: dict(data) if isinstance(data, list) else data),
 ]
 """Level → value; written as `[level, value]` pairs (JSON object keys cannot be numbers)."""
-"""Quantiles reported by [`summarise_fisher`][unlearn_lens.metrics.summarise_fisher]:
-the body (quartiles) and the tails (5 % and 95 %) of a layer's distribution."""
 
 
 def per_example_linear_grad_sq(
