@@ -1,7 +1,7 @@
 """`unlearn-lens audit`: the whole study in one command, saved to a run directory.
 
 With no arguments it runs on the embedded default (built-in SmolLM2-135M, the built-in text
-sets, methods ga and npo). Flags override a `--config study.toml`, which overrides defaults.
+sets, methods ga and ga_gd). Flags override a `--config study.toml`, which overrides defaults.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="unlearning method, repeatable: ga ga_gd ga_kl npo npo_gd npo_kl rlabel simnpo rmu "
-        "(default ga, npo; none when --unlearned is given)",
+        "(default ga, ga_gd; none when --unlearned is given)",
     )
     parser.add_argument(
         "--unlearned",

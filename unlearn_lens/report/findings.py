@@ -14,6 +14,7 @@ import numpy as np
 
 from unlearn_lens.localize.verification import top_indices
 from unlearn_lens.numbers import MISSING, percent, share
+from unlearn_lens.study.audit import RELEARN_SOURCES
 from unlearn_lens.study.results import AuditResults, MethodResults
 
 TOP_PLACES = 3
@@ -84,15 +85,12 @@ def _comes_back(results: AuditResults, result: MethodResults) -> Answer:
     if verdict is None or relearned is None:
         return Answer("comes back", MISSING, "not measured yet")
     e, t = verdict.evidence, verdict.thresholds
-    work = relearned.work["source"]
-    attack = (
-        f"relearning on the {results.config.relearn_source} set"
-        if results.config.relearn_source in ("forget", "retain", "unrelated")
-        else f"relearning on {results.config.relearn_source}"
-    )
-    attack += f", {work.steps} steps at lr {work.lr:g}"
+    work, source = relearned.work["source"], results.config.relearn_source
+    named = source in RELEARN_SOURCES
+    attack = f"relearning on the {source} set" if named else f"relearning on {source}"
+    budget = f"{attack}, {work.steps} steps at lr {work.lr:g}"
     if e["recovery"] is None:
-        return Answer("comes back", "n/a (nothing forgotten)", f"{attack}: {verdict.describe()}")
+        return Answer("comes back", "n/a (nothing forgotten)", f"{budget}: {verdict.describe()}")
     word = {True: "yes", False: "no", None: verdict.label}[verdict.reversible]
     control = (
         f"; the same budget taught the novel control {e['control_gain_absolute']:.2f} accuracy "
@@ -103,8 +101,8 @@ def _comes_back(results: AuditResults, result: MethodResults) -> Answer:
     )
     return Answer(
         "comes back",
-        f"{word}, {e['recovery']:.2f} of the loss ({attack.split(',')[0]})",
-        f"{attack}: forget accuracy {e['forget_unlearned']:.2f} → {e['forget_relearned']:.2f}, "
+        f"{word}, {e['recovery']:.2f} of the loss ({attack})",
+        f"{budget}: forget accuracy {e['forget_unlearned']:.2f} → {e['forget_relearned']:.2f}, "
         f"recovery {e['recovery']:.2f} (reversible needs ≥ {t.recovery:.2f}){control}",
     )
 
