@@ -218,7 +218,7 @@ def test_report_renders_terminal_figures_and_self_contained_html(
         console=_quiet(),
     )
     console = Console(record=True, width=200, file=io.StringIO())
-    render_run(results, tmp_path / "run", console)
+    render_run(results, tmp_path / "run", console, verbose=True)
     text = console.export_text()
     assert "Audit summary" in text and "ga" in text and "per layer" in text
     ga = results.methods["ga"]
@@ -263,12 +263,14 @@ def test_report_renders_terminal_figures_and_self_contained_html(
         assert (tmp_path / "run" / "figures" / expected).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "run" / REPORT_FILE).read_text()
     assert page.count("data:image/png;base64,") >= 11
-    # The first screen carries the findings: verdicts, then where the forgetting lives beside the recovery curves.
-    findings, summary = page.index("Findings: ga"), page.index("<h2>Summary")
+    # The first screen carries the findings: the cards, then where the forgetting lives beside
+    # the recovery curves, with the verdicts' evidence and thresholds one click away.
+    summary = page.index("<h2>Summary")
     assert (
-        findings
-        < page.index("class='verdict'")
+        page.index("class='card'")
+        < page.index("Findings: ga")
         < page.index("Where the forgetting lives")
+        < page.index("<summary>Evidence and thresholds</summary>")
         < summary
     )
     assert page.index("Recovery curves") < summary

@@ -177,7 +177,7 @@ def test_only_given_checkpoints_are_audited_without_a_method(workspace, tmp_path
         workspace / "ck"
     )
     console = Console(record=True, width=300, file=io.StringIO())
-    render_run(results, tmp_path / "run", console)
+    render_run(results, tmp_path / "run", console, verbose=True)
     text = console.export_text()
     assert "u1 (given)" in text
     assert (

@@ -17,6 +17,7 @@ from rich.markup import escape
 from unlearn_lens.commands import audit, compare, relearn, report, unlearn
 from unlearn_lens.commands.common import add_model_flags
 from unlearn_lens.errors import ConfigError, UnlearnLensError
+from unlearn_lens.quiet import quiet_third_party_bars
 
 console = Console()
 error_console = Console(stderr=True)
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `unlearn-lens` console script."""
     args = build_parser().parse_args(argv)
+    quiet_third_party_bars()
     try:
         args.handler(args)
     except (UnlearnLensError, ValueError, OSError) as error:

@@ -23,3 +23,17 @@ def number(value: float | None, digits: int = 3) -> str:
 def percent(fraction: float | None) -> str:
     """A fraction as a whole percentage (`0.237` → `24 %`), or `MISSING` for None and NaN."""
     return MISSING if fraction is None or math.isnan(fraction) else f"{round(100 * fraction)} %"
+
+
+def share(fraction: float | None, significant: int = 2) -> str:
+    """A fraction with `significant` significant digits in fixed point (`0.00423` → `0.0042`,
+    `0.214` → `0.21`): small shares that differ print differently, where `percent` would round
+    them all to `0 %`. Beyond six decimals, scientific notation; `MISSING` for None and NaN."""
+    if fraction is None or math.isnan(fraction):
+        return MISSING
+    if fraction == 0 or not math.isfinite(fraction):
+        return f"{fraction:g}"
+    decimals = significant - 1 - math.floor(math.log10(abs(fraction)))
+    if decimals > 6:
+        return f"{fraction:.{significant - 1}e}"
+    return f"{fraction:.{max(0, decimals)}f}"

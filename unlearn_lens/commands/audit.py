@@ -1,7 +1,7 @@
 """`unlearn-lens audit`: the whole study in one command, saved to a run directory.
 
 With no arguments it runs on the embedded default (built-in SmolLM2-135M, the built-in text
-sets, methods ga and npo). Flags override a `--config study.toml`, which overrides defaults.
+sets, methods ga and ga_gd). Flags override a `--config study.toml`, which overrides defaults.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from unlearn_lens.commands.common import (
     add_data_flags,
     add_length_flags,
     add_model_flags,
+    add_report_flags,
 )
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
 from unlearn_lens.data.fields import DataError
@@ -71,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="unlearning method, repeatable: ga ga_gd ga_kl npo npo_gd npo_kl rlabel simnpo rmu "
-        "(default ga, npo; none when --unlearned is given)",
+        "(default ga, ga_gd; none when --unlearned is given)",
     )
     parser.add_argument(
         "--unlearned",
@@ -170,13 +171,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--force", action="store_true", help="replace a finished or different run in --out"
     )
-    parser.add_argument(
-        "--layers-for",
-        action="append",
-        default=None,
-        metavar="METHOD",
-        help="print per-layer tables for this method (repeatable; default the first)",
-    )
+    add_report_flags(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -268,4 +263,6 @@ def run(args: argparse.Namespace) -> None:
     results = audit(
         config, out=args.out, resume=args.resume, force=args.force, console=Console(stderr=True)
     )
-    render_run(results, args.out, report_console(), layer_methods=args.layers_for)
+    render_run(
+        results, args.out, report_console(), layer_methods=args.layers_for, verbose=args.verbose
+    )

@@ -141,3 +141,20 @@ def fit_items(
 def field_map(args: argparse.Namespace) -> FieldMap:
     """The `FieldMap` of the data flags."""
     return FieldMap(prompt=args.prompt_field, answer=args.answer_field, text=args.text_field)
+
+
+def add_report_flags(parser: argparse.ArgumentParser) -> None:
+    """How much of the terminal report to print: `--verbose` and `--layers-for` (audit and report)."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print each verdict's evidence and thresholds, the attribution, budgets and the "
+        "per-layer table (default: the summary and one findings line per method)",
+    )
+    parser.add_argument(
+        "--layers-for",
+        action="append",
+        default=None,
+        metavar="METHOD",
+        help="print per-layer tables for this method (repeatable; with --verbose the default is the first)",
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unlearn_lens.commands.common import add_report_flags
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `report` subcommand to the `unlearn-lens` parser."""
@@ -12,13 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "report", help="re-render a finished (or interrupted) audit from its results.json"
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the audit's --out directory")
-    parser.add_argument(
-        "--layers-for",
-        action="append",
-        default=None,
-        metavar="METHOD",
-        help="print per-layer tables for this method (repeatable; default the first)",
-    )
+    add_report_flags(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -34,4 +30,5 @@ def run(args: argparse.Namespace) -> None:
         args.run_dir,
         report_console(),
         layer_methods=args.layers_for,
+        verbose=args.verbose,
     )

@@ -10,7 +10,8 @@ from rich.console import Console
 
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.report.audit_figures import headline_figures, write_method_figures
-from unlearn_lens.report.html import Section, Table, render_html
+from unlearn_lens.report.findings import finding
+from unlearn_lens.report.html import Card, Section, Table, render_html
 from unlearn_lens.report.terminal import (
     attribution_lines,
     budget_line,
@@ -43,24 +44,36 @@ def _significant(value: float) -> str:
 
 
 def findings(results: AuditResults, headline: dict[str, list[tuple[Path, str]]]) -> list[Section]:
-    """The first screen: per method its verdicts and budgets, then where the forgetting lives
-    beside the recovery curves."""
-    sections = []
+    """The first screen: a card per method (forgotten? comes back? where? catastrophic?), then per
+    method its warnings, where the forgetting lives beside the recovery curves, and the full
+    verdicts with their thresholds and budgets one click away."""
+    cards = []
+    for result in results.methods.values():
+        found = finding(results, result)
+        cards.append(
+            Card(
+                found.method,
+                found.regime,
+                [(a.question, a.answer, a.detail) for a in found.answers],
+            )
+        )
+    sections = [Section("Findings at a glance", cards=cards)]
     for method, result in results.methods.items():
         section = Section(
-            f"Findings: {method}" + (" (given checkpoint)" if result.given is not None else ""),
-            figure_columns=2,
+            f"Findings: {method}" + (" (given checkpoint)" if result.given is not None else "")
         )
-        if result.regime is not None:
-            section.verdicts.append(f"Regime: {result.regime.describe()}")
-        if result.localization is not None:
-            section.verdicts.append(f"Localisation: {result.localization.verdict}")
         lines, warnings = attribution_lines(result)
         section.verdicts.extend(f"Warning: {line}" for line in warnings)
         given = given_line(result)
-        section.paragraphs.extend(
+        section.evidence.extend(
             [
                 *([given] if given else []),
+                *([f"Regime: {result.regime.describe()}"] if result.regime is not None else []),
+                *(
+                    [f"Localisation: {result.localization.verdict}"]
+                    if result.localization is not None
+                    else []
+                ),
                 *lines,
                 *(line for line in (budget_line(result), update_line(result)) if line is not None),
             ]
@@ -173,9 +186,11 @@ def render_run(
     run_dir: str | Path | None,
     console: Console,
     layer_methods: Sequence[str] | None = None,
+    verbose: bool = False,
 ) -> Path | None:
-    """Print the terminal report; with a run directory, also write figures and report.html there."""
-    print_report(console, results, layer_methods)
+    """Print the terminal report (the evidence too with `verbose`); with a run directory, also
+    write figures and report.html there."""
+    print_report(console, results, layer_methods, verbose=verbose)
     if run_dir is None:
         return None
     run_dir = Path(run_dir)

@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from unlearn_lens.localize.verification import top_indices
-from unlearn_lens.numbers import percent
+from unlearn_lens.numbers import share
+from unlearn_lens.report.findings import finding
 from unlearn_lens.study.results import AuditResults, MethodResults
 
 EFFECT_COLUMNS = (
@@ -253,7 +254,7 @@ def attribution_lines(result: MethodResults) -> tuple[list[str], list[str]]:
     table = attribution.single_patches.heads(fraction=True)
     top = top_indices(table, TOP_HEADS_SHOWN)
     heads = ", ".join(
-        f"L{index // table.shape[1]}H{index % table.shape[1]} {percent(table.flat[index])}"
+        f"L{index // table.shape[1]}H{index % table.shape[1]} {share(table.flat[index])}"
         for index in top
     )
     lines = [
@@ -273,31 +274,44 @@ def _column(columns: dict[str, list[float]], name: str, layer: int, digits: int 
 
 
 def print_report(
-    console: Console, results: AuditResults, layer_methods: Sequence[str] | None = None
+    console: Console,
+    results: AuditResults,
+    layer_methods: Sequence[str] | None = None,
+    verbose: bool = False,
 ) -> None:
-    """Print the summary, each method's verdicts, and the per-layer tables of `layer_methods`
-    (default: the first method)."""
+    """Print the summary table and one findings line per method (with any warnings); with
+    `verbose`, each verdict's evidence and thresholds, the attribution, budgets and the per-layer
+    tables of `layer_methods` (default: the first method; given alone, they print without
+    `verbose`)."""
     console.print(summary_table(results))
     for result in results.methods.values():
+        console.print(escape(finding(results, result).line()), highlight=False)
+        lines, warnings = attribution_lines(result)
+        for line in warnings:
+            console.print(f"  [yellow]warning:[/] {escape(line)}")
+        if not verbose:
+            continue
         if result.regime is not None:
             console.print(f"[bold]{result.method}[/] regime: {escape(result.regime.describe())}")
         if result.localization is not None:
             console.print(
                 f"[bold]{result.method}[/] localisation: {escape(result.localization.verdict)}"
             )
-        lines, warnings = attribution_lines(result)
         for line in lines:
             console.print(f"  {escape(line)}")
-        for line in warnings:
-            console.print(f"  [yellow]warning:[/] {escape(line)}")
         for line in (given_line(result), budget_line(result), update_line(result)):
             if line is not None:
                 console.print(f"[bold]{result.method}[/] {escape(line)}", highlight=False)
-    chosen = list(results.methods)[:1] if layer_methods is None else list(layer_methods)
-    for method in chosen:
-        if method in results.methods:
-            table = layer_table(results.methods[method])
-            if table is not None:
-                console.print(table)
+    if verbose or layer_methods is not None:
+        chosen = list(results.methods)[:1] if layer_methods is None else list(layer_methods)
+        for method in chosen:
+            if method in results.methods:
+                table = layer_table(results.methods[method])
+                if table is not None:
+                    console.print(table)
+    if not verbose:
+        console.print(
+            "evidence, thresholds and per-layer tables: add --verbose", style="dim", highlight=False
+        )
     if results.status != "complete":
         console.print(f"[yellow]run status: {results.status}[/] (resume with --resume)")
