@@ -114,7 +114,9 @@ def test_card_answers_each_question_per_method(run):
         assert card["comes back"].startswith(expected) or verdict.evidence["recovery"] is None
         if verdict.evidence["recovery"] is not None:
             assert f"{verdict.evidence['recovery']:.2f} of the loss" in card["comes back"]
-        assert f"depth {summary.forgetting_depth}/{summary.n_layers} blocks" in card["where"]
+        depth, n_layers = summary.forgetting_depth, summary.n_layers
+        depth_text = f"{depth}/{n_layers}" if depth is not None else f">{n_layers}"
+        assert f"depth {depth_text} blocks" in card["where"]
         assert card["catastrophic"].startswith("yes" if verdict.catastrophic else "no")
         assert page.count(f"data-card='{method}'") == 1
 
@@ -122,7 +124,10 @@ def test_card_answers_each_question_per_method(run):
 def test_terminal_prints_one_findings_line_per_method_and_evidence_on_request(run):
     results, _, text = run
     for method in DEFAULT_METHODS:
-        assert finding(results, results.methods[method]).line() in " ".join(text.split("\n"))
+        # rich wraps long lines: compare without whitespace.
+        assert "".join(finding(results, results.methods[method]).line().split()) in "".join(
+            text.split()
+        )
     assert "[thresholds:" not in text and "per layer" not in text, "evidence only with --verbose"
     console = Console(record=True, width=200, file=io.StringIO())
     render_run(results, None, console, verbose=True)
@@ -138,7 +143,7 @@ def test_head_shares_never_read_zero_percent_when_they_differ(run):
     assert lines
     for method, line in zip(DEFAULT_METHODS, lines, strict=True):
         heads = results.methods[method].attribution.attribution.single_patches.heads(fraction=True)
-        printed = re.findall(r"L\d+H\d+ (\S+)", line)
+        printed = re.findall(r"L\d+H\d+ ([-0-9.e]+)", line)
         assert printed and "%" not in line.split("top heads")[1]
         values = sorted(heads.ravel(), reverse=True)[: len(printed)]
         for text, value in zip(printed, values, strict=True):
@@ -171,7 +176,7 @@ for _ in tqdm(range(50), desc="Loading weights", mininterval=0):
 @pytest.mark.parametrize("quiet", [True, False])
 def test_piped_output_has_no_carriage_return_bars(quiet):
     """transformers' own "Loading weights" bar, drawn into a pipe: silenced, it writes nothing;
-    left on (the control), it redraws with carriage returns."""
+    left on (the control), it prints its bar lines."""
     done = subprocess.run(
         [sys.executable, "-c", _BARS, "quiet" if quiet else "loud"],
         check=False,
@@ -181,7 +186,9 @@ def test_piped_output_has_no_carriage_return_bars(quiet):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert ("\r" in done.stderr + done.stdout) is not quiet
+    output = done.stderr + done.stdout
+    assert "\r" not in output if quiet else "Loading weights" in output
+    assert ("Loading weights" in output) is not quiet
 
 
 def test_piped_report_command_prints_plain_lines(run):
