@@ -31,19 +31,17 @@ def _f16(value: float) -> float:
     return float(np.float16(value))
 
 
-def _reference_rows(
-    rows: list[list[float]], scheme: str
-) -> tuple[list[list[float]], list[list[float]]]:
-    """Rounded rows and per-element steps, element by element in Python floats (float64), rows
-    being output channels and columns the input dimension."""
-    rounded, steps = [], []
+def _reference_rows(rows: list[list[float]], scheme: str) -> tuple[list[list[float]], ...]:
+    """Rounded rows, per-element steps and levels, element by element in Python floats
+    (float64), rows being output channels and columns the input dimension."""
+    rounded, steps, levels = [], [], []
     for row in rows:
-        out, step = [0.0] * len(row), [0.0] * len(row)
+        out, step, level = [0.0] * len(row), [0.0] * len(row), [0.0] * len(row)
         if scheme == "int8":
             scale = max(abs(w) for w in row) / 127
             for j, w in enumerate(row):
                 q = 0.0 if scale == 0 else min(127.0, max(-127.0, float(round(w / scale))))
-                out[j], step[j] = q * scale, scale
+                out[j], step[j], level[j] = q * scale, scale, q
         else:
             for start in range(0, len(row), 32):
                 block = row[start : start + 32]
@@ -52,17 +50,20 @@ def _reference_rows(
                 inverse = 0.0 if d == 0 else 1.0 / d
                 for j, w in enumerate(block, start):
                     q = min(15, max(0, math.trunc((w - low) * inverse + 0.5)))
-                    out[j], step[j] = _f16(d) * q + _f16(low), _f16(d)
+                    out[j], step[j], level[j] = _f16(d) * q + _f16(low), _f16(d), q
         rounded.append(out)
         steps.append(step)
-    return rounded, steps
+        levels.append(level)
+    return rounded, steps, levels
 
 
-def _reference(weight: torch.Tensor, scheme: str, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference(weight: torch.Tensor, scheme: str, axis: int) -> tuple[torch.Tensor, ...]:
+    """`_reference_rows` on a matrix whose input dimension is `axis`: rounded, steps, levels."""
     rows = weight.double().movedim(axis, -1).tolist()
-    rounded, steps = _reference_rows(rows, scheme)
-    as_tensor = lambda values: torch.tensor(values, dtype=torch.float64).movedim(-1, axis)  # noqa: E731
-    return as_tensor(rounded), as_tensor(steps)
+    return tuple(
+        torch.tensor(values, dtype=torch.float64).movedim(-1, axis)
+        for values in _reference_rows(rows, scheme)
+    )
 
 
 def _awkward_matrix() -> torch.Tensor:
@@ -80,7 +81,7 @@ def test_rounding_matches_a_float64_loop(scheme, axis):
     weight = _awkward_matrix()
     if axis == 0:
         weight = weight.T.contiguous()  # a Conv1D-style [in, out] matrix
-    expected, steps = _reference(weight, scheme, axis)
+    expected, steps, _ = _reference(weight, scheme, axis)
     assert torch.equal(round_weight(weight, scheme, axis), expected)
     assert torch.equal(rounding_step(weight, scheme, axis), steps)
     levels = {
@@ -168,7 +169,7 @@ def test_an_update_below_half_a_step_rounds_back_bit_for_bit(tiny_model, tiny_to
         assert torch.equal(rounded[key], original[key]), key
     layers, non_layer, total = rounding_shares(subject.specs, axes, original, unlearned, scheme)
     for share in [*layers, *non_layer.values(), total]:
-        assert share.below_half_step == 1.0 and share.kept_by_rounding == 1.0
+        assert share.below_half_step == share.same_level == share.rounds_to_original == 1.0
     assert 0.5 < total.moved < 1.0, "every entry moved but those fixing the grid"
 
 
@@ -182,6 +183,7 @@ def test_an_update_beyond_half_a_step_does_not_round_back(tiny_model, tiny_tok, 
         assert moved.any()
         assert torch.equal(rounded[key] != original[key], moved), key
     total = rounding_shares(subject.specs, axes, original, unlearned, scheme)[2]
+    assert total.below_half_step == total.same_level == total.rounds_to_original
     assert total.below_half_step == pytest.approx(1 - total.moved)
 
 
@@ -205,35 +207,48 @@ def test_the_shares_match_a_count(tiny_model, tiny_tok, scheme):
     for spec in subject.specs:
         if spec.key not in axes:
             continue
-        rounded_original, steps = _reference(original[spec.key], scheme, axes[spec.key])
-        rounded_unlearned = _reference(unlearned[spec.key], scheme, axes[spec.key])[0]
-        row = counts.setdefault(
-            str(spec.layer) if spec.layer is not None else spec.component, [0, 0, 0, 0]
+        rounded_original, steps, levels_original = _reference(
+            original[spec.key], scheme, axes[spec.key]
         )
-        for w, u, step, ro, ru in zip(
-            original[spec.key].flatten().tolist(),
-            unlearned[spec.key].flatten().tolist(),
-            steps.flatten().tolist(),
-            rounded_original.flatten().tolist(),
-            rounded_unlearned.flatten().tolist(),
+        rounded_unlearned, _, levels_unlearned = _reference(
+            unlearned[spec.key], scheme, axes[spec.key]
+        )
+        row = counts.setdefault(
+            str(spec.layer) if spec.layer is not None else spec.component, [0] * 5
+        )
+        for w, u, step, ro, ru, lo, lu in zip(
+            *(
+                tensor.flatten().tolist()
+                for tensor in (
+                    original[spec.key],
+                    unlearned[spec.key],
+                    steps,
+                    rounded_original,
+                    rounded_unlearned,
+                    levels_original,
+                    levels_unlearned,
+                )
+            ),
             strict=True,
         ):
             row[0] += 1
             row[1] += u != w
-            row[2] += abs(u - w) < step / 2
-            row[3] += ru == ro
+            row[2] += u == w or abs(u - w) < step / 2
+            row[3] += lu == lo
+            row[4] += ru == ro
     measured = {str(i): layer for i, layer in enumerate(layers)} | non_layer
     assert set(measured) == set(counts)
-    for name, (n, moved, below, kept) in counts.items():
+    for name, (n, *counted) in counts.items():
         share = measured[name]
         assert share.n_weights == n
-        assert (share.moved, share.below_half_step, share.kept_by_rounding) == (
-            moved / n,
-            below / n,
-            kept / n,
-        ), name
+        assert [
+            share.moved,
+            share.below_half_step,
+            share.same_level,
+            share.rounds_to_original,
+        ] == [count / n for count in counted], name
     assert total.n_weights == sum(row[0] for row in counts.values())
-    assert 0.0 < total.below_half_step < 1.0
+    assert 0.0 < total.below_half_step < 1.0 and 0.0 < total.same_level < 1.0
 
 
 def test_the_attack_measures_all_four_models_and_leaves_the_unlearned_one(tiny_tok):

@@ -21,7 +21,9 @@ Beside the accuracies, each layer reports the share of the unlearning update `|�
 than half the original's rounding step of that weight's channel or block. Where the original
 sits on the grid (a model dequantised from a file of that format), such a weight rounds back
 exactly onto its original value; elsewhere the share is the mechanism's upper bound, and
-`kept_by_rounding` says how many weights did round to where the original rounds.
+`same_level` says how many weights did round to the original's level and `rounds_to_original`
+how many to the rounded original's value itself (a moved block minimum, maximum or channel
+maximum shifts its whole grid a little).
 """
 
 from __future__ import annotations
@@ -60,9 +62,9 @@ def _compute_dtype(weight: Tensor) -> torch.dtype:
     return torch.float64 if weight.dtype == torch.float64 else torch.float32
 
 
-def _grid(weight: Tensor, scheme: str, input_axis: int) -> tuple[Tensor, Tensor]:
-    """The rounded weight and, per element, the step of its channel (int8) or block (Q4_1),
-    both in the compute dtype and shaped like `weight`."""
+def _grid(weight: Tensor, scheme: str, input_axis: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The rounded weight and, per element, the step of its channel (int8) or block (Q4_1) and
+    its integer level on that grid, all in the compute dtype and shaped like `weight`."""
     if weight.dim() != 2:
         raise ValueError(f"only matrices are rounded, got a tensor of shape {tuple(weight.shape)}")
     if scheme not in SCHEMES:
@@ -71,13 +73,13 @@ def _grid(weight: Tensor, scheme: str, input_axis: int) -> tuple[Tensor, Tensor]
     if scheme == "int8":
         scale = rows.abs().amax(dim=-1, keepdim=True) / INT8_LEVELS
         q = torch.where(scale == 0, 0.0, torch.round(rows / scale)).clamp(-INT8_LEVELS, INT8_LEVELS)
-        rounded, step = q * scale, scale.expand_as(rows)
+        rounded, step, level = q * scale, scale.expand_as(rows), q
     else:
-        rounded, step = _q4_1(rows)
-    return rounded.movedim(-1, input_axis), step.movedim(-1, input_axis)
+        rounded, step, level = _q4_1(rows)
+    return tuple(tensor.movedim(-1, input_axis) for tensor in (rounded, step, level))
 
 
-def _q4_1(rows: Tensor) -> tuple[Tensor, Tensor]:
+def _q4_1(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Q4_1 along the last axis of `rows` (llama.cpp's reference quantiser, then dequantised)."""
     n_rows, width = rows.shape
     pad = -width % Q4_1_BLOCK
@@ -98,11 +100,7 @@ def _q4_1(rows: Tensor) -> tuple[Tensor, Tensor]:
     d16 = d.to(torch.float16).to(rows.dtype)
     low16 = low.to(torch.float16).to(rows.dtype)
     rounded = d16 * q + low16
-    step = d16.expand_as(q)
-    return (
-        rounded.reshape(n_rows, -1)[:, :width],
-        step.reshape(n_rows, -1)[:, :width],
-    )
+    return tuple(tensor.reshape(n_rows, -1)[:, :width] for tensor in (rounded, d16.expand_as(q), q))
 
 
 def round_weight(weight: Tensor, scheme: str, input_axis: int = -1) -> Tensor:
@@ -153,14 +151,19 @@ class LayerRounding:
 
     **Fields:** `n_weights`, matrix entries; `moved`, the share with `ΔW ≠ 0`;
     `below_half_step`, the share with `|ΔW|` below half the original's rounding step of that
-    weight's channel or block (on a grid the original already sits on, these round back exactly);
-    `kept_by_rounding`, the share whose rounded unlearned value equals the rounded original's.
+    weight's channel or block, or `ΔW = 0` (a channel or block of zeros has step 0); on a grid
+    the original already sits on, these round back exactly unless their block's range moved;
+    `same_level`, the share that rounds to the same integer level of its channel or block as
+    the original; `rounds_to_original`, the share whose rounded value equals the rounded
+    original's bit for bit (a level kept on a grid that moved, because the channel's largest
+    magnitude or the block's minimum or maximum moved, is not).
     """
 
     n_weights: int
     moved: float
     below_half_step: float
-    kept_by_rounding: float
+    same_level: float
+    rounds_to_original: float
 
 
 @dataclass
@@ -225,23 +228,23 @@ def recovery_ratio(after: float, unlearned: float, reference: float) -> float | 
 
 def _counts(
     original: Tensor, unlearned: Tensor, scheme: str, axis: int
-) -> tuple[int, int, int, int]:
-    """`(n, moved, below half a step, kept by rounding)` counts of one matrix."""
-    rounded_original, step = _grid(original, scheme, axis)
-    rounded_unlearned = _grid(unlearned, scheme, axis)[0]
+) -> tuple[int, int, int, int, int]:
+    """`(n, moved, below half a step, same level, rounds to the original)` counts of one matrix."""
+    rounded_original, step, level_original = _grid(original, scheme, axis)
+    rounded_unlearned, _, level_unlearned = _grid(unlearned, scheme, axis)
     delta = unlearned.to(step.dtype) - original.to(step.dtype)
     return (
         delta.numel(),
         int((delta != 0).sum()),
-        int((delta.abs() < step / 2).sum()),
+        int(((delta == 0) | (delta.abs() < step / 2)).sum()),
+        int((level_unlearned == level_original).sum()),
         int((rounded_unlearned == rounded_original).sum()),
     )
 
 
 def _layer_rounding(counts: Sequence[int]) -> LayerRounding:
-    n, moved, below, kept = counts
-    share = (lambda count: count / n) if n else (lambda count: 0.0)
-    return LayerRounding(n, share(moved), share(below), share(kept))
+    n, *counted = counts
+    return LayerRounding(n, *(count / n if n else 0.0 for count in counted))
 
 
 def rounding_shares(
@@ -254,7 +257,7 @@ def rounding_shares(
     """Per block, per non-layer matrix and over every matrix: how the update `unlearned −
     original` meets the original's grid in `scheme` (see [`LayerRounding`][unlearn_lens.attacks.LayerRounding])."""
     n_layers = 1 + max(spec.layer for spec in specs if spec.layer is not None)
-    layer_counts = [[0, 0, 0, 0] for _ in range(n_layers)]
+    layer_counts = [[0] * 5 for _ in range(n_layers)]
     non_layer_counts: dict[str, list[int]] = {}
     for spec in specs:
         if spec.key not in axes:
@@ -263,7 +266,7 @@ def rounding_shares(
         target = (
             layer_counts[spec.layer]
             if spec.layer is not None
-            else non_layer_counts.setdefault(spec.component, [0, 0, 0, 0])
+            else non_layer_counts.setdefault(spec.component, [0] * 5)
         )
         for index, value in enumerate(counts):
             target[index] += value
