@@ -1,5 +1,6 @@
 """unlearn_lens: audit whether an unlearned language model really forgot, or only hides what it knows."""
 
+from unlearn_lens.attacks import QuantizationResult, quantization_attack, round_snapshot
 from unlearn_lens.data import (
     BUILTIN_DOMAINS,
     BuiltinSets,
@@ -94,6 +95,7 @@ __all__ = [
     "MethodResults",
     "ModelSourceError",
     "ObjectiveConfig",
+    "QuantizationResult",
     "RegimeThresholds",
     "RegimeVerdict",
     "RelearnResult",
@@ -132,8 +134,10 @@ __all__ = [
     "logit_lens",
     "measure_features",
     "model_fisher",
+    "quantization_attack",
     "relearn",
     "reversion_sweep",
+    "round_snapshot",
     "run_grid",
     "save_checkpoint",
     "split_known",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn_lens.commands import audit, compare, relearn, report, unlearn
+from unlearn_lens.commands import audit, compare, quantize, relearn, report, unlearn
 from unlearn_lens.commands.common import add_model_flags
 from unlearn_lens.errors import ConfigError, UnlearnLensError
 from unlearn_lens.quiet import quiet_third_party_bars
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=5, help="how many predictions to show (default 5)"
     )
     inspect.set_defaults(handler=_cmd_inspect)
-    for command in (audit, report, compare, unlearn, relearn):
+    for command in (audit, report, compare, unlearn, relearn, quantize):
         command.register(sub)
     return parser
 
