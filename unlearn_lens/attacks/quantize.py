@@ -41,6 +41,7 @@ from unlearn_lens.evaluation import evaluate
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.architecture import WeightSpec, hf_module
 from unlearn_lens.models.subject import Snapshot, Subject
+from unlearn_lens.schema import Real
 from unlearn_lens.unlearn.relearn import RECOVERY_METRICS, RECOVERY_MIN_LOSS
 
 SCHEMES = ("int8", "q4_1")
@@ -160,10 +161,10 @@ class LayerRounding:
     """
 
     n_weights: int
-    moved: float
-    below_half_step: float
-    same_level: float
-    rounds_to_original: float
+    moved: Real
+    below_half_step: Real
+    same_level: Real
+    rounds_to_original: Real
 
 
 @dataclass

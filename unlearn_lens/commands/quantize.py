@@ -28,6 +28,7 @@ from unlearn_lens.commands.common import (
     fit_items,
 )
 from unlearn_lens.out_dir import check_out_dir
+from unlearn_lens.schema import dump
 
 if TYPE_CHECKING:
     from unlearn_lens.attacks.quantize import QuantizationResult
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> None:
             "chat_template": args.chat_template,
             **{f"n_{split}": len(items) for split, items in sets.items()},
         },
-        "result": asdict(result),
+        "result": dump(result),
     }
     write_json_atomic(args.out / QUANTIZE_FILE, record)
     _print_summary(result, args.out)
