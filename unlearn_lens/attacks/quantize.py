@@ -42,7 +42,7 @@ from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.models.architecture import WeightSpec, hf_module
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.schema import Real
-from unlearn_lens.unlearn.relearn import RECOVERY_METRICS, RECOVERY_MIN_LOSS
+from unlearn_lens.unlearn.relearn import RECOVERY_METRICS, recovery_ratio
 
 SCHEMES = ("int8", "q4_1")
 """Rounding schemes: int8 symmetric per output channel, and GGUF Q4_1 (4-bit, blocks of 32)."""
@@ -219,12 +219,6 @@ class QuantizationResult:
     n_forget: int
     n_retain: int
     schemes: dict[str, SchemeResult]
-
-
-def recovery_ratio(after: float, unlearned: float, reference: float) -> float | None:
-    """`(after − unlearned) / (reference − unlearned)`, None where the loss is below `RECOVERY_MIN_LOSS`."""
-    lost = reference - unlearned
-    return (after - unlearned) / lost if lost > RECOVERY_MIN_LOSS else None
 
 
 def _counts(

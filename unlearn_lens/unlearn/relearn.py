@@ -41,6 +41,13 @@ HALF_RECOVERY = 0.5
 """The recovery whose first step the terminal report quotes: half of what unlearning removed."""
 
 
+def recovery_ratio(after: float, unlearned: float, reference: float) -> float | None:
+    """`(after − unlearned) / (reference − unlearned)`: the share of what unlearning removed that
+    came back; None where the loss is below `RECOVERY_MIN_LOSS`."""
+    lost = reference - unlearned
+    return (after - unlearned) / lost if lost > RECOVERY_MIN_LOSS else None
+
+
 @dataclass(frozen=True)
 class Recovery:
     """Relearning versus the control, in one metric (`accuracy` or `exact_match`).
@@ -94,8 +101,11 @@ class Recovery:
         }
         forget_gain = value["relearned"] - value["unlearned"]
         control_gain = value["control_after"] - value["control_before"]
-        lost = None if value["original"] is None else value["original"] - value["unlearned"]
-        recovery = forget_gain / lost if lost is not None and lost > RECOVERY_MIN_LOSS else None
+        recovery = (
+            None
+            if value["original"] is None
+            else recovery_ratio(value["relearned"], value["unlearned"], value["original"])
+        )
         return cls(
             metric,
             value["original"],
