@@ -266,7 +266,7 @@ CASES = {
     ),
     "compare a truncated checkpoint": (
         ["compare", "truncated", "ck", "--data", "forget.jsonl"],
-        "truncated: its weights cannot be read",
+        "truncated/model.safetensors: its weights cannot be read",
     ),
     "config is a directory": ([*AUDIT, "--config", "adir", "--out", "out"], "adir: is a directory"),
     "config not UTF-8": (

@@ -112,10 +112,8 @@ def test_compare_force_through_a_link_and_a_failure_through_it(tmp_path, monkeyp
     before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
     assert main([*compare, "--data", "bad.jsonl"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        link_note,
-        "error: bad.jsonl:1: invalid JSON (Expecting ',' delimiter at column 16)",
-    ], err
+    assert len(err) == 2 and err[0] == link_note, err
+    assert err[1].startswith("error: bad.jsonl:1: invalid JSON"), err
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
     assert sorted(_entries(tmp_path)) == ["bad.jsonl", "ck", "forget.jsonl", "out", "target"]
 

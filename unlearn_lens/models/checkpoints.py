@@ -100,7 +100,7 @@ def _tensors(directory: Path) -> dict[str, _Tensor]:
             with safe_open(file, framework="pt") as handle:
                 for name in handle.keys():
                     tensors.setdefault(
-                        name, _Tensor(file, tuple(handle.get_slice(name).getshape_text()))
+                        name, _Tensor(file, tuple(handle.get_slice(name).get_shape()))
                     )
         except (SafetensorError, OSError) as error:
             raise ModelSourceError(

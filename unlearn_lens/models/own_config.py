@@ -52,25 +52,36 @@ def stored_name(name: str, stored: Mapping[str, object], prefix: str) -> str | N
 
 
 def _sizes(config) -> list[tuple[str, int]]:
-    """Each size the config gives a tensor axis, with how the config gives it (for messages)."""
+    """Each size the config gives a tensor axis, with how the config gives it (for messages):
+    products of heads and head size first, as they are the more specific reading of a size."""
     raw = config.to_dict()
-    sizes = [
-        (f"{field} {value}", value)
-        for field, value in raw.items()
-        if field in SIZE_FIELDS and isinstance(value, int)
-    ]
     hidden = getattr(config, "hidden_size", None)
     heads = getattr(config, "num_attention_heads", None)
     head_dim = getattr(config, "head_dim", None) or (hidden // heads if hidden and heads else None)
     heads_name = config.attribute_map.get("num_attention_heads", "num_attention_heads")
+    sizes = []
     if heads and head_dim:
-        sizes.append((f"{heads_name} × head_dim = {heads} × {head_dim}", heads * head_dim))
+        sizes.append(
+            (
+                f"{heads_name} × head_dim = {heads} × {head_dim} = {heads * head_dim}",
+                heads * head_dim,
+            )
+        )
         kv = raw.get("num_key_value_heads")
         if isinstance(kv, int):
-            sizes.append((f"num_key_value_heads × head_dim = {kv} × {head_dim}", kv * head_dim))
+            sizes.append(
+                (
+                    f"num_key_value_heads × head_dim = {kv} × {head_dim} = {kv * head_dim}",
+                    kv * head_dim,
+                )
+            )
     if "n_embd" in raw and hidden:  # GPT-2: fused QKV is 3 wide, the default MLP 4 wide
-        sizes += [(f"3 × n_embd {hidden}", 3 * hidden), (f"4 × n_embd {hidden}", 4 * hidden)]
-    return sizes
+        sizes += [(f"{k} × n_embd {hidden} = {k * hidden}", k * hidden) for k in (3, 4)]
+    return sizes + [
+        (f"{field} {value}", value)
+        for field, value in raw.items()
+        if field in SIZE_FIELDS and isinstance(value, int)
+    ]
 
 
 def _mismatch(
@@ -84,7 +95,7 @@ def _mismatch(
             f"but it is {shape_text(found)} in the checkpoint"
         )
     axis = axes[0]
-    why = " and ".join(text for text, value in _sizes(config) if value == expected[axis])
+    why = ", ".join(text for text, value in _sizes(config) if value == expected[axis])
     says = f"says {why}" if why else f"implies {expected[axis]}"
     return ModelSourceError(
         f"{label}: its config.json {says}, but tensor {name} is {shape_text(found)} in the checkpoint "
