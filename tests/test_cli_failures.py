@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from memorised import CITIES, CONTROL, COUNTRIES, FORGET, RETAIN, tokenizer
@@ -47,6 +48,15 @@ def workspace(tmp_path_factory) -> Path:
     ):
         model.save_pretrained(root / name)
         words.save_pretrained(root / name)
+    # Checkpoints whose config.json disagrees with their own tensors (saved from `ck`, config edited).
+    for name, edit in (
+        ("badconfig", {"hidden_size": 48}),
+        ("layersconfig", {"num_hidden_layers": 3}),
+        ("kvconfig", {"num_key_value_heads": 4}),
+    ):
+        ul.save_checkpoint(subject, root / name)
+        config = json.loads((root / name / "config.json").read_text())
+        (root / name / "config.json").write_text(json.dumps({**config, **edit}))
     ul.save_checkpoint(subject, root / "truncated")
     weights = root / "truncated" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -62,6 +72,11 @@ def workspace(tmp_path_factory) -> Path:
     (root / "long_answer.jsonl").write_text(
         json.dumps({"prompt": "The capital of", "answer": " ".join(["Veltravia"] * CONTEXT)}) + "\n"
     )
+    # A dataset directory holding a loading script, which datasets no longer runs.
+    (root / "scripted").mkdir()
+    (root / "scripted" / "scripted.py").write_text("import datasets\n")
+    datasets.Dataset.from_dict({"prompt": [], "answer": []}).save_to_disk(str(root / "empty_ds"))
+    (root / "deep.json").write_text("[" * 100_000)  # json recurses past Python's limit
     (root / "options.toml").write_text("steps = 2\n\n[objective_options]\nbeta = 0.1\nbta = 1\n")
     (root / "infinite.toml").write_text("lr = inf\n")
     (root / "latin1.toml").write_bytes("# réglages\nsteps = 2\n".encode("latin-1"))
@@ -82,6 +97,7 @@ def workspace(tmp_path_factory) -> Path:
     (finished / "figures" / "ga-cka.png").write_bytes(b"\x89PNG\r\n\x1a\nfigure")
     (root / "finished-relearn").mkdir()
     (root / "finished-relearn" / "run.json").write_text('{"command": "relearn"}\n')
+    (root / "dangling").symlink_to("nowhere")
     (root / "mine").mkdir()
     (root / "mine" / "report.html").write_text("<html>my own report</html>\n")
     (root / "mine" / "notes.txt").write_text("my notes\n")
@@ -89,13 +105,15 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def _tree(root: Path) -> dict[str, str]:
-    """Every path under `root` with a digest of its content ('dir' for a directory)."""
-    return {
-        str(path.relative_to(root)): "dir"
-        if path.is_dir()
-        else hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-    }
+    """Every path under `root` (hidden ones too) with a digest of its content ('dir' for a
+    directory, the target for a symbolic link)."""
+
+    def entry(path: Path) -> str:
+        if path.is_symlink():
+            return f"link to {os.readlink(path)}"
+        return "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+
+    return {str(path.relative_to(root)): entry(path) for path in sorted(root.rglob("*"))}
 
 
 AUDIT = [
@@ -240,7 +258,7 @@ CASES = {
     "report on a list": (["report", "list.json"], "list.json: expected a JSON object, got a list"),
     "report on missing fields": (
         ["report", "partial"],
-        "partial/results.json: field 'status' is missing",
+        "partial/results.json: config: Field required (and 1 more)",
     ),
     "report on a missing directory": (
         ["report", "gone"],
@@ -248,7 +266,7 @@ CASES = {
     ),
     "compare a truncated checkpoint": (
         ["compare", "truncated", "ck", "--data", "forget.jsonl"],
-        "truncated: its weights cannot be read",
+        "truncated/model.safetensors: its weights cannot be read",
     ),
     "config is a directory": ([*AUDIT, "--config", "adir", "--out", "out"], "adir: is a directory"),
     "config not UTF-8": (
@@ -306,6 +324,58 @@ CASES = {
     "given checkpoint force over a run": (
         [*AUDIT, "--unlearned", "wide", "--out", "finished", "--force"],
         "--unlearned wide: wide: tensor",
+    ),
+    # A checkpoint is checked against its own config.json before anything else.
+    "given checkpoint wider in its config than its tensors": (
+        [*AUDIT, "--unlearned", "badconfig", "--out", "out"],
+        "--unlearned badconfig: badconfig: its config.json says hidden_size 48, but tensor "
+        "model.embed_tokens.weight is [96, 32] in the checkpoint (32 where the config implies [96, 48])",
+    ),
+    "relearn a checkpoint wider in its config than its tensors": (
+        [*RELEARN[:1], "badconfig", *RELEARN[2:], "--out", "out"],
+        "badconfig: its config.json says hidden_size 48, but tensor model.embed_tokens.weight is [96, 32]",
+    ),
+    "compare a checkpoint wider in its config than its tensors": (
+        [*COMPARE[:2], "badconfig", *COMPARE[3:]],
+        "badconfig: its config.json says hidden_size 48, but tensor model.embed_tokens.weight is [96, 32]",
+    ),
+    "given checkpoint with more layers in its config than its tensors": (
+        [*AUDIT, "--unlearned", "layersconfig", "--out", "out"],
+        "layersconfig: its config.json says num_hidden_layers 3, but the checkpoint holds tensors "
+        "of 2 layers (none of layer 2)",
+    ),
+    "relearn a checkpoint with more key-value heads in its config": (
+        [*RELEARN[:1], "kvconfig", *RELEARN[2:], "--out", "out"],
+        "kvconfig: its config.json says num_attention_heads × head_dim = 4 × 8 = 32, "
+        "num_key_value_heads × head_dim = 4 × 8 = 32, hidden_size 32, but tensor "
+        "model.layers.0.self_attn.k_proj.weight is [16, 32] in the checkpoint (16 where the "
+        "config implies [32, 32])",
+    ),
+    # Whatever a data library raises is one line naming the spec.
+    "hf dataset with a loading script": (
+        [*AUDIT, "--forget", "hf:scripted:train", "--out", "out"],
+        "hf:scripted:train: cannot load it: Dataset scripts are no longer supported",
+    ),
+    "relearn on a data set of 0 rows": (
+        [*RELEARN, "--data", "empty_ds", "--out", "out"],
+        "empty_ds: the data set has 0 rows; give at least one item",
+    ),
+    "JSON nested past the recursion limit": (
+        [*COMPARE[:3], "--data", "deep.json"],
+        "deep.json: cannot read it (RecursionError: maximum recursion depth exceeded",
+    ),
+    # A link as --out: a dangling one is refused before the model loads, naming the link.
+    "audit out is a dangling link": (
+        [*AUDIT, "--out", "dangling"],
+        "--out dangling is a symbolic link to nowhere, which does not exist",
+    ),
+    "unlearn out is a dangling link": (
+        [*UNLEARN, "--out", "dangling"],
+        "--out dangling is a symbolic link to nowhere, which does not exist",
+    ),
+    "compare out is a dangling link": (
+        [*COMPARE, "--out", "dangling"],
+        "--out dangling is a symbolic link to nowhere, which does not exist",
     ),
     "audit repeated items": (
         [*AUDIT, "--forget", "repeated.jsonl", "--out", "out"],

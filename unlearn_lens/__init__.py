@@ -19,7 +19,7 @@ from unlearn_lens.diagnostics import (
     compare_snapshots,
     model_fisher,
 )
-from unlearn_lens.errors import ConfigError, ModelSourceError, UnlearnLensError
+from unlearn_lens.errors import ConfigError, ModelSourceError, RunLockedError, UnlearnLensError
 from unlearn_lens.evaluation import evaluate, items_correct
 from unlearn_lens.localize import (
     AttributedLocalization,
@@ -57,6 +57,7 @@ from unlearn_lens.predict import (
 )
 from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict, classify_regime
 from unlearn_lens.reproduction import GridSettings, run_grid
+from unlearn_lens.run_lock import run_lock
 from unlearn_lens.study.audit import audit
 from unlearn_lens.study.config import StudyConfig, load_config
 from unlearn_lens.study.given import GivenCheckpoint
@@ -102,6 +103,7 @@ __all__ = [
     "ReversibilityFeatures",
     "ReversibilityPredictor",
     "ReversionSweep",
+    "RunLockedError",
     "RunOutput",
     "Snapshot",
     "StudyConfig",
@@ -139,6 +141,7 @@ __all__ = [
     "reversion_sweep",
     "round_snapshot",
     "run_grid",
+    "run_lock",
     "save_checkpoint",
     "split_known",
     "summarise_localization",

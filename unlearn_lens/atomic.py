@@ -55,11 +55,19 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
     return write_bytes_atomic(path, (text + "\n").encode())
 
 
+def through_link(path: str | Path) -> Path:
+    """`path`, or the path it links to when it is a symbolic link: what a replacement replaces,
+    so the link itself stays as the user made it."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 @contextmanager
 def staged_directory(directory: str | Path) -> Iterator[Path]:
-    """Yield an empty staging directory beside `directory`; on success it replaces `directory`
-    whole, on any error it is removed, so `directory` is never seen half-written."""
-    directory = Path(directory)
+    """Yield an empty staging directory beside `directory` (beside its target, for a link); on
+    success it replaces `directory` whole, on any error it is removed, so `directory` is never
+    seen half-written."""
+    directory = through_link(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     umask = os.umask(0)
@@ -74,12 +82,13 @@ def staged_directory(directory: str | Path) -> Iterator[Path]:
 
 
 def replace_directory(source: str | Path, directory: str | Path) -> Path:
-    """Move the complete directory `source` to `directory`, replacing whatever is there.
+    """Move the complete directory `source` to `directory`, replacing whatever is there (a link's
+    target, leaving the link).
 
     The old `directory` is first renamed aside and removed only once `source` is in place, so
     a crash in between leaves one of the two whole, never neither.
     """
-    source, directory = Path(source), Path(directory)
+    source, directory = Path(source), through_link(directory)
     retired = directory.parent / f".{directory.name}-retired-{os.getpid()}"
     if directory.exists():
         directory.rename(retired)

@@ -2,7 +2,8 @@
 
 Every `UnlearnLensError` (and bad-input `ValueError` from data loading, and an `OSError` from a
 file that cannot be read or written) ends as one red line on stderr and exit status 2, never a
-traceback.
+traceback. A subcommand's `--out` is held for its whole run (`open_out`: a link resolved, the
+run lock taken), so no two runs write one directory.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from unlearn_lens.commands import audit, compare, quantize, relearn, report, unlearn
-from unlearn_lens.commands.common import add_model_flags
+from unlearn_lens.commands.common import add_model_flags, note
 from unlearn_lens.errors import ConfigError, UnlearnLensError
+from unlearn_lens.out_dir import open_out
 from unlearn_lens.quiet import quiet_third_party_bars
 
 console = Console()
@@ -75,7 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_third_party_bars()
     try:
-        args.handler(args)
+        with open_out(getattr(args, "out", None), note) as out:
+            if out is not None:
+                args.out = out
+            args.handler(args)
     except (UnlearnLensError, ValueError, OSError) as error:
         error_console.print(
             f"[bold red]error:[/] {escape(_one_line(error))}", highlight=False, soft_wrap=True

@@ -11,3 +11,7 @@ class ModelSourceError(UnlearnLensError):
 
 class ConfigError(UnlearnLensError):
     """A setting (flag, config field, argument) is invalid."""
+
+
+class RunLockedError(UnlearnLensError):
+    """Another process holds the run lock of an output directory (see `run_lock`)."""

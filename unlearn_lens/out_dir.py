@@ -1,17 +1,54 @@
 """Checks on an output directory before anything is written: a run never lands in a file, an
-unwritable place, or over the user's own files."""
+unwritable place, over the user's own files, through a dangling link, or beside another run."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from unlearn_lens.atomic import through_link
 from unlearn_lens.errors import ConfigError
+from unlearn_lens.run_lock import run_lock
 
 RUN_FILE = "run.json"
 """The record a training command (`unlearn`, `relearn`) writes in its `--out`; its presence marks a finished run."""
 MODEL_DIR = "model"
 """Where in a training command's `--out` the trained checkpoint goes."""
+
+
+@contextmanager
+def open_out(out: Path | None, say: Callable[[str], None]) -> Iterator[Path | None]:
+    """Hold `out` for one run: yield the directory to write (a link's target) with its run lock
+    held until the block ends; `None` passes through.
+
+    A link is resolved and `say` gets one line naming its target (so `--force` replaces the
+    target's contents and leaves the link); a dangling link, a file, or an unwritable place is
+    refused before anything is written; another process writing there refuses at once (see
+    `run_lock`), and a lock left by a dead one is taken over, `say` getting one line.
+    """
+    if out is None:
+        yield None
+        return
+    out = resolve_link(out, say)
+    check_out_location(out)
+    with run_lock(out, on_takeover=say):
+        yield out
+
+
+def resolve_link(out: Path, say: Callable[[str], None]) -> Path:
+    """`out` itself, or the directory it links to (said in one line); a link to nothing is refused."""
+    if not out.is_symlink():
+        return out
+    if not out.exists():
+        raise ConfigError(
+            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
+            "create its target or give another --out"
+        )
+    target = through_link(out)
+    say(f"--out {out} is a symbolic link: writing into its target {target}")
+    return target
 
 
 def check_out_location(out: Path) -> None:

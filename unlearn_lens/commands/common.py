@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import Console
 from rich.markup import escape
 
 from unlearn_lens.data.fields import FieldMap
@@ -13,10 +14,17 @@ from unlearn_lens.errors import ConfigError
 from unlearn_lens.models import BACKENDS, DEFAULT_MODEL, DTYPES
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from unlearn_lens.data.items import Item
     from unlearn_lens.models.subject import Subject
+
+notes = Console(stderr=True)
+"""Where `note` prints: stderr, beside warnings and errors, so a command's output stays its own."""
+
+
+def note(line: str) -> None:
+    """Print one line of information about how a command runs (a resolved link, a lock taken over)."""
+    notes.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
 
 DATA_SPEC = "a .jsonl, .json, .csv, .parquet or .txt file, a save_to_disk directory, or hf:NAME[:CONFIG]:SPLIT"
 """What a data flag takes, for its help text."""

@@ -21,14 +21,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     """Load results.json and render it."""
+    from unlearn_lens.commands.common import note
     from unlearn_lens.report.render import render_run
     from unlearn_lens.report.terminal import report_console
+    from unlearn_lens.run_lock import run_lock
     from unlearn_lens.study.results import AuditResults
 
-    render_run(
-        AuditResults.load(args.run_dir),
-        args.run_dir,
-        report_console(),
-        layer_methods=args.layers_for,
-        verbose=args.verbose,
-    )
+    with run_lock(args.run_dir, on_takeover=note):  # no audit writes there while figures are drawn
+        render_run(
+            AuditResults.load(args.run_dir),
+            args.run_dir,
+            report_console(),
+            layer_methods=args.layers_for,
+            verbose=args.verbose,
+        )

@@ -59,7 +59,7 @@ def load_hf_dataset(spec: str) -> Any:
         if config is None and split in datasets.get_dataset_config_names(name):
             config, split = split, None
         loaded = datasets.load_dataset(name, config, split=split)
-    except (OSError, ValueError, datasets.exceptions.DatasetsError) as error:
+    except Exception as error:  # datasets raises many types (RuntimeError for a loading script)
         where = (
             " (offline: HF_HUB_OFFLINE is set and it is not in the local cache)"
             if datasets.config.HF_HUB_OFFLINE

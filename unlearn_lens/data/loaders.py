@@ -107,21 +107,44 @@ def load_items(spec: str | Path, fields: FieldMap = FieldMap()) -> list[Item]:
 
     **Raises** `DataError` in one line naming the file or spec, the line (`file:LINE`) or row
     (`file[ROW]`, 0-based) and the field: a missing file, an unknown suffix, unreadable
-    content, a missing or non-string field, or no items at all.
+    content, a missing or non-string field, a data set of 0 rows, or no items at all. Whatever
+    else a data library (`datasets`, pyarrow, csv, json) raises while reading is a `DataError`
+    naming the spec too.
     """
-    if is_hf_spec(spec):
-        return items_from_records(load_hf_dataset(str(spec)), fields, str(spec))
-    path = Path(spec)
-    _check_path(path)
-    if path.is_dir():
-        items = items_from_records(_disk_dataset(path), fields, str(path))
-    elif path.suffix.lower() == ".parquet":
-        items = items_from_records(_parquet_rows(path), fields, str(path))
-    else:
-        items = _text_file_items(path, _read_text(path), fields)
+    try:
+        if is_hf_spec(spec):
+            return items_from_records(_rows(load_hf_dataset(str(spec)), spec), fields, str(spec))
+        path = Path(spec)
+        _check_path(path)
+        if path.is_dir():
+            items = items_from_records(_rows(_disk_dataset(path), path), fields, str(path))
+        elif path.suffix.lower() == ".parquet":
+            items = items_from_records(_rows(_parquet_rows(path), path), fields, str(path))
+        else:
+            items = _text_file_items(path, _read_text(path), fields)
+    except DataError:
+        raise
+    except Exception as error:  # the data libraries raise many types; none may become a traceback
+        if isinstance(error, OSError) and error.filename is not None and error.strerror:
+            raise  # the CLI prints it as `file: reason`
+        raise DataError(
+            f"{spec}: cannot read it ({type(error).__name__}: {_first_line(error)})"
+        ) from None
     if not items:
         raise DataError(f"{path}: no items")
     return items
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+def _rows(rows: Any, source: str | Path) -> Any:
+    """The rows of a data set (a `datasets.Dataset` or a list), refused by name when there are none."""
+    if len(rows) == 0:
+        raise DataError(f"{source}: the data set has 0 rows; give at least one item")
+    return rows
 
 
 def _read_text(path: Path) -> str:
@@ -210,6 +233,8 @@ def _disk_dataset(path: Path) -> Any:
     """The `Dataset` that `save_to_disk` wrote to `path` (memory-mapped; nothing is written)."""
     import datasets
 
+    if _saved_shards(path) == []:  # datasets cannot load a data set saved with no rows (IndexError)
+        raise DataError(f"{path}: the data set has 0 rows; give at least one item")
     try:
         loaded = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as error:
@@ -223,6 +248,16 @@ def _disk_dataset(path: Path) -> Any:
             f"{path}: holds the splits {', '.join(splits)}; give one split's directory, e.g. {path / splits[0]}"
         )
     return loaded
+
+
+def _saved_shards(path: Path) -> list[Any] | None:
+    """The data files `save_to_disk` listed in `path/state.json` (an empty list for a data set of
+    0 rows), or None when there is no readable list there."""
+    try:
+        shards = json.loads((path / "state.json").read_text(encoding="utf-8"))["_data_files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return shards if isinstance(shards, list) else None
 
 
 def check_overlap(forget: Iterable[Item], retain: Iterable[Item]) -> int:

@@ -20,6 +20,7 @@ from unlearn_lens.errors import ModelSourceError
 from unlearn_lens.hub import hub_reachable
 from unlearn_lens.models.architecture import named_parameters
 from unlearn_lens.models.builtin import BUILTIN_MODELS, ensure_builtin_cache
+from unlearn_lens.models.own_config import STALE_BUFFERS, check_own_config, shape_text, stored_name
 from unlearn_lens.models.sources import HUB_ID, model_source
 from unlearn_lens.models.subject import Snapshot, Subject
 
@@ -27,9 +28,6 @@ INDEX_FILE = "model.safetensors.index.json"
 """Where a sharded safetensors checkpoint maps each tensor to its shard."""
 HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.model")
 """What is fetched of a hub checkpoint: config, tokenizer and safetensors weights, never pickles."""
-STALE_BUFFERS = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
-"""Buffers older transformers versions saved beside the weights (GPT-2's causal mask, Llama's
-rotary frequencies): recomputed when a model is built, so they say nothing about its architecture."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 """Any of these in a checkpoint directory means a tokenizer was saved with it."""
 
@@ -124,28 +122,12 @@ def weights_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def _stored_name(name: str, tensors: dict[str, _Tensor], prefix: str) -> str | None:
-    """The checkpoint's name for a parameter: the same, or without the base model's prefix
-    (`model.`, `transformer.`), as checkpoints saved from the base model (GPT-2's own) have it."""
-    for candidate in (name, name.removeprefix(prefix)):
-        if candidate in tensors:
-            return candidate
-    return None
-
-
 def _prefix(subject: Subject) -> str:
     return f"{subject.model.base_model_prefix}."
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return f"[{', '.join(map(str, shape))}]"
-
-
-def check_checkpoint(subject: Subject, directory: Path, label: str) -> str | None:
-    """Refuse, in one line naming the first difference, a checkpoint whose architecture, tensor
-    names and shapes, or tokenizer differ from `subject`'s (the original), or that changed a
-    weight the audit cannot swap in; return a note when it has no tokenizer to compare. Only the
-    config, the safetensors headers, the tokenizer and the tensors outside the audit's weights are read."""
+def _config(directory: Path, label: str):
+    """The checkpoint's own config, read from its config.json."""
     from transformers import AutoConfig
 
     if not (directory / "config.json").is_file():
@@ -153,11 +135,29 @@ def check_checkpoint(subject: Subject, directory: Path, label: str) -> str | Non
             f"{label}: no config.json in {directory}; give a Hugging Face checkpoint directory"
         )
     try:
-        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        return AutoConfig.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as error:
         raise ModelSourceError(
             f"{label}: its config.json cannot be read ({str(error).strip().splitlines()[0]})"
         ) from None
+
+
+def check_against_own_config(directory: Path, label: str) -> None:
+    """Refuse a checkpoint directory whose safetensors do not fit its own config.json (see
+    `check_own_config`), reading only the config and the safetensors headers."""
+    shapes = {name: tensor.shape for name, tensor in _tensors(directory).items()}
+    check_own_config(_config(directory, label), shapes, label)
+
+
+def check_checkpoint(subject: Subject, directory: Path, label: str) -> str | None:
+    """Refuse, in one line naming the first difference, a checkpoint whose tensors do not fit its
+    own config.json (checked first), whose architecture, tensor names and shapes, or tokenizer
+    differ from `subject`'s (the original), or that changed a
+    weight the audit cannot swap in; return a note when it has no tokenizer to compare. Only the
+    config, the safetensors headers, the tokenizer and the tensors outside the audit's weights are read."""
+    config = _config(directory, label)
+    tensors = _tensors(directory)
+    check_own_config(config, {name: tensor.shape for name, tensor in tensors.items()}, label)
     ours = subject.model.config
     for setting in ("model_type", "tie_word_embeddings"):
         theirs, expected = getattr(config, setting, None), getattr(ours, setting, None)
@@ -165,7 +165,6 @@ def check_checkpoint(subject: Subject, directory: Path, label: str) -> str | Non
             raise ModelSourceError(
                 f"{label}: {setting} is {theirs} in the checkpoint, {expected} in the original"
             )
-    tensors = _tensors(directory)
     _check_tensors(subject, tensors, label)
     _check_unswapped(subject, tensors, label)
     return _check_tokenizer(subject, directory, label)
@@ -182,7 +181,7 @@ def _check_unswapped(subject: Subject, tensors: dict[str, _Tensor], label: str) 
     for name, param in params.items():
         if id(param) in covered:
             continue
-        stored = _stored_name(name, tensors, prefix)
+        stored = stored_name(name, tensors, prefix)
         with safe_open(tensors[stored].file, framework="pt") as handle:
             theirs = handle.get_tensor(stored)
         if not torch.equal(theirs.to(param.device, param.dtype), param.detach()):
@@ -206,24 +205,25 @@ def _check_tensors(subject: Subject, tensors: dict[str, _Tensor], label: str) ->
         )  # a tied unembedding: the embedding again, optional in a checkpoint
         seen.add(id(param))
         known.update((name, name.removeprefix(prefix)))
-        stored = _stored_name(name, tensors, prefix)
+        stored = stored_name(name, tensors, prefix)
         if stored is None:
             if alias:
                 continue
             raise ModelSourceError(
-                f"{label}: tensor {name} {_shape(tuple(param.shape))} of the original is missing from the checkpoint"
+                f"{label}: tensor {name} {shape_text(tuple(param.shape))} of the original is "
+                "missing from the checkpoint"
             )
         if tensors[stored].shape != tuple(param.shape):
             raise ModelSourceError(
-                f"{label}: tensor {name} is {_shape(tensors[stored].shape)} in the checkpoint, "
-                f"{_shape(tuple(param.shape))} in the original"
+                f"{label}: tensor {name} is {shape_text(tensors[stored].shape)} in the checkpoint, "
+                f"{shape_text(tuple(param.shape))} in the original"
             )
     for name, _ in layout.named_buffers():
         known.update((name, name.removeprefix(prefix)))
     for name, tensor in tensors.items():
         if name not in known and not name.endswith(STALE_BUFFERS):
             raise ModelSourceError(
-                f"{label}: the checkpoint has tensor {name} {_shape(tensor.shape)}, which the original lacks"
+                f"{label}: the checkpoint has tensor {name} {shape_text(tensor.shape)}, which the original lacks"
             )
 
 
@@ -263,7 +263,7 @@ def read_snapshot(subject: Subject, directory: Path) -> Snapshot:
     QKV) and dtypes, read file by file. Check the checkpoint first with `check_checkpoint`."""
     tensors, prefix = _tensors(directory), _prefix(subject)
     params = named_parameters(subject.model)
-    stored = {spec.param: _stored_name(spec.param, tensors, prefix) for spec in subject.specs}
+    stored = {spec.param: stored_name(spec.param, tensors, prefix) for spec in subject.specs}
     read: dict[str, torch.Tensor] = {}
     for file in sorted({tensors[name].file for name in stored.values()}):
         with safe_open(file, framework="pt") as handle:

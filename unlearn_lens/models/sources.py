@@ -95,6 +95,10 @@ def _from_pretrained(
             f"{location}: its weights cannot be read ({error}); the checkpoint is truncated or "
             "corrupt: copy or save it again"
         ) from None
+    except RuntimeError as error:  # transformers refuses weights that do not fit the config
+        raise ModelSourceError(
+            f"{location}: transformers cannot load it ({str(error).strip().splitlines()[0]})"
+        ) from None
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
@@ -117,13 +121,12 @@ def model_source(source: str | Path) -> str:
 
 
 def _load_directory(path: Path, **options):
+    from unlearn_lens.models.checkpoints import check_against_own_config  # imports this module
+
     path = Path(model_source(path))
     if (path / "config.json").is_file():
-        if not any(path.glob("*.safetensors")):
-            raise ModelSourceError(
-                f"{path} has no .safetensors weights; unlearn_lens does not unpickle .bin checkpoints "
-                "(convert them to safetensors first)"
-            )
+        if not options["trust_remote_code"]:  # remote code builds what no config check here can
+            check_against_own_config(path, str(path))
         return _from_pretrained(str(path), **options)
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:

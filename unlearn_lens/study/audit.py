@@ -50,7 +50,7 @@ from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES
 from unlearn_lens.models.checkpoints import check_checkpoint, read_snapshot
 from unlearn_lens.models.sources import check_device, load
 from unlearn_lens.models.subject import Snapshot, Subject
-from unlearn_lens.out_dir import check_not_foreign, check_out_location
+from unlearn_lens.out_dir import check_not_foreign, check_out_location, open_out
 from unlearn_lens.regimes import classify_regime
 from unlearn_lens.schema import dump
 from unlearn_lens.study.config import StudyConfig
@@ -406,7 +406,27 @@ def audit(
     progress = (
         progress and console.is_terminal
     )  # bars vanish off a terminal: `_timed` prints a line per stage instead
-    run, results = _open_run(config, Path(out) if out is not None else None, resume, force)
+
+    def note(line: str) -> None:
+        console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+    # The run lock is held from the first check of `out` to the last write, replacement included.
+    with open_out(Path(out) if out is not None else None, note) as out:
+        return _audit(config, out, resume, force, subject, progress, console, on_stage)
+
+
+def _audit(
+    config: StudyConfig,
+    out: Path | None,
+    resume: bool,
+    force: bool,
+    subject: Subject | None,
+    progress: bool,
+    console: Console,
+    on_stage: Callable[[AuditResults], None] | None,
+) -> AuditResults:
+    """The audit's work once its settings are checked and `out` (if any) is held."""
+    run, results = _open_run(config, out, resume, force)
     given = _locate_given(config)
     if results is not None:
         _check_unchanged(results, given)
