@@ -172,20 +172,32 @@ def test_ctrl_c_restores_the_starting_weights_and_propagates(subject, unlearned)
     assert all(torch.equal(subject.snapshot()[k], v) for k, v in unlearned[2].items())
 
 
-def test_equal_work_gives_both_sets_the_same_epochs_at_the_same_items_per_step():
+def _epochs_by_hand(steps: int, n_items: int, batch_size: int) -> float:
+    """Epochs after `steps` steps, by walking the loop's schedule batch by batch: each epoch is
+    the set cut into chunks of `batch_size`, the last one smaller."""
+    sizes = []
+    while len(sizes) < steps:
+        sizes.extend(min(batch_size, n_items - i) for i in range(0, n_items, batch_size))
+    return sum(sizes[:steps]) / n_items
+
+
+def test_equal_work_never_gives_the_control_fewer_epochs_than_the_source():
     # The held-out case that once produced a wrong verdict: 22 forget facts, 8 control facts.
-    assert equal_work_steps(10, 22, 8, 8) == 3  # 3 epochs of the control, not 10
+    assert (
+        equal_work_steps(10, 22, 8, 8) == 4
+    )  # 4 epochs of the control (3.36 of the source), not 10
+    assert equal_work_steps(10, 32, 8, 8) == 3  # 3.0 epochs against 2.5; round-to-nearest gave 2
     assert equal_work_steps(10, 32, 32, 8) == 10
     assert equal_work_steps(1, 64, 4, 8) == 1  # never zero steps
-    for n_source in range(1, 40):
-        for n_other in range(1, 40):
-            steps = equal_work_steps(12, n_source, n_other, 4)
-            per_epoch = (-(-n_source // 4), -(-n_other // 4))
-            # Brute force: no other step count gives epochs closer to the source's.
-            gap = abs(steps / per_epoch[1] - 12 / per_epoch[0])
-            assert all(
-                gap <= abs(s / per_epoch[1] - 12 / per_epoch[0]) + 1e-12 for s in range(1, 100)
-            )
+    for batch_size in (1, 3, 4, 8):
+        for steps in (1, 5, 12):
+            for n_source in range(1, 30):
+                for n_other in range(1, 30):
+                    n = equal_work_steps(steps, n_source, n_other, batch_size)
+                    source = _epochs_by_hand(steps, n_source, batch_size)
+                    # Brute force: the fewest steps whose epochs reach the source's.
+                    assert _epochs_by_hand(n, n_other, batch_size) >= source - 1e-12
+                    assert n == 1 or _epochs_by_hand(n - 1, n_other, batch_size) < source
 
 
 def test_unequal_sets_get_equal_epochs_and_the_curve_follows_every_step(subject, unlearned):
@@ -258,9 +270,9 @@ def test_peak_excess_compares_recovery_and_control_at_equal_epochs():
         retain=[],
         control=points([0.0, 0.4, 0.8], [0, 1.0, 2.0]),
     )
-    assert curve.control_gain_at(0.5) == pytest.approx(0.2) and curve.control_gain_at(
-        3.0
-    ) == pytest.approx(0.8)
+    assert curve.control_gain_at(0.5) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="up to epoch 2"):
+        curve.control_gain_at(3.0)  # never held flat past the control's last step
     excess, epoch = curve.peak_excess(1.0)
     # Brute force over the forget points: ((acc − 0.2) − 0.4 · epoch) / 0.8.
     expected = max(
@@ -274,3 +286,12 @@ def test_peak_excess_compares_recovery_and_control_at_equal_epochs():
         ).peak_excess(1.0)
         is None
     )
+    # A control measured only to epoch 1: forget points past it are not compared. Held flat at
+    # 0.4, the point at epoch 2 would give (1.0 − 0.2 − 0.4) / 0.8 = 0.5; compared where both were
+    # measured (epochs 0, 0.5, 1: excess 0, −0.25, 0), the peak is 0.
+    late = RecoveryCurve(
+        forget=points([0.2, 0.2, 0.6, 0.8, 1.0], [0, 0.5, 1.0, 1.5, 2.0]),
+        retain=[],
+        control=points([0.0, 0.4], [0, 1.0]),
+    )
+    assert late.peak_excess(1.0) == (pytest.approx(0.0), 0)

@@ -14,7 +14,7 @@ match needs all five); for single-token answers the two coincide.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,9 @@ RECOVERY_METRICS = ("accuracy", "exact_match")
 
 HALF_RECOVERY = 0.5
 """The recovery whose first step the terminal report quotes: half of what unlearning removed."""
+
+EPOCH_TOLERANCE = 1e-9
+"""Slack when comparing epochs (ratios of item counts), so equal work compares as equal."""
 
 
 def recovery_ratio(after: float, unlearned: float, reference: float) -> float | None:
@@ -153,8 +156,16 @@ class RecoveryCurve:
 
     def control_gain_at(self, epoch: float) -> float:
         """The control's accuracy gain after `epoch` epochs of its own set, interpolated
-        linearly between its measured steps (held at the last point past the end)."""
+        linearly between its measured steps.
+
+        **Raises** `ValueError` past the control's last measured epoch: holding the curve flat
+        there would credit the forget curve with work the control never did.
+        """
         epochs = [point.epoch for point in self.control]
+        if epoch > epochs[-1] + EPOCH_TOLERANCE:
+            raise ValueError(
+                f"the control was measured up to epoch {epochs[-1]:g}, not at {epoch:g}"
+            )
         gains = [point.accuracy - self.control[0].accuracy for point in self.control]
         return float(np.interp(epoch, epochs, gains))
 
@@ -163,18 +174,23 @@ class RecoveryCurve:
         the recovery scale: divided by what unlearning removed), and the epoch where it peaks.
 
         End points alone hide a fast recovery once a large budget has taught the control
-        everything too; comparing at equal work along the way does not. None when recovery is
-        undefined.
+        everything too; comparing at equal work along the way does not. Only forget points at
+        epochs the control's curve reaches are compared (where both curves were measured): the
+        control is never held flat past its last step. `relearn` gives the control at least the
+        source's epochs ([`equal_work_steps`][unlearn_lens.unlearn.relearn.equal_work_steps]
+        rounds up), so there every forget point is compared. None when recovery is undefined.
         """
         lost = original - self.forget[0].accuracy
         if lost <= RECOVERY_MIN_LOSS:
             return None
+        end = self.control[-1].epoch + EPOCH_TOLERANCE
+        compared = [point for point in self.forget if point.epoch <= end]
         excess = [
             ((point.accuracy - self.forget[0].accuracy) - self.control_gain_at(point.epoch)) / lost
-            for point in self.forget
+            for point in compared
         ]
         best = int(np.argmax(excess))
-        return excess[best], self.forget[best].epoch
+        return excess[best], compared[best].epoch
 
     def steps_to_recover(self, original: float, fraction: float = HALF_RECOVERY) -> int | None:
         """First relearning step at which recovery reaches `fraction`; None when not within the budget."""
@@ -283,15 +299,30 @@ def budget_steps(steps: int | None, examples: int | None, batch_size: int) -> in
     return math.ceil(examples / batch_size)
 
 
+def items_after(steps: int, n_items: int, batch_size: int) -> int:
+    """Items trained on after `steps` steps over `n_items` items at `batch_size` a step, as the
+    training loop schedules them: epochs of ⌈n / B⌉ batches, the last one of each epoch smaller."""
+    per_epoch = math.ceil(n_items / batch_size)
+    full, rest = divmod(steps, per_epoch)
+    return full * n_items + rest * batch_size
+
+
 def equal_work_steps(steps: int, n_source: int, n_other: int, batch_size: int) -> int:
-    """Steps that give a set of `n_other` items as many epochs as `steps` give `n_source` items,
-    at the same items per step: `round(steps · ⌈n_other / B⌉ / ⌈n_source / B⌉)`, at least 1.
+    """The fewest steps (at least 1) that give a set of `n_other` items at least as many epochs
+    (items trained on / set size) as `steps` give `n_source` items, at the same items per step.
 
     Equal steps would not be equal work: 10 steps of 8 are 10 epochs of an 8-item control
     but 3.6 of a 22-item forget set, and the control would learn more for that reason alone.
+    Rounding is always up: a control given fewer epochs than the source (2.0 against 2.5 for
+    10 steps of a 32-item source and an 8-item control, under round-to-nearest) would learn
+    less for that reason alone, and its curve would end before the source's.
     """
-    per_epoch = (math.ceil(n_source / batch_size), math.ceil(n_other / batch_size))
-    return max(1, round(steps * per_epoch[1] / per_epoch[0]))
+    epochs = items_after(steps, n_source, batch_size) / n_source
+    per_epoch = math.ceil(n_other / batch_size)
+    n = max(1, math.floor((epochs - 1) * per_epoch))  # fewer steps end an epoch short
+    while items_after(n, n_other, batch_size) / n_other < epochs - EPOCH_TOLERANCE:
+        n += 1
+    return n
 
 
 class _CurveRecorder:
@@ -319,6 +350,59 @@ class _CurveRecorder:
     def __call__(self, step: TrainingStep) -> None:
         self.seen += step.n_items
         self.record(step.step)
+
+
+def finetune_config(
+    optimizer: str, lr: float, batch_size: int, grad_clip: float | None, seed: int
+) -> Callable[[int], TrainConfig]:
+    """The plain fine-tune every relearning run uses, as a function of its step count."""
+
+    def config(steps: int) -> TrainConfig:
+        return TrainConfig(
+            optimizer=optimizer,
+            lr=lr,
+            steps=steps,
+            batch_size=batch_size,
+            grad_clip=grad_clip,
+            seed=seed,
+            eval_every=0,
+        )
+
+    return config
+
+
+def measured_finetune(
+    subject: Subject,
+    items: Sequence[Item],
+    measured: dict[str, Sequence[Item]],
+    config: TrainConfig,
+    start: Snapshot,
+    *,
+    before: dict[str, TokenMetrics] | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    phase: str = "relearn",
+) -> tuple[TrainResult, _CurveRecorder]:
+    """Fine-tune `subject` on `items` and measure each of the `measured` sets before the first
+    step and after every step (epochs counted over `items`).
+
+    `before` holds measurements already taken at step 0. Ctrl-C restores `start` (the weights
+    the caller began from) and re-raises `KeyboardInterrupt`.
+    """
+    curve = _CurveRecorder(subject, measured, len(items))
+    curve.record(0, before)
+    run = train(
+        subject,
+        "finetune",
+        items,
+        config=config,
+        callbacks=[curve, *callbacks],
+        progress=progress,
+        phase=phase,
+        keep_snapshots=False,
+    )
+    _stop_if_interrupted(subject, run, start)
+    return run, curve
 
 
 def relearn(
@@ -380,49 +464,34 @@ def relearn(
     n_steps = budget_steps(steps, examples, batch_size)
     n_control = equal_work_steps(n_steps, len(source_items), len(control_items), batch_size)
 
-    def config(n: int) -> TrainConfig:
-        return TrainConfig(
-            optimizer=optimizer,
-            lr=lr,
-            steps=n,
-            batch_size=batch_size,
-            grad_clip=grad_clip,
-            seed=seed,
-            eval_every=0,
-        )
-
+    config = finetune_config(optimizer, lr, batch_size, grad_clip, seed)
     start = subject.snapshot()
     forget_before = evaluate(subject, forget_items)
     control_before = evaluate(subject, control_items)
-    control_curve = _CurveRecorder(subject, {"control": control_items}, len(control_items))
-    control_curve.record(0, {"control": control_before})
-    control_run = train(
+    control_run, control_curve = measured_finetune(
         subject,
-        "finetune",
         control_items,
-        config=config(n_control),
-        callbacks=[control_curve],
+        {"control": control_items},
+        config(n_control),
+        start,
+        before={"control": control_before},
         progress=progress,
         phase="relearn_control",
-        keep_snapshots=False,
     )
-    _stop_if_interrupted(subject, control_run, start)
     control_after = control_curve.latest["control"]
     subject.restore(start)
     measured = {"forget": forget_items, **({"retain": retain_items} if retain_items else {})}
-    source_curve = _CurveRecorder(subject, measured, len(source_items))
-    source_curve.record(0, {"forget": forget_before})
-    source_run = train(
+    source_run, source_curve = measured_finetune(
         subject,
-        "finetune",
         source_items,
-        config=config(n_steps),
-        callbacks=[source_curve, *callbacks],
+        measured,
+        config(n_steps),
+        start,
+        before={"forget": forget_before},
+        callbacks=callbacks,
         progress=progress,
         phase="relearn",
-        keep_snapshots=False,
     )
-    _stop_if_interrupted(subject, source_run, start)
     forget_after = source_curve.latest["forget"]
     recovery = {
         metric: Recovery.measure(
