@@ -194,7 +194,7 @@ def test_off_a_terminal_each_stage_ends_with_one_timed_line(tiny_config, termina
     console = Console(file=io.StringIO(), force_terminal=terminal, width=200)
     audit(tiny_config, subject=memorised_subject(), console=console)
     lines = re.findall(r"^(.+) done in \d+\.\d s$", console.file.getvalue(), flags=re.MULTILINE)
-    stages = ["unlearn", "relearn", "diagnostics", "localization"]
+    stages = ["unlearn", "relearn", "diagnostics", "battery", "localization"]
     expected = ["data (checks, known filter, original metrics)"] + [
         f"{m}: {stage}" for m in ("ga", "npo") for stage in stages
     ]

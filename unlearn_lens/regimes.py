@@ -77,7 +77,10 @@ class RegimeVerdict:
 
     `reversible` is None when nothing was forgotten (label `"not forgotten"`) or when the
     relearning budget taught the control nothing while recovery was low (label
-    `"inconclusive"`); `catastrophic` is decided from the retain numbers either way.
+    `"inconclusive"`); `catastrophic` is decided from the retain numbers either way. `evidence`
+    holds the same-data relearning attack's numbers. When a battery of recovery attacks was
+    read, `battery` is its one line and `decided_by` the attack that showed hidden knowledge
+    (None when none did), and `reversible` is the battery's answer.
     """
 
     reversible: bool | None
@@ -85,11 +88,19 @@ class RegimeVerdict:
     label: str
     evidence: dict[str, float | None]
     thresholds: RegimeThresholds
+    battery: str | None = None
+    decided_by: str | None = None
 
     def describe(self) -> str:
         """One line: the label, then each axis with its numbers, then every threshold."""
         e, t = self.evidence, self.thresholds
-        if self.label == INCONCLUSIVE:
+        if self.battery is not None:
+            word = {True: "reversible", False: "irreversible", None: "inconclusive"}
+            forget = (
+                f"{word[self.reversible]}: {self.battery} (forget accuracy "
+                f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f})"
+            )
+        elif self.label == INCONCLUSIVE:
             forget = (
                 "the relearning budget taught the control nothing: control accuracy gain "
                 f"{e['control_gain_absolute']:.2f} "

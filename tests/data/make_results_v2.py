@@ -35,17 +35,28 @@ def stored_config(directory: Path, localization: str) -> StudyConfig:
         path.write_text("".join(json.dumps(item.to_dict()) + "\n" for item in items))
         paths[split] = str(path)
     return StudyConfig(
-        model="tiny", methods=("ga",), lr=1e-2, steps=4, batch_size=4, relearn_steps=4,
-        relearn_lr=1e-2, max_items=None, localization=localization, **paths,
-    )  # fmt: skip
+        model="tiny",
+        methods=("ga",),
+        lr=1e-2,
+        steps=4,
+        batch_size=4,
+        relearn_steps=4,
+        relearn_lr=1e-2,
+        max_items=None,
+        localization=localization,
+        **paths,
+    )
 
 
 def run_stored(directory: Path, localization: str):
     """The stored run's audit, computed afresh into `directory`."""
     return audit(
-        stored_config(directory, localization), out=directory / "run",
-        subject=memorised_subject(), progress=False, console=Console(file=io.StringIO()),
-    )  # fmt: skip
+        stored_config(directory, localization),
+        out=directory / "run",
+        subject=memorised_subject(),
+        progress=False,
+        console=Console(file=io.StringIO()),
+    )
 
 
 if __name__ == "__main__":

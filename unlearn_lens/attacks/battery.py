@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from unlearn_lens.regimes import RegimeThresholds
 from unlearn_lens.schema import Real
 
+BATTERY_ATTACKS = ("split", "retain", "unrelated", "quantization")
+"""The attacks an audit can add to same-data relearning, in the order they are read: the disjoint
+split, other-data relearning on the retain and the unrelated sets, and quantisation."""
+
 HIDDEN, MATCHED, FAILED, POWERLESS = "hidden", "matched", "failed", "powerless"
 """The outcomes of one attack's reading."""
 

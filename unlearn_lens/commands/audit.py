@@ -11,6 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from unlearn_lens.attacks.battery import BATTERY_ATTACKS
+from unlearn_lens.attacks.quantize import SCHEMES
 from unlearn_lens.commands.common import (
     DATA_SPEC,
     add_data_flags,
@@ -135,6 +137,30 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ):
         verdict.add_argument(f"--{name}", type=float, default=None, metavar="X", help=meaning)
     parser.add_argument(
+        "--attack",
+        dest="attacks",
+        action="append",
+        choices=BATTERY_ATTACKS,
+        default=None,
+        help="recovery attack beside same-data relearning, repeatable (default: all of "
+        f"{', '.join(BATTERY_ATTACKS)}; the split needs 8 forget items)",
+    )
+    parser.add_argument(
+        "--no-battery",
+        dest="attacks",
+        action="store_const",
+        const=[],
+        help="same-data relearning only, no other recovery attack",
+    )
+    parser.add_argument(
+        "--quantization-scheme",
+        dest="quantization_schemes",
+        action="append",
+        choices=SCHEMES,
+        default=None,
+        help="rounding of the quantisation attack, repeatable (default int8 and q4_1)",
+    )
+    parser.add_argument(
         "--lens-decoder",
         choices=("fixed", "own"),
         default=None,
@@ -214,6 +240,8 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "localization": args.localization,
         "known_only": False if args.keep_unknown else None,
         "lens_decoder": args.lens_decoder,
+        "attacks": args.attacks,
+        "quantization_schemes": args.quantization_schemes,
         **{name: getattr(args, name) for name in THRESHOLD_SETTINGS},
     }
     config = base.merged(flags)

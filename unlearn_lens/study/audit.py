@@ -51,8 +51,9 @@ from unlearn_lens.models.checkpoints import check_checkpoint, read_snapshot
 from unlearn_lens.models.sources import check_device, load
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.out_dir import check_not_foreign, check_out_location, open_out
-from unlearn_lens.regimes import classify_regime
+from unlearn_lens.regimes import NOT_FORGOTTEN, classify_regime
 from unlearn_lens.schema import dump
+from unlearn_lens.study.battery import BatteryBudget, battery_regime, read_battery, run_battery
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.given import GivenCheckpoint, locate
 from unlearn_lens.study.results import (
@@ -636,6 +637,29 @@ def _run_method(
         result.comparisons = comparisons
         save()
 
+    same_data = _regime(results, result, config)
+    if result.battery is None and same_data.label != NOT_FORGOTTEN:
+        budget = BatteryBudget(
+            config.relearn_steps, config.relearn_lr or config.lr, config.batch_size, config.seed
+        )
+        with _timed(console, "battery", result):
+            battery = run_battery(
+                subject,
+                original,
+                unlearned,
+                data,
+                results.original["forget"],
+                result.relearn.forget_before,
+                config.attacks,
+                budget,
+                config.quantization_schemes,
+                progress,
+            )
+            result.battery = read_battery(
+                battery, result.relearn, same_data, budget, config.thresholds()
+            )
+        save()
+
     if result.localization is None:
         subject.restore(unlearned)
         with _timed(console, "localization", result):
@@ -676,7 +700,11 @@ def _run_method(
         save()
 
     if result.regime is None:
-        result.regime = _regime(results, result, config)
+        result.regime = (
+            battery_regime(same_data, result.battery.verdict)
+            if result.battery is not None and result.battery.verdict is not None
+            else same_data
+        )
         save()
     console.print(f"[bold]{method}[/]: {escape(result.regime.describe())}")
     console.print(f"  {escape(result.localization.verdict)}")

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from unlearn_lens.attacks.battery import BATTERY_ATTACKS
+from unlearn_lens.attacks.quantize import SCHEMES
 from unlearn_lens.data.fields import FieldMap
 from unlearn_lens.errors import ConfigError
 from unlearn_lens.localize.logit_lens import DECODERS
@@ -28,6 +30,8 @@ forgotten at this learning rate) and simnpo (0.27/0.46, catastrophic) gave no co
 CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 """What a given checkpoint's name may be: like a method's, it names report rows and files (snapshots, figures)."""
 NAMED_RUNS = ("methods", "unlearned")
+NAME_LISTS = ("methods", "attacks", "quantization_schemes")
+"""Settings that hold a list of names (a single name is read as a list of one)."""
 """The settings that name what an audit studies: unlearning methods, and checkpoints unlearned elsewhere."""
 LOCALIZATIONS = ("attribution", "exact")
 """How an audit localises: weight attribution with exact depth and checks, or the full reversion sweep."""
@@ -81,6 +85,8 @@ class StudyConfig:
     retain_nll_rise: Real = RegimeThresholds.retain_nll_rise
     restore_fraction: Real = RESTORE_FRACTION
     lens_decoder: str = "fixed"
+    attacks: tuple[str, ...] = BATTERY_ATTACKS
+    quantization_schemes: tuple[str, ...] = SCHEMES
 
     def thresholds(self) -> RegimeThresholds:
         """The regime thresholds these settings give (see `RegimeThresholds` for each reason)."""
@@ -166,6 +172,16 @@ class StudyConfig:
             raise ConfigError(
                 f"{source}: lens_decoder must be one of {', '.join(DECODERS)}, got {self.lens_decoder!r}"
             )
+        unknown = [name for name in self.attacks if name not in BATTERY_ATTACKS]
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown attack {unknown[0]!r}; known: {', '.join(BATTERY_ATTACKS)}"
+            )
+        unknown = [name for name in self.quantization_schemes if name not in SCHEMES]
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown quantization scheme {unknown[0]!r}; known: {', '.join(SCHEMES)}"
+            )
         if self.pooling not in ("mean", "last"):
             raise ConfigError(f"{source}: pooling must be 'mean' or 'last', got {self.pooling!r}")
         for name in ("prompt_field", "answer_field", "text_field", "device_map"):
@@ -216,13 +232,11 @@ class StudyConfig:
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     """Check a setting's type against its default's, converting lists to tuples for `methods`."""
-    if key == "methods":
+    if key in NAME_LISTS:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(
-                f"{source}: setting 'methods' must be a list of method names, got {value!r}"
-            )
+            raise ConfigError(f"{source}: setting {key!r} must be a list of names, got {value!r}")
         return tuple(value)
     if key == "unlearned":
         if not isinstance(value, dict) or not all(

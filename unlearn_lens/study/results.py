@@ -28,6 +28,7 @@ from unlearn_lens.localize.tracking import DeltaRecord
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.regimes import RegimeVerdict
 from unlearn_lens.schema import Real, dump, read
+from unlearn_lens.study.battery import Battery
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.given import GivenCheckpoint
 from unlearn_lens.unlearn.api import UnlearnResult
@@ -87,6 +88,7 @@ class MethodResults:
     unlearn: UnlearnResult | None = None
     tracking: list[DeltaRecord] = field(default_factory=list)
     relearn: RelearnResult | None = None
+    battery: Battery | None = None
     comparisons: dict[str, Comparison] = field(default_factory=dict)
     deltas: DeltaReport | None = None
     directions: UpdateDirections | None = None
