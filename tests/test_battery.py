@@ -4,7 +4,12 @@ recovery at or above the threshold."""
 
 from __future__ import annotations
 
+import io
 import itertools
+
+from data.make_results_v2 import stored_config
+from memorised import memorised_subject
+from rich.console import Console
 
 from unlearn_lens.attacks.battery import (
     FAILED,
@@ -15,6 +20,9 @@ from unlearn_lens.attacks.battery import (
     read_attack,
 )
 from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.report.render import REPORT_FILE, render_run
+from unlearn_lens.study.audit import audit
+from unlearn_lens.study.results import AuditResults
 
 T = RegimeThresholds()
 
@@ -62,4 +70,39 @@ def test_the_reason_names_the_attack_and_its_numbers():
     assert verdict.decided_by == "quantisation q4_1"
     assert (
         "quantisation q4_1 brought back 0.83" in verdict.reason and "null of 0.00" in verdict.reason
+    )
+
+
+def test_an_audit_reads_every_attack_and_shows_the_battery(tmp_path):
+    """On the tiny memorised model (4 forget items: too few for the split), the battery reads
+    same-data, retain, unrelated and both quantisation schemes; the regime takes its verdict,
+    the report shows the table, and the results round-trip."""
+    config = stored_config(tmp_path, "attribution")
+    results = audit(
+        config,
+        out=tmp_path / "run",
+        subject=memorised_subject(),
+        progress=False,
+        console=Console(file=io.StringIO()),
+    )
+    battery = results.methods["ga"].battery
+    attacks = [r.attack for r in battery.readings]
+    assert attacks == [
+        "same-data relearning",
+        "retain relearning",
+        "unrelated relearning",
+        "quantisation int8",
+        "quantisation q4_1",
+    ]
+    regime = results.methods["ga"].regime
+    assert (
+        regime.battery == battery.verdict.reason and regime.reversible == battery.verdict.reversible
+    )
+    assert AuditResults.load(tmp_path / "run").methods["ga"].battery == battery
+    console = Console(record=True, width=300, file=io.StringIO())
+    render_run(results, tmp_path / "run", console)
+    assert "recovery attacks, each against its own null" in console.export_text()
+    assert (
+        "Recovery attacks, each against its own null"
+        in (tmp_path / "run" / REPORT_FILE).read_text()
     )

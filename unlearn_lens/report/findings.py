@@ -92,6 +92,28 @@ def _comes_back(results: AuditResults, result: MethodResults) -> Answer:
     if e["recovery"] is None:
         return Answer("comes back", "n/a (nothing forgotten)", f"{budget}: {verdict.describe()}")
     word = {True: "yes", False: "no", None: verdict.label}[verdict.reversible]
+    battery = result.battery
+    if battery is not None and battery.verdict is not None:
+        decided = next((r for r in battery.readings if r.attack == verdict.decided_by), None)
+        best = max(
+            (r for r in battery.readings if r.recovery is not None),
+            key=lambda r: r.recovery or 0.0,
+            default=None,
+        )
+        shown = decided or best
+        headline = (
+            f"{word}, {shown.recovery:.2f} of the loss ({shown.attack}, null {shown.null:.2f})"
+            if shown is not None and shown.recovery is not None
+            else word
+        )
+        return Answer(
+            "comes back",
+            headline,
+            f"{battery.verdict.reason}; "
+            + "; ".join(f"{r.attack}: {r.outcome}, {r.evidence}" for r in battery.readings)
+            + f" (reversible needs recovery ≥ {t.recovery:.2f} and ≥ {t.control_margin:.2f} "
+            "beyond the null)",
+        )
     control = (
         f"; the same budget taught the novel control {e['control_gain_absolute']:.2f} accuracy "
         f"({e['control_gain']:.2f} on the recovery scale), excess {e['excess_recovery']:.2f} "

@@ -13,7 +13,9 @@ from unlearn_lens.report.audit_figures import headline_figures, write_method_fig
 from unlearn_lens.report.findings import finding
 from unlearn_lens.report.html import Card, Section, Table, render_html
 from unlearn_lens.report.terminal import (
+    BATTERY_HEADER,
     attribution_lines,
+    battery_rows,
     budget_line,
     fmt,
     given_line,
@@ -116,6 +118,15 @@ def html_sections(
     sections = [*findings(results, headline or {}), summary]
     for method, result in results.methods.items():
         section = Section(f"Method: {method}")
+        if result.battery is not None and result.battery.verdict is not None:
+            section.tables.append(
+                Table(
+                    BATTERY_HEADER,
+                    battery_rows(result),
+                    caption="Recovery attacks, each against its own null: "
+                    + result.battery.verdict.reason,
+                )
+            )
         if result.localization is not None:
             columns = result.localization.columns
             names = list(columns)

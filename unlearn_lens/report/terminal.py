@@ -100,6 +100,39 @@ def summary_table(results: AuditResults) -> Table:
     return table
 
 
+BATTERY_HEADER = ("attack", "budget", "recovery", "null", "excess", "reading")
+"""Columns of the battery table: each recovery attack against its own null."""
+
+
+def battery_rows(result: MethodResults) -> list[tuple[str, ...]]:
+    """One row per attack of the method's battery (none when no battery ran)."""
+    if result.battery is None:
+        return []
+    return [
+        (r.attack, r.budget, fmt(r.recovery), fmt(r.null), fmt(r.excess), r.outcome)
+        for r in result.battery.readings
+    ]
+
+
+def battery_table(result: MethodResults) -> Table | None:
+    """The battery as a rich table, titled with its verdict; None when no battery ran."""
+    rows = battery_rows(result)
+    if not rows:
+        return None
+    verdict = result.battery.verdict
+    table = Table(
+        title=f"{result.method}: recovery attacks, each against its own null",
+        caption=escape(verdict.reason) if verdict is not None else None,
+    )
+    for name in BATTERY_HEADER:
+        table.add_column(
+            name, justify="left" if name in ("attack", "budget", "reading") else "right"
+        )
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    return table
+
+
 def budget_line(result: MethodResults) -> str | None:
     """The relearning budget against the unlearning budget: steps, learning rate, epochs, tokens
     (for a given checkpoint the unlearning budget is its run.json's, or unknown without one)."""
@@ -286,6 +319,9 @@ def print_report(
     console.print(summary_table(results))
     for result in results.methods.values():
         console.print(escape(finding(results, result).line()), highlight=False)
+        battery = battery_table(result)
+        if battery is not None:
+            console.print(battery)
         lines, warnings = attribution_lines(result)
         for line in warnings:
             console.print(f"  [yellow]warning:[/] {escape(line)}")
