@@ -172,3 +172,20 @@ def test_relearn_takes_a_checkpoint_path(unlearned):
     )
     assert len(from_path.curve.forget) == 3
     assert dump(from_path.curve) == dump(loaded.curve)
+
+
+def test_split_runs_both_halves_and_keeps_the_checkpoint(unlearned, tmp_path, capsys):
+    """`--split`: each half trained on one half and measured on the other (indices recorded,
+    disjoint, covering the data), the control measured under the same runs; no model written."""
+    out = tmp_path / "split"
+    assert main(_args(unlearned, out, "--split")) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"] == "relearn --split" and not (out / "model").exists()
+    halves = record["result"]["halves"]
+    assert len(halves) == 2
+    for half, other in (halves, halves[::-1]):
+        assert set(half["trained"]).isdisjoint(half["held_back"])
+        assert sorted(half["trained"] + half["held_back"]) == list(range(len(FORGET)))
+        assert half["trained"] == other["held_back"], "the halves are swapped"
+        assert len(half["held_back_curve"]) == 4 and len(half["control_curve"]) == 4
+    assert "held back before → after" in capsys.readouterr().out

@@ -81,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=8, help="items per step (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of batching (default 0)")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="disjoint-split attack instead: fine-tune on one half of --data, measure the other, "
+        "then swap (the control measured under the same runs is the null); writes run.json only",
+    )
     add_length_flags(parser)
     parser.add_argument(
         "--out",
@@ -134,6 +140,9 @@ def run(args: argparse.Namespace) -> None:
     console.print(
         f"control: kept {len(sets['control'])} of {n_given} items (those the checkpoint does not answer)"
     )
+    if args.split:
+        _split(subject, sets, args, sources, fields, n_given)
+        return
     result = relearn(
         subject,
         sets["data"],
@@ -161,6 +170,48 @@ def run(args: argparse.Namespace) -> None:
     }
     _save(subject, record, args.out)
     _print_summary(result, args.out)
+
+
+def _split(subject, sets, args, sources, fields, n_given: int) -> None:
+    """`relearn --split`: both halves of the disjoint split, their held-back and control curves
+    in run.json, and a table of each half (the checkpoint's weights are left as they were)."""
+    from unlearn_lens.atomic import write_json_atomic
+    from unlearn_lens.attacks.split import split_relearn
+
+    result = split_relearn(
+        subject,
+        sets["data"],
+        sets["control"],
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    record = {
+        "command": "relearn --split",
+        "model": args.checkpoint,
+        "data": {**sources, "fields": asdict(fields), "n_control_given": n_given},
+        "result": dump(result),
+    }
+    write_json_atomic(args.out / RUN_FILE, record)
+    table = Table(
+        title="relearn --split: held-back half and control under the same runs (token accuracy)",
+        title_justify="left",
+    )
+    for column in ("half", "trained on", "held back", "held back before → after", "control gain"):
+        table.add_column(column)
+    for index, half in enumerate(result.halves):
+        before, after = half.held_back_curve[0].accuracy, half.held_back_curve[-1].accuracy
+        gain = half.control_curve[-1].accuracy - half.control_curve[0].accuracy
+        table.add_row(
+            str(index + 1),
+            f"{len(half.trained)} items",
+            f"{len(half.held_back)} items",
+            f"{before:.4f} → {after:.4f}",
+            f"{gain:+.4f}",
+        )
+    console.print(table)
+    console.print(f"run record (both halves' curves, item indices): {args.out / RUN_FILE}")
 
 
 def _novel(subject: Subject, control: list[Item]) -> list[Item]:
