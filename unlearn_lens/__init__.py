@@ -39,6 +39,7 @@ from unlearn_lens.models import (
     DEFAULT_MODEL,
     RunOutput,
     Snapshot,
+    StoredSnapshot,
     Subject,
     SubjectInfo,
     load,
@@ -47,6 +48,7 @@ from unlearn_lens.models import (
     tiny_llama,
     tiny_tokenizer,
     wrap,
+    write_snapshot,
 )
 from unlearn_lens.predict import (
     ReversibilityFeatures,
@@ -102,6 +104,7 @@ __all__ = [
     "ReversionSweep",
     "RunOutput",
     "Snapshot",
+    "StoredSnapshot",
     "StudyConfig",
     "Subject",
     "SubjectInfo",
@@ -145,4 +148,5 @@ __all__ = [
     "unlearn",
     "weight_deltas",
     "wrap",
+    "write_snapshot",
 ]

@@ -75,6 +75,8 @@ class StudyConfig:
     retain_nll_rise: float = RegimeThresholds.retain_nll_rise
     restore_fraction: float = RESTORE_FRACTION
     lens_decoder: str = "fixed"
+    low_memory: bool = False
+    """Keep the original weights on disk too (read weight by weight; the numbers are unchanged)."""
 
     def thresholds(self) -> RegimeThresholds:
         """The regime thresholds these settings give (see `RegimeThresholds` for each reason)."""
