@@ -2,8 +2,8 @@
 
 An audit needs the unlearned and relearned weights again and again (diagnostics, reversion,
 attribution, logit lens), but only one weight at a time: a
-[`StoredSnapshot`][unlearn_lens.models.StoredSnapshot] is a read-only mapping from weight key to
-tensor, like a [`Snapshot`][unlearn_lens.models.Snapshot], that reads each weight from its file
+[`StoredSnapshot`][unlearn_lens.models.stored.StoredSnapshot] is a read-only mapping from weight key to
+tensor, like a `Snapshot`, that reads each weight from its file
 on every access (the operating system's page cache keeps repeated reads cheap). A weight read
 back is bit for bit the weight written, unless the file was written in a lower precision
 (`dtype`), in which case it is that rounding, returned in the precision asked for.
@@ -56,7 +56,7 @@ def write_snapshot(
     dtype: torch.dtype | None = None,
 ) -> StoredSnapshot:
     """Write a subject's current weights (or a snapshot) to `path` atomically, in `dtype` when
-    given, and return it as a [`StoredSnapshot`][unlearn_lens.models.StoredSnapshot] that reads
+    given, and return it as a [`StoredSnapshot`][unlearn_lens.models.stored.StoredSnapshot] that reads
     back in the weights' own dtype.
 
     A CPU weight already contiguous and in `dtype` is written from the model's own memory, with

@@ -428,7 +428,7 @@ def relearn(
     - `callbacks`: receive the steps of the relearning run only (phase `"relearn"`), not
       those of the control run.
     - `start`: the subject's current weights when the caller already holds them (a snapshot or a
-      [`StoredSnapshot`][unlearn_lens.models.StoredSnapshot]), restored between the two runs
+      [`StoredSnapshot`][unlearn_lens.models.stored.StoredSnapshot]), restored between the two runs
       instead of a copy taken here.
 
     **Final state:** the control run goes first, then the starting weights are restored and
