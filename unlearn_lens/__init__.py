@@ -40,6 +40,7 @@ from unlearn_lens.models import (
     DEFAULT_MODEL,
     RunOutput,
     Snapshot,
+    StoredSnapshot,
     Subject,
     SubjectInfo,
     load,
@@ -48,6 +49,7 @@ from unlearn_lens.models import (
     tiny_llama,
     tiny_tokenizer,
     wrap,
+    write_snapshot,
 )
 from unlearn_lens.predict import (
     ReversibilityFeatures,
@@ -106,6 +108,7 @@ __all__ = [
     "RunLockedError",
     "RunOutput",
     "Snapshot",
+    "StoredSnapshot",
     "StudyConfig",
     "Subject",
     "SubjectInfo",
@@ -152,4 +155,5 @@ __all__ = [
     "unlearn",
     "weight_deltas",
     "wrap",
+    "write_snapshot",
 ]

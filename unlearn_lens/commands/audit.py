@@ -185,6 +185,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument(
+        "--low-memory",
+        action="store_true",
+        default=None,
+        help="keep the original weights on disk too (same numbers, less memory, slower)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -239,6 +245,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "seed": args.seed,
         "localization": args.localization,
         "known_only": False if args.keep_unknown else None,
+        "low_memory": args.low_memory,
         "lens_decoder": args.lens_decoder,
         "attacks": args.attacks,
         "quantization_schemes": args.quantization_schemes,

@@ -284,12 +284,14 @@ def compare_model_fisher(
     ([`ModelFisher.profiles`][unlearn_lens.diagnostics.model_fisher.ModelFisher.profiles]); a comparison
     then costs one histogram pass over each model's values.
     """
-    reference_groups, updated_groups = reference.profiles(components), updated.profiles(components)
+    updated_groups = updated.groups(components)
     result = []
-    for address, profile in reference_groups.items():
+    for address, keys in reference.groups(components).items():
         if address not in updated_groups:
             continue
-        other = updated_groups[address]
+        # One group of each model in memory at a time: values stored on disk are streamed.
+        profile = reference.profile(address, keys)
+        other = updated.profile(address, updated_groups[address])
         value_range = shared_value_range(profile, other)
         comparison = compare_fisher(
             profile.summary(bins, value_range), other.summary(bins, value_range)

@@ -24,8 +24,9 @@ contribution lands in exactly the parameter elements it used.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from jaxtyping import Bool, Float
@@ -39,6 +40,7 @@ from unlearn_lens.evaluation import EVAL_BATCH_SIZE
 from unlearn_lens.metrics.fisher import FisherProfile, per_example_linear_grad_sq
 from unlearn_lens.metrics.token import target_loss
 from unlearn_lens.models.architecture import named_parameters
+from unlearn_lens.models.stored import write_snapshot
 from unlearn_lens.models.subject import Subject
 
 LINEAR_COMPONENTS = frozenset(
@@ -60,38 +62,61 @@ class ModelFisher:
     - `skipped`: weight keys not covered (norms, embeddings; see the module description).
     """
 
-    values: dict[str, Tensor]
+    values: Mapping[str, Tensor]
     addresses: dict[str, tuple[int | None, str]]
     n_examples: int
     skipped: tuple[str, ...]
-    _profiles: dict[bool, dict[tuple[int | None, str | None], FisherProfile]] = field(
+    _stats: dict[tuple[int | None, str | None], FisherProfile] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+
+    def groups(self, components: bool = False) -> dict[tuple[int | None, str | None], list[str]]:
+        """The weight keys of each profiled group: per layer (`(layer, None)`) and, with
+        `components`, per layer and component too, in layer order (outside the blocks last)."""
+        by_component: dict[tuple[int | None, str], list[str]] = {}
+        for key, address in self.addresses.items():
+            by_component.setdefault(address, []).append(key)
+        layers: dict[int | None, list[str]] = {}
+        for layer, component in by_component:
+            layers.setdefault(layer, []).append(component)
+        groups: dict[tuple[int | None, str | None], list[str]] = {}
+        for layer in sorted(layers, key=lambda x: (x is None, x or 0)):
+            names = layers[layer]
+            groups[(layer, None)] = [k for name in names for k in by_component[(layer, name)]]
+            if components and len(names) > 1:
+                for name in names:
+                    groups[(layer, name)] = by_component[(layer, name)]
+        return groups
+
+    def profile(self, address: tuple[int | None, str | None], keys: list[str]) -> FisherProfile:
+        """One group's values (`keys`, as `groups` gives them) profiled. The statistics are
+        computed once and kept, so a model compared with several others is profiled once; the
+        values are read from `values` on each call and kept only by the profile returned, so
+        Fisher values stored on disk are in memory one group at a time."""
+        tensors = [self.values[key] for key in keys]
+        if address not in self._stats:
+            profile = FisherProfile.of(*tensors)
+            self._stats[address] = replace(profile, values=())
+            return profile
+        return replace(self._stats[address], values=tuple(v.detach().flatten() for v in tensors))
 
     def profiles(
         self, components: bool = False
     ) -> dict[tuple[int | None, str | None], FisherProfile]:
-        """The values profiled per layer (`(layer, None)`) and, with `components`, per layer and
-        component too, in layer order (outside the blocks last); computed once and kept, so a
-        model compared with several others is profiled once."""
-        if components not in self._profiles:
-            by_component: dict[tuple[int | None, str], list[Tensor]] = {}
-            for key, values in self.values.items():
-                by_component.setdefault(self.addresses[key], []).append(values)
-            layers: dict[int | None, list[str]] = {}
-            for layer, component in by_component:
-                layers.setdefault(layer, []).append(component)
-            profiles: dict[tuple[int | None, str | None], FisherProfile] = {}
-            for layer in sorted(layers, key=lambda x: (x is None, x or 0)):
-                names = layers[layer]
-                profiles[(layer, None)] = FisherProfile.of(
-                    *(v for name in names for v in by_component[(layer, name)])
-                )
-                if components and len(names) > 1:
-                    for name in names:
-                        profiles[(layer, name)] = FisherProfile.of(*by_component[(layer, name)])
-            self._profiles[components] = profiles
-        return self._profiles[components]
+        """Every group's profile at once (see `groups` and `profile`): every value in memory."""
+        return {
+            address: self.profile(address, keys)
+            for address, keys in self.groups(components).items()
+        }
+
+    def stored(self, path: str | Path) -> ModelFisher:
+        """The same Fisher information with its values written to `path` (safetensors) and read
+        back group by group when profiled, bit for bit; the profiles computed so far are kept."""
+        fisher = ModelFisher(
+            write_snapshot(path, self.values), self.addresses, self.n_examples, self.skipped
+        )
+        fisher._stats.update(self._stats)
+        return fisher
 
 
 @dataclass

@@ -11,13 +11,15 @@ temporary.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from unlearn_lens.models.architecture import named_parameters
+from unlearn_lens.models.architecture import WeightSpec, named_parameters
+from unlearn_lens.models.stored import StoredSnapshot
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.schema import Real
 
@@ -64,20 +66,26 @@ class DeltaTracker:
         self.subject = subject
         self.every = every
         self.history: list[DeltaRecord] = []
-        params = named_parameters(subject.model)
+        named_parameters(subject.model)
         self._specs = subject.specs
-        self._reference: list[Tensor] = []
         for spec in self._specs:
             if spec.key not in reference:
                 raise KeyError(
                     f"reference snapshot has no weight {spec.key!r}: take it with subject.snapshot()"
                 )
-            live = spec.view(params)
-            self._reference.append(reference[spec.key].to(live.device, live.dtype))
+        # A snapshot in memory is moved to the weights' device once; one on disk is read weight
+        # by weight at each measurement, so it never lives in memory whole.
+        self._stored = isinstance(reference, StoredSnapshot)
+        self._reference: Mapping[str, Tensor] = (
+            reference
+            if self._stored
+            else {s.key: self._on_device(s, reference) for s in self._specs}
+        )
         self._n_layers = subject.shape.n_layers
         self.reference_layer_norms = [0.0] * self._n_layers
-        for spec, ref in zip(self._specs, self._reference, strict=True):
+        for spec in self._specs:
             if spec.layer is not None:
+                ref = self._reference[spec.key]
                 self.reference_layer_norms[spec.layer] += float(ref.double().square().sum())
         self.reference_layer_norms = [math.sqrt(sq) for sq in self.reference_layer_norms]
         self._scratch: Tensor | None = None
@@ -91,8 +99,13 @@ class DeltaTracker:
         params = named_parameters(self.subject.model)
         with torch.no_grad():
             distances = [
-                self._distance(spec.view(params), ref)
-                for spec, ref in zip(self._specs, self._reference, strict=True)
+                self._distance(
+                    spec.view(params),
+                    self._on_device(spec, self._reference)
+                    if self._stored
+                    else self._reference[spec.key],
+                )
+                for spec in self._specs
             ]
         squares = _to_floats(distances)
         layer_sq = [0.0] * self._n_layers
@@ -114,6 +127,10 @@ class DeltaTracker:
             },
             non_layer={name: math.sqrt(sq) for name, sq in non_layer_sq.items()},
         )
+
+    def _on_device(self, spec: WeightSpec, reference: Mapping[str, Tensor]) -> Tensor:
+        live = spec.view(named_parameters(self.subject.model))
+        return reference[spec.key].to(live.device, live.dtype)
 
     def _distance(self, live: Tensor, reference: Tensor) -> Tensor:
         """`‖live − reference‖²` as a 0-d float32 tensor on the weight's device (no sync).

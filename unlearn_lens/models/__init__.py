@@ -13,6 +13,7 @@ from unlearn_lens.models.dtypes import DTYPES
 from unlearn_lens.models.nnsight_backend import NNsightSubject
 from unlearn_lens.models.saving import save_checkpoint
 from unlearn_lens.models.sources import BACKENDS, load, wrap
+from unlearn_lens.models.stored import StoredSnapshot, write_snapshot
 from unlearn_lens.models.subject import RunOutput, Snapshot, Subject, SubjectInfo
 from unlearn_lens.models.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
 
@@ -27,6 +28,7 @@ __all__ = [
     "NNsightSubject",
     "RunOutput",
     "Snapshot",
+    "StoredSnapshot",
     "Subject",
     "SubjectInfo",
     "WeightSpec",
@@ -41,4 +43,5 @@ __all__ = [
     "tiny_llama",
     "tiny_tokenizer",
     "wrap",
+    "write_snapshot",
 ]

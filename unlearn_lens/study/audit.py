@@ -1,10 +1,14 @@
 """`audit`: the whole study for each method — unlearn, relearn (and the control), diagnostics,
 localisation and the regime verdict — with every finished stage saved so a run can resume.
 
-One model is held in memory; the original, unlearned and relearned weights are CPU snapshots
-swapped in with `restore`. Each finished stage rewrites `results.json` atomically, and the
-unlearned / relearned snapshots are written as safetensors beside it, so an interrupted run
-keeps everything it finished and `resume=True` continues from there.
+One model is held in memory, with the original weights as a CPU snapshot beside it; the
+unlearned and relearned weights are written as safetensors (in the run directory, or a temporary
+one without `out`) and read back weight by weight whenever a stage swaps them in, so they cost
+disk, not memory (see `StoredSnapshot`). Each finished stage rewrites `results.json` atomically,
+so an interrupted run keeps everything it finished and `resume=True` continues from there.
+
+With `StudyConfig.low_memory` the original weights live on disk too (read weight by weight, so
+the numbers are unchanged; see docs/howto/scale.md for what it costs in time).
 
 A checkpoint unlearned elsewhere (`StudyConfig.unlearned`) goes through the same stages but the
 first: its weights are the unlearned snapshot, read from its own safetensors whenever needed
@@ -14,6 +18,7 @@ first: its weights are the unlearned snapshot, read from its own safetensors whe
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,9 +27,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from safetensors.torch import load_file, save
 
-from unlearn_lens.atomic import replace_directory, write_bytes_atomic
+from unlearn_lens.atomic import replace_directory
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
 from unlearn_lens.data.chat import chat_items
 from unlearn_lens.data.checks import (
@@ -49,6 +53,7 @@ from unlearn_lens.localize.tracking import DeltaTracker
 from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES
 from unlearn_lens.models.checkpoints import check_checkpoint, read_snapshot
 from unlearn_lens.models.sources import check_device, load
+from unlearn_lens.models.stored import StoredSnapshot, write_snapshot
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.out_dir import check_not_foreign, check_out_location, open_out
 from unlearn_lens.regimes import NOT_FORGOTTEN, classify_regime
@@ -282,19 +287,13 @@ class RunDirectory:
     def snapshot_path(self, method: str, name: str) -> Path:
         return self.path / SNAPSHOT_DIR / f"{method}-{name}.safetensors"
 
-    def save_snapshot(self, method: str, name: str, snapshot: Snapshot) -> None:
-        """Write a snapshot atomically (safetensors: no pickle on the way back)."""
-        write_bytes_atomic(
-            self.snapshot_path(method, name), save({k: v.contiguous() for k, v in snapshot.items()})
-        )
-
-    def load_snapshot(self, method: str, name: str) -> Snapshot:
+    def load_snapshot(self, method: str, name: str) -> StoredSnapshot:
         path = self.snapshot_path(method, name)
         if not path.is_file():
             raise ConfigError(
                 f"{path} is missing: the run cannot resume past this stage; rerun with --force"
             )
-        return load_file(path)
+        return StoredSnapshot(path)
 
     def drop_snapshots(self) -> None:
         """Remove the snapshots once a run is complete (they are only for resuming)."""
@@ -345,6 +344,33 @@ def _open_run(
         return RunDirectory(replacement_path(out), replaces=out), None
     check_not_foreign(out, force, (RESULTS_FILE,))
     return RunDirectory(out), None
+
+
+@contextmanager
+def _snapshot_store(run: RunDirectory | None) -> Iterator[Path]:
+    """Where the run's weight snapshots go: the run directory's, or a temporary directory that
+    lasts as long as the audit without `out`."""
+    if run is not None:
+        yield run.path / SNAPSHOT_DIR
+        return
+    with tempfile.TemporaryDirectory(prefix="unlearn-lens-snapshots-") as directory:
+        yield Path(directory)
+
+
+@contextmanager
+def _original(subject: Subject, config: StudyConfig) -> Iterator[Snapshot]:
+    """The original weights: a CPU snapshot, or with `low_memory` a file in a temporary
+    directory of its own (a replaced run's directory may be cleared while it is needed)."""
+    if not config.low_memory:
+        yield subject.snapshot()
+        return
+    with tempfile.TemporaryDirectory(prefix="unlearn-lens-original-") as directory:
+        yield write_snapshot(Path(directory) / "original.safetensors", subject)
+
+
+def _store(subject: Subject, store: Path, method: str, name: str) -> StoredSnapshot:
+    """Write the subject's current weights as `method`'s `name` snapshot and return it, read on demand."""
+    return write_snapshot(store / f"{method}-{name}.safetensors", subject)
 
 
 @contextmanager
@@ -413,10 +439,10 @@ def audit(
 
     # The run lock is held from the first check of `out` to the last write, replacement included.
     with open_out(Path(out) if out is not None else None, note) as out:
-        return _audit(config, out, resume, force, subject, progress, console, on_stage)
+        return _open_and_run(config, out, resume, force, subject, progress, console, on_stage)
 
 
-def _audit(
+def _open_and_run(
     config: StudyConfig,
     out: Path | None,
     resume: bool,
@@ -441,7 +467,6 @@ def _audit(
             dtype=config.dtype,
         )
     _check_given(subject, given, console)
-    original = subject.snapshot()
     results = results or AuditResults(config=config, environment=environment())
     results.status = "running"
 
@@ -451,6 +476,26 @@ def _audit(
         if on_stage is not None:
             on_stage(results)
 
+    with _snapshot_store(run) as store, _original(subject, config) as original:
+        return _run_stages(
+            subject, config, results, run, store, original, sets, given, save, progress, console
+        )
+
+
+def _run_stages(
+    subject: Subject,
+    config: StudyConfig,
+    results: AuditResults,
+    run: RunDirectory | None,
+    store: Path,
+    original: Snapshot,
+    sets: tuple[str, StudyData] | None,
+    given: dict[str, GivenCheckpoint],
+    save: Callable[[], None],
+    progress: bool,
+    console: Console,
+) -> AuditResults:
+    """The stages of `audit` once the settings, the run directory and the model are ready."""
     try:
         if results.data is None:
             with _timed(console, "data (checks, known filter, original metrics)"):
@@ -478,6 +523,7 @@ def _audit(
                 original,
                 original_passes,
                 run,
+                store,
                 save,
                 progress,
                 console,
@@ -495,6 +541,7 @@ def _audit(
                 original,
                 original_passes,
                 run,
+                store,
                 save,
                 progress,
                 console,
@@ -526,14 +573,21 @@ def _original_pass(
     split: str,
     config: StudyConfig,
     cache: dict[str, ModelPass],
+    store: Path,
     progress: bool,
 ) -> ModelPass:
-    """The original model's pass on a data set, computed once per audit."""
+    """The original model's pass on a data set, computed once per audit; its Fisher values are
+    kept in `store` on disk and read back layer by layer at each comparison."""
     if split not in cache:
         subject.restore(original)
-        cache[split] = model_pass(
+        reference = model_pass(
             subject, items, pooling=config.pooling, progress=progress, label=f"original/{split}"
         )
+        if reference.fisher is not None:
+            reference.fisher = reference.fisher.stored(
+                store / f"original-fisher-{split}.safetensors"
+            )
+        cache[split] = reference
     return cache[split]
 
 
@@ -545,6 +599,7 @@ def _run_method(
     original: Snapshot,
     original_passes: dict[str, ModelPass],
     run: RunDirectory | None,
+    store: Path,
     save: Callable[[], None],
     progress: bool,
     console: Console,
@@ -581,15 +636,11 @@ def _run_method(
             )
         if outcome.run.interrupted:
             raise KeyboardInterrupt
-        unlearned = subject.snapshot()
-        if run is not None:
-            run.save_snapshot(method, "unlearned", unlearned)
+        unlearned = _store(subject, store, method, "unlearned")
         result.unlearn, result.tracking = outcome, tracker.history
         save()
     else:
-        unlearned = (
-            run.load_snapshot(method, "unlearned") if run is not None else subject.snapshot()
-        )
+        unlearned = run.load_snapshot(method, "unlearned")
 
     if result.relearn is None:
         subject.restore(unlearned)
@@ -606,16 +657,13 @@ def _run_method(
                 batch_size=config.batch_size,
                 seed=config.seed,
                 progress=progress,
+                start=unlearned,
             )
-        relearned = subject.snapshot()
-        if run is not None:
-            run.save_snapshot(method, "relearned", relearned)
+        relearned = _store(subject, store, method, "relearned")
         result.relearn = result_relearn
         save()
     else:
-        relearned = (
-            run.load_snapshot(method, "relearned") if run is not None else subject.snapshot()
-        )
+        relearned = run.load_snapshot(method, "relearned")
 
     if not result.comparisons:
         comparisons = {}  # set on the result only when all four exist: an interrupt saves none or all
@@ -623,7 +671,7 @@ def _run_method(
             for name, snapshot in (("unlearned", unlearned), ("relearned", relearned)):
                 for split, items in (("forget", forget), ("retain", retain)):
                     reference = _original_pass(
-                        subject, original, items, split, config, original_passes, progress
+                        subject, original, items, split, config, original_passes, store, progress
                     )
                     subject.restore(snapshot)
                     updated = model_pass(
@@ -661,6 +709,10 @@ def _run_method(
         save()
 
     if result.localization is None:
+        # Reversion and attribution read the unlearned weights for every patch and pass: held in
+        # memory for this stage (three copies with the model and the original, below training's
+        # four plus the original), unless low_memory.
+        unlearned = unlearned if config.low_memory else dict(unlearned)
         subject.restore(unlearned)
         with _timed(console, "localization", result):
             result.deltas = weight_deltas(subject.specs, original, unlearned)

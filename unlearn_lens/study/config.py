@@ -87,6 +87,8 @@ class StudyConfig:
     lens_decoder: str = "fixed"
     attacks: tuple[str, ...] = BATTERY_ATTACKS
     quantization_schemes: tuple[str, ...] = SCHEMES
+    low_memory: bool = False
+    """Keep the original weights on disk too (read weight by weight; the numbers are unchanged)."""
 
     def thresholds(self) -> RegimeThresholds:
         """The regime thresholds these settings give (see `RegimeThresholds` for each reason)."""

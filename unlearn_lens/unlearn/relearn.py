@@ -422,6 +422,7 @@ def relearn(
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
+    start: Snapshot | None = None,
 ) -> RelearnResult:
     """Fine-tune on `source_items` for a budget, and spend equal work on `control_items`.
 
@@ -442,6 +443,9 @@ def relearn(
     - `original_forget`: the original model's metrics on `forget_items`, for `recovery`.
     - `callbacks`: receive the steps of the relearning run only (phase `"relearn"`), not
       those of the control run.
+    - `start`: the subject's current weights when the caller already holds them (a snapshot or a
+      [`StoredSnapshot`][unlearn_lens.models.stored.StoredSnapshot]), restored between the two runs
+      instead of a copy taken here.
 
     **Final state:** the control run goes first, then the starting weights are restored and
     the relearning run follows, so `subject` ends up *relearned on the source*. Ctrl-C in
@@ -465,7 +469,7 @@ def relearn(
     n_control = equal_work_steps(n_steps, len(source_items), len(control_items), batch_size)
 
     config = finetune_config(optimizer, lr, batch_size, grad_clip, seed)
-    start = subject.snapshot()
+    start = subject.snapshot() if start is None else start
     forget_before = evaluate(subject, forget_items)
     control_before = evaluate(subject, control_items)
     control_run, control_curve = measured_finetune(
