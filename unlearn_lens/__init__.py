@@ -19,7 +19,7 @@ from unlearn_lens.diagnostics import (
     model_fisher,
 )
 from unlearn_lens.errors import ConfigError, ModelSourceError, UnlearnLensError
-from unlearn_lens.evaluation import evaluate, items_correct
+from unlearn_lens.evaluation import evaluate, evaluate_outcomes, items_correct
 from unlearn_lens.localize import (
     AttributedLocalization,
     DeltaTracker,
@@ -122,6 +122,7 @@ __all__ = [
     "compare",
     "compare_snapshots",
     "evaluate",
+    "evaluate_outcomes",
     "filter_known",
     "head_attribution",
     "items_correct",
