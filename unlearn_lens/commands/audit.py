@@ -133,6 +133,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     ):
         verdict.add_argument(f"--{name}", type=float, default=None, metavar="X", help=meaning)
+    verdict.add_argument(
+        "--verdict-metric",
+        choices=("token", "exact"),
+        default=None,
+        help="decide verdicts on token accuracy over content answer tokens (token, default) or on "
+        "greedy exact match per item (exact; the curve's peak excess is then not used)",
+    )
     parser.add_argument(
         "--lens-decoder",
         choices=("fixed", "own"),
@@ -219,6 +226,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "localization": args.localization,
         "known_only": False if args.keep_unknown else None,
         "lens_decoder": args.lens_decoder,
+        "verdict_metric": args.verdict_metric,
         **{name: getattr(args, name) for name in THRESHOLD_SETTINGS},
     }
     config = base.merged(flags)

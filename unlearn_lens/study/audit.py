@@ -51,7 +51,7 @@ from unlearn_lens.models.checkpoints import check_checkpoint, read_snapshot
 from unlearn_lens.models.sources import check_device, load
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.out_dir import check_not_foreign, check_out_location
-from unlearn_lens.regimes import classify_regime
+from unlearn_lens.regimes import VERDICT_METRICS, classify_regime
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.given import GivenCheckpoint, locate
 from unlearn_lens.study.results import (
@@ -691,7 +691,8 @@ def _summarise(result: MethodResults):
 
 
 def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
-    recovery = result.relearn.recovery["accuracy"]
+    metric = VERDICT_METRICS[config.verdict_metric]
+    recovery = result.relearn.recovery[metric]
     original_retain = results.original["retain"]
     unlearned_retain = result.comparisons["unlearned/retain"].updated_metrics
     return classify_regime(
@@ -700,10 +701,11 @@ def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
         recovery.relearned,
         control_before=recovery.control_before,
         control_after=recovery.control_after,
-        retain_original=original_retain.accuracy,
-        retain_unlearned=unlearned_retain.accuracy,
+        retain_original=getattr(original_retain, metric),
+        retain_unlearned=getattr(unlearned_retain, metric),
         retain_nll_original=original_retain.nll,
         retain_nll_unlearned=unlearned_retain.nll,
-        peak_excess=result.relearn.peak_excess(),
+        # The relearning curve records token accuracy only: its peak excess is a token number.
+        peak_excess=result.relearn.peak_excess() if metric == "accuracy" else None,
         thresholds=config.thresholds(),
     )

@@ -15,7 +15,7 @@ from unlearn_lens.localize.logit_lens import DECODERS
 from unlearn_lens.localize.reversion import RESTORE_FRACTION
 from unlearn_lens.models.builtin import DEFAULT_MODEL
 from unlearn_lens.models.dtypes import DTYPES
-from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.regimes import VERDICT_METRICS, RegimeThresholds
 
 DEFAULT_METHODS = ("ga", "npo")
 """The default audit contrasts the plainest objective with its bounded, reference-anchored variant."""
@@ -74,6 +74,7 @@ class StudyConfig:
     retain_drop: float = RegimeThresholds.retain_drop
     retain_nll_rise: float = RegimeThresholds.retain_nll_rise
     restore_fraction: float = RESTORE_FRACTION
+    verdict_metric: str = "token"
     lens_decoder: str = "fixed"
 
     def thresholds(self) -> RegimeThresholds:
@@ -161,6 +162,11 @@ class StudyConfig:
         if not self.retain_nll_rise > 0:
             raise ConfigError(
                 f"{source}: retain_nll_rise must be positive (nats per token), got {self.retain_nll_rise}"
+            )
+        if self.verdict_metric not in VERDICT_METRICS:
+            raise ConfigError(
+                f"{source}: verdict_metric must be one of {', '.join(VERDICT_METRICS)}, "
+                f"got {self.verdict_metric!r}"
             )
         if self.lens_decoder not in DECODERS:
             raise ConfigError(
