@@ -66,16 +66,18 @@ def test_paired_resamples_match_a_brute_force_loop():
     assert not np.array_equal(control_indices, forget_indices[:, :7])
 
 
-def test_same_seed_same_interval_and_other_seed_another():
+def test_same_seed_same_resamples_and_other_seed_others():
     rng = np.random.default_rng(0)
-    table = {"t": bernoulli_items(rng, 20, 0.5)}
+    table = {"t": outcomes(np.ones(20, int), rng.binomial(1, 0.5, 20), rng.normal(1, 0.3, 20))}
 
-    def accuracy(t):
-        return t["t"].accuracy
+    def nll(t):
+        return t["t"].nll
 
-    first = Bootstrap([table], 300, seed=5).interval(accuracy)
-    assert first == Bootstrap([table], 300, seed=5).interval(accuracy)
-    assert first != Bootstrap([table], 300, seed=6).interval(accuracy)
+    first, again, other = (Bootstrap([table], 300, seed=s) for s in (5, 5, 6))
+    assert np.array_equal(first.indices[0], again.indices[0])
+    assert first.interval(nll) == again.interval(nll)
+    assert not np.array_equal(first.indices[0], other.indices[0])
+    assert first.interval(nll) != other.interval(nll)
 
 
 def test_misaligned_tables_and_repeated_names_are_refused():
@@ -187,8 +189,8 @@ def test_peak_is_taken_inside_each_resample():
 @pytest.mark.parametrize("seed", range(20))
 def test_statistics_agree_with_classify_regime(seed):
     rng = np.random.default_rng(seed)
-    original, unlearned, relearned, before, after = rng.uniform(0, 1, 5)
-    original = max(original, unlearned + 0.05)
+    unlearned, relearned, before, after = rng.uniform(0, 1, 4)
+    original = rng.uniform(min(unlearned + 0.05, 1.0), 1.0)
     verdict = classify_regime(
         original,
         unlearned,

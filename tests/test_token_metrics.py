@@ -160,6 +160,7 @@ def test_item_outcomes_are_each_items_counts_and_recompute_the_metrics():
     logits, labels = random_batch(9, batch=10, seq=12)
     labels[4, 6:] = IGNORE
     labels[7] = IGNORE  # an item with nothing to predict
+    labels[:3, :4] = IGNORE
     labels[:3, 4:7] = logits[:3, 3:6].argmax(-1)  # three exact matches: targets are the argmax
     labels[:3, 7:] = IGNORE
     accumulator = TokenMetricsAccumulator()

@@ -185,7 +185,7 @@ class ItemOutcomes:
         n_tokens = sum(self.n_tokens)
         if n_tokens == 0:
             raise ValueError(
-                f"no target tokens seen (every label was {IGNORE_INDEX}, or no item was added)"
+                f"no target tokens seen (every label was {IGNORE_INDEX}, or no batch was added)"
             )
         nll = math.fsum(self.nll_sum) / n_tokens
         try:
