@@ -205,3 +205,50 @@ def test_builtin_forget_sets_are_known_by_the_builtin_model(smollm_tl):
             assert len(tokenizer(item.prompt)["input_ids"]) <= MAX_PROMPT_TOKENS, item
         assert _known_count(model, tokenizer, sets.forget) >= MIN_FORGET_KNOWN, domain
         assert _known_count(model, tokenizer, sets.control) <= MAX_CONTROL_KNOWN, domain
+
+
+def _spaced_digit_tokenizer():
+    """A tiny tokenizer that, like SmolLM2's, splits " 42" into a bare space and single digits."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<unk>", "The", " answer", " is", " ", "\n", "4", "2", " x", " +"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[A-Za-z+]+|\d|\s"), behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
+
+
+def test_whitespace_only_tokens_stay_in_the_input_but_are_never_targets():
+    tok = _spaced_digit_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    batch = encode(
+        tok,
+        [
+            Item(prompt="The answer is", answer=" 42"),
+            Item(prompt="The answer is", answer=" x + 2\n"),
+            Item(text="The answer is 4"),
+        ],
+    )
+    assert batch.input_ids[0, :6].tolist() == ids(["The", " answer", " is", " ", "4", "2"])
+    assert batch.labels[0, :6].tolist() == [IGNORE_INDEX] * 4 + ids(["4", "2"])
+    labelled = batch.labels[1][batch.labels[1] != IGNORE_INDEX].tolist()
+    assert labelled == ids([" x", " +", "2"])
+    text_labels = [*ids(["The", " answer", " is"]), IGNORE_INDEX, *ids(["4"])]
+    assert batch.labels[2, :5].tolist() == text_labels
+    with pytest.raises(ValueError, match="whitespace only"):
+        encode(tok, [Item(prompt="The answer is", answer=" \n")])
+
+
+def test_the_builtin_tokenizer_scores_digits_not_the_space_before_them():
+    from transformers import AutoTokenizer
+
+    from unlearn_lens.models.builtin import DEFAULT_MODEL, ensure_builtin_cache
+
+    tok = AutoTokenizer.from_pretrained(str(ensure_builtin_cache(DEFAULT_MODEL)))
+    item = Item(prompt="What is 40 + 2? The answer is", answer=" 42")
+    batch = encode(tok, [item])
+    answer_ids = tok(" 42", add_special_tokens=False)["input_ids"]
+    assert tok.decode(answer_ids[:1]) == " " and len(answer_ids) == 3  # the split being fixed
+    labelled = batch.labels[0][batch.labels[0] != IGNORE_INDEX].tolist()
+    assert labelled == answer_ids[1:] and tok.decode(labelled) == "42"
+    assert batch.input_ids[0, -3:].tolist() == answer_ids

@@ -34,6 +34,7 @@ def test_toml_then_flags_win(tmp_path):
         ("methods = []\n", "methods is empty"),
         ("steps = [\n", "invalid TOML"),
         ("max_items = 2\n", "at least 4"),
+        ('verdict_metric = "tokens"\n', "verdict_metric must be one of token, exact, got 'tokens'"),
     ],
 )
 def test_bad_config_is_named(tmp_path, text, message):
@@ -42,6 +43,17 @@ def test_bad_config_is_named(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_verdict_metric_defaults_to_token_accuracy_and_the_flag_sets_it():
+    from unlearn_lens.cli import build_parser
+    from unlearn_lens.commands.audit import settings
+
+    parser = build_parser()
+    assert settings(parser.parse_args(["audit"])).verdict_metric == "token"
+    assert settings(parser.parse_args(["audit", "--verdict-metric", "exact"])).verdict_metric == (
+        "exact"
+    )
 
 
 def test_missing_config_file(tmp_path):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from unlearn_lens.metrics import (
+    ItemOutcomes,
     TokenMetrics,
     TokenMetricsAccumulator,
     per_sequence_correct,
@@ -151,8 +152,47 @@ def test_accumulator_equals_one_shot():
     assert (streamed.n_tokens, streamed.n_sequences) == (one_shot.n_tokens, one_shot.n_sequences)
     assert streamed.accuracy == one_shot.accuracy
     assert streamed.exact_match == one_shot.exact_match
-    assert streamed.nll == pytest.approx(one_shot.nll, rel=1e-13)
-    assert streamed.perplexity == pytest.approx(one_shot.perplexity, rel=1e-13)
+    # Each item's NLL is summed exactly rounded, then those sums: batching changes nothing.
+    assert streamed == one_shot
+
+
+def test_item_outcomes_are_each_items_counts_and_recompute_the_metrics():
+    logits, labels = random_batch(9, batch=10, seq=12)
+    labels[4, 6:] = IGNORE
+    labels[7] = IGNORE  # an item with nothing to predict
+    labels[:3, :4] = IGNORE
+    labels[:3, 4:7] = logits[:3, 3:6].argmax(-1)  # three exact matches: targets are the argmax
+    labels[:3, 7:] = IGNORE
+    accumulator = TokenMetricsAccumulator()
+    for start in range(0, 10, 4):
+        accumulator.update(logits[start : start + 4], labels[start : start + 4])
+    outcomes = accumulator.outcomes()
+    # Brute force, item by item, in float64 from the log-softmax.
+    log_probs = torch.log_softmax(logits, dim=-1)
+    expected = ItemOutcomes([], [], [], [])
+    for b in range(10):
+        targets = [(t, int(labels[b, t])) for t in range(1, 12) if labels[b, t] != IGNORE]
+        correct = [int(logits[b, t - 1].argmax()) == y for t, y in targets]
+        expected.n_tokens.append(len(targets))
+        expected.n_correct.append(sum(correct))
+        expected.exact.append(int(all(correct)))
+        expected.nll_sum.append(-sum(float(log_probs[b, t - 1, y]) for t, y in targets))
+    assert outcomes.n_tokens == expected.n_tokens
+    assert outcomes.n_correct == expected.n_correct
+    assert outcomes.exact == expected.exact == per_sequence_correct(logits, labels).int().tolist()
+    assert outcomes.nll_sum == pytest.approx(expected.nll_sum, rel=1e-13)
+    assert sum(outcomes.exact[:3]) == 3 and outcomes.n_tokens[7] == 0
+    # The metrics recomputed from the outcomes, exactly.
+    metrics = outcomes.metrics()
+    assert metrics == accumulator.result()
+    assert metrics.accuracy == sum(expected.n_correct) / sum(expected.n_tokens)
+    assert metrics.exact_match == sum(expected.exact[:7] + expected.exact[8:]) / 9
+    assert metrics.n_sequences == 9
+    assert metrics.nll == math.fsum(outcomes.nll_sum) / sum(expected.n_tokens)
+    assert metrics == token_metrics(logits, labels)
+    # outcomes() is a copy: later batches do not change it.
+    accumulator.update(logits[:1], labels[:1])
+    assert len(outcomes) == 10 and len(accumulator.outcomes()) == 11
 
 
 def test_perplexity_overflow_is_inf():

@@ -20,7 +20,7 @@ from unlearn_lens.diagnostics import (
     model_fisher,
 )
 from unlearn_lens.errors import ConfigError, ModelSourceError, RunLockedError, UnlearnLensError
-from unlearn_lens.evaluation import evaluate, items_correct
+from unlearn_lens.evaluation import evaluate, evaluate_outcomes, items_correct
 from unlearn_lens.localize import (
     AttributedLocalization,
     DeltaTracker,
@@ -129,6 +129,7 @@ __all__ = [
     "compare",
     "compare_snapshots",
     "evaluate",
+    "evaluate_outcomes",
     "filter_known",
     "head_attribution",
     "items_correct",

@@ -23,6 +23,11 @@ LABELS = {
 NOT_FORGOTTEN = "not forgotten"
 """Label when unlearning did not remove enough of the forget set to classify reversibility."""
 
+VERDICT_METRICS = {"token": "accuracy", "exact": "exact_match"}
+"""The accuracy a verdict may be decided on, by setting (`verdict_metric`), as the name of the
+[`TokenMetrics`][unlearn_lens.metrics.TokenMetrics] field and `Recovery` metric it reads:
+token accuracy over content answer tokens (default) or greedy exact match per item."""
+
 INCONCLUSIVE = "inconclusive"
 """Label when recovery was low but the relearning budget taught the novel control items
 nothing either: a budget too weak to teach anything cannot show that knowledge is gone."""

@@ -136,6 +136,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     ):
         verdict.add_argument(f"--{name}", type=float, default=None, metavar="X", help=meaning)
+    verdict.add_argument(
+        "--verdict-metric",
+        choices=("token", "exact"),
+        default=None,
+        help="decide verdicts on token accuracy over content answer tokens (token, default) or on "
+        "greedy exact match per item (exact; the curve's peak excess is then not used)",
+    )
     parser.add_argument(
         "--attack",
         dest="attacks",
@@ -249,6 +256,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "lens_decoder": args.lens_decoder,
         "attacks": args.attacks,
         "quantization_schemes": args.quantization_schemes,
+        "verdict_metric": args.verdict_metric,
         **{name: getattr(args, name) for name in THRESHOLD_SETTINGS},
     }
     config = base.merged(flags)

@@ -1,6 +1,13 @@
 """Items, where they come from (files, records, the built-in sets), and how they become batches."""
 
-from unlearn_lens.data.batching import IGNORE_INDEX, Batch, batches, encode, encode_item
+from unlearn_lens.data.batching import (
+    IGNORE_INDEX,
+    Batch,
+    batches,
+    content_labels,
+    encode,
+    encode_item,
+)
 from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, BuiltinSets, builtin
 from unlearn_lens.data.chat import chat_items, chat_prompt
 from unlearn_lens.data.fields import DataError, FieldMap, record_item
@@ -31,6 +38,7 @@ __all__ = [
     "chat_prompt",
     "check_overlap",
     "check_spec",
+    "content_labels",
     "encode",
     "encode_item",
     "items_from_records",

@@ -44,19 +44,37 @@ def _token_ids(tokenizer, text: str, *, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
+def content_labels(tokenizer, ids: Sequence[int]) -> list[int]:
+    """`ids` as labels, with every token that decodes to whitespace alone (a bare space, a
+    newline, an indent) replaced by `IGNORE_INDEX`.
+
+    A byte-level BPE tokenizer splits " 42" into a bare space and digits; the space carries no
+    content, is predicted by any model that saw the prompt's form, and would otherwise be a
+    third of the targets of a short numeric answer. It stays in the input, as context.
+    """
+    pieces = tokenizer.batch_decode([[token] for token in ids])
+    return [
+        token if piece.strip() else IGNORE_INDEX for token, piece in zip(ids, pieces, strict=True)
+    ]
+
+
 def encode_item(tokenizer, item: Item) -> tuple[list[int], list[int]]:
     """Token ids and labels of one item (prompt and answer tokenised separately, then joined).
 
     Tokenising the answer on its own keeps the prompt/answer boundary exact, whatever merges
-    the tokenizer would make across it.
+    the tokenizer would make across it. Only content tokens are targets: whitespace-only
+    tokens (the bare space before an answer's digits) stay in the input but are not labelled
+    (see [`content_labels`][unlearn_lens.data.content_labels]).
     """
     if item.is_text:
         ids = _token_ids(tokenizer, item.text or "", special=True)
-        if len(ids) < 2:
+        labels = content_labels(tokenizer, ids)
+        if len(ids) < 2 or all(label == IGNORE_INDEX for label in labels[1:]):
             raise ValueError(
-                f"text {item.text!r} tokenises to fewer than 2 tokens: nothing to predict"
+                f"text {item.text!r} tokenises to fewer than 2 tokens or has no content token "
+                "after the first: nothing to predict"
             )
-        return ids, list(ids)
+        return ids, labels
     prompt_ids = _token_ids(tokenizer, item.prompt or "", special=True)
     answer_ids = _token_ids(tokenizer, item.answer or "", special=False)
     if not answer_ids:
@@ -65,7 +83,12 @@ def encode_item(tokenizer, item: Item) -> tuple[list[int], list[int]]:
         raise ValueError(
             f"prompt {item.prompt!r} tokenises to nothing: the first answer token has no context"
         )
-    return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    answer_labels = content_labels(tokenizer, answer_ids)
+    if all(label == IGNORE_INDEX for label in answer_labels):
+        raise ValueError(
+            f"answer {item.answer!r} of prompt {item.prompt!r} is whitespace only: nothing to predict"
+        )
+    return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_labels
 
 
 def n_targets(labels: Int[Tensor, "batch seq"]) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unlearn_lens.data.batching import IGNORE_INDEX, encode_item
+from unlearn_lens.data.batching import encode_item
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import DataError
 from unlearn_lens.errors import ConfigError
@@ -92,13 +92,15 @@ def check_token_lengths(
     try:
         for item, where in zip(items, locations, strict=True):
             try:
-                ids, labels = encode_item(subject.tokenizer, item)
+                ids, _ = encode_item(subject.tokenizer, item)
             except ValueError as error:
                 raise DataError(f"{where}: {error}") from None
             if limit is not None and len(ids) > limit:
                 shorter = _truncated(subject.tokenizer, item, limit) if truncate else None
                 if shorter is None and truncate and not item.is_text:
-                    answer = sum(label != IGNORE_INDEX for label in labels)
+                    answer = len(
+                        subject.tokenizer(item.answer, add_special_tokens=False)["input_ids"]
+                    )
                     raise DataError(
                         f"{where}: answer: {answer:,} tokens leave no room for a prompt within {limit_name}; "
                         "shorten it"

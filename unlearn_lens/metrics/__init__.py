@@ -21,6 +21,7 @@ from unlearn_lens.metrics.pca import (
     subspace_similarity,
 )
 from unlearn_lens.metrics.token import (
+    ItemOutcomes,
     TokenMetrics,
     TokenMetricsAccumulator,
     per_sequence_correct,
@@ -37,6 +38,7 @@ __all__ = [
     "FisherComparison",
     "FisherProfile",
     "FisherSummary",
+    "ItemOutcomes",
     "PCAShift",
     "TokenMetrics",
     "TokenMetricsAccumulator",

@@ -144,53 +144,83 @@ class TokenMetrics:
     n_sequences: int
 
 
-class TokenMetricsAccumulator:
-    """Token metrics over a dataset processed batch by batch, without keeping the logits.
+@dataclass
+class ItemOutcomes:
+    """Per-item outcomes of one evaluation, in item order: every token metric can be recomputed
+    from them, and resampled over items (see [`Bootstrap`][unlearn_lens.metrics.bootstrap.Bootstrap]).
 
-    Call `update` once per batch, then `result`; the result equals
-    [`token_metrics`][unlearn_lens.metrics.token_metrics] on all batches at once (the NLL up
-    to float64 rounding: each batch's sum is exact, the running sum is not).
+    **Fields** (one entry per item):
+
+    - `n_tokens`: the item's target (content answer) tokens.
+    - `n_correct`: of those, how many are the argmax prediction.
+    - `exact`: 1 when every target token is the argmax, else 0 (1 for an item without targets,
+      which [`metrics`][unlearn_lens.metrics.ItemOutcomes.metrics] leaves out of exact match).
+    - `nll_sum`: the item's summed target-token NLL (nats, float64, `math.fsum`).
     """
 
-    def __init__(self) -> None:
-        self._n_tokens = 0
-        self._n_correct = 0
-        self._nll_sum = 0.0
-        self._n_sequences = 0
-        self._n_exact = 0
+    n_tokens: list[int]
+    n_correct: list[int]
+    exact: list[int]
+    nll_sum: list[float]
 
-    def update(
-        self, logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "batch seq"]
-    ) -> None:
-        """Add one batch."""
-        nll, mask = token_nll(logits, labels)
-        hits, _ = _argmax_hits(logits, labels)
-        has_targets = mask.any(dim=1)
-        self._n_tokens += int(mask.sum())
-        self._n_correct += int((hits & mask).sum())
-        self._nll_sum += math.fsum(nll[mask].tolist())
-        self._n_sequences += int(has_targets.sum())
-        self._n_exact += int(((hits | ~mask).all(dim=1) & has_targets).sum())
+    def __len__(self) -> int:
+        return len(self.n_tokens)
 
-    def result(self) -> TokenMetrics:
-        """The metrics of every batch added so far."""
-        if self._n_tokens == 0:
+    def metrics(self) -> TokenMetrics:
+        """The token metrics of all items together: accuracy and exact match are exact ratios
+        of the counts; the NLL is the exactly rounded sum of the items' sums per token."""
+        n_tokens = sum(self.n_tokens)
+        if n_tokens == 0:
             raise ValueError(
                 f"no target tokens seen (every label was {IGNORE_INDEX}, or no batch was added)"
             )
-        nll = self._nll_sum / self._n_tokens
+        nll = math.fsum(self.nll_sum) / n_tokens
         try:
             perplexity = math.exp(nll)
         except OverflowError:
             perplexity = math.inf
+        with_targets = [exact for exact, n in zip(self.exact, self.n_tokens, strict=True) if n > 0]
         return TokenMetrics(
-            accuracy=self._n_correct / self._n_tokens,
+            accuracy=sum(self.n_correct) / n_tokens,
             nll=nll,
             perplexity=perplexity,
-            exact_match=self._n_exact / self._n_sequences,
-            n_tokens=self._n_tokens,
-            n_sequences=self._n_sequences,
+            exact_match=sum(with_targets) / len(with_targets),
+            n_tokens=n_tokens,
+            n_sequences=len(with_targets),
         )
+
+
+class TokenMetricsAccumulator:
+    """Token metrics over a dataset processed batch by batch, without keeping the logits.
+
+    Call `update` once per batch, then `result` (or `outcomes`, per item); the result equals
+    [`token_metrics`][unlearn_lens.metrics.token_metrics] on all batches at once (the NLL up
+    to float64 rounding: each item's sum and the sum of those are exactly rounded).
+    """
+
+    def __init__(self) -> None:
+        self._outcomes = ItemOutcomes([], [], [], [])
+
+    def update(
+        self, logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "batch seq"]
+    ) -> None:
+        """Add one batch (one item per row)."""
+        nll, mask = token_nll(logits, labels)
+        hits, _ = _argmax_hits(logits, labels)
+        outcomes = self._outcomes
+        outcomes.n_tokens.extend(mask.sum(dim=1).tolist())
+        outcomes.n_correct.extend((hits & mask).sum(dim=1).tolist())
+        outcomes.exact.extend((hits | ~mask).all(dim=1).int().tolist())
+        outcomes.nll_sum.extend(math.fsum(row) for row in nll.tolist())
+
+    def outcomes(self) -> ItemOutcomes:
+        """Per-item outcomes of every batch added so far (a copy)."""
+        o = self._outcomes
+        return ItemOutcomes(list(o.n_tokens), list(o.n_correct), list(o.exact), list(o.nll_sum))
+
+    def result(self) -> TokenMetrics:
+        """The metrics of every batch added so far."""
+        return self._outcomes.metrics()
 
 
 def token_metrics(

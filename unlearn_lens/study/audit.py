@@ -56,7 +56,7 @@ from unlearn_lens.models.sources import check_device, load
 from unlearn_lens.models.stored import StoredSnapshot, write_snapshot
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.out_dir import check_not_foreign, check_out_location, open_out
-from unlearn_lens.regimes import NOT_FORGOTTEN, classify_regime
+from unlearn_lens.regimes import NOT_FORGOTTEN, VERDICT_METRICS, classify_regime
 from unlearn_lens.schema import dump
 from unlearn_lens.study.battery import BatteryBudget, battery_regime, read_battery, run_battery
 from unlearn_lens.study.config import StudyConfig
@@ -790,7 +790,8 @@ def _summarise(result: MethodResults):
 
 
 def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
-    recovery = result.relearn.recovery["accuracy"]
+    metric = VERDICT_METRICS[config.verdict_metric]
+    recovery = result.relearn.recovery[metric]
     original_retain = results.original["retain"]
     unlearned_retain = result.comparisons["unlearned/retain"].updated_metrics
     return classify_regime(
@@ -799,10 +800,11 @@ def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
         recovery.relearned,
         control_before=recovery.control_before,
         control_after=recovery.control_after,
-        retain_original=original_retain.accuracy,
-        retain_unlearned=unlearned_retain.accuracy,
+        retain_original=getattr(original_retain, metric),
+        retain_unlearned=getattr(unlearned_retain, metric),
         retain_nll_original=original_retain.nll,
         retain_nll_unlearned=unlearned_retain.nll,
-        peak_excess=result.relearn.peak_excess(),
+        # The relearning curve records token accuracy only: its peak excess is a token number.
+        peak_excess=result.relearn.peak_excess() if metric == "accuracy" else None,
         thresholds=config.thresholds(),
     )

@@ -17,7 +17,7 @@ from unlearn_lens.localize.logit_lens import DECODERS
 from unlearn_lens.localize.reversion import RESTORE_FRACTION
 from unlearn_lens.models.builtin import DEFAULT_MODEL
 from unlearn_lens.models.dtypes import DTYPES
-from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.regimes import VERDICT_METRICS, RegimeThresholds
 from unlearn_lens.schema import Real, dump
 
 DEFAULT_METHODS = ("ga", "ga_gd")
@@ -84,6 +84,7 @@ class StudyConfig:
     retain_drop: Real = RegimeThresholds.retain_drop
     retain_nll_rise: Real = RegimeThresholds.retain_nll_rise
     restore_fraction: Real = RESTORE_FRACTION
+    verdict_metric: str = "token"
     lens_decoder: str = "fixed"
     attacks: tuple[str, ...] = BATTERY_ATTACKS
     quantization_schemes: tuple[str, ...] = SCHEMES
@@ -169,6 +170,11 @@ class StudyConfig:
         if not self.retain_nll_rise > 0:
             raise ConfigError(
                 f"{source}: retain_nll_rise must be positive (nats per token), got {self.retain_nll_rise}"
+            )
+        if self.verdict_metric not in VERDICT_METRICS:
+            raise ConfigError(
+                f"{source}: verdict_metric must be one of {', '.join(VERDICT_METRICS)}, "
+                f"got {self.verdict_metric!r}"
             )
         if self.lens_decoder not in DECODERS:
             raise ConfigError(
