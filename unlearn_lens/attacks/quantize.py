@@ -280,6 +280,7 @@ def quantization_attack(
     forget: ItemsLike,
     retain: ItemsLike | None = None,
     schemes: Sequence[str] = SCHEMES,
+    original_measured: dict[str, tuple[TokenMetrics, TokenMetrics | None]] | None = None,
 ) -> QuantizationResult:
     """Round the unlearned model and the original in each scheme and measure both.
 
@@ -289,6 +290,10 @@ def quantization_attack(
       (`subject.snapshot()`); it holds `unlearned` when the call returns.
     - `forget`, `retain`: items measured on each model; recovery is read on `forget`.
     - `schemes`: any of [`SCHEMES`][unlearn_lens.attacks.SCHEMES].
+    - `original_measured`: the original's (forget, retain) metrics already known, by model:
+      `"original"`, `"original_rounded:SCHEME"`; the call adds those it measures, so one dict
+      shared by the attacks on several unlearned models of one original (on the same items)
+      rounds and measures the original once per scheme.
 
     Deterministic: rounding has no randomness and evaluation is teacher-forced.
     """
@@ -299,6 +304,8 @@ def quantization_attack(
     retain_items = as_items(retain) if retain is not None else []
     axes = input_axes(subject)
 
+    known = {} if original_measured is None else original_measured
+
     def measure(snapshot: Snapshot) -> tuple[TokenMetrics, TokenMetrics | None]:
         subject.restore(snapshot)
         return evaluate(subject, forget_items), (
@@ -306,14 +313,19 @@ def quantization_attack(
         )
 
     try:
-        measured = {"original": measure(original), "unlearned": measure(unlearned)}
+        if "original" not in known:
+            known["original"] = measure(original)
+        models = {"original": known["original"], "unlearned": measure(unlearned)}
         results: dict[str, SchemeResult] = {}
         for scheme in schemes:
-            measured["original_rounded"] = measure(round_snapshot(original, scheme, axes))
-            measured["unlearned_rounded"] = measure(round_snapshot(unlearned, scheme, axes))
-            forget_metrics = RoundedMetrics(**{name: pair[0] for name, pair in measured.items()})
+            name = f"original_rounded:{scheme}"
+            if name not in known:
+                known[name] = measure(round_snapshot(original, scheme, axes))
+            models["original_rounded"] = known[name]
+            models["unlearned_rounded"] = measure(round_snapshot(unlearned, scheme, axes))
+            forget_metrics = RoundedMetrics(**{name: pair[0] for name, pair in models.items()})
             retain_metrics = (
-                RoundedMetrics(**{name: pair[1] for name, pair in measured.items()})
+                RoundedMetrics(**{name: pair[1] for name, pair in models.items()})
                 if retain_items
                 else None
             )

@@ -264,7 +264,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         raise ConfigError(
             f"--domain {config.domain!r} is unknown; choose one of {', '.join(BUILTIN_DOMAINS)}"
         )
-    from unlearn_lens.study.audit import RELEARN_SOURCES
+    from unlearn_lens.study.stages import RELEARN_SOURCES
 
     specs = {name: getattr(config, name) for name in ("forget", "retain", "control")}
     if config.relearn_source not in RELEARN_SOURCES:

@@ -14,8 +14,8 @@ import numpy as np
 
 from unlearn_lens.localize.verification import top_indices
 from unlearn_lens.numbers import MISSING, percent, share
-from unlearn_lens.study.audit import RELEARN_SOURCES
 from unlearn_lens.study.results import AuditResults, MethodResults
+from unlearn_lens.study.stages import RELEARN_SOURCES
 
 TOP_PLACES = 3
 """Blocks and heads named in the "where" answer: the few a reader takes in at a glance."""

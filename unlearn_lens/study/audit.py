@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,41 +39,27 @@ from unlearn_lens.data.checks import (
 from unlearn_lens.data.fields import DataError
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import check_overlap, load_items
-from unlearn_lens.diagnostics.compare import ModelPass, compare_passes, model_pass
 from unlearn_lens.errors import ConfigError, ModelSourceError
 from unlearn_lens.evaluation import evaluate
-from unlearn_lens.localize.attributed import localize_by_attribution
-from unlearn_lens.localize.deltas import update_cosines, weight_deltas
-from unlearn_lens.localize.heads import head_attribution
-from unlearn_lens.localize.logit_lens import logit_lens
-from unlearn_lens.localize.reversion import Reverter, reversion_sweep
-from unlearn_lens.localize.summary import summarise_localization
-from unlearn_lens.localize.tracking import DeltaTracker
 from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES
-from unlearn_lens.models.checkpoints import check_checkpoint, read_snapshot
+from unlearn_lens.models.checkpoints import check_checkpoint
 from unlearn_lens.models.sources import check_device, load
 from unlearn_lens.models.stored import StoredSnapshot, write_snapshot
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.out_dir import check_not_foreign, check_out_location, open_out
-from unlearn_lens.regimes import NOT_FORGOTTEN, VERDICT_METRICS, classify_regime
 from unlearn_lens.schema import dump
-from unlearn_lens.study.battery import BatteryBudget, battery_regime, read_battery, run_battery
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.given import GivenCheckpoint, locate
 from unlearn_lens.study.results import (
     RESULTS_FILE,
     AuditResults,
     DataSummary,
-    MethodResults,
     environment,
 )
-from unlearn_lens.unlearn.api import unlearn
+from unlearn_lens.study.stages import RELEARN_SOURCES, AuditRun, relearn_items, run_methods
 from unlearn_lens.unlearn.known import split_known
 from unlearn_lens.unlearn.objectives import get_objective
-from unlearn_lens.unlearn.relearn import relearn
 
-RELEARN_SOURCES = ("forget", "retain", "unrelated")
-"""Named relearning sources (any other value is read as a data file)."""
 SNAPSHOT_DIR = "snapshots"
 
 
@@ -139,7 +124,7 @@ def _check_items(
         if note is not None:
             console.print(f"[yellow]warning:[/] {escape(note)}")
     if config.relearn_source not in RELEARN_SOURCES:
-        note = _relearn_items(config, None, subject)[1]
+        note = relearn_items(config, None, subject)[1]
         if note is not None:
             console.print(f"[yellow]warning:[/] {escape(note)}")
     return StudyData(**fitted)
@@ -194,19 +179,6 @@ def _prepare_data(
         f"(known to the model), control {len(kept['control'])}/{given['control']} (unknown to it)"
     )
     return DataSummary(source=source, items=kept, given=given)
-
-
-def _relearn_items(
-    config: StudyConfig, data: DataSummary | None, subject: Subject
-) -> tuple[list[Item], str | None]:
-    """The relearning source: a named split of the run's data, or items read from its data spec,
-    checked (and truncated with `truncate`) like the splits; with the truncation note, if any."""
-    if config.relearn_source in RELEARN_SOURCES:
-        return data.items[config.relearn_source], None
-    items = load_items(config.relearn_source, config.field_map)
-    items = chat_items(items, subject.tokenizer) if config.chat_template else items
-    where = item_locations(config.relearn_source, len(items), config.relearn_source)
-    return check_token_lengths(subject, items, where, config.max_tokens, config.truncate, "relearn")
 
 
 def _check_methods(config: StudyConfig) -> None:
@@ -368,28 +340,6 @@ def _original(subject: Subject, config: StudyConfig) -> Iterator[Snapshot]:
         yield write_snapshot(Path(directory) / "original.safetensors", subject)
 
 
-def _store(subject: Subject, store: Path, method: str, name: str) -> StoredSnapshot:
-    """Write the subject's current weights as `method`'s `name` snapshot and return it, read on demand."""
-    return write_snapshot(store / f"{method}-{name}.safetensors", subject)
-
-
-@contextmanager
-def _timed(console: Console, stage: str, result: MethodResults | None = None) -> Iterator[None]:
-    """Time a stage into `result.seconds` and, off a terminal (where no bars show), print one line when it ends."""
-    start = time.perf_counter()
-    yield
-    seconds = round(time.perf_counter() - start, 2)
-    if result is not None:
-        result.seconds[stage] = seconds
-    if not console.is_terminal:
-        console.print(
-            f"{result.method}: {stage}" if result is not None else stage,
-            f"done in {seconds:.1f} s",
-            markup=False,
-            highlight=False,
-        )
-
-
 def audit(
     config: StudyConfig | None = None,
     *,
@@ -432,7 +382,7 @@ def audit(
     console = console or Console(stderr=True)
     progress = (
         progress and console.is_terminal
-    )  # bars vanish off a terminal: `_timed` prints a line per stage instead
+    )  # bars vanish off a terminal: each stage prints a line when it ends instead
 
     def note(line: str) -> None:
         console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
@@ -477,29 +427,20 @@ def _open_and_run(
             on_stage(results)
 
     with _snapshot_store(run) as store, _original(subject, config) as original:
-        return _run_stages(
-            subject, config, results, run, store, original, sets, given, save, progress, console
-        )
+        ctx = AuditRun(subject, config, results, original, run, store, save, progress, console)
+        return _run_stages(ctx, sets, given)
 
 
 def _run_stages(
-    subject: Subject,
-    config: StudyConfig,
-    results: AuditResults,
-    run: RunDirectory | None,
-    store: Path,
-    original: Snapshot,
-    sets: tuple[str, StudyData] | None,
-    given: dict[str, GivenCheckpoint],
-    save: Callable[[], None],
-    progress: bool,
-    console: Console,
+    ctx: AuditRun, sets: tuple[str, StudyData] | None, given: dict[str, GivenCheckpoint]
 ) -> AuditResults:
-    """The stages of `audit` once the settings, the run directory and the model are ready."""
+    """The stages of `audit` once the settings, the run directory and the model are ready: the
+    data, then every method and given checkpoint (see `unlearn_lens.study.stages`)."""
+    subject, config, results, run, save = ctx.subject, ctx.config, ctx.results, ctx.run, ctx.save
     try:
         if results.data is None:
-            with _timed(console, "data (checks, known filter, original metrics)"):
-                prepared = _prepare_data(subject, config, sets, console)
+            with ctx.stage("data (checks, known filter, original metrics)"):
+                prepared = _prepare_data(subject, config, sets, ctx.console)
                 metrics = {
                     split: evaluate(subject, items)
                     for split, items in prepared.items.items()
@@ -512,40 +453,7 @@ def _run_stages(
             if run is not None:
                 run.start()
             save()
-        original_passes: dict[str, ModelPass] = {}
-        for method in config.methods:
-            method_result = results.methods.setdefault(method, MethodResults(method=method))
-            _run_method(
-                subject,
-                config,
-                results,
-                method_result,
-                original,
-                original_passes,
-                run,
-                store,
-                save,
-                progress,
-                console,
-            )
-        for name, checkpoint in given.items():
-            method_result = results.methods.setdefault(name, MethodResults(method=name))
-            method_result.given = (
-                checkpoint  # found afresh: a resumed run reads the checkpoint where it is now
-            )
-            _run_method(
-                subject,
-                config,
-                results,
-                method_result,
-                original,
-                original_passes,
-                run,
-                store,
-                save,
-                progress,
-                console,
-            )
+        run_methods(ctx, config.methods, given)
         results.status = "complete"
         save()
         if run is not None:
@@ -559,252 +467,8 @@ def _run_stages(
             if run is not None
             else ""
         )
-        console.print(f"[yellow]interrupted[/]{where}")
+        ctx.console.print(f"[yellow]interrupted[/]{where}")
         raise
     finally:
-        subject.restore(original)
+        subject.restore(ctx.original)
     return results
-
-
-def _original_pass(
-    subject: Subject,
-    original: Snapshot,
-    items: Sequence[Item],
-    split: str,
-    config: StudyConfig,
-    cache: dict[str, ModelPass],
-    store: Path,
-    progress: bool,
-) -> ModelPass:
-    """The original model's pass on a data set, computed once per audit; its Fisher values are
-    kept in `store` on disk and read back layer by layer at each comparison."""
-    if split not in cache:
-        subject.restore(original)
-        reference = model_pass(
-            subject, items, pooling=config.pooling, progress=progress, label=f"original/{split}"
-        )
-        if reference.fisher is not None:
-            reference.fisher = reference.fisher.stored(
-                store / f"original-fisher-{split}.safetensors"
-            )
-        cache[split] = reference
-    return cache[split]
-
-
-def _run_method(
-    subject: Subject,
-    config: StudyConfig,
-    results: AuditResults,
-    result: MethodResults,
-    original: Snapshot,
-    original_passes: dict[str, ModelPass],
-    run: RunDirectory | None,
-    store: Path,
-    save: Callable[[], None],
-    progress: bool,
-    console: Console,
-) -> None:
-    """The stages of one method (or given checkpoint: no unlearning), skipping those a resumed run already finished."""
-    data = results.data.items
-    forget, retain, control = data["forget"], data["retain"], data["control"]
-    method = result.method
-    console.rule(
-        f"[bold]{escape(method)}[/]"
-        + (f" (given checkpoint {escape(result.given.source)})" if result.given else "")
-    )
-
-    if result.given is not None:
-        unlearned = read_snapshot(subject, Path(result.given.directory))
-    elif result.unlearn is None:
-        subject.restore(original)
-        tracker = DeltaTracker(subject, original, every=1)
-        with _timed(console, "unlearn", result):
-            outcome = unlearn(
-                subject,
-                forget,
-                retain,
-                method,
-                lr=config.lr,
-                steps=config.steps,
-                batch_size=config.batch_size,
-                requests=config.requests,
-                seed=config.seed,
-                callbacks=[tracker],
-                progress=progress,
-                keep_snapshots=False,
-                **config.objective_options,
-            )
-        if outcome.run.interrupted:
-            raise KeyboardInterrupt
-        unlearned = _store(subject, store, method, "unlearned")
-        result.unlearn, result.tracking = outcome, tracker.history
-        save()
-    else:
-        unlearned = run.load_snapshot(method, "unlearned")
-
-    if result.relearn is None:
-        subject.restore(unlearned)
-        with _timed(console, "relearn", result):
-            result_relearn = relearn(
-                subject,
-                _relearn_items(config, results.data, subject)[0],
-                control,
-                steps=config.relearn_steps,
-                forget_items=forget,
-                retain_items=retain,
-                original_forget=results.original["forget"],
-                lr=config.relearn_lr or config.lr,
-                batch_size=config.batch_size,
-                seed=config.seed,
-                progress=progress,
-                start=unlearned,
-            )
-        relearned = _store(subject, store, method, "relearned")
-        result.relearn = result_relearn
-        save()
-    else:
-        relearned = run.load_snapshot(method, "relearned")
-
-    if not result.comparisons:
-        comparisons = {}  # set on the result only when all four exist: an interrupt saves none or all
-        with _timed(console, "diagnostics", result):
-            for name, snapshot in (("unlearned", unlearned), ("relearned", relearned)):
-                for split, items in (("forget", forget), ("retain", retain)):
-                    reference = _original_pass(
-                        subject, original, items, split, config, original_passes, store, progress
-                    )
-                    subject.restore(snapshot)
-                    updated = model_pass(
-                        subject,
-                        items,
-                        pooling=config.pooling,
-                        progress=progress,
-                        label=f"{name}/{split}",
-                    )
-                    comparisons[f"{name}/{split}"] = compare_passes(reference, updated)
-        result.comparisons = comparisons
-        save()
-
-    same_data = _regime(results, result, config)
-    if result.battery is None and same_data.label != NOT_FORGOTTEN:
-        budget = BatteryBudget(
-            config.relearn_steps, config.relearn_lr or config.lr, config.batch_size, config.seed
-        )
-        with _timed(console, "battery", result):
-            battery = run_battery(
-                subject,
-                original,
-                unlearned,
-                data,
-                results.original["forget"],
-                result.relearn.forget_before,
-                config.attacks,
-                budget,
-                config.quantization_schemes,
-                progress,
-            )
-            result.battery = read_battery(
-                battery, result.relearn, same_data, budget, config.thresholds()
-            )
-        save()
-
-    if result.localization is None:
-        # Reversion and attribution read the unlearned weights for every patch and pass: held in
-        # memory for this stage (three copies with the model and the original, below training's
-        # four plus the original), unless low_memory.
-        unlearned = unlearned if config.low_memory else dict(unlearned)
-        subject.restore(unlearned)
-        with _timed(console, "localization", result):
-            result.deltas = weight_deltas(subject.specs, original, unlearned)
-            result.directions = update_cosines(subject.specs, original, unlearned, relearned)
-            if config.localization == "exact":
-                reverter = Reverter(subject, original, forget, retain, unlearned=unlearned)
-                result.reversion = reversion_sweep(
-                    reverter,
-                    result.deltas,
-                    restore_fraction=config.restore_fraction,
-                    progress=progress,
-                )
-                result.heads = head_attribution(
-                    result.deltas, reverter, sweep=result.reversion, progress=progress
-                )
-            else:
-                result.attribution = localize_by_attribution(
-                    subject,
-                    original,
-                    unlearned,
-                    forget,
-                    retain,
-                    restore_fraction=config.restore_fraction,
-                    progress=progress,
-                )
-                for line in result.attribution.warnings():
-                    console.print(f"[yellow]warning:[/] {method}: {line}")
-            result.logit_lens = logit_lens(
-                subject,
-                forget,
-                {"original": original, "unlearned": unlearned, "relearned": relearned},
-                decoder=config.lens_decoder,
-                progress=progress,
-            )
-            result.localization = _summarise(result)
-        subject.restore(unlearned)
-        save()
-
-    if result.regime is None:
-        result.regime = (
-            battery_regime(same_data, result.battery.verdict)
-            if result.battery is not None and result.battery.verdict is not None
-            else same_data
-        )
-        save()
-    console.print(f"[bold]{method}[/]: {escape(result.regime.describe())}")
-    console.print(f"  {escape(result.localization.verdict)}")
-
-
-def _per_block(comparison, attribute: str) -> list[float]:
-    """A per-stream diagnostic as one value per block (stream ℓ + 1 is the output of block ℓ)."""
-    return [getattr(layer, attribute) for layer in comparison.layers[1:]]
-
-
-def _summarise(result: MethodResults):
-    forget, retain = result.comparisons["unlearned/forget"], result.comparisons["unlearned/retain"]
-    fisher = forget.fisher_by_layer()
-    n_layers = len(forget.layers) - 1
-    fisher_change = [
-        fisher[layer].log10_mean_ratio if layer in fisher else float("nan")
-        for layer in range(n_layers)
-    ]
-    attribution = result.attribution
-    return summarise_localization(
-        result.deltas,
-        result.reversion if attribution is None else attribution.depth,
-        attribution=None
-        if attribution is None
-        else attribution.attribution.forget.blocks(fraction=True),
-        cka_forget=_per_block(forget, "cka_debiased"),
-        cka_retain=_per_block(retain, "cka_debiased"),
-        pc1_similarity=_per_block(forget, "pc1_similarity"),
-        fisher_change=fisher_change if fisher else None,
-    )
-
-
-def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
-    metric = VERDICT_METRICS[config.verdict_metric]
-    recovery = result.relearn.recovery[metric]
-    original_retain = results.original["retain"]
-    unlearned_retain = result.comparisons["unlearned/retain"].updated_metrics
-    return classify_regime(
-        recovery.original,
-        recovery.unlearned,
-        recovery.relearned,
-        control_before=recovery.control_before,
-        control_after=recovery.control_after,
-        retain_original=getattr(original_retain, metric),
-        retain_unlearned=getattr(unlearned_retain, metric),
-        retain_nll_original=original_retain.nll,
-        retain_nll_unlearned=unlearned_retain.nll,
-        # The relearning curve records token accuracy only: its peak excess is a token number.
-        peak_excess=result.relearn.peak_excess() if metric == "accuracy" else None,
-        thresholds=config.thresholds(),
-    )

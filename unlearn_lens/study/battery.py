@@ -66,10 +66,12 @@ def run_battery(
     attacks: Sequence[str],
     budget: BatteryBudget,
     schemes: Sequence[str],
+    rounded_original: dict[str, tuple[TokenMetrics, TokenMetrics | None]] | None = None,
     progress: bool = False,
 ) -> Battery:
     """Run the asked attacks from the unlearned weights (restored before each); `sets` holds
-    `forget`, `retain`, `control` and `unrelated` items."""
+    `forget`, `retain`, `control` and `unrelated` items; `rounded_original` caches the original's
+    metrics (plain and rounded) across the methods of one audit."""
     battery = Battery()
     forget, control = sets["forget"], sets["control"]
     if "split" in attacks and len(forget) >= SPLIT_MIN_ITEMS:
@@ -104,7 +106,13 @@ def run_battery(
             )
     if "quantization" in attacks and schemes:
         battery.quantization = quantization_attack(
-            subject, original, unlearned, forget, sets["retain"], schemes=schemes
+            subject,
+            original,
+            unlearned,
+            forget,
+            sets["retain"],
+            schemes=schemes,
+            original_measured=rounded_original,
         )
     subject.restore(unlearned)
     return battery
