@@ -111,7 +111,11 @@ def test_card_answers_each_question_per_method(run):
         drop = verdict.evidence["forget_unlearned"] - verdict.evidence["forget_original"]
         assert f"{abs(drop):.2f}" in card["forgotten"]
         expected = {True: "yes", False: "no", None: verdict.label}[verdict.reversible]
-        assert card["comes back"].startswith(expected) or verdict.evidence["recovery"] is None
+        comes_back = card["comes back"]
+        if result.intervals is not None and result.intervals.borderline is not None:
+            assert comes_back.startswith(f"borderline ({result.intervals.borderline}): ")
+            comes_back = comes_back.split("): ", 1)[1]
+        assert comes_back.startswith(expected) or verdict.evidence["recovery"] is None
         if verdict.evidence["recovery"] is not None:
             assert f"{verdict.evidence['recovery']:.2f} of the loss" in card["comes back"]
         depth, n_layers = summary.forgetting_depth, summary.n_layers

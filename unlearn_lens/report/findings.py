@@ -81,6 +81,24 @@ def _forgotten(result: MethodResults) -> Answer:
 
 
 def _comes_back(results: AuditResults, result: MethodResults) -> Answer:
+    answer = _comes_back_point(results, result)
+    intervals = result.intervals
+    if intervals is None or answer.answer in (MISSING,) or answer.answer.startswith("n/a"):
+        return answer
+    r, p = intervals.recovery, intervals.peak_excess
+    sureness = (
+        f"same-data recovery {r.point:.2f} [{r.low:.2f}, {r.high:.2f}], peak excess "
+        f"{p.point:.2f} [{p.low:.2f}, {p.high:.2f}] (95 %, {r.n_resamples} paired resamples of "
+        f"{intervals.n_items[0]} forget and {intervals.n_items[1]} control items); label "
+        f"stability {intervals.stability:.2f}"
+    )
+    headline = answer.answer
+    if intervals.borderline is not None:
+        headline = f"borderline ({intervals.borderline}): {headline}"
+    return Answer(answer.question, headline, f"{sureness}; {answer.detail}")
+
+
+def _comes_back_point(results: AuditResults, result: MethodResults) -> Answer:
     verdict, relearned = result.regime, result.relearn
     if verdict is None or relearned is None:
         return Answer("comes back", MISSING, "not measured yet")

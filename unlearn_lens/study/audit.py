@@ -40,7 +40,7 @@ from unlearn_lens.data.fields import DataError
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import check_overlap, load_items
 from unlearn_lens.errors import ConfigError, ModelSourceError
-from unlearn_lens.evaluation import evaluate
+from unlearn_lens.evaluation import evaluate_outcomes
 from unlearn_lens.metrics.cka import MIN_DEBIASED_SAMPLES
 from unlearn_lens.models.checkpoints import check_checkpoint
 from unlearn_lens.models.sources import check_device, load
@@ -441,15 +441,14 @@ def _run_stages(
         if results.data is None:
             with ctx.stage("data (checks, known filter, original metrics)"):
                 prepared = _prepare_data(subject, config, sets, ctx.console)
-                metrics = {
-                    split: evaluate(subject, items)
+                outcomes = {
+                    split: evaluate_outcomes(subject, items)
                     for split, items in prepared.items.items()
                     if split != "unrelated"
                 }
-            results.data, results.original = (
-                prepared,
-                metrics,
-            )  # together: an interrupt saves both or neither
+            # Together: an interrupt saves all or none.
+            results.data, results.original_outcomes = prepared, outcomes
+            results.original = {split: o.metrics() for split, o in outcomes.items()}
             if run is not None:
                 run.start()
             save()

@@ -25,12 +25,13 @@ from unlearn_lens.localize.logit_lens import LogitLens
 from unlearn_lens.localize.reversion import ReversionSweep
 from unlearn_lens.localize.summary import LocalizationSummary
 from unlearn_lens.localize.tracking import DeltaRecord
-from unlearn_lens.metrics.token import TokenMetrics
+from unlearn_lens.metrics.token import ItemOutcomes, TokenMetrics
 from unlearn_lens.regimes import RegimeVerdict
 from unlearn_lens.schema import Real, dump, read
 from unlearn_lens.study.battery import Battery
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.given import GivenCheckpoint
+from unlearn_lens.study.intervals import VerdictIntervals
 from unlearn_lens.unlearn.api import UnlearnResult
 from unlearn_lens.unlearn.relearn import RelearnResult
 
@@ -98,6 +99,7 @@ class MethodResults:
     logit_lens: LogitLens | None = None
     localization: LocalizationSummary | None = None
     regime: RegimeVerdict | None = None
+    intervals: VerdictIntervals | None = None
     seconds: dict[str, Real] = field(default_factory=dict)
 
 
@@ -111,6 +113,7 @@ class AuditResults:
     data: DataSummary | None = None
     original: dict[str, TokenMetrics] = field(default_factory=dict)
     methods: dict[str, MethodResults] = field(default_factory=dict)
+    original_outcomes: dict[str, ItemOutcomes] = field(default_factory=dict)
 
     @computed_field(alias="schema")  # type: ignore[prop-decorator]
     @property

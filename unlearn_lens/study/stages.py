@@ -37,6 +37,7 @@ from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.regimes import NOT_FORGOTTEN, VERDICT_METRICS, RegimeVerdict, classify_regime
 from unlearn_lens.study.battery import BatteryBudget, battery_regime, read_battery, run_battery
 from unlearn_lens.study.config import StudyConfig
+from unlearn_lens.study.intervals import verdict_intervals
 from unlearn_lens.study.results import AuditResults, DataSummary, MethodResults
 from unlearn_lens.unlearn.api import unlearn
 from unlearn_lens.unlearn.relearn import relearn
@@ -129,6 +130,12 @@ def run_method(ctx: AuditRun, result: MethodResults) -> None:
         battery = result.battery
         verdict = battery.verdict if battery is not None else None
         result.regime = same_data if verdict is None else battery_regime(same_data, verdict)
+        original = ctx.results.original_outcomes.get("forget")
+        if original is not None and result.relearn is not None:
+            result.intervals = verdict_intervals(
+                original, result.relearn.curve, ctx.config.thresholds(), ctx.config.verdict_metric,
+                seed=ctx.config.seed,
+            )  # fmt: skip
         ctx.save()
     assert result.localization is not None
     ctx.console.print(f"[bold]{result.method}[/]: {escape(result.regime.describe())}")

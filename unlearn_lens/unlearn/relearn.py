@@ -24,8 +24,8 @@ from pydantic import computed_field
 from unlearn_lens.data.items import Item
 from unlearn_lens.data.loaders import ItemsLike, as_items
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.evaluation import evaluate
-from unlearn_lens.metrics.token import TokenMetrics
+from unlearn_lens.evaluation import evaluate_outcomes
+from unlearn_lens.metrics.token import ItemOutcomes, TokenMetrics
 from unlearn_lens.models.sources import load
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.schema import Real
@@ -125,12 +125,14 @@ class Recovery:
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """One set's metrics after `step` steps of a run (`epoch`: items trained on so far / set size)."""
+    """One set's metrics after `step` steps of a run (`epoch`: items trained on so far / set size),
+    with the per-item outcomes they come from (None where only the metrics were given)."""
 
     step: int
     epoch: Real
     accuracy: Real
     nll: Real
+    outcomes: ItemOutcomes | None = None
 
 
 @dataclass(frozen=True)
@@ -337,13 +339,22 @@ class _CurveRecorder:
         self.latest: dict[str, TokenMetrics] = {}
         self.seen = 0
 
-    def record(self, step: int, measured: dict[str, TokenMetrics] | None = None) -> None:
+    def record(
+        self, step: int, measured: dict[str, TokenMetrics | ItemOutcomes] | None = None
+    ) -> None:
         for name, items in self.sets.items():
-            metrics = (
-                measured[name] if measured and name in measured else evaluate(self.subject, items)
+            given = measured.get(name) if measured else None
+            outcomes = (
+                evaluate_outcomes(self.subject, items)
+                if given is None
+                else given
+                if isinstance(given, ItemOutcomes)
+                else None
             )
+            metrics = outcomes.metrics() if outcomes is not None else given
+            assert isinstance(metrics, TokenMetrics)
             self.points[name].append(
-                CurvePoint(step, self.seen / self.size, metrics.accuracy, metrics.nll)
+                CurvePoint(step, self.seen / self.size, metrics.accuracy, metrics.nll, outcomes)
             )
             self.latest[name] = metrics
 
@@ -378,7 +389,7 @@ def measured_finetune(
     config: TrainConfig,
     start: Snapshot,
     *,
-    before: dict[str, TokenMetrics] | None = None,
+    before: dict[str, TokenMetrics | ItemOutcomes] | None = None,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
     phase: str = "relearn",
@@ -470,15 +481,16 @@ def relearn(
 
     config = finetune_config(optimizer, lr, batch_size, grad_clip, seed)
     start = subject.snapshot() if start is None else start
-    forget_before = evaluate(subject, forget_items)
-    control_before = evaluate(subject, control_items)
+    forget_outcomes = evaluate_outcomes(subject, forget_items)
+    control_outcomes = evaluate_outcomes(subject, control_items)
+    forget_before, control_before = forget_outcomes.metrics(), control_outcomes.metrics()
     control_run, control_curve = measured_finetune(
         subject,
         control_items,
         {"control": control_items},
         config(n_control),
         start,
-        before={"control": control_before},
+        before={"control": control_outcomes},
         progress=progress,
         phase="relearn_control",
     )
@@ -491,7 +503,7 @@ def relearn(
         measured,
         config(n_steps),
         start,
-        before={"forget": forget_before},
+        before={"forget": forget_outcomes},
         callbacks=callbacks,
         progress=progress,
         phase="relearn",

@@ -1,0 +1,165 @@
+"""How sure the same-data verdict is: paired-bootstrap intervals on every number that decides it,
+and the share of resamples that give the same label.
+
+The original's, the unlearned model's and every relearning point's forget outcomes are the same
+items, resampled together; the control's own items are resampled with their own draw. The peak
+excess is the maximum over the curve taken inside each resample (so its upward bias is in the
+interval), the control read at the forget point's epoch by linear interpolation, as
+[`RecoveryCurve.peak_excess`][unlearn_lens.unlearn.RecoveryCurve.peak_excess] reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from unlearn_lens.metrics.bootstrap import (
+    N_RESAMPLES,
+    Bootstrap,
+    BootstrapInterval,
+    Totals,
+    control_gain,
+    forgotten,
+    peak_excess,
+    recovery,
+)
+from unlearn_lens.metrics.token import ItemOutcomes
+from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.unlearn.relearn import EPOCH_TOLERANCE, RecoveryCurve
+
+STABLE = 0.9
+"""Label stability below which a verdict reads "borderline": one resample in ten or more would
+call it otherwise."""
+
+NOT_FORGOTTEN_CODE, INCONCLUSIVE_CODE, REVERSIBLE_CODE, IRREVERSIBLE_CODE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class VerdictIntervals:
+    """95 % intervals of the numbers that decide the same-data verdict, and its stability.
+
+    **Fields:** `forgotten`, `recovery`, `control_gain` (on recovery's scale), `excess` (at the
+    end), `peak_excess` (the maximum along the curve, taken inside each resample); `stability`,
+    the share of resamples giving the same reversibility label (not forgotten, inconclusive,
+    reversible, irreversible) as the items do; `borderline`, when stability is below `STABLE`,
+    the threshold whose interval straddles it (else None); `metric` (token accuracy or exact
+    match) and `n_items` (forget, control).
+    """
+
+    forgotten: BootstrapInterval
+    recovery: BootstrapInterval
+    control_gain: BootstrapInterval
+    excess: BootstrapInterval
+    peak_excess: BootstrapInterval
+    stability: float
+    borderline: str | None
+    metric: str
+    n_items: tuple[int, int]
+
+
+def _control_weights(curve: RecoveryCurve) -> list[tuple[int, int, float]]:
+    """For every forget point the control reaches: the control points around its epoch and the
+    interpolation weight of the later one."""
+    epochs = [point.epoch for point in curve.control]
+    weights = []
+    for point in curve.forget:
+        if point.epoch > epochs[-1] + EPOCH_TOLERANCE:
+            break
+        upper = next(i for i, e in enumerate(epochs) if e >= point.epoch - EPOCH_TOLERANCE)
+        lower = max(upper - 1, 0)
+        span = epochs[upper] - epochs[lower]
+        weight = 1.0 if span <= 0 else (point.epoch - epochs[lower]) / span
+        weights.append((lower, upper, weight))
+    return weights
+
+
+def verdict_intervals(
+    original: ItemOutcomes,
+    curve: RecoveryCurve,
+    thresholds: RegimeThresholds,
+    metric: str = "token",
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> VerdictIntervals | None:
+    """Intervals and stability of the same-data verdict, from the original's forget outcomes and
+    the relearning curve's (None when a curve point lacks its outcomes, as in older files)."""
+    points = [p.outcomes for p in curve.forget] + [p.outcomes for p in curve.control]
+    if any(outcomes is None for outcomes in points):
+        return None
+    forget = {"original": original} | {f"forget{i}": p.outcomes for i, p in enumerate(curve.forget)}
+    control = {f"control{i}": p.outcomes for i, p in enumerate(curve.control)}
+    bootstrap = Bootstrap([forget, control], n_resamples=n_resamples, seed=seed)  # type: ignore[list-item]
+    weights = _control_weights(curve)
+    last = len(curve.forget) - 1
+
+    def score(totals: Mapping[str, Totals], name: str) -> np.ndarray:
+        return totals[name].score(metric)
+
+    def control_at(totals: Mapping[str, Totals], k: int) -> np.ndarray:
+        lower, upper, weight = weights[k]
+        return (1 - weight) * score(totals, f"control{lower}") + weight * score(
+            totals, f"control{upper}"
+        )
+
+    def numbers(totals: Mapping[str, Totals]) -> dict[str, np.ndarray]:
+        o, u = score(totals, "original"), score(totals, "forget0")
+        relearned = [score(totals, f"forget{k}") for k in range(len(weights))]
+        controls = [control_at(totals, k) for k in range(len(weights))]
+        end_control = score(totals, f"control{len(curve.control) - 1}")
+        gain = control_gain(o, u, score(totals, "control0"), end_control)
+        return {
+            "forgotten": forgotten(o, u),
+            "recovery": recovery(o, u, score(totals, f"forget{last}")),
+            "control_gain": gain,
+            "control_gain_absolute": end_control - score(totals, "control0"),
+            "excess": recovery(o, u, score(totals, f"forget{last}")) - gain,
+            "peak_excess": peak_excess(o, u, relearned, controls),
+        }
+
+    def label(totals: Mapping[str, Totals]) -> np.ndarray:
+        n = numbers(totals)
+        t = thresholds
+        excess = np.fmax(n["peak_excess"], n["excess"])
+        with np.errstate(invalid="ignore"):
+            reversible = (n["recovery"] >= t.recovery) & (excess >= t.control_margin)
+            weak = (n["recovery"] < t.recovery) & (n["control_gain_absolute"] < t.min_control_gain)
+            return np.where(
+                n["forgotten"] < t.min_forgotten,
+                NOT_FORGOTTEN_CODE,
+                np.where(
+                    reversible,
+                    REVERSIBLE_CODE,
+                    np.where(weak, INCONCLUSIVE_CODE, IRREVERSIBLE_CODE),
+                ),
+            )
+
+    intervals = {
+        name: bootstrap.interval(lambda totals, name=name: numbers(totals)[name])
+        for name in ("forgotten", "recovery", "control_gain", "excess", "peak_excess")
+    }
+    stability = bootstrap.stability(label)
+    straddled = [
+        f"{name} [{intervals[name].low:.2f}, {intervals[name].high:.2f}] straddles {threshold:g}"
+        for name, threshold in (
+            ("forgotten", thresholds.min_forgotten),
+            ("recovery", thresholds.recovery),
+            ("peak_excess", thresholds.control_margin),
+        )
+        if intervals[name].low < threshold <= intervals[name].high
+    ]
+    borderline = None
+    if stability < STABLE:
+        borderline = straddled[0] if straddled else "the label changes under resampling"
+    return VerdictIntervals(
+        forgotten=intervals["forgotten"],
+        recovery=intervals["recovery"],
+        control_gain=intervals["control_gain"],
+        excess=intervals["excess"],
+        peak_excess=intervals["peak_excess"],
+        stability=stability,
+        borderline=borderline,
+        metric=metric,
+        n_items=(len(original), len(control["control0"])),  # type: ignore[arg-type]
+    )
