@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -25,12 +25,19 @@ CHUNK_ELEMENTS = 1 << 20
 """Elements per chunk of the difference (4 MiB in float32): small enough to stay in a CPU cache."""
 
 
+@runtime_checkable
 class TrainingStepLike(Protocol):
-    """What a tracker needs from a training loop's step callback argument."""
+    """What a tracker needs from a training loop's step callback argument (read-only, as the
+    loop's frozen `TrainingStep` has them; checkable at run time, as the test run does)."""
 
-    phase: str
-    request: int
-    step: int
+    @property
+    def phase(self) -> str: ...
+
+    @property
+    def request(self) -> int: ...
+
+    @property
+    def step(self) -> int: ...
 
 
 @dataclass(frozen=True)

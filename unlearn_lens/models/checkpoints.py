@@ -133,6 +133,14 @@ def _stored_name(name: str, tensors: dict[str, _Tensor], prefix: str) -> str | N
     return None
 
 
+def _checked_name(name: str, tensors: dict[str, _Tensor], prefix: str) -> str:
+    """The checkpoint's name for a parameter that `_check_tensors` found in it (every one but a
+    tied alias, which the audit's weights never address)."""
+    stored = _stored_name(name, tensors, prefix)
+    assert stored is not None, f"{name} is missing: check_checkpoint refuses such a checkpoint"
+    return stored
+
+
 def _prefix(subject: Subject) -> str:
     return f"{subject.model.base_model_prefix}."
 
@@ -182,7 +190,7 @@ def _check_unswapped(subject: Subject, tensors: dict[str, _Tensor], label: str) 
     for name, param in params.items():
         if id(param) in covered:
             continue
-        stored = _stored_name(name, tensors, prefix)
+        stored = _checked_name(name, tensors, prefix)
         with safe_open(tensors[stored].file, framework="pt") as handle:
             theirs = handle.get_tensor(stored)
         if not torch.equal(theirs.to(param.device, param.dtype), param.detach()):
@@ -263,7 +271,7 @@ def read_snapshot(subject: Subject, directory: Path) -> Snapshot:
     QKV) and dtypes, read file by file. Check the checkpoint first with `check_checkpoint`."""
     tensors, prefix = _tensors(directory), _prefix(subject)
     params = named_parameters(subject.model)
-    stored = {spec.param: _stored_name(spec.param, tensors, prefix) for spec in subject.specs}
+    stored = {spec.param: _checked_name(spec.param, tensors, prefix) for spec in subject.specs}
     read: dict[str, torch.Tensor] = {}
     for file in sorted({tensors[name].file for name in stored.values()}):
         with safe_open(file, framework="pt") as handle:

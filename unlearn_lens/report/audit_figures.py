@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from unlearn_lens.localize.reversion import Metric
 from unlearn_lens.report.figures import (
     LAYER_AXIS,
     fisher_histogram_blocks,
@@ -17,6 +19,15 @@ from unlearn_lens.report.figures import (
     save_figure,
 )
 from unlearn_lens.study.results import MethodResults
+
+T = TypeVar("T")
+
+
+def _finished(stage: T | None, name: str) -> T:
+    """A stage a figure needs; the callers below draw a figure only when its stage finished."""
+    assert stage is not None, f"the {name} stage has not finished"
+    return stage
+
 
 CURVE_STYLES = {
     "unlearned/forget": ("tab:red", "-"),
@@ -86,7 +97,7 @@ def plot_pc1_curves(result: MethodResults, path: Path) -> Path:
 
 def plot_delta_share(result: MethodResults, path: Path) -> Path:
     """Each block's share of the whole weight update, with its relative size on a second axis."""
-    layers = result.deltas.layers
+    layers = _finished(result.deltas, "deltas").layers
     figure, (ax,) = new_figure(7.0, 4.0)
     ax.bar(
         [d.layer for d in layers],
@@ -112,9 +123,10 @@ def plot_delta_share(result: MethodResults, path: Path) -> Path:
 def plot_reversion(result: MethodResults, path: Path) -> Path:
     """Restoration effect of reverting one block, and of reverting the output head with the
     last k blocks (k = 0: the head alone)."""
-    sweep = result.reversion
+    sweep = _finished(result.reversion, "reversion")
     figure, (ax_layer, ax_last) = new_figure(10.0, 4.0, columns=2)
     blocks = list(range(sweep.n_layers))
+    metric: Metric
     for metric, style in (("nll", "-"), ("accuracy", "--")):
         ax_layer.plot(
             blocks,
@@ -153,7 +165,7 @@ def plot_reversion(result: MethodResults, path: Path) -> Path:
 
 def plot_head_heatmap(result: MethodResults, path: Path) -> Path:
     """Layer × query-head weight-delta norms, beside the single-head reversion effects."""
-    heads = result.heads
+    heads = _finished(result.heads, "heads")
     figure, (ax_delta, ax_revert) = new_figure(10.0, 5.0, columns=2)
     image = ax_delta.imshow(heads.matrix("delta"), aspect="auto", cmap="magma", origin="lower")
     figure.colorbar(image, ax=ax_delta, label="‖ΔW‖ of the head (q, k, v, o)")
@@ -174,7 +186,7 @@ def plot_head_heatmap(result: MethodResults, path: Path) -> Path:
 def plot_attribution(result: MethodResults, path: Path) -> Path:
     """Attributed share of the forget effect per block (exact reversions of the verified blocks
     beside it), and the attributed head + last-k curve with the exact depth search's points."""
-    localized = result.attribution
+    localized = _finished(result.attribution, "attribution")
     forget, check, depth = localized.attribution.forget, localized.check, localized.depth
     figure, (ax_block, ax_last) = new_figure(10.0, 4.0, columns=2)
     ax_block.bar(
@@ -226,7 +238,7 @@ def plot_head_attribution(result: MethodResults, path: Path) -> Path:
     """Layer × query-head effect of reverting each head alone (first order at the unlearned weights
     when measured, integrated-gradient shares otherwise), the verified heads marked, beside the
     weight-delta norm of each head."""
-    localized = result.attribution
+    localized = _finished(result.attribution, "attribution")
     check = localized.check
     table = localized.attribution.single_patches.heads(fraction=True)
     figure, (ax_attr, ax_delta) = new_figure(10.0, 5.0, columns=2)
@@ -253,7 +265,10 @@ def plot_head_attribution(result: MethodResults, path: Path) -> Path:
         fontsize="medium",
     )
     image = ax_delta.imshow(
-        result.deltas.query_head_norms(), aspect="auto", cmap="magma", origin="lower"
+        _finished(result.deltas, "deltas").query_head_norms(),
+        aspect="auto",
+        cmap="magma",
+        origin="lower",
     )
     figure.colorbar(image, ax=ax_delta, label="‖ΔW‖ of the head (q, k, v, o)")
     ax_delta.set_xlabel("query head")
@@ -268,12 +283,12 @@ def plot_head_attribution(result: MethodResults, path: Path) -> Path:
 def plot_training_curves(result: MethodResults, path: Path) -> Path:
     """Unlearning loss and forget / retain accuracy by step, then relearning vs control losses."""
     figure, (ax_unlearn, ax_relearn) = new_figure(10.0, 4.0, columns=2)
-    history = result.unlearn.run.history
-    evaluated = [step for step in history if step.metrics]
+    history = _finished(result.unlearn, "unlearn").run.history
+    evaluated = [(step.step, step.metrics) for step in history if step.metrics]
     for part, colour in (("forget", "tab:red"), ("retain", "tab:green")):
         ax_unlearn.plot(
-            [s.step for s in evaluated],
-            [s.metrics[part]["accuracy"] for s in evaluated if part in s.metrics],
+            [step for step, _ in evaluated],
+            [metrics[part]["accuracy"] for _, metrics in evaluated if part in metrics],
             "-o",
             color=colour,
             markersize=3,
@@ -344,7 +359,7 @@ def place_effects(result: MethodResults) -> PlaceEffects:
             sweep.place("head").effect(metric),
             sweep.last_k_effects(),
         )
-    forget = result.attribution.attribution.forget
+    forget = _finished(result.attribution, "attribution").attribution.forget
     return PlaceEffects(
         "attributed (nll)",
         forget.blocks(fraction=True),
@@ -358,7 +373,9 @@ def plot_where(result: MethodResults, path: Path) -> Path:
     """Where the forgetting lives, one column per place: the input embedding, each block, the
     output head. Rows: forget effect (depth shaded), share of the update, representational
     change, and the logit-lens answer rank (fixed decoder)."""
-    effects, deltas, summary = place_effects(result), result.deltas, result.localization
+    deltas = _finished(result.deltas, "deltas")
+    summary = _finished(result.localization, "localization")
+    effects = place_effects(result)
     n = len(effects.blocks)
     x_embed, x_head, blocks = -1.5, n + 0.5, np.arange(n)
     figure, axes = new_figure(11.0, 9.0, rows=4)
@@ -436,7 +453,7 @@ def plot_where(result: MethodResults, path: Path) -> Path:
 
 def plot_recovery_curves(result: MethodResults, path: Path) -> Path:
     """Forget, retain and control accuracy and NLL against epochs of relearning (equal work)."""
-    relearn = result.relearn
+    relearn = _finished(result.relearn, "relearn")
     figure, (ax_acc, ax_nll) = new_figure(10.0, 4.0, columns=2)
     for name in ("forget", "retain", "control"):
         points = getattr(relearn.curve, name)
@@ -483,7 +500,7 @@ def plot_recovery_curves(result: MethodResults, path: Path) -> Path:
 
 def plot_correlations(result: MethodResults, path: Path) -> Path:
     """Spearman correlations between the per-layer columns, as a small heatmap."""
-    names, matrix = result.localization.correlation_matrix()
+    names, matrix = _finished(result.localization, "localization").correlation_matrix()
     figure, (ax,) = new_figure(6.0, 5.0)
     image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
     figure.colorbar(image, ax=ax, label="Spearman ρ over blocks")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
+from unlearn_lens.localize.reversion import Metric
 from unlearn_lens.localize.verification import top_indices
 from unlearn_lens.numbers import percent
 from unlearn_lens.study.results import AuditResults, MethodResults
@@ -19,6 +20,8 @@ EFFECT_COLUMNS = (
     ("attributed ℓ: nll", "attribution_nll"),
 )
 """Per-layer effect columns: exact reversions (exact localisation) or attributions (the default)."""
+REVERSION_METRICS: dict[str, Metric] = {"reversion_accuracy": "accuracy", "reversion_nll": "nll"}
+"""The reversion metric behind each exact-reversion column."""
 TOP_HEADS_SHOWN = 5
 """Heads named in the attribution line: the few a reader can take in at a glance."""
 REPORT_WIDTH = 180
@@ -83,6 +86,7 @@ def summary_table(results: AuditResults) -> Table:
         title="Audit summary (token accuracy on answer tokens: original → unlearned → relearned)",
         title_justify="left",
     )
+    justify: JustifyMethod
     for header, justify in (
         ("method", "left"),
         ("forget", "right"),
@@ -187,6 +191,7 @@ def layer_table(result: MethodResults) -> Table | None:
         {label: readout.median_rank() for label, readout in lens.readouts.items()} if lens else {}
     )
     deltas = result.deltas
+    assert deltas is not None, "a localization summary is made from the weight deltas"
     cosine = result.directions.cosine if result.directions is not None else None
     tied = " (tied)" if deltas.tied_embeddings else ""
     blank = [""] * 6
@@ -236,8 +241,8 @@ def _place_effects(
     for _, name in effects:
         if name == "attribution_nll" and result.attribution is not None:
             values.append(result.attribution.attribution.forget.place(place, fraction=True))
-        elif name.startswith("reversion_") and result.reversion is not None:
-            values.append(result.reversion.place(place).effect(name.removeprefix("reversion_")))
+        elif name in REVERSION_METRICS and result.reversion is not None:
+            values.append(result.reversion.place(place).effect(REVERSION_METRICS[name]))
         else:
             values.append(None)
     return values
@@ -290,9 +295,9 @@ def print_report(
             console.print(f"  {escape(line)}")
         for line in warnings:
             console.print(f"  [yellow]warning:[/] {escape(line)}")
-        for line in (given_line(result), budget_line(result), update_line(result)):
-            if line is not None:
-                console.print(f"[bold]{result.method}[/] {escape(line)}", highlight=False)
+        for extra in (given_line(result), budget_line(result), update_line(result)):
+            if extra is not None:
+                console.print(f"[bold]{result.method}[/] {escape(extra)}", highlight=False)
     chosen = list(results.methods)[:1] if layer_methods is None else list(layer_methods)
     for method in chosen:
         if method in results.methods:

@@ -195,6 +195,7 @@ def _relearn_items(
     """The relearning source: a named split of the run's data, or items read from its data spec,
     checked (and truncated with `truncate`) like the splits; with the truncation note, if any."""
     if config.relearn_source in RELEARN_SOURCES:
+        assert data is not None, "a named split is read only once the run's data is prepared"
         return data.items[config.relearn_source], None
     items = load_items(config.relearn_source, config.field_map)
     items = chat_items(items, subject.tokenizer) if config.chat_template else items
@@ -434,6 +435,7 @@ def audit(
     try:
         if results.data is None:
             with _timed(console, "data (checks, known filter, original metrics)"):
+                assert sets is not None, "the sets are read whenever the run has no data yet"
                 prepared = _prepare_data(subject, config, sets, console)
                 metrics = {
                     split: evaluate(subject, items)
@@ -512,7 +514,12 @@ def _original_pass(
     if split not in cache:
         subject.restore(original)
         cache[split] = model_pass(
-            subject, items, pooling=config.pooling, progress=progress, label=f"original/{split}"
+            subject,
+            items,
+            # The field holds the raw config value; validate() checked it is "mean" or "last".
+            pooling=config.pooling,  # type: ignore[arg-type]
+            progress=progress,
+            label=f"original/{split}",
         )
     return cache[split]
 
@@ -530,6 +537,7 @@ def _run_method(
     console: Console,
 ) -> None:
     """The stages of one method (or given checkpoint: no unlearning), skipping those a resumed run already finished."""
+    assert results.data is not None, "audit prepares the data before any method runs"
     data = results.data.items
     forget, retain, control = data["forget"], data["retain"], data["control"]
     method = result.method
@@ -609,7 +617,8 @@ def _run_method(
                     updated = model_pass(
                         subject,
                         items,
-                        pooling=config.pooling,
+                        # The raw config value; validate() checked it is "mean" or "last".
+                        pooling=config.pooling,  # type: ignore[arg-type]
                         progress=progress,
                         label=f"{name}/{split}",
                     )
@@ -669,6 +678,10 @@ def _per_block(comparison, attribute: str) -> list[float]:
 
 
 def _summarise(result: MethodResults):
+    # Called once the deltas and the exact depth (the sweep, or the attribution's search) exist.
+    assert result.deltas is not None
+    depth = result.reversion if result.attribution is None else result.attribution.depth
+    assert depth is not None
     forget, retain = result.comparisons["unlearned/forget"], result.comparisons["unlearned/retain"]
     fisher = forget.fisher_by_layer()
     n_layers = len(forget.layers) - 1
@@ -679,7 +692,7 @@ def _summarise(result: MethodResults):
     attribution = result.attribution
     return summarise_localization(
         result.deltas,
-        result.reversion if attribution is None else attribution.depth,
+        depth,
         attribution=None
         if attribution is None
         else attribution.attribution.forget.blocks(fraction=True),
@@ -691,7 +704,10 @@ def _summarise(result: MethodResults):
 
 
 def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
-    recovery = result.relearn.recovery["accuracy"]
+    relearned = result.relearn
+    assert relearned is not None, "the regime is classified after the relearning stage"
+    recovery = relearned.recovery["accuracy"]
+    assert recovery.original is not None, "the audit gives relearn the original's forget metrics"
     original_retain = results.original["retain"]
     unlearned_retain = result.comparisons["unlearned/retain"].updated_metrics
     return classify_regime(
@@ -704,6 +720,6 @@ def _regime(results: AuditResults, result: MethodResults, config: StudyConfig):
         retain_unlearned=unlearned_retain.accuracy,
         retain_nll_original=original_retain.nll,
         retain_nll_unlearned=unlearned_retain.nll,
-        peak_excess=result.relearn.peak_excess(),
+        peak_excess=relearned.peak_excess(),
         thresholds=config.thresholds(),
     )

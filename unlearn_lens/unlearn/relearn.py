@@ -14,7 +14,7 @@ match needs all five); for single-token answers the two coincide.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -81,27 +81,22 @@ class Recovery:
         control_after: TokenMetrics,
     ) -> Recovery:
         """The comparison from the five measurements."""
-        value = {
-            name: getattr(m, metric) if m is not None else None
-            for name, m in (
-                ("original", original),
-                ("unlearned", unlearned),
-                ("relearned", relearned),
-                ("control_before", control_before),
-                ("control_after", control_after),
-            )
-        }
-        forget_gain = value["relearned"] - value["unlearned"]
-        control_gain = value["control_after"] - value["control_before"]
-        lost = None if value["original"] is None else value["original"] - value["unlearned"]
+
+        def value(measured: TokenMetrics) -> float:
+            return getattr(measured, metric)
+
+        before = None if original is None else value(original)
+        forget_gain = value(relearned) - value(unlearned)
+        control_gain = value(control_after) - value(control_before)
+        lost = None if before is None else before - value(unlearned)
         recovery = forget_gain / lost if lost is not None and lost > RECOVERY_MIN_LOSS else None
         return cls(
             metric,
-            value["original"],
-            value["unlearned"],
-            value["relearned"],
-            value["control_before"],
-            value["control_after"],
+            before,
+            value(unlearned),
+            value(relearned),
+            value(control_before),
+            value(control_after),
             forget_gain,
             control_gain,
             recovery,
@@ -323,12 +318,13 @@ class RelearnResult:
         def metrics(name: str) -> TokenMetrics | None:
             return TokenMetrics.from_dict(data[name]) if data[name] is not None else None
 
+        # Left as it is (the pydantic migration replaces from_dict): these four are never null.
         return cls(
             budget_steps=data["budget_steps"],
-            forget_before=metrics("forget_before"),
-            forget_after=metrics("forget_after"),
-            control_before=metrics("control_before"),
-            control_after=metrics("control_after"),
+            forget_before=metrics("forget_before"),  # type: ignore[arg-type]
+            forget_after=metrics("forget_after"),  # type: ignore[arg-type]
+            control_before=metrics("control_before"),  # type: ignore[arg-type]
+            control_after=metrics("control_after"),  # type: ignore[arg-type]
             original_forget=metrics("original_forget"),
             recovery={name: Recovery.from_dict(rec) for name, rec in data["recovery"].items()},
             source_run=TrainResult.from_dict(data["source_run"]),
@@ -346,6 +342,7 @@ def budget_steps(steps: int | None, examples: int | None, batch_size: int) -> in
         if steps < 1:
             raise ConfigError(f"relearning steps must be at least 1, got {steps}")
         return steps
+    assert examples is not None, "exactly one of steps and examples was given"
     if examples < 1:
         raise ConfigError(f"relearning examples must be at least 1, got {examples}")
     return math.ceil(examples / batch_size)
@@ -367,7 +364,7 @@ class _CurveRecorder:
     last measurement, which is the model as training left it (so the run's end needs no other)."""
 
     def __init__(
-        self, subject: Subject, sets: dict[str, Sequence[Item]], trained_items: int
+        self, subject: Subject, sets: Mapping[str, Sequence[Item]], trained_items: int
     ) -> None:
         self.subject, self.sets, self.size = subject, sets, trained_items
         self.points: dict[str, list[CurvePoint]] = {name: [] for name in sets}

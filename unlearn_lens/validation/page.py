@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -20,7 +21,13 @@ from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
 from unlearn_lens.regimes import RegimeThresholds
 from unlearn_lens.report.figures import new_figure, save_figure
 from unlearn_lens.unlearn.objectives import ObjectiveConfig
-from unlearn_lens.validation.fitting import PredictorFit, classified, forgotten, inconclusive
+from unlearn_lens.validation.fitting import (
+    PredictorFit,
+    classified,
+    forgotten,
+    inconclusive,
+    recovery,
+)
 from unlearn_lens.validation.grid import STUDY_OBJECTIVES, CellResult, GridSettings
 from unlearn_lens.validation.kl_terms import (
     KL_FILE,
@@ -160,7 +167,8 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
 
     depths = [_depth(r) for r in done]
     shallow = _share(
-        done, lambda r: _depth(r) is not None and _depth(r) <= shallow_limit(_n_layers(r))
+        done,
+        lambda r: (depth := _depth(r)) is not None and depth <= shallow_limit(_n_layers(r)),
     )
     n_layers = _n_layers(done[0]) if done else 0
     top = math.ceil(TOP_FRACTION * n_layers)
@@ -283,7 +291,7 @@ def observations(
         ckas = [_cka_lower(r) for r in done]
         judged = classified(done)
         cka_recovery_rank = spearman(
-            [1 - _cka_lower(r) for r in judged], [r.recovery for r in judged]
+            [1 - _cka_lower(r) for r in judged], [recovery(r) for r in judged]
         )
         lines.append(
             f"Representations below the middle barely move even when everything is destroyed: the lower-half debiased "
@@ -308,7 +316,7 @@ def _span(values: Sequence[float], digits: int = 2) -> str:
     return f"{min(values):.{digits}f} to {max(values):.{digits}f}"
 
 
-def _kl_separations(measurement: KLMeasurement, split: str) -> str:
+def _kl_separations(measurement: KLMeasurement, split: Literal["forget", "retain"]) -> str:
     """At which swept kl_weight each KL variant's `split` accuracy first leaves its plain objective's."""
     return " and ".join(
         f"{method} at kl_weight {weight:g}"
@@ -522,7 +530,7 @@ def _figure_cka(results: Sequence[CellResult], settings: GridSettings, path: Pat
             ]
             ax.scatter(
                 [_cka_lower(r) for r in cells],
-                [r.recovery for r in cells],
+                [recovery(r) for r in cells],
                 color=colours[i % len(colours)],
                 marker=marker,
                 s=18,
@@ -538,7 +546,7 @@ def _figure_cka(results: Sequence[CellResult], settings: GridSettings, path: Pat
 
 def _figure_prediction(fit: PredictorFit, path: Path) -> Path:
     figure, axes = new_figure(9.6, 4.0, 1, 2)
-    measured = [r.recovery for r in fit.cells]
+    measured = [recovery(r) for r in fit.cells]
     for ax, held in zip(axes, fit.held_out, strict=True):
         ax.scatter(held.predictions, measured, s=14, color="#1f77b4")
         low = min(*measured, float(np.min(held.predictions)))
@@ -555,7 +563,8 @@ def _figure_depth(results: Sequence[CellResult], path: Path) -> Path:
     figure, (ax,) = new_figure(6.4, 3.6)
     n_layers = _n_layers(done[0])
     depths = [d if (d := _depth(r)) is not None else n_layers + 1 for r in done]
-    ax.hist(depths, bins=np.arange(-0.5, n_layers + 2.5), color="#1f77b4")
+    # matplotlib's stubs type `bins` as a sequence or int; the array works (numpy's histogram).
+    ax.hist(depths, bins=np.arange(-0.5, n_layers + 2.5), color="#1f77b4")  # type: ignore[arg-type]
     ax.axvline(shallow_limit(n_layers) + 0.5, color="#d62728", linewidth=1, label="shallow limit")
     ax.set_xlabel(
         f"forgetting depth k (output head + last k of {n_layers} blocks reverted; 0 = head alone, "
@@ -593,7 +602,7 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
             "Not fitted: held-out validation needs forgotten cells from at least two domains.",
             "",
         ]
-    lr_rank = spearman([r.cell.lr for r in fit.cells], [r.recovery for r in fit.cells])
+    lr_rank = spearman([r.cell.lr for r in fit.cells], [recovery(r) for r in fit.cells])
     lines += [
         f"A ridge regression (features standardised, α = {fit.predictor.alpha:g}) of the measured recovery on features "
         "that cost one forward/backward pass per model, the weight deltas and about six reversions of the output head "
