@@ -11,6 +11,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from unchecked import unchecked
 
 from unlearn_lens.data import (
     DataError,
@@ -141,7 +142,7 @@ def test_as_items_takes_a_dataset_items_or_dicts(tofu):
     with pytest.raises(
         DataError, match=r"got a mapping of 'forget'.*pass one split, e.g. data\['forget'\]"
     ):
-        as_items(datasets.DatasetDict({"forget": tofu}))
+        unchecked(as_items)(datasets.DatasetDict({"forget": tofu}))
 
 
 def test_hf_spec_forms():

@@ -120,16 +120,22 @@ class RegimeVerdict:
                 f"(drop {percent(e['forgotten'])} < {percent(t.min_forgotten)} of the original)"
             )
         else:
-            control = (
-                f", control gain {e['control_gain']:.2f}, excess {e['excess_recovery']:.2f} "
-                f"{'≥' if e['excess_recovery'] >= t.control_margin else '<'} {t.control_margin:.2f}"
-                if e["control_gain"] is not None
-                else ", no control"
-            )
+            # A verdict that says reversible or not measured the recovery, and with a control
+            # (control_gain set) the excess recovery too: classify_regime sets them together.
+            recovery, excess = e["recovery"], e["excess_recovery"]
+            assert recovery is not None
+            if e["control_gain"] is not None:
+                assert excess is not None
+                control = (
+                    f", control gain {e['control_gain']:.2f}, excess {excess:.2f} "
+                    f"{'≥' if excess >= t.control_margin else '<'} {t.control_margin:.2f}"
+                )
+            else:
+                control = ", no control"
             forget = (
                 f"{'reversible' if self.reversible else 'irreversible'}: forget accuracy "
                 f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f} → {e['forget_relearned']:.2f}, recovery "
-                f"{e['recovery']:.2f} {'≥' if e['recovery'] >= t.recovery else '<'} {t.recovery:.2f}{control}"
+                f"{recovery:.2f} {'≥' if recovery >= t.recovery else '<'} {t.recovery:.2f}{control}"
             )
         return f"{self.label} — {forget}; {_retain_clause(self.catastrophic, e, t)} {t.describe()}"
 
@@ -210,10 +216,14 @@ def classify_regime(
 
     retain_drop = (
         (retain_original - retain_unlearned) / retain_original
-        if has_accuracy and retain_original > 0
+        if retain_original is not None and retain_unlearned is not None and retain_original > 0
         else None
     )
-    retain_nll_rise = retain_nll_unlearned - retain_nll_original if has_nll else None
+    retain_nll_rise = (
+        retain_nll_unlearned - retain_nll_original
+        if retain_nll_original is not None and retain_nll_unlearned is not None
+        else None
+    )
     catastrophic = (retain_drop is not None and retain_drop > t.retain_drop) or (
         retain_nll_rise is not None and retain_nll_rise > t.retain_nll_rise
     )
@@ -246,12 +256,13 @@ def classify_regime(
         control_gain = (control_after - control_before) / lost
         evidence["control_gain"] = control_gain
         evidence["control_gain_absolute"] = control_after - control_before
-        evidence["excess_recovery"] = (
+        excess = (
             recovery - control_gain
             if peak_excess is None
             else max(peak_excess, recovery - control_gain)
         )
+        evidence["excess_recovery"] = excess
         if not reversible and control_after - control_before < t.min_control_gain:
             return RegimeVerdict(None, catastrophic, INCONCLUSIVE, evidence, t)
-        reversible = reversible and evidence["excess_recovery"] >= t.control_margin
+        reversible = reversible and excess >= t.control_margin
     return RegimeVerdict(reversible, catastrophic, LABELS[(reversible, catastrophic)], evidence, t)

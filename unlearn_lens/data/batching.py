@@ -134,12 +134,12 @@ def encode(tokenizer, items: Sequence[Item], max_length: int | None = None) -> B
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    label_ids = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     for row, (ids, labs) in enumerate(rows):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention_mask[row, : len(ids)] = 1
-        labels[row, : len(labs)] = torch.tensor(labs)
-    return Batch(input_ids, attention_mask, labels)
+        label_ids[row, : len(labs)] = torch.tensor(labs)
+    return Batch(input_ids, attention_mask, label_ids)
 
 
 def batches(

@@ -60,7 +60,7 @@ def as_items(
             f"{source}: got a mapping of {splits}, not a list of items; pass one split, e.g. "
             f"data[{next(iter(data), 'train')!r}]"
         )
-    rows = list(data)
+    rows: list[Any] = list(data)  # a caller's rows: each is checked below or by record_item
     if all(isinstance(row, Item) for row in rows):
         return rows  # empty too: whether an empty set is allowed is the caller's call
     return items_from_records(rows, fields, source)

@@ -199,7 +199,7 @@ class FisherHooks:
                 continue
             targets = []
             for tensor, is_bias in ((module.weight, False), (getattr(module, "bias", None), True)):
-                if tensor is None:
+                if not isinstance(tensor, torch.Tensor):  # no bias (None)
                     continue
                 for name, param in self._params.items():
                     view = _aligned_view(self._buffers[name], param, tensor)

@@ -297,6 +297,9 @@ class _WeightPath:
             hooks = [(params[name], self._hook(specs)) for name, specs in by_param.items()]
             if subject.shape.tied_embeddings:
                 leaf = subject.readout_modules()[1].weight
+                assert isinstance(leaf, torch.nn.Parameter), (
+                    "untied_output made the head's own leaf"
+                )
                 leaf.requires_grad_(True)
                 hooks.append((leaf, self._hook([TIED_OUTPUT])))
             handles = [param.register_post_accumulate_grad_hook(hook) for param, hook in hooks]
@@ -321,6 +324,9 @@ class _WeightPath:
                 )
             if subject.shape.tied_embeddings:
                 leaf = subject.readout_modules()[1].weight
+                assert isinstance(leaf, torch.Tensor), (
+                    "the unembedding is a Linear: its weight a tensor"
+                )
                 leaf.copy_(
                     torch.lerp(
                         self.unlearned["embed.weight"], self.original["embed.weight"], alpha
@@ -329,6 +335,7 @@ class _WeightPath:
 
     def _hook(self, specs: list[WeightSpec]):
         def contract(param: torch.Tensor) -> None:
+            assert param.grad is not None, "a post-accumulate-grad hook runs once grad is set"
             for spec in specs:
                 self._contract(spec, spec.view({spec.param: param.grad}))
             param.grad = None
@@ -338,6 +345,7 @@ class _WeightPath:
     def _contract(self, spec: WeightSpec, grad: torch.Tensor) -> None:
         """Add `weight · Σ (θ_o − θ_u) ⊙ grad` of one weight to its part (and per head)."""
         sums, weight = self.sums, self.weight
+        assert sums is not None, "_backward sets the sums before any gradient reaches a hook"
         original, unlearned = self.original[spec.key], self.unlearned[spec.key]
 
         def delta_of(rows: slice) -> torch.Tensor:
@@ -466,10 +474,10 @@ def attribute_weights(
                     break
             single = None
             if first_order:
-                sums = _Sums(subject)
+                first_order_sums = _Sums(subject)
                 path.move_to(0.0)
-                _backward(path, encoded["forget"], n_tokens["forget"], sums, 1.0)
-                single = sums.result(*endpoints["forget"])
+                _backward(path, encoded["forget"], n_tokens["forget"], first_order_sums, 1.0)
+                single = first_order_sums.result(*endpoints["forget"])
     finally:
         subject.restore(unlearned)
     return WeightAttribution(

@@ -124,7 +124,11 @@ def read_answers(
 ) -> LensReadout:
     """The logit-lens readout of the subject's current weights on `items`, through its own head,
     or through the head of the `decoder` snapshot when one is given."""
-    return read_both(subject, items, label, batch_size, decoder)[0 if decoder is None else 1]
+    own, fixed = read_both(subject, items, label, batch_size, decoder)
+    if decoder is None:
+        return own
+    assert fixed is not None, "read_both reads through the decoder whenever one is given"
+    return fixed
 
 
 def read_both(
@@ -217,9 +221,11 @@ def logit_lens(
         with Progress(transient=True, disable=not progress) as bar:
             for label in bar.track(list(snapshots), description="logit lens"):
                 subject.restore(snapshots[label])
-                own[label], fixed[label] = read_both(
+                own[label], through_reference = read_both(
                     subject, items, label, batch_size, snapshots[reference]
                 )
+                assert through_reference is not None, "a decoder was given"
+                fixed[label] = through_reference
     finally:
         subject.restore(current)
     chosen = fixed if decoder == "fixed" else own

@@ -43,7 +43,7 @@ COLUMNS = (
 """Per-layer columns of a summary, in display order (those without data are left out)."""
 
 
-def average_ranks(values: Sequence[float]) -> np.ndarray:
+def average_ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """1-based ranks, ties given the average of the ranks they span."""
     x = np.asarray(values, dtype=np.float64)
     order = np.argsort(x, kind="stable")
@@ -59,7 +59,7 @@ def average_ranks(values: Sequence[float]) -> np.ndarray:
     return ranks
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman rank correlation (Pearson correlation of average ranks).
 
     Pairs with a NaN on either side are left out; NaN when fewer than 3 pairs remain or
@@ -232,8 +232,11 @@ def summarise_localization(
     - `fraction`: see `SHALLOW_FRACTION`.
     """
     n_layers = deltas.n_layers
-    sweep = depth if isinstance(depth, ReversionSweep) else None
-    depth_evidence = sweep.depth_evidence() if sweep is not None else depth
+    sweep: ReversionSweep | None
+    if isinstance(depth, ReversionSweep):
+        sweep, depth_evidence = depth, depth.depth_evidence()
+    else:
+        sweep, depth_evidence = None, depth
     if depth_evidence.n_layers != n_layers:
         raise ValueError(
             f"deltas cover {n_layers} layers but the depth evidence {depth_evidence.n_layers}"
@@ -263,7 +266,7 @@ def summarise_localization(
         "pc1_similarity": optional["pc1_similarity"],
         "fisher_change": optional["fisher_change"],
     }
-    columns = {name: available[name] for name in COLUMNS if available[name] is not None}
+    columns = {name: column for name in COLUMNS if (column := available[name]) is not None}
     correlations = []
     for a, b in combinations(columns, 2):
         x, y = np.asarray(columns[a]), np.asarray(columns[b])

@@ -152,10 +152,10 @@ def shared_value_range(*values: Tensor | FisherProfile) -> tuple[float, float] |
     ranges = [
         (v if isinstance(v, FisherProfile) else FisherProfile.of(v)).positive_range for v in values
     ]
-    ranges = [r for r in ranges if r is not None]
-    if not ranges:
+    found = [r for r in ranges if r is not None]
+    if not found:
         return None
-    return min(low for low, _ in ranges), max(high for _, high in ranges)
+    return min(low for low, _ in found), max(high for _, high in found)
 
 
 def _order_statistics(values: Tensor, ranks: set[int]) -> dict[int, float]:
@@ -269,7 +269,9 @@ class FisherProfile:
                 UserWarning,
                 stacklevel=2,
             )
-            edges, counts, n_below, n_above = (), (), 0, 0
+            edges: tuple[float, ...] = ()
+            counts: tuple[int, ...] = ()
+            n_below, n_above = 0, 0
         else:
             edge_tensor = _log_edges(value_range, bins, self.values[0].device)
             # One bucketize of every value: slot 0 is below the first edge (zeros included),
@@ -281,12 +283,12 @@ class FisherProfile:
                     torch.bucketize(flat, edge_tensor, right=True), minlength=bins + 2
                 ).cpu()
                 on_last_edge += int((flat == edge_tensor[-1]).sum())
-            slots = slots.tolist()
-            counts = (*slots[1:bins], slots[bins] + on_last_edge)
+            slot_counts: list[int] = slots.tolist()
+            counts = (*slot_counts[1:bins], slot_counts[bins] + on_last_edge)
             edges, n_below, n_above = (
                 tuple(edge_tensor.tolist()),
-                slots[0] - self.n_zero,
-                slots[bins + 1] - on_last_edge,
+                slot_counts[0] - self.n_zero,
+                slot_counts[bins + 1] - on_last_edge,
             )
         return FisherSummary(
             n=self.n,

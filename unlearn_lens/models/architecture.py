@@ -8,10 +8,12 @@ Hugging Face module both backends wrap, so the two backends address weights iden
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from unlearn_lens.errors import ModelSourceError
 
@@ -67,7 +69,7 @@ class WeightSpec:
     head_axis: int | None = None
     n_heads: int = 0
 
-    def view(self, params: dict[str, nn.Parameter]) -> torch.Tensor:
+    def view(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The live tensor (a view: writing into it writes the model's weight)."""
         tensor = params[self.param]
         if self.axis is None:
@@ -130,7 +132,7 @@ def layers_path(family: str) -> str:
     return {"llama": "model.layers", "gpt2": "transformer.h"}[family]
 
 
-def model_shape(model: nn.Module) -> ModelShape:
+def model_shape(model: PreTrainedModel) -> ModelShape:
     """Layers, heads, widths and tying read from the model's config and parameters."""
     config = model.config
     params = named_parameters(model)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from torch import nn
+from transformers import PreTrainedModel
 
 from unlearn_lens.errors import ModelSourceError
 from unlearn_lens.hub import hub_reachable
@@ -103,7 +104,9 @@ def _from_pretrained(
         if bars_were_on:
             hf_logging.enable_progress_bar()
     if device is not None and device_map is None:
-        model = model.to(device)
+        # transformers declares PreTrainedModel.to through functools.wraps(nn.Module.to), which
+        # types the bound method as if `device` were `self`.
+        model = model.to(device)  # type: ignore[arg-type]
     return model.eval(), tokenizer
 
 
@@ -160,7 +163,7 @@ def _load_hub(name: str, **options):
 
 
 def load(
-    source: str | Path | nn.Module = DEFAULT_MODEL,
+    source: str | Path | PreTrainedModel = DEFAULT_MODEL,
     backend: str = "transformer_lens",
     *,
     tokenizer=None,
@@ -217,7 +220,7 @@ def load(
     return _subject(model, tokenizer, label, backend)
 
 
-def _subject(model: nn.Module, tokenizer, label: str, backend: str) -> Subject:
+def _subject(model: PreTrainedModel, tokenizer, label: str, backend: str) -> Subject:
     model_shape(model)  # an unsupported layout fails here, in one line, before any backend is built
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

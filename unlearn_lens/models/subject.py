@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from unlearn_lens.data.batching import Batch, batches, encode
 from unlearn_lens.data.items import Item
@@ -62,7 +63,7 @@ class Subject(ABC):
 
     backend_name: str = ""
 
-    def __init__(self, model: nn.Module, tokenizer, source: str) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer, source: str) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.source = source
@@ -178,6 +179,7 @@ class Subject(ABC):
         """
         _, head = self.readout_modules()
         tied = head.weight
+        assert isinstance(tied, Tensor), "the unembedding is a Linear: its weight is a parameter"
         head.weight = nn.Parameter(
             unembedding.to(tied.device, tied.dtype, copy=True), requires_grad=False
         )

@@ -96,7 +96,10 @@ def _log10(value: float) -> float:
 
 def predictor_inputs(values: Mapping[str, float | None]) -> dict[str, float]:
     """The predictor's inputs from measured feature values (None or NaN stay NaN)."""
-    v = {name: math.nan if values[name] is None else float(values[name]) for name in FEATURE_NAMES}
+    v = {
+        name: math.nan if (value := values[name]) is None else float(value)
+        for name in FEATURE_NAMES
+    }
     return {
         "log_cka_gap_lower": _log10(1.0 - v["cka_lower"]),
         "log_cka_gap_upper": _log10(1.0 - v["cka_upper"]),

@@ -35,6 +35,12 @@ Z_CLIP = 3.0
 REVERSIBLE_RECOVERY = 0.5
 """Recovery at which a run is called reversible (the regime threshold, `RegimeThresholds.recovery`)."""
 
+Values = Sequence[float] | np.ndarray
+"""One number per cell, as a list or an array (converted to float64 inside)."""
+
+Matrix = Sequence[Sequence[float]] | np.ndarray
+"""Rows of feature values (rows: cells, columns: features), as nested lists or an array."""
+
 BUILTIN_PREDICTOR = "reversibility.json"
 """The predictor fitted by `benchmarks/validation.py` on the validation grid, shipped with the package."""
 
@@ -63,7 +69,7 @@ class ReversibilityPredictor:
     validation: dict[str, Any] = field(default_factory=dict)
     trained_on: dict[str, Any] = field(default_factory=dict)
 
-    def standardise(self, X: np.ndarray) -> np.ndarray:
+    def standardise(self, X: Matrix) -> np.ndarray:
         """Standardised inputs clipped to ±`Z_CLIP`; NaN becomes 0 (the training mean)."""
         Z = (np.asarray(X, dtype=np.float64) - np.array(self.mean)) / np.array(self.scale)
         return np.clip(np.nan_to_num(Z, nan=0.0), -Z_CLIP, Z_CLIP)
@@ -102,16 +108,16 @@ class ReversibilityPredictor:
 
 
 def fit_predictor(
-    X: np.ndarray, y: Sequence[float], features: Sequence[str], alpha: float = RIDGE_ALPHA
+    X: Matrix, y: Values, features: Sequence[str], alpha: float = RIDGE_ALPHA
 ) -> ReversibilityPredictor:
     """Ridge regression of `y` on the standardised, clipped columns of `X` (rows: cells)."""
     X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if X.ndim != 2 or X.shape[0] != len(y) or X.shape[1] != len(features):
+    targets = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] != len(targets) or X.shape[1] != len(features):
         raise ValueError(
-            f"X must be [cells, {len(features)} features] with one target per cell, got {X.shape} and {len(y)}"
+            f"X must be [cells, {len(features)} features] with one target per cell, got {X.shape} and {len(targets)}"
         )
-    if len(y) < 2:
+    if len(targets) < 2:
         raise ValueError("fitting needs at least two cells")
     mean = np.nanmean(X, axis=0)
     scale = np.nanstd(X, axis=0)
@@ -120,8 +126,8 @@ def fit_predictor(
         np.isfinite(scale) & (scale > 0), scale, 1.0
     )  # a constant feature contributes nothing
     Z = np.clip(np.nan_to_num((X - mean) / scale, nan=0.0), -Z_CLIP, Z_CLIP)
-    intercept = float(y.mean())
-    coef = np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ (y - intercept))
+    intercept = float(targets.mean())
+    coef = np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ (targets - intercept))
     return ReversibilityPredictor(
         features=tuple(features),
         mean=tuple(map(float, mean)),
@@ -129,11 +135,11 @@ def fit_predictor(
         coef=tuple(map(float, coef)),
         intercept=intercept,
         alpha=alpha,
-        target_range=(float(y.min()), float(y.max())),
+        target_range=(float(targets.min()), float(targets.max())),
     )
 
 
-def majority_share(y: Sequence[float]) -> float:
+def majority_share(y: Values) -> float:
     """Share of the cells whose reversible call (recovery ≥ `REVERSIBLE_RECOVERY`) is the more
     common one: what always answering that call scores."""
     reversible = float(np.mean(np.asarray(y, dtype=np.float64) >= REVERSIBLE_RECOVERY))
@@ -159,9 +165,9 @@ class HeldOut:
 
 
 def validate(
-    X: np.ndarray,
-    y: Sequence[float],
-    groups: Sequence[str],
+    X: Matrix,
+    y: Values,
+    groups: Sequence[str] | np.ndarray,
     features: Sequence[str],
     scheme: str,
     alpha: float = RIDGE_ALPHA,
@@ -173,30 +179,30 @@ def validate(
     the base rate of that call. Cells of one group are never split between fit and prediction:
     give near-identical cells one group.
     """
-    X, y, groups = (
+    X, targets, group_of = (
         np.asarray(X, dtype=np.float64),
         np.asarray(y, dtype=np.float64),
         np.asarray(groups),
     )
-    predictions = np.full(len(y), np.nan)
+    predictions = np.full(len(targets), np.nan)
     per_group = {}
-    for group in dict.fromkeys(groups.tolist()):
-        held = groups == group
+    for group in dict.fromkeys(group_of.tolist()):
+        held = group_of == group
         if held.all():
             raise ValueError(f"leave-one-group-out needs at least two groups, got only {group!r}")
-        model = fit_predictor(X[~held], y[~held], features, alpha)
+        model = fit_predictor(X[~held], targets[~held], features, alpha)
         predictions[held] = model.predict_matrix(X[held])
-        per_group[str(group)] = spearman(predictions[held], y[held])
+        per_group[str(group)] = spearman(predictions[held], targets[held])
     return HeldOut(
         scheme=scheme,
         predictions=predictions,
-        spearman=spearman(predictions, y),
+        spearman=spearman(predictions, targets),
         per_group=per_group,
-        mean_abs_error=float(np.mean(np.abs(predictions - y))),
+        mean_abs_error=float(np.mean(np.abs(predictions - targets))),
         reversible_calls_correct=float(
-            np.mean((predictions >= REVERSIBLE_RECOVERY) == (y >= REVERSIBLE_RECOVERY))
+            np.mean((predictions >= REVERSIBLE_RECOVERY) == (targets >= REVERSIBLE_RECOVERY))
         ),
-        base_rate=majority_share(y),
+        base_rate=majority_share(targets),
     )
 
 

@@ -150,13 +150,13 @@ def html_sections(
             )
         if result.attribution is not None:
             check = result.attribution.check
-            rows = [
+            checks = [
                 (f"block {layer}", fmt(a), fmt(e))
                 for layer, a, e in zip(
                     check.blocks, check.block_attributed, check.block_exact, strict=True
                 )
             ]
-            rows += [
+            checks += [
                 (f"L{layer}H{head}", fmt(a), fmt(e))
                 for (layer, head), a, e in zip(
                     check.heads, check.head_attributed, check.head_exact, strict=True
@@ -165,7 +165,7 @@ def html_sections(
             section.tables.append(
                 Table(
                     ("patch", "estimated", "exact reversion"),
-                    rows,
+                    checks,
                     collapsed=True,
                     caption="Verification: share of the forget NLL effect, estimated (blocks: integrated-gradient "
                     f"share; heads: {check.head_estimate}) vs exact reversion of the patch alone",

@@ -22,6 +22,12 @@ def forgotten(results: Sequence[CellResult]) -> list[CellResult]:
     return [r for r in results if r.regime.label != NOT_FORGOTTEN and r.recovery is not None]
 
 
+def recovery(r: CellResult) -> float:
+    """The recovery of a cell `forgotten` kept (it keeps only cells whose recovery is defined)."""
+    assert r.recovery is not None, f"{r.cell} has no recovery: it is not a forgotten cell"
+    return r.recovery
+
+
 def inconclusive(results: Sequence[CellResult]) -> list[CellResult]:
     """Forgotten cells whose recovery stayed low while the relearning budget taught the control
     less than `min_control_gain`: the attack could not have shown recovery."""
@@ -76,7 +82,7 @@ def train_predictor(results: Sequence[CellResult], settings: GridSettings) -> Pr
             "validating the predictor needs classified cells (forgotten, not inconclusive) from at least two domains"
         )
     X = feature_matrix(cells)
-    y = np.array([r.recovery for r in cells], dtype=np.float64)
+    y = np.array([recovery(r) for r in cells], dtype=np.float64)
     by_domain = validate(
         X, y, [r.cell.domain for r in cells], PREDICTOR_INPUTS, "leave one domain out"
     )

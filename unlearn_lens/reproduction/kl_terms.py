@@ -86,7 +86,8 @@ class TermRun:
 
 
 def _flat_norm(grads: Sequence[Tensor]) -> Tensor:
-    return torch.sqrt(sum(g.double().square().sum() for g in grads))
+    zero = torch.zeros((), dtype=torch.float64, device=grads[0].device)
+    return torch.sqrt(sum((g.double().square().sum() for g in grads), zero))
 
 
 def _cosine(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:

@@ -45,7 +45,7 @@ COMPARISONS = ("unlearned/forget", "unlearned/retain", "relearned/forget", "rele
 
 def environment() -> dict[str, Any]:
     """Versions, platform and time of this run (for reproducing it)."""
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in ("unlearn-lens", "torch", "transformers", "transformer-lens", "nnsight", "numpy"):
         try:
             packages[name] = version(name)
