@@ -112,3 +112,17 @@ def test_null_reads_back_as_nan_and_non_finite_writes_as_null():
     assert data["nll"] is None and data["perplexity"] is None and data["accuracy"] == 0.5
     back = read(TokenMetrics, json.loads(json.dumps(data)))
     assert math.isnan(back.nll) and math.isnan(back.perplexity) and back.n_tokens == 3
+
+
+def test_per_layer_lists_must_hold_one_value_per_layer():
+    stored = _stored("exact")
+    columns = stored["methods"]["ga"]["localization"]["columns"]
+    name = next(iter(columns))
+    columns[name] = [*columns[name], 0.5]  # one value more than the model has layers
+    with pytest.raises(ConfigError) as error:
+        AuditResults.from_json(stored, "run/results.json")
+    message = str(error.value)
+    assert message.startswith(
+        f"run/results.json: methods.ga.localization.columns.{name}: 3 per-layer"
+    )
+    assert "the model has 2 layers" in message

@@ -148,6 +148,8 @@ class AuditResults:
             )
         results = read(cls, data, source)
         results.config.validate(f"{source}: config")
+        for name, method in results.methods.items():
+            _check_lengths(method, f"{source}: methods.{name}")
         return results
 
     def save(self, directory: str | Path) -> Path:
@@ -187,3 +189,27 @@ def _json_type(value: Any) -> str:
         float: "a number",
     }
     return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _check_lengths(method: MethodResults, where: str) -> None:
+    """Per-layer lists hold one value per layer of the model the method's results describe (its
+    localisation's `n_layers`): a file with more or fewer is refused, naming the field."""
+    summary = method.localization
+    if summary is None:
+        return
+    n = summary.n_layers
+    fields: dict[str, int] = {
+        f"localization.columns.{column}": len(values) for column, values in summary.columns.items()
+    }
+    if method.deltas is not None:
+        fields["deltas.layers"] = len(method.deltas.layers)
+    for name, comparison in method.comparisons.items():
+        fields[f"comparisons.{name}.layers"] = len(comparison.layers) - 1  # stream 0: embeddings
+    for index, record in enumerate(method.tracking):
+        fields[f"tracking[{index}].layers"] = len(record.layers)
+    for field_name, length in fields.items():
+        if length != n:
+            raise ConfigError(
+                f"{where}.{field_name}: {length} per-layer values, but the model has {n} layers "
+                "(localization.n_layers)"
+            )
