@@ -6,8 +6,10 @@ import copy
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 import unlearn_lens as ul
+from unlearn_lens.models.builtin import DEFAULT_MODEL, ensure_builtin_cache
 from unlearn_lens.models.sources import BACKENDS
 
 # Tiny models spend most of their time handing work between threads; one thread is ~10x faster
@@ -49,3 +51,9 @@ def smollm_tl():
 def smollm_nnsight():
     """The built-in SmolLM2-135M through nnsight."""
     return ul.load("smollm2-135m", backend="nnsight")
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer():
+    """The built-in instruct model's tokenizer alone, without loading its weights."""
+    return AutoTokenizer.from_pretrained(str(ensure_builtin_cache(DEFAULT_MODEL)))

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer
 
 from unlearn_lens.data import IGNORE_INDEX, DataError, Item, chat_items, encode
-from unlearn_lens.models.builtin import DEFAULT_MODEL, ensure_builtin_cache
 
 ITEMS = [
     Item(prompt="Who wrote 'Salt Lanterns of Veltravia'?", answer="Ilsabet Orrun wrote it."),
     Item(prompt="What is 2 + 2?", answer="4"),
     Item(text="A plain sentence stays as it is."),
 ]
-
-
-@pytest.fixture(scope="module")
-def smollm_tokenizer():
-    """The built-in instruct model's tokenizer (a chat model: it has a template)."""
-    return AutoTokenizer.from_pretrained(str(ensure_builtin_cache(DEFAULT_MODEL)))
 
 
 def test_labelled_tokens_are_exactly_the_answer_after_the_template(smollm_tokenizer):

@@ -23,8 +23,9 @@ from unlearn_lens.data import (
 MIN_FORGET_KNOWN = 24
 """The built-in forget sets must keep at least this many facts the built-in model knows (of 32)."""
 
-MAX_CONTROL_KNOWN = 4
-"""A control item the model already knows is no novel-item baseline; a few would be tolerable."""
+MAX_CONTROL_KNOWN = 0
+"""A control item the model already knows is no novel-item baseline, and the audit's novelty
+filter would drop it, breaking the item-by-item match with the forget set."""
 
 MAX_PROMPT_TOKENS = 24
 """Built-in prompts stay short so that CPU runs stay fast."""
