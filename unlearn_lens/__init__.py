@@ -20,6 +20,7 @@ from unlearn_lens.diagnostics import (
 )
 from unlearn_lens.errors import ConfigError, ModelSourceError, UnlearnLensError
 from unlearn_lens.evaluation import evaluate, items_correct
+from unlearn_lens.grid import GridRun, GridSpec, Resources, audit_grid, load_grid
 from unlearn_lens.localize import (
     AttributedLocalization,
     DeltaTracker,
@@ -88,7 +89,9 @@ __all__ = [
     "DeltaTracker",
     "FieldMap",
     "GivenCheckpoint",
+    "GridRun",
     "GridSettings",
+    "GridSpec",
     "Item",
     "LocalizationSummary",
     "MethodResults",
@@ -97,6 +100,7 @@ __all__ = [
     "RegimeThresholds",
     "RegimeVerdict",
     "RelearnResult",
+    "Resources",
     "ReversibilityFeatures",
     "ReversibilityPredictor",
     "ReversionSweep",
@@ -114,6 +118,7 @@ __all__ = [
     "as_items",
     "attribute_weights",
     "audit",
+    "audit_grid",
     "builtin",
     "builtin_predictor",
     "chat_items",
@@ -127,6 +132,7 @@ __all__ = [
     "items_correct",
     "load",
     "load_config",
+    "load_grid",
     "load_items",
     "localize_by_attribution",
     "logit_lens",

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn_lens.commands import audit, compare, relearn, report, unlearn
+from unlearn_lens.commands import audit, compare, grid, relearn, report, unlearn
 from unlearn_lens.commands.common import add_model_flags
-from unlearn_lens.errors import ConfigError, UnlearnLensError
+from unlearn_lens.errors import ConfigError, UnlearnLensError, one_line
 from unlearn_lens.quiet import quiet_third_party_bars
 
 console = Console()
@@ -39,15 +39,6 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     print_inspection(console, subject, args.prompt, top_k=args.top_k)
 
 
-def _one_line(error: Exception) -> str:
-    """The error as one line: an `OSError` as `file: reason`, anything else as its first line."""
-    if isinstance(error, OSError) and error.strerror:
-        where = f"{error.filename}: " if error.filename else ""
-        return f"{where}{error.strerror}"
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -65,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=5, help="how many predictions to show (default 5)"
     )
     inspect.set_defaults(handler=_cmd_inspect)
-    for command in (audit, report, compare, unlearn, relearn):
+    for command in (audit, report, compare, unlearn, relearn, grid):
         command.register(sub)
     return parser
 
@@ -78,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.handler(args)
     except (UnlearnLensError, ValueError, OSError) as error:
         error_console.print(
-            f"[bold red]error:[/] {escape(_one_line(error))}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(one_line(error))}", highlight=False, soft_wrap=True
         )
         return 2
     except KeyboardInterrupt:
