@@ -8,6 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from unlearn_lens.errors import UnlearnLensError
+
 DEFAULT_OUT = Path("runs/grid")
 
 
@@ -45,11 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     """Check the grid file, run its cells and write the summary."""
     from unlearn_lens.grid.api import audit_grid
+    from unlearn_lens.grid.cells import CELLS_DIR, ERROR_FILE
     from unlearn_lens.grid.spec import load_grid
     from unlearn_lens.report.terminal import report_console
 
     spec = load_grid(args.grid)  # a bad grid file fails here, before Ray or any model starts
-    audit_grid(
+    run = audit_grid(
         spec,
         args.out,
         ray=args.ray,
@@ -57,3 +60,10 @@ def run(args: argparse.Namespace) -> None:
         console=Console(stderr=True),
         table=report_console(),
     )
+    failed = run.failed()
+    if failed:
+        where = args.out / CELLS_DIR / failed[0].id / ERROR_FILE
+        raise UnlearnLensError(
+            f"{len(failed)} of {len(run.cells)} cells failed (first: {where}); the others are in "
+            f"{args.out}; fix the cause and rerun with --retry-failed"
+        )

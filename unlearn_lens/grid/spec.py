@@ -106,7 +106,7 @@ def load_grid(path: str | Path) -> GridSpec:
         where = _where(path, text, "fixed", key)
         if key in SINGULAR:
             raise ConfigError(f"{where}: [fixed] {key}: give {SINGULAR[key]} = [...] instead")
-        StudyConfig.from_dict(_named_runs(key, value, fixed), f"{where}: [fixed]")
+        _check(_named_runs(key, value, fixed), f"{where}: [fixed]")
     axes = data.get("axes", {})
     settings_of: dict[str, list[dict[str, Any]]] = {}
     for key, values in axes.items():
@@ -158,9 +158,21 @@ def _axis_settings(path: Path, text: str, key: str, values: Any) -> list[dict[st
                 f'(e.g. {{ forget = "f.jsonl", retain = "r.jsonl" }}), got {value!r}; '
                 f"settings: {_join(SETTINGS)}"
             )
-        StudyConfig.from_dict(_named_runs(None, None, one), source)
+        _check(_named_runs(None, None, one), source)
         settings.append(one)
     return settings
+
+
+def _check(settings: dict[str, Any], source: str) -> None:
+    """Settings checked as a study.toml's are, and every method they name known."""
+    from unlearn_lens.unlearn.objectives import get_objective
+
+    config = StudyConfig.from_dict(settings, source)
+    for method in config.methods if "methods" in settings else ():
+        try:
+            get_objective(method)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
 
 
 def _checkpoint(value: Any, source: str) -> dict[str, str]:
