@@ -70,11 +70,6 @@ class GridCell:
     axes: dict[str, Any]
     config: StudyConfig
 
-    @property
-    def label(self) -> str:
-        """The axis values, `key=value` joined by spaces (for progress lines)."""
-        return " ".join(f"{key}={value_label(value)}" for key, value in self.axes.items())
-
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -271,9 +266,13 @@ def _expand(
 
 def _absolute_paths(config: StudyConfig) -> StudyConfig:
     """`config` with every relative path that exists made absolute (a worker's directory may differ)."""
+    from unlearn_lens.study.audit import RELEARN_SOURCES
+
     changes: dict[str, Any] = {}
     for name in PATH_SETTINGS:
         value = getattr(config, name)
+        if name == "relearn_source" and value in RELEARN_SOURCES:
+            continue  # a named split, not a file
         if value is not None and not Path(value).is_absolute() and Path(value).exists():
             changes[name] = str(Path(value).resolve())
     unlearned = {
