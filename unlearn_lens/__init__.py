@@ -21,6 +21,7 @@ from unlearn_lens.diagnostics import (
 )
 from unlearn_lens.errors import ConfigError, ModelSourceError, RunLockedError, UnlearnLensError
 from unlearn_lens.evaluation import evaluate, evaluate_outcomes, items_correct
+from unlearn_lens.grid import GridRun, GridSpec, Resources, audit_grid, load_grid
 from unlearn_lens.localize import (
     AttributedLocalization,
     DeltaTracker,
@@ -92,7 +93,9 @@ __all__ = [
     "DeltaTracker",
     "FieldMap",
     "GivenCheckpoint",
+    "GridRun",
     "GridSettings",
+    "GridSpec",
     "Item",
     "LocalizationSummary",
     "MethodResults",
@@ -102,6 +105,7 @@ __all__ = [
     "RegimeThresholds",
     "RegimeVerdict",
     "RelearnResult",
+    "Resources",
     "ReversibilityFeatures",
     "ReversibilityPredictor",
     "ReversionSweep",
@@ -121,6 +125,7 @@ __all__ = [
     "as_items",
     "attribute_weights",
     "audit",
+    "audit_grid",
     "builtin",
     "builtin_predictor",
     "chat_items",
@@ -135,6 +140,7 @@ __all__ = [
     "items_correct",
     "load",
     "load_config",
+    "load_grid",
     "load_items",
     "localize_by_attribution",
     "logit_lens",

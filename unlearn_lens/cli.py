@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn_lens.commands import audit, compare, quantize, relearn, report, unlearn
+from unlearn_lens.commands import audit, compare, grid, quantize, relearn, report, unlearn
 from unlearn_lens.commands.common import add_model_flags, note
-from unlearn_lens.errors import ConfigError, UnlearnLensError
+from unlearn_lens.errors import ConfigError, UnlearnLensError, one_line
 from unlearn_lens.out_dir import open_out
 from unlearn_lens.quiet import quiet_third_party_bars
 
@@ -41,15 +41,6 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     print_inspection(console, subject, args.prompt, top_k=args.top_k)
 
 
-def _one_line(error: Exception) -> str:
-    """The error as one line: an `OSError` as `file: reason`, anything else as its first line."""
-    if isinstance(error, OSError) and error.strerror:
-        where = f"{error.filename}: " if error.filename else ""
-        return f"{where}{error.strerror}"
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -67,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=5, help="how many predictions to show (default 5)"
     )
     inspect.set_defaults(handler=_cmd_inspect)
-    for command in (audit, report, compare, unlearn, relearn, quantize):
+    for command in (audit, report, compare, unlearn, relearn, quantize, grid):
         command.register(sub)
     return parser
 
@@ -83,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.handler(args)
     except (UnlearnLensError, ValueError, OSError) as error:
         error_console.print(
-            f"[bold red]error:[/] {escape(_one_line(error))}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(one_line(error))}", highlight=False, soft_wrap=True
         )
         return 2
     except KeyboardInterrupt:

@@ -15,3 +15,12 @@ class ConfigError(UnlearnLensError):
 
 class RunLockedError(UnlearnLensError):
     """Another process holds the run lock of an output directory (see `run_lock`)."""
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line: an `OSError` as `file: reason`, anything else as its first line."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

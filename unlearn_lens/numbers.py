@@ -37,3 +37,14 @@ def share(fraction: float | None, significant: int = 2) -> str:
     if decimals > 6:
         return f"{fraction:.{significant - 1}e}"
     return f"{fraction:.{max(0, decimals)}f}"
+
+
+def duration(seconds: float) -> str:
+    """A time span for people: `4.2 s`, `12 min 5 s`, `3 h 20 min`."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
