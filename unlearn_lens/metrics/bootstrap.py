@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unlearn_lens.metrics.token import ItemOutcomes
+from unlearn_lens.schema import Real
 
 N_RESAMPLES = 4000
 """Default resamples: the 95 % interval endpoints' Monte Carlo error (sd over 100 seeds, worst of
@@ -75,9 +76,9 @@ class BootstrapInterval:
     the resample drew as 0).
     """
 
-    point: float
-    low: float
-    high: float
+    point: Real
+    low: Real
+    high: Real
     level: float
     n_resamples: int
     n_undefined: int

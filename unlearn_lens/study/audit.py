@@ -436,7 +436,8 @@ def _run_stages(
 ) -> AuditResults:
     """The stages of `audit` once the settings, the run directory and the model are ready: the
     data, then every method and given checkpoint (see `unlearn_lens.study.stages`)."""
-    subject, config, results, run, save = ctx.subject, ctx.config, ctx.results, ctx.run, ctx.save
+    subject, config, results, run = ctx.subject, ctx.config, ctx.results, ctx.run
+    save = ctx.save_results
     try:
         if results.data is None:
             with ctx.stage("data (checks, known filter, original metrics)"):

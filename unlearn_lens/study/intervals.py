@@ -27,6 +27,7 @@ from unlearn_lens.metrics.bootstrap import (
 )
 from unlearn_lens.metrics.token import ItemOutcomes
 from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.schema import Real
 from unlearn_lens.unlearn.relearn import EPOCH_TOLERANCE, RecoveryCurve
 
 STABLE = 0.9
@@ -53,7 +54,7 @@ class VerdictIntervals:
     control_gain: BootstrapInterval
     excess: BootstrapInterval
     peak_excess: BootstrapInterval
-    stability: float
+    stability: Real
     borderline: str | None
     metric: str
     n_items: tuple[int, int]

@@ -61,7 +61,9 @@ class AuditRun:
     original: Snapshot
     run: RunDirectory | None
     store: Path
-    save: Callable[[], None]
+    save_results: Callable[[], None]
+    """Writes results.json (with --out) and tells `on_stage`; named so because nnsight mounts
+    a `save` attribute on every object, which a dataclass would take for this field's default."""
     progress: bool
     console: Console
     original_passes: dict[str, ModelPass] = field(default_factory=dict)
@@ -136,7 +138,7 @@ def run_method(ctx: AuditRun, result: MethodResults) -> None:
                 original, result.relearn.curve, ctx.config.thresholds(), ctx.config.verdict_metric,
                 seed=ctx.config.seed,
             )  # fmt: skip
-        ctx.save()
+        ctx.save_results()
     assert result.localization is not None
     ctx.console.print(f"[bold]{result.method}[/]: {escape(result.regime.describe())}")
     ctx.console.print(f"  {escape(result.localization.verdict)}")
@@ -162,7 +164,7 @@ def unlearn_stage(ctx: AuditRun, result: MethodResults) -> Snapshot:
         raise KeyboardInterrupt
     unlearned = ctx.keep(result.method, "unlearned")
     result.unlearn, result.tracking = outcome, tracker.history
-    ctx.save()
+    ctx.save_results()
     return unlearned
 
 
@@ -182,7 +184,7 @@ def relearn_stage(ctx: AuditRun, result: MethodResults, unlearned: Snapshot) -> 
         )  # fmt: skip
     relearned = ctx.keep(result.method, "relearned")
     result.relearn = attack
-    ctx.save()
+    ctx.save_results()
     return relearned
 
 
@@ -205,7 +207,7 @@ def diagnostics_stage(
                 )  # fmt: skip
                 comparisons[f"{name}/{split}"] = compare_passes(reference, updated)
     result.comparisons = comparisons
-    ctx.save()
+    ctx.save_results()
 
 
 def original_pass(ctx: AuditRun, split: str) -> ModelPass:
@@ -245,7 +247,7 @@ def battery_stage(
         result.battery = read_battery(
             battery, result.relearn, same_data, budget, config.thresholds()
         )
-    ctx.save()
+    ctx.save_results()
 
 
 def localization_stage(
@@ -286,7 +288,7 @@ def localization_stage(
         )  # fmt: skip
         result.localization = summarise(result)
     subject.restore(unlearned)
-    ctx.save()
+    ctx.save_results()
 
 
 def _per_block(comparison, attribute: str) -> list[float]:
