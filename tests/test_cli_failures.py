@@ -88,6 +88,12 @@ def workspace(tmp_path_factory) -> Path:
     (root / "partial" / "results.json").write_text(
         '{"schema": "unlearn_lens.results", "version": 2}\n'
     )
+    # A real results file whose depth column holds one value more than the model has layers.
+    stored = json.loads((Path(__file__).parent / "data" / "results_v2_exact.json").read_text())
+    columns = stored["methods"]["ga"]["localization"]["columns"]
+    columns["delta_share"] = [*columns["delta_share"], 0.5]
+    (root / "extra_layer").mkdir()
+    (root / "extra_layer" / "results.json").write_text(json.dumps(stored))
     finished = root / "finished"
     (finished / "figures").mkdir(parents=True)
     (finished / "results.json").write_text(
@@ -256,6 +262,11 @@ CASES = {
         "afile is a file, not a directory",
     ),
     "report on a list": (["report", "list.json"], "list.json: expected a JSON object, got a list"),
+    "report on more values than layers": (
+        ["report", "extra_layer"],
+        "extra_layer/results.json: methods.ga.localization.columns.delta_share: 3 per-layer values, "
+        "but the model has 2 layers",
+    ),
     "report on missing fields": (
         ["report", "partial"],
         "partial/results.json: config: Field required (and 1 more)",
