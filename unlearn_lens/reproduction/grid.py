@@ -48,9 +48,10 @@ class GridSettings:
 
     **Fields:** `domains`, `methods`, `lrs` (unlearning learning rates, gentle to aggressive)
     and `protocols` span the grid. Each cell is an audit of one method on at most `n_items`
-    known forget items (and as many retain and novel control items) of its domain; unlearning runs `steps` AdamW steps of `batch_size` per request (one
-    request for `"single"`, `continual_requests` for `"continual"`, each with the full `steps`);
-    relearning runs `relearn_steps` at `relearn_lr` on the forget set, and the same on the control.
+    known forget items (and as many retain and novel control items) of its domain; unlearning
+    runs `steps` AdamW steps of `batch_size` per request (one request for `"single"`,
+    `continual_requests` for `"continual"`, each with the full `steps`); relearning
+    runs `relearn_steps` at `relearn_lr` on the forget set, and the same on the control.
 
     **The span** (4 objectives × 2 learning rates × 3 domains × 2 protocols = 48 cells; 1 h 43 min
     on 2 CPU cores, measured when a cell was a lighter measurement than an audit) was chosen to
