@@ -2,7 +2,7 @@
 
 The grid is a grid file shipped with the package (`study.toml` beside this module) and run by
 `unlearn-lens grid` like any other: each cell is a plain audit of one method, cached by its
-settings and resumable (see [`unlearn_lens.grid`][unlearn_lens.grid]). `GridSettings` is the
+settings and resumable (see `unlearn_lens.grid`). `GridSettings` is the
 study's view of that file (its axes and fixed settings), which the page and the predictor's
 provenance quote; [`unlearn_lens.reproduction.cells`][unlearn_lens.reproduction.cells] reads the
 cells' results back.
