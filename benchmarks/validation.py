@@ -2,24 +2,22 @@
 
     bash scripts/setup.sh && .venv/bin/python benchmarks/validation.py
 
-Runs every cell not yet cached in `--cache` (by default 3 domains × 4 objectives × 2 learning
-rates × single/continual = 48 cells, about 100 s a single-request cell and 130 s a continual one
-on 2 CPU cores, 1 h 43 min in all when measured; benchmarks/grid_budget.py measured this and chose the relearning
-budget, see `GridSettings`), fits and validates the
-reversibility predictor on them, writes it into the package, and writes docs/validation.md with
-its figures. Ctrl-C keeps the finished cells; run the same command again to resume. The page
-quotes `kl_gradients.json` beside its figures where it explains why some objectives coincide:
-run benchmarks/kl_gradients.py first (ten minutes) to measure it.
+Runs every cell of the study's grid file (`unlearn_lens/reproduction/study.toml`: 3 domains × 4
+objectives × 2 learning rates × single/continual = 48 cells, each an audit of one method) not yet
+finished in `--cache`, with `unlearn-lens grid`'s runner (in this process, or on Ray with
+`--ray`), then fits and validates the reversibility predictor on the cells, writes it into the
+package, and writes docs/validation.md with its figures. Ctrl-C keeps the finished cells; run the
+same command again to resume. The page quotes `kl_gradients.json` beside its figures where it
+explains why some objectives coincide: run benchmarks/kl_gradients.py first (ten minutes).
 
-A grid of your own choosing (for example `--methods npo --lrs 2e-5 --domains math`) needs its
+A grid of your own (a copy of the grid file with other values on the same four axes) needs its
 own `--cache` and `--page`; its predictor is written only where `--predictor` says, so the
-shipped one is replaced only by the default grid.
+shipped one is replaced only by the shipped grid.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
@@ -28,37 +26,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from unlearn_lens.models.sources import load
+from unlearn_lens.grid import audit_grid
 from unlearn_lens.predict.model import BUILTIN_PREDICTOR
+from unlearn_lens.reproduction.cells import read_study
 from unlearn_lens.reproduction.fitting import train_predictor
-from unlearn_lens.reproduction.grid import GridSettings, run_grid
+from unlearn_lens.reproduction.grid import STUDY_GRID, study_grid
 from unlearn_lens.reproduction.kl_terms import KL_FILE, KLMeasurement
 from unlearn_lens.reproduction.page import write_page
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = "bash scripts/setup.sh && .venv/bin/python benchmarks/validation.py"
 """The regenerating command written at the top of the page (with this run's flags appended)."""
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(word for word in text.split(",") if word)
-
-
-def _settings(args: argparse.Namespace) -> GridSettings:
-    """The default grid with whatever the flags change."""
-    changes = {
-        "domains": _words(args.domains) if args.domains else None,
-        "methods": _words(args.methods) if args.methods else None,
-        "protocols": _words(args.protocols) if args.protocols else None,
-        "lrs": tuple(float(lr) for lr in _words(args.lrs)) if args.lrs else None,
-        "n_items": args.n_items,
-        "steps": args.steps,
-        "relearn_steps": args.relearn_steps,
-        "relearn_lr": args.relearn_lr,
-    }
-    return dataclasses.replace(
-        GridSettings(), **{key: value for key, value in changes.items() if value is not None}
-    )
 
 
 def main() -> None:
@@ -84,22 +62,22 @@ def main() -> None:
         default=None,
         help="where to write the fitted predictor (default grid only: the one the package ships)",
     )
-    parser.add_argument("--domains", help="comma-separated subset of text,code,math")
-    parser.add_argument("--methods", help="comma-separated objectives (default: the study's six)")
-    parser.add_argument("--lrs", help="comma-separated learning rates")
-    parser.add_argument("--protocols", help="comma-separated subset of single,continual")
-    parser.add_argument("--n-items", type=int, help="items per split and cell")
-    parser.add_argument("--steps", type=int, help="unlearning steps per request")
-    parser.add_argument("--relearn-steps", type=int, help="relearning budget in steps")
-    parser.add_argument("--relearn-lr", type=float, help="relearning learning rate")
+    parser.add_argument(
+        "--grid", type=Path, default=STUDY_GRID, help="study grid file (default: the shipped one)"
+    )
+    parser.add_argument(
+        "--ray", default=None, help="run the cells on Ray: auto, an address, or local[:N]"
+    )
+    parser.add_argument("--retry-failed", action="store_true", help="rerun failed cells")
     args = parser.parse_args()
     console = Console(stderr=True)
     start = time.perf_counter()
-    settings = _settings(args)
+    spec, settings = study_grid(args.grid)
     predictor_path = args.predictor
-    if predictor_path is None and settings == GridSettings():
+    if predictor_path is None and args.grid.resolve() == STUDY_GRID.resolve():
         predictor_path = ROOT / "unlearn_lens" / "predict" / BUILTIN_PREDICTOR
-    results = run_grid(load("smollm2-135m"), settings, args.cache, console=console)
+    audit_grid(spec, args.cache, ray=args.ray, retry_failed=args.retry_failed, console=console)
+    results = read_study(spec, args.cache)
     try:
         fit = train_predictor(results, settings)
     except ValueError as error:

@@ -395,6 +395,11 @@ def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_p
     text = " ".join(stdout.split())  # rich wraps long lines at the console width
     assert f"predicted relearning recovery {written['predicted_recovery']:.2f}" in text
     assert "leave one domain out: Spearman 0.61" in text and "validated on 7 held-out cells" in text
+    # A predictor that does not say which cells it was fitted on is used, with a warning.
+    assert (
+        "warning: the reversibility predictor was fitted on validation cells of an unknown format"
+        in text
+    )
     assert (
         "leave one setting out: Spearman 0.55, mean abs. error 0.25, reversible call right 70 % (base rate 60 %)"
         in text

@@ -283,12 +283,22 @@ def test_summary_files_agree_and_the_page_is_self_contained(workspace, local_run
         results = AuditResults.load(local_run / "cells" / row["cell"])
         verdict = results.methods[row["method"]].regime
         assert row["regime"] == verdict.label and row["recovery"] == verdict.evidence["recovery"]
+        assert row["decided_by"] == verdict.decided_by
+        battery = results.methods[row["method"]].battery
+        readings = {r.attack: r for r in battery.readings} if battery else {}
+        for key in (k for k in row if k.startswith("battery_")):
+            attack, _, field = key.removeprefix("battery_").rpartition("_")
+            reading = readings.get(attack)
+            assert row[key] == (None if reading is None else getattr(reading, field)), key
+    attacks = {k for k in rows[0] if k.startswith("battery_")}
+    assert all(set(row) >= attacks for row in rows), "every row has every attack's columns"
+    assert attacks, "the memorised model forgets at these rates: the battery ran"
     table = pq.read_table(local_run / "summary.parquet").to_pylist()
     assert table == rows
     csv_lines = (local_run / "summary.csv").read_text().splitlines()
     assert csv_lines[0].split(",")[:3] == ["cell", "lr", "method"] and len(csv_lines) == 5
     page = (local_run / "summary.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "http" not in page.split("<body>")[1]
+    assert page.count("data:image/png;base64,") == 4 and "http" not in page.split("<body>")[1]
     paths = write_summary(spec, _records(spec, local_run), local_run)
     assert paths["html"].read_text() == page, "a summary is a pure rendering of the cells"
 

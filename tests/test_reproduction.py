@@ -1,80 +1,40 @@
-"""The validation grid (cache, resume, determinism, regimes decided as the audit does) on tiny
-models, and the page's claim rules."""
+"""The validation study: its shipped grid file, cells read off their audits (features equal to
+those measured afresh) on tiny models, and the page's claim rules."""
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 
 import numpy as np
 import pytest
-import torch
 from memorised import CONTROL, FORGET, RETAIN, memorised_subject
+from rich.console import Console
 
 import unlearn_lens as ul
-from unlearn_lens.diagnostics.compare import model_pass
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.evaluation import evaluate
 from unlearn_lens.metrics.token import TokenMetrics
 from unlearn_lens.numbers import percent
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, ReversibilityFeatures
 from unlearn_lens.predict.model import validate
 from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict
+from unlearn_lens.reproduction.cells import audit_features, read_study, study_cell
 from unlearn_lens.reproduction.claims import check_claims
 from unlearn_lens.reproduction.fitting import feature_matrix, setting, train_predictor
 from unlearn_lens.reproduction.grid import (
-    CELL_FORMAT,
-    FORMAT_KEY,
     GRID_OBJECTIVES,
-    SETTINGS_FILE,
+    STUDY_GRID,
     Cell,
     CellResult,
-    DomainData,
-    GridCache,
     GridSettings,
-    domain_data,
-    run_cell,
-    run_grid,
+    study_grid,
 )
 from unlearn_lens.reproduction.kl_terms import KLMeasurement, TermRun, TermStep
 from unlearn_lens.reproduction.page import write_page
 from unlearn_lens.schema import dump, read
 from unlearn_lens.study.config import StudyConfig
-from unlearn_lens.unlearn.api import unlearn
-from unlearn_lens.unlearn.relearn import relearn
-
-TINY = GridSettings(
-    domains=("text", "math"),
-    methods=("ga", "npo_kl"),
-    lrs=(1e-3,),
-    protocols=("single", "continual"),
-    n_items=4,
-    steps=2,
-    batch_size=2,
-    continual_requests=2,
-    relearn_steps=1,
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_subject():
-    """A tiny model whose word-level tokenizer knows every word of the items the tiny grid uses."""
-    words = []
-    for domain in TINY.domains:
-        sets = ul.builtin(domain)
-        for item in [
-            *sets.forget[: TINY.n_items],
-            *sets.retain[: TINY.n_items],
-            *sets.control[: TINY.n_items],
-        ]:
-            words += f"{item.prompt} {item.answer}".split()
-    tok = ul.tiny_tokenizer(words)
-    return ul.load(ul.tiny_llama(vocab_size=len(tok), n_layers=3), backend="nnsight", tokenizer=tok)
-
-
-def _assert_weights(subject, snapshot):
-    for key, value in snapshot.items():
-        torch.testing.assert_close(subject.weight(key).detach().cpu(), value, atol=0, rtol=0)
+from unlearn_lens.study.results import AuditResults
 
 
 def test_settings_reject_bad_grids():
@@ -88,190 +48,117 @@ def test_settings_reject_bad_grids():
         GridSettings(n_items=3)
 
 
-def test_default_grid_spans_the_study():
-    cells = GridSettings().cells()
-    assert len(cells) == 3 * 4 * 2 * 2 == len(set(cells))
-    assert {c.method for c in cells} == {
-        "ga",
-        "ga_gd",
-        "npo",
-        "rlabel",
-    }  # the study's six less the KL twins
+def test_the_shipped_grid_file_spans_the_study():
+    spec, settings = study_grid()
+    assert settings == GridSettings() and spec.path == str(STUDY_GRID)
+    cells = [study_cell(cell) for cell in spec.cells]
+    assert cells == settings.cells() and len(cells) == 3 * 4 * 2 * 2 == len(set(cells))
+    assert {c.method for c in cells} == set(GRID_OBJECTIVES)  # the study's six less the KL twins
     assert {c.lr for c in cells} == {3e-6, 3e-5}
     assert [c.domain for c in cells[:3]] == ["text", "code", "math"]  # domains innermost
+    for cell, grid_cell in zip(cells, spec.cells, strict=True):
+        config = grid_cell.config
+        assert (config.domain, config.methods, config.lr) == (cell.domain, (cell.method,), cell.lr)
+        assert config.requests == (1 if cell.protocol == "single" else 4)
+        assert (config.max_items, config.steps, config.batch_size) == (16, 8, 8)
     # The grid relearns with the audit's default steps and learning rate (see GridSettings for why).
     audit = StudyConfig()
-    assert (GridSettings().relearn_steps, GridSettings().relearn_lr) == (
-        audit.relearn_steps,
-        audit.relearn_lr,
-    )
+    assert (settings.relearn_steps, settings.relearn_lr) == (audit.relearn_steps, audit.relearn_lr)
 
 
-def test_grid_caches_each_cell_and_resumes_after_an_interrupt(tiny_subject, tmp_path):
-    subject = tiny_subject
-    original = subject.snapshot()
-    first: list[Cell] = []
-
-    def stop_after_three(result: CellResult) -> None:
-        first.append(result.cell)
-        if len(first) == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_grid(subject, TINY, tmp_path, on_cell=stop_after_three)
-    _assert_weights(subject, original)
-    assert len(list((tmp_path / "cells").glob("*.json"))) == 3
-    second: list[CellResult] = []
-    results = run_grid(subject, TINY, tmp_path, on_cell=second.append)
-    assert len(second) == len(TINY.cells()) - 3 and not {r.cell for r in second} & set(first)
-    assert [r.cell for r in results] == TINY.cells()
-    _assert_weights(subject, original)
-    for r in results:
-        if r.recovery is not None:
-            lost = r.original["forget"].accuracy - r.unlearned["forget"].accuracy
-            assert r.recovery == pytest.approx(
-                (r.relearned["forget"].accuracy - r.unlearned["forget"].accuracy) / lost
-            )
-        assert r.regime.label and set(r.features.values) >= {"cka_lower", "depth_fraction"}
-    # Seeds are fixed: a cell run again from the original weights gives the cached numbers.
-    cell = results[-1].cell
-    again = run_cell(subject, original, domain_data(subject, cell.domain, TINY.n_items), cell, TINY)
-    cached = GridCache(tmp_path).load(cell)
-    assert again.unlearned == cached.unlearned and again.relearned == cached.relearned
-    assert again.features.values == pytest.approx(cached.features.values, nan_ok=True)
+def test_a_grid_file_without_the_studys_axes_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text('[axes]\nmethod = ["ga"]\ndomain = ["text"]\n')
     with pytest.raises(
         ConfigError,
-        match=r"settings\.json: the cached cells were made with other settings \(steps\)",
-    ):
-        run_grid(subject, GridSettings(**{**dump(TINY), "steps": 3}), tmp_path)
+        match=r"study\.toml: a study grid has the axes protocol, lr, "
+        r"method, domain in this order, not method, domain",
+    ) as refused:
+        study_grid(path)
+    assert "\n" not in str(refused.value)
 
 
-def test_a_cell_records_what_reverting_the_head_alone_restores(tiny_subject):
-    subject = tiny_subject
-    original = subject.snapshot()
-    cell = Cell("text", "ga", 1e-3, "single")
-    data = domain_data(subject, cell.domain, TINY.n_items)
-    result = run_cell(subject, original, data, cell, TINY)
-    # By hand: the same seeded unlearning, then the original head swapped in and the forget NLL taken again.
-    unlearn(
-        subject,
-        data.forget,
-        data.retain,
-        cell.method,
-        lr=cell.lr,
-        steps=TINY.steps,
-        batch_size=TINY.batch_size,
-        seed=TINY.seed,
-        progress=False,
-        keep_snapshots=False,
-        eval_every=0,
-    )
-    unlearned_nll = evaluate(subject, data.forget).nll
-    with subject.head_from(original):
-        head_nll = evaluate(subject, data.forget).nll
-    subject.restore(original)
-    assert abs(data.original["forget"].nll - unlearned_nll) > 0.1
-    expected = (head_nll - unlearned_nll) / (data.original["forget"].nll - unlearned_nll)
-    assert result.head_restore["nll"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
-    if 0 in result.features.depth_probes:
-        assert result.features.depth_probes[0] == result.head_restore["nll"]
+STUDY = """\
+[fixed]
+model = "{root}/ck"
+backend = "nnsight"
+forget = "{root}/forget.jsonl"
+retain = "{root}/retain.jsonl"
+control = "{root}/control.jsonl"
+steps = 3
+batch_size = 4
+relearn_steps = 4
+relearn_lr = 1e-2
+localization = "exact"
+
+[axes]
+protocol = [{{ requests = 1 }}, {{ requests = 2 }}]
+lr = [3e-3]
+method = ["ga"]
+domain = ["text"]   # the cells' label: their data are the memorised facts above
+"""
 
 
-def test_a_domains_control_leaves_out_what_the_original_already_answers(tiny_subject):
-    subject = tiny_subject
-    original = subject.snapshot()
-    control = ul.builtin("text").control[: TINY.n_items]
-    try:
-        assert (
-            domain_data(subject, "text", TINY.n_items).control == control
-        )  # the random tiny model knows none
-        # Teach it the second control fact only: the control must drop exactly that one, as the audit's filter does.
-        ul.train(
-            subject,
-            "finetune",
-            [control[1]],
-            config=ul.TrainConfig(lr=1e-2, steps=30, batch_size=1, eval_every=0),
-            progress=False,
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    """A 2-cell study grid of audits of the memorised model, run by `unlearn-lens grid`'s runner."""
+    root = tmp_path_factory.mktemp("study")
+    for name, items in (("forget", FORGET), ("retain", RETAIN), ("control", CONTROL)):
+        (root / f"{name}.jsonl").write_text(
+            "".join(json.dumps(item.to_dict()) + "\n" for item in items)
         )
-        assert [item in control[1:2] for item in control] == ul.items_correct(subject, control)
-        assert domain_data(subject, "text", TINY.n_items).control == [control[0], *control[2:]]
-    finally:
-        subject.restore(original)
+    ul.save_checkpoint(memorised_subject(), root / "ck")
+    (root / "study.toml").write_text(STUDY.format(root=root))
+    spec, settings = study_grid(root / "study.toml")
+    ul.audit_grid(spec, root / "out", console=Console(file=io.StringIO()))
+    return root, spec, settings
 
 
-MEMORISED = GridSettings(
-    domains=("text",),
-    methods=("ga",),
-    lrs=(3e-3,),
-    protocols=("single",),
-    n_items=4,
-    steps=3,
-    batch_size=4,
-    relearn_steps=4,
-    relearn_lr=1e-2,
-)
-"""A cell of the memorised model that halves forget accuracy; relearning at 1e-2 teaches the control much too."""
+def test_study_cells_read_what_their_audits_measured(study_run):
+    root, spec, settings = study_run
+    results = read_study(spec, root / "out")
+    assert (
+        [r.cell for r in results]
+        == settings.cells()
+        == [
+            Cell("text", "ga", 3e-3, "single"),
+            Cell("text", "ga", 3e-3, "continual"),
+        ]
+    )
+    for result, grid_cell in zip(results, spec.cells, strict=True):
+        cell_dir = root / "out" / "cells" / grid_cell.id
+        audited = AuditResults.load(cell_dir).methods["ga"]
+        record = json.loads((cell_dir / "cell.json").read_text())
+        assert result.regime == audited.regime and result.recovery == pytest.approx(
+            audited.relearn.recovery["accuracy"].recovery
+        )
+        lost = result.original["forget"].accuracy - result.unlearned["forget"].accuracy
+        relearned = audited.relearn.forget_after.accuracy - result.unlearned["forget"].accuracy
+        assert result.recovery == pytest.approx(relearned / lost)
+        assert result.seconds["total"] == pytest.approx(record["seconds"], abs=0.01)
+        # The head-only reversion of the exact sweep is what the page quotes as the head's restore.
+        assert result.head_restore["nll"] == audited.reversion.head.effect_nll
+        assert read(CellResult, json.loads(json.dumps(dump(result)))) == result
 
 
-def test_a_cell_decides_its_regime_as_the_audit_does():
-    subject = memorised_subject()
+def test_features_read_off_an_audit_equal_the_features_measured_afresh(study_run):
+    root, spec, _ = study_run
+    cell_dir = root / "out" / "cells" / spec.cells[0].id
+    audited = AuditResults.load(cell_dir)
+    # Independent reference: the audit's own unlearning redone by hand, then measure_features.
+    subject = ul.load(str(root / "ck"), backend="nnsight")
     original = subject.snapshot()
-    original_pass = model_pass(subject, FORGET, label="original")
-    data = DomainData(
-        FORGET,
-        RETAIN,
-        CONTROL,
-        {"forget": original_pass.token_metrics, "retain": evaluate(subject, RETAIN)},
-        original_pass,
-    )
-    cell = MEMORISED.cells()[0]
-    result = run_cell(subject, original, data, cell, MEMORISED)
-    # By hand: the same seeded unlearning and relearning. Forget and control have 4 items each, so the curves' steps
-    # are equal work, and the peak excess is the largest (forget gain − control gain) / accuracy lost along them.
-    unlearn(
-        subject,
-        FORGET,
-        RETAIN,
-        cell.method,
-        lr=cell.lr,
-        steps=MEMORISED.steps,
-        batch_size=MEMORISED.batch_size,
-        seed=MEMORISED.seed,
-        progress=False,
-        keep_snapshots=False,
-    )
-    attack = relearn(
-        subject,
-        FORGET,
-        CONTROL,
-        steps=MEMORISED.relearn_steps,
-        lr=MEMORISED.relearn_lr,
-        batch_size=MEMORISED.batch_size,
-        seed=MEMORISED.seed,
-        progress=False,
-    )
-    subject.restore(original)
-    forget = np.array([point.accuracy for point in attack.curve.forget])
-    control = np.array([point.accuracy for point in attack.curve.control])
-    lost = data.original["forget"].accuracy - forget[0]
-    assert lost == 0.5 and len(forget) == len(control) == MEMORISED.relearn_steps + 1
-    peak = float(np.max(((forget - forget[0]) - (control - control[0])) / lost))
-    assert (
-        result.peak_excess == pytest.approx(peak, abs=1e-12)
-        and result.regime.evidence["peak_excess"] == result.peak_excess
-    )
-    # By the end the control has learned more than the forget set recovered: only the peak shows
-    # the recovery came faster.
-    end_excess = result.recovery - result.control_gain / lost
-    assert end_excess < RegimeThresholds().control_margin <= peak
-    assert result.regime.label == "suppressed" and result.regime.thresholds == RegimeThresholds()
-    assert read(CellResult, json.loads(json.dumps(dump(result)))).peak_excess == result.peak_excess
-    # A budget that teaches the control nothing cannot call the forgetting irreversible.
-    weak = run_cell(subject, original, data, cell, dataclasses.replace(MEMORISED, relearn_lr=1e-6))
-    assert (
-        weak.control_gain < RegimeThresholds().min_control_gain
-        and weak.regime.label == "inconclusive"
-    )
+    config = audited.config
+    ul.unlearn(
+        subject, FORGET, RETAIN, "ga", lr=config.lr, steps=config.steps,
+        batch_size=config.batch_size, seed=config.seed, progress=False, keep_snapshots=False,
+    )  # fmt: skip
+    measured = ul.measure_features(subject, original, FORGET)
+    read_off = audit_features(audited.methods["ga"])
+    assert read_off.depth == measured.depth
+    assert read_off.values == pytest.approx(measured.values, rel=1e-5, abs=1e-7, nan_ok=True)
+    assert read_off.cka_forget == pytest.approx(measured.cka_forget, rel=1e-5, abs=1e-7)
+    assert read_off.delta_share == pytest.approx(measured.delta_share, rel=1e-6)
 
 
 # ----- the page's rules, on cells whose outcome is known ---------------------------------------
@@ -388,29 +275,6 @@ def test_claims_follow_their_stated_rules():
     assert (
         "learning rate: 1e-06 50 %, 0.0001 0 % (spread 50 %)" in claims[3].evidence
     )  # domain spread 0: partly
-
-
-def test_an_older_cache_is_refused_in_one_line(tmp_path):
-    cache = GridCache(tmp_path)
-    cache.open(TINY)
-    stored = json.loads((tmp_path / SETTINGS_FILE).read_text())
-    assert stored == {**dump(TINY), FORMAT_KEY: CELL_FORMAT}
-    cache.open(TINY)  # the same settings and format: accepted
-    del stored[FORMAT_KEY]  # what caches written before the format key hold
-    (tmp_path / SETTINGS_FILE).write_text(json.dumps(stored))
-    with pytest.raises(
-        ConfigError,
-        match=rf"the cached cells are of format 1, this version measures format {CELL_FORMAT} "
-        r"\(the regime is decided as the audit decides it",
-    ) as refused:
-        cache.open(TINY)
-    assert "\n" not in str(refused.value)
-    # Format 2 cells were classified without the peak excess or the inconclusive verdict: refused too.
-    (tmp_path / SETTINGS_FILE).write_text(json.dumps({**stored, FORMAT_KEY: 2}))
-    with pytest.raises(
-        ConfigError, match=r"the cached cells are of format 2, .* each cell records its peak excess"
-    ):
-        cache.open(TINY)
 
 
 def test_page_and_figures_are_written(tmp_path):

@@ -59,7 +59,7 @@ from unlearn_lens.predict import (
     measure_features,
 )
 from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict, classify_regime
-from unlearn_lens.reproduction import GridSettings, run_grid
+from unlearn_lens.reproduction import GridSettings, read_study, study_grid
 from unlearn_lens.run_lock import run_lock
 from unlearn_lens.study.audit import audit
 from unlearn_lens.study.config import StudyConfig, load_config
@@ -147,13 +147,14 @@ __all__ = [
     "measure_features",
     "model_fisher",
     "quantization_attack",
+    "read_study",
     "relearn",
     "reversion_sweep",
     "round_snapshot",
-    "run_grid",
     "run_lock",
     "save_checkpoint",
     "split_known",
+    "study_grid",
     "summarise_localization",
     "tiny_gpt2",
     "tiny_llama",

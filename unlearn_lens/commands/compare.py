@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from unlearn_lens.commands.common import (
     DATA_SPEC,
@@ -229,9 +230,15 @@ def _predictor(args: argparse.Namespace) -> ReversibilityPredictor:
     """The predictor to use, read before any model loads so a bad file fails at once."""
     from unlearn_lens.predict.model import ReversibilityPredictor, builtin_predictor
 
-    if args.predictor is None:
-        return builtin_predictor()
-    return ReversibilityPredictor.load(args.predictor)
+    predictor = (
+        builtin_predictor()
+        if args.predictor is None
+        else ReversibilityPredictor.load(args.predictor)
+    )
+    stale = predictor.staleness()
+    if stale is not None:
+        console.print(f"[yellow]warning:[/] the reversibility predictor was {escape(stale)}")
+    return predictor
 
 
 def _predict(

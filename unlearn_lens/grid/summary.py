@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from unlearn_lens.atomic import write_bytes_atomic
+from unlearn_lens.attacks.battery import FAILED, HIDDEN, MATCHED, POWERLESS, AttackReading
 from unlearn_lens.grid.cells import CellStore
 from unlearn_lens.grid.runner import GridRun
 from unlearn_lens.grid.spec import GridSpec, value_label
@@ -40,10 +41,13 @@ EVIDENCE = (
 )
 """The regime's numbers each row carries (see `RegimeVerdict.evidence`)."""
 NOT_RUN = "not run"
+BATTERY_PREFIX = "battery_"
+"""Prefix of the battery's columns: `battery_<attack>_recovery`, `battery_<attack>_outcome`."""
 
 
 def summary_rows(spec: GridSpec, run: GridRun, out: str | Path) -> list[dict[str, Any]]:
-    """One row per cell and method (one per failed or unrun cell), in the grid's order."""
+    """One row per cell and method (one per failed or unrun cell), in the grid's order; each
+    attack of the battery any row ran gets a recovery and an outcome column in every row."""
     store = CellStore(out)
     axes = _axis_columns(spec)
     rows = []
@@ -69,6 +73,7 @@ def summary_rows(spec: GridSpec, run: GridRun, out: str | Path) -> list[dict[str
                     "regime": result.regime.label if result.regime else None,
                     "reversible": result.regime.reversible if result.regime else None,
                     "catastrophic": result.regime.catastrophic if result.regime else None,
+                    "decided_by": result.regime.decided_by if result.regime else None,
                 }
                 | {name: _float(evidence.get(name)) for name in EVIDENCE}
                 | {
@@ -77,8 +82,19 @@ def summary_rows(spec: GridSpec, run: GridRun, out: str | Path) -> list[dict[str
                     "seconds": record.seconds,
                     "error": None,
                 }
+                | _battery_columns(result.battery.readings if result.battery else [])
             )
-    return rows
+    attacks = dict.fromkeys(key for row in rows for key in row if key.startswith(BATTERY_PREFIX))
+    return [row | {key: row.get(key) for key in attacks} for row in rows]
+
+
+def _battery_columns(readings: list[AttackReading]) -> dict[str, Any]:
+    """`battery_<attack>_recovery` and `battery_<attack>_outcome` of each reading."""
+    columns: dict[str, Any] = {}
+    for reading in readings:
+        columns[f"{BATTERY_PREFIX}{reading.attack}_recovery"] = _float(reading.recovery)
+        columns[f"{BATTERY_PREFIX}{reading.attack}_outcome"] = reading.outcome
+    return columns
 
 
 def _axis_columns(spec: GridSpec) -> dict[str, type | None]:
@@ -104,7 +120,7 @@ def _float(value: float | None) -> float | None:
 
 def _empty_row(status: str, error: str | None, seconds: float | None) -> dict[str, Any]:
     row: dict[str, Any] = {"method": None, "status": status, "regime": None}
-    row |= {"reversible": None, "catastrophic": None} | dict.fromkeys(EVIDENCE)
+    row |= {"reversible": None, "catastrophic": None, "decided_by": None} | dict.fromkeys(EVIDENCE)
     return row | {"depth": None, "n_layers": None, "seconds": seconds, "error": error}
 
 
@@ -140,6 +156,7 @@ def _table_cells(spec: GridSpec, row: dict[str, Any]) -> list[str]:
         *axes,
         row["method"] or MISSING,
         row["regime"] or row["status"],
+        row["decided_by"] or MISSING,
         number(row["recovery"], 2),
         number(row["control_gain"], 2),
         MISSING if row["depth"] is None else f"{row['depth']}/{row['n_layers']}",
@@ -153,6 +170,7 @@ def _table_header(spec: GridSpec) -> list[str]:
         *_axis_columns(spec),
         "method",
         "regime",
+        "decided by",
         "recovery",
         "control gain",
         "depth",
@@ -226,7 +244,34 @@ def _figures(spec: GridSpec, rows: list[dict[str, Any]], directory: Path) -> lis
             ),
             "Forgetting depth: how many of the last blocks must be reverted to restore the forget set",
         ),
+        *(
+            [(battery, "The battery: how each attack read, over the cells and methods it ran on")]
+            if (battery := _plot_battery(done, directory / "grid-battery.png")) is not None
+            else []
+        ),
     ]
+
+
+def _plot_battery(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """A stacked bar per attack of the battery: how many rows read hidden, matched, failed or
+    powerless (None when no row ran the battery)."""
+    suffix = "_outcome"
+    attacks = [k[len(BATTERY_PREFIX) : -len(suffix)] for k in rows[0] if k.endswith(suffix)]
+    if not attacks:
+        return None
+    figure, (ax,) = new_figure(5.0, 3.4)
+    bottom = [0] * len(attacks)
+    for i, outcome in enumerate((HIDDEN, MATCHED, FAILED, POWERLESS)):
+        counts = [
+            sum(row[f"{BATTERY_PREFIX}{attack}{suffix}"] == outcome for row in rows)
+            for attack in attacks
+        ]
+        ax.bar(range(len(attacks)), counts, bottom=bottom, color=f"C{i}", label=outcome)
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    ax.set_xticks(range(len(attacks)), attacks, fontsize="small")
+    ax.set_ylabel("cells × methods")
+    ax.legend(fontsize="x-small")
+    return save_figure(figure, path)
 
 
 def _plot_recovery_by_axis(spec: GridSpec, rows: list[dict[str, Any]], path: Path) -> Path:

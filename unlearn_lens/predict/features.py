@@ -158,13 +158,27 @@ def reversibility_features(
             strict=True,
         )
     ]
+    return profile_features(cka, fisher_change, deltas, depth, depth_probes)
+
+
+def profile_features(
+    cka_forget: Sequence[float],
+    fisher_change: Sequence[float],
+    deltas: DeltaReport,
+    depth: int | None,
+    depth_probes: Mapping[int, float] | None = None,
+) -> ReversibilityFeatures:
+    """The features from their per-block profiles (debiased CKA original vs unlearned and
+    log10 Fisher ratio on the forget items), the weight deltas and the forgetting depth: shared
+    by the measurement above and by features read off an audit's stored results."""
+    n_layers = deltas.n_layers
     half = n_layers // 2
     top = math.ceil(TOP_FRACTION * n_layers)
     shares = deltas.share_by_layer()
     block_total = sum(shares)
     values = {
-        "cka_lower": finite_mean(cka[:half]),
-        "cka_upper": finite_mean(cka[half:]),
+        "cka_lower": finite_mean(cka_forget[:half]),
+        "cka_upper": finite_mean(cka_forget[half:]),
         "depth_fraction": (depth if depth is not None else n_layers + 1) / n_layers,
         "delta_share_top": sum(shares[-top:]) / block_total if block_total > 0 else math.nan,
         "delta_relative": deltas.total.relative,
@@ -172,9 +186,9 @@ def reversibility_features(
     }
     return ReversibilityFeatures(
         values=values,
-        cka_forget=cka,
+        cka_forget=list(cka_forget),
         delta_share=shares,
-        fisher_change=fisher_change,
+        fisher_change=list(fisher_change),
         depth=depth,
         depth_probes=dict(depth_probes or {}),
     )

@@ -44,6 +44,11 @@ Matrix = Sequence[Sequence[float]] | np.ndarray
 BUILTIN_PREDICTOR = "reversibility.json"
 """The predictor fitted by `benchmarks/validation.py` on the validation grid, shipped with the package."""
 
+CELL_FORMAT = 4
+"""Version of what a validation cell measures, kept in a predictor's `trained_on`: bumped whenever
+a definition changes, so that a predictor fitted on older cells says so when it is used.
+4: each cell is an audit of one method (matched control sets, content-token scores)."""
+
 
 def _range(bounds: Sequence[float | None]) -> tuple[float, float]:
     """A target range from JSON, where an unbounded side was written as null."""
@@ -68,6 +73,17 @@ class ReversibilityPredictor:
     target_range: Annotated[tuple[float, float], BeforeValidator(_range)] = (-math.inf, math.inf)
     validation: dict[str, Any] = field(default_factory=dict)
     trained_on: dict[str, Any] = field(default_factory=dict)
+
+    def staleness(self) -> str | None:
+        """Why this predictor's cells differ from what this version measures, or None."""
+        fitted = self.trained_on.get("cell_format")
+        if fitted == CELL_FORMAT:
+            return None
+        which = "an unknown format" if fitted is None else f"format {fitted}"
+        return (
+            f"fitted on validation cells of {which}, this version measures format "
+            f"{CELL_FORMAT}: re-run benchmarks/validation.py to refit it"
+        )
 
     def standardise(self, X: Matrix) -> np.ndarray:
         """Standardised inputs clipped to ±`Z_CLIP`; NaN becomes 0 (the training mean)."""

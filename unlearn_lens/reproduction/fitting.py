@@ -10,9 +10,15 @@ import numpy as np
 
 from unlearn_lens.localize.summary import spearman
 from unlearn_lens.predict.features import PREDICTOR_INPUTS, predictor_inputs
-from unlearn_lens.predict.model import HeldOut, ReversibilityPredictor, fit_predictor, validate
+from unlearn_lens.predict.model import (
+    CELL_FORMAT,
+    HeldOut,
+    ReversibilityPredictor,
+    fit_predictor,
+    validate,
+)
 from unlearn_lens.regimes import INCONCLUSIVE, NOT_FORGOTTEN
-from unlearn_lens.reproduction.grid import CELL_FORMAT, CellResult, GridSettings
+from unlearn_lens.reproduction.grid import CellResult, GridSettings
 from unlearn_lens.schema import dump
 
 

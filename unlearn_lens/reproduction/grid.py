@@ -1,48 +1,27 @@
-"""The validation grid: every domain × objective × learning rate × protocol, one cell each.
+"""The validation study's grid: every domain × objective × learning rate × protocol, one cell each.
 
-A cell unlearns the built-in forget set from the original model, measures the cheap
-reversibility features (see [`unlearn_lens.predict.features`][unlearn_lens.predict.features])
-and what reverting the output head alone restores, then spends a fixed relearning budget on
-the forget set and the same budget on the novel control set, and classifies the regime. Each finished
-cell is written to its own JSON file in
-the cache directory, so an interrupted grid resumes where it stopped.
+The grid is a grid file shipped with the package (`study.toml` beside this module) and run by
+`unlearn-lens grid` like any other: each cell is a plain audit of one method, cached by its
+settings and resumable (see `unlearn_lens.grid`). `GridSettings` is the
+study's view of that file (its axes and fixed settings), which the page and the predictor's
+provenance quote; [`unlearn_lens.reproduction.cells`][unlearn_lens.reproduction.cells] reads the
+cells' results back.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
-from unlearn_lens.atomic import write_json_atomic
-from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS, builtin
-from unlearn_lens.data.items import Item
-from unlearn_lens.diagnostics.compare import ModelPass, model_pass
+from unlearn_lens.data.builtin_sets import BUILTIN_DOMAINS
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.evaluation import evaluate
-from unlearn_lens.localize.reversion import Reverter, last_layers_patch
+from unlearn_lens.grid.spec import GridSpec, load_grid
 from unlearn_lens.metrics.token import TokenMetrics
-from unlearn_lens.models.subject import Snapshot, Subject
-from unlearn_lens.predict.features import ReversibilityFeatures, measure_features
-from unlearn_lens.regimes import RegimeVerdict, classify_regime
-from unlearn_lens.schema import Real, dump, read
-from unlearn_lens.unlearn.api import unlearn
-from unlearn_lens.unlearn.known import split_known
+from unlearn_lens.predict.features import ReversibilityFeatures
+from unlearn_lens.regimes import RegimeVerdict
+from unlearn_lens.schema import Real
 from unlearn_lens.unlearn.objectives import get_objective
-from unlearn_lens.unlearn.relearn import relearn
 
 STUDY_OBJECTIVES = ("ga", "ga_gd", "ga_kl", "npo", "npo_kl", "rlabel")
 """The six objectives of the study the project starts from (Xu et al.)."""
@@ -54,38 +33,32 @@ the KL gradient is zero at the reference and a tenth to a fifth of GA's afterwar
 that doubled the cost and leaked through the predictor's folds."""
 
 PROTOCOLS = ("single", "continual")
-SETTINGS_FILE = "settings.json"
-CELLS_DIR = "cells"
+STUDY_GRID = Path(__file__).with_name("study.toml")
+"""The validation study's grid file, shipped with the package."""
 
-CELL_FORMAT = 3
-"""Version of what a cell measures, stored in the cache's settings file: bump it whenever a
-definition changes, so that a cache of old cells is refused instead of mixed with new ones."""
-
-CELL_FORMAT_CHANGE = (
-    "the regime is decided as the audit decides it (peak excess along the recovery curve, "
-    "inconclusive when the budget teaches the control < 0.1) and each cell records its peak excess"
-)
-"""What format `CELL_FORMAT` changed, for the error that refuses an older cache."""
-
-FORMAT_KEY = "cell_format"
-"""Key of `CELL_FORMAT` in the settings file (absent in caches from before format 2)."""
+STUDY_AXES = ("protocol", "lr", "method", "domain")
+"""The axes of a study grid file, in the order of its product (domains innermost, so that a
+partial grid covers all of them)."""
 
 
 @dataclass(frozen=True)
 class GridSettings:
-    """What the grid spans and how big each cell is.
+    """What the grid spans and how big each cell is: the study's view of its grid file
+    (`GridSettings.from_grid`; the defaults are the shipped `study.toml`'s, a test checks it).
 
     **Fields:** `domains`, `methods`, `lrs` (unlearning learning rates, gentle to aggressive)
-    and `protocols` span the grid. Each cell uses the first `n_items` forget, retain and control
-    items of its domain; unlearning runs `steps` AdamW steps of `batch_size` per request (one
-    request for `"single"`, `continual_requests` for `"continual"`, each with the full `steps`);
-    relearning runs `relearn_steps` at `relearn_lr` on the forget set, and the same on the control.
+    and `protocols` span the grid. Each cell is an audit of one method on at most `n_items`
+    known forget items (and as many retain and novel control items) of its domain; unlearning
+    runs `steps` AdamW steps of `batch_size` per request (one request for `"single"`,
+    `continual_requests` for `"continual"`, each with the full `steps`); relearning
+    runs `relearn_steps` at `relearn_lr` on the forget set, and the same on the control.
 
-    **The span** (4 objectives × 2 learning rates × 3 domains × 2 protocols = 48 cells, 1 h 43 min
-    on 2 CPU cores, measured) keeps the grid under two hours with the stronger relearning budget below:
+    **The span** (4 objectives × 2 learning rates × 3 domains × 2 protocols = 48 cells; 1 h 43 min
+    on 2 CPU cores, measured when a cell was a lighter measurement than an audit) was chosen to
+    keep the grid under two hours with the stronger relearning budget below:
     the KL twins are left out (see `GRID_OBJECTIVES`), and the learning rates are the gentle 3e-6
     (the gentlest that forgets in a single request: at 1e-6 no single-request cell of the former
-    grid forgot) and the aggressive 3e-5, a decade apart. `--methods`/`--lrs` run more.
+    grid forgot) and the aggressive 3e-5, a decade apart. A copy of the grid file runs more.
 
     **The relearning budget**, 10 steps of 8 at 3e-5 (5 epochs of the 16 forget items; the audit's
     default steps and learning rate, so a cell is attacked as the audit attacks by default), was chosen with
@@ -96,8 +69,7 @@ class GridSettings:
     0.29-0.30), leaves the text cells "destroyed" (recovery 0.11-0.16) where 10 steps at 3e-5
     brings them back (recovery 0.89-0.95 against a control gain of 0.47: "collapsed but
     recoverable"); at 10 × 3e-5 the control gains 0.47 (text), 0.75-0.77 (code), 0.40-0.54 (math),
-    below saturation. Each relearning step costs about 6 s a cell on 2 CPU cores: the default grid
-    took 1 h 43 min there (the former 144-cell span would take 4.6 h).
+    below saturation. Each relearning step cost about 6 s a cell on 2 CPU cores.
     """
 
     domains: tuple[str, ...] = BUILTIN_DOMAINS
@@ -130,6 +102,37 @@ class GridSettings:
         if self.n_items < 4:
             raise ConfigError(f"n_items must be at least 4 (debiased CKA), got {self.n_items}")
 
+    @classmethod
+    def from_grid(cls, spec: GridSpec) -> GridSettings:
+        """The study's settings of a grid file with the study's axes (`STUDY_AXES`: protocol
+        tables of `requests`, learning rates, one method per cell, built-in domains)."""
+        if tuple(spec.axes) != STUDY_AXES:
+            raise ConfigError(
+                f"{spec.path}: a study grid has the axes {', '.join(STUDY_AXES)} in this order, "
+                f"not {', '.join(spec.axes) or 'none'}"
+            )
+        requests = [table.get("requests", 1) for table in spec.axes["protocol"]]
+        if requests[0] != 1 or len(requests) > 2:
+            raise ConfigError(
+                f"{spec.path}: [axes] protocol is {{ requests = 1 }} (single), then optionally "
+                f"one table of continual requests, got {spec.axes['protocol']}"
+            )
+        fixed = spec.fixed
+        defaults = cls()
+        return cls(
+            domains=tuple(spec.axes["domain"]),
+            methods=tuple(spec.axes["method"]),
+            lrs=tuple(float(lr) for lr in spec.axes["lr"]),
+            protocols=PROTOCOLS[: len(requests)],
+            n_items=fixed.get("max_items", defaults.n_items),
+            steps=fixed.get("steps", defaults.steps),
+            batch_size=fixed.get("batch_size", defaults.batch_size),
+            continual_requests=requests[-1] if len(requests) == 2 else defaults.continual_requests,
+            relearn_steps=fixed.get("relearn_steps", defaults.relearn_steps),
+            relearn_lr=fixed.get("relearn_lr", defaults.relearn_lr),
+            seed=fixed.get("seed", defaults.seed),
+        )
+
     def cells(self) -> list[Cell]:
         """Every cell, domains innermost so that a partial grid covers all of them."""
         return [
@@ -156,7 +159,7 @@ class Cell:
 
 @dataclass
 class CellResult:
-    """Everything measured in one cell (accuracies are token accuracies on answer tokens).
+    """What the study reads of one cell's audit (accuracies are token accuracies on answer tokens).
 
     `recovery` is (relearned − unlearned) / (original − unlearned) on the forget set, None when
     unlearning removed (almost) nothing; `control_gain` is the accuracy the same budget taught
@@ -186,206 +189,7 @@ class CellResult:
         return self.control_after - self.control_before
 
 
-@dataclass
-class DomainData:
-    """A domain's items and what the original model gives on them (computed once per grid)."""
-
-    forget: list[Item]
-    retain: list[Item]
-    control: list[Item]
-    original: dict[str, TokenMetrics]
-    original_pass: ModelPass
-
-
-def domain_data(subject: Subject, domain: str, n_items: int) -> DomainData:
-    """The first `n_items` of each built-in split, the control less any item the original already
-    answers (as the audit keeps it: a known control item cannot gain, and would flatter recovery);
-    `subject` must hold the original weights."""
-    sets = builtin(domain)
-    forget, retain = sets.forget[:n_items], sets.retain[:n_items]
-    control = split_known(subject, sets.control[:n_items])[1]
-    original_pass = model_pass(
-        subject, forget, label="original"
-    )  # its token metrics are the forget metrics
-    return DomainData(
-        forget=forget,
-        retain=retain,
-        control=control,
-        original={"forget": original_pass.token_metrics, "retain": evaluate(subject, retain)},
-        original_pass=original_pass,
-    )
-
-
-def run_cell(
-    subject: Subject, original: Snapshot, data: DomainData, cell: Cell, settings: GridSettings
-) -> CellResult:
-    """Unlearn, measure the cheap features and the head-only restore, relearn (and the control),
-    classify as the audit does (peak excess, default thresholds); `subject` ends with the original weights."""
-    seconds: dict[str, float] = {}
-    began = start = time.perf_counter()
-    subject.restore(original)
-    outcome = unlearn(
-        subject,
-        data.forget,
-        data.retain,
-        cell.method,
-        lr=cell.lr,
-        steps=settings.steps,
-        batch_size=settings.batch_size,
-        requests=settings.continual_requests if cell.protocol == "continual" else 1,
-        seed=settings.seed,
-        progress=False,
-        keep_snapshots=False,
-    )
-    unlearned_weights = subject.snapshot()
-    unlearned = {
-        split: outcome.metrics("after", split) for split in ("forget", "retain")
-    }  # measured by the run
-    seconds["unlearn"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    reverter = Reverter(subject, original, data.forget, unlearned=unlearned_weights)
-    features = measure_features(
-        subject,
-        original,
-        data.forget,
-        unlearned=unlearned_weights,
-        original_pass=data.original_pass,
-        reverter=reverter,
-    )
-    head = reverter.measure(
-        last_layers_patch(subject, 0)
-    )  # measured already when the depth's bisection reached k = 0
-    seconds["features"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    subject.restore(unlearned_weights)
-    attack = relearn(
-        subject,
-        data.forget,
-        data.control,
-        steps=settings.relearn_steps,
-        lr=settings.relearn_lr,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-        original_forget=data.original["forget"],
-        progress=False,
-    )
-    relearned = {"forget": attack.forget_after, "retain": evaluate(subject, data.retain)}
-    seconds["relearn"] = time.perf_counter() - start
-    seconds["total"] = time.perf_counter() - began
-    subject.restore(original)
-
-    peak_excess = attack.peak_excess()
-    regime = classify_regime(
-        data.original["forget"].accuracy,
-        unlearned["forget"].accuracy,
-        relearned["forget"].accuracy,
-        control_before=attack.control_before.accuracy,
-        control_after=attack.control_after.accuracy,
-        retain_original=data.original["retain"].accuracy,
-        retain_unlearned=unlearned["retain"].accuracy,
-        retain_nll_original=data.original["retain"].nll,
-        retain_nll_unlearned=unlearned["retain"].nll,
-        peak_excess=peak_excess,
-    )
-    return CellResult(
-        cell=cell,
-        original=data.original,
-        unlearned=unlearned,
-        relearned=relearned,
-        control_before=attack.control_before.accuracy,
-        control_after=attack.control_after.accuracy,
-        recovery=attack.recovery["accuracy"].recovery,
-        peak_excess=peak_excess,
-        regime=regime,
-        features=features,
-        head_restore={"nll": head.effect_nll, "accuracy": head.effect_accuracy},
-        stop_reason=outcome.run.stop_reason,
-        seconds={k: round(v, 2) for k, v in seconds.items()},
-    )
-
-
-class GridCache:
-    """A directory of finished cells (`cells/<name>.json`) under the settings and cell format that made them."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def cell_path(self, cell: Cell) -> Path:
-        return self.path / CELLS_DIR / f"{cell.name}.json"
-
-    def open(self, settings: GridSettings) -> None:
-        """Start a new cache, or check that an existing one was made with the same settings and cell format."""
-        settings_path = self.path / SETTINGS_FILE
-        if settings_path.is_file():
-            stored = json.loads(settings_path.read_text())
-            found = stored.pop(FORMAT_KEY, 1)
-            if found != CELL_FORMAT:
-                raise ConfigError(
-                    f"{settings_path}: the cached cells are of format {found}, this version measures format "
-                    f"{CELL_FORMAT} ({CELL_FORMAT_CHANGE}); use another cache directory or delete this one"
-                )
-            if stored != dump(settings):
-                changed = sorted(k for k, v in dump(settings).items() if stored.get(k) != v)
-                raise ConfigError(
-                    f"{settings_path}: the cached cells were made with other settings ({', '.join(changed)}); "
-                    "use another cache directory or delete this one"
-                )
-        else:
-            write_json_atomic(settings_path, {**dump(settings), FORMAT_KEY: CELL_FORMAT})
-
-    def load(self, cell: Cell) -> CellResult | None:
-        path = self.cell_path(cell)
-        return read(CellResult, json.loads(path.read_text()), str(path)) if path.is_file() else None
-
-    def save(self, result: CellResult) -> None:
-        write_json_atomic(self.cell_path(result.cell), dump(result))
-
-    def finished(self, settings: GridSettings) -> list[CellResult]:
-        """The cached results of the settings' cells, in grid order (missing cells left out)."""
-        return [result for cell in settings.cells() if (result := self.load(cell)) is not None]
-
-
-def run_grid(
-    subject: Subject,
-    settings: GridSettings,
-    cache_dir: str | Path,
-    *,
-    console: Console | None = None,
-    on_cell: Callable[[CellResult], None] | None = None,
-) -> list[CellResult]:
-    """Run every cell not yet in the cache (`subject` holds the original weights) and return all
-    finished cells; Ctrl-C keeps every cell finished so far."""
-    console = console or Console(stderr=True)
-    cache = GridCache(cache_dir)
-    cache.open(settings)
-    todo = [cell for cell in settings.cells() if not cache.cell_path(cell).is_file()]
-    console.print(
-        f"validation grid: {len(settings.cells()) - len(todo)} cells cached, {len(todo)} to run"
-    )
-    original = subject.snapshot()
-    data = {
-        domain: domain_data(subject, domain, settings.n_items)
-        for domain in dict.fromkeys(c.domain for c in todo)
-    }
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    try:
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task("cells", total=len(todo))
-            for cell in todo:
-                bar.update(task, description=cell.name)
-                result = run_cell(subject, original, data[cell.domain], cell, settings)
-                cache.save(result)
-                if on_cell is not None:
-                    on_cell(result)
-                bar.advance(task)
-    finally:
-        subject.restore(original)
-    return cache.finished(settings)
+def study_grid(path: str | Path = STUDY_GRID) -> tuple[GridSpec, GridSettings]:
+    """A study grid file (default: the shipped one) and the study's view of it."""
+    spec = load_grid(path)
+    return spec, GridSettings.from_grid(spec)

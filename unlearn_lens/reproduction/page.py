@@ -267,8 +267,10 @@ def write_page(
         "## Set-up",
         "",
         f"- Model: the built-in SmolLM2-135M-Instruct ({n_layers} blocks), raw weights, CPU, float32.",
-        f"- Data: the first {settings.n_items} items of each built-in split (forget, retain, control) of the domains "
-        f"{', '.join(settings.domains)}; every forget and retain item is known to the model, no control item is.",
+        f"- Data: each cell is an audit of one method (a cell of the grid file `unlearn_lens/reproduction/study.toml`) "
+        f"on at most {settings.n_items} items of each built-in split (forget, retain, control) of the domains "
+        f"{', '.join(settings.domains)}, as the audit keeps them: forget and retain items the model answers, "
+        "control items it does not.",
         f"- Objectives: {', '.join(settings.methods)}{_objectives_left_out(settings)}; learning rates "
         f"{', '.join(f'{lr:g}' for lr in settings.lrs)} (AdamW, gradient clipping 1.0, batch {settings.batch_size}).",
         f"- Protocols: *single* = one request of {settings.steps} steps; *continual* = "
