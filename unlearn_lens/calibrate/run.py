@@ -153,7 +153,8 @@ class _Builder:
         self, subject: Subject, original: Snapshot, items: dict[str, list[Item]], budget: CaseBudget
     ) -> None:
         self.subject, self.original, self.items, self.budget = subject, original, items, budget
-        self.updates: list[Snapshot] = []
+        self.changes: list[float] = []
+        """Relative changes of the weights the shallow and deep updates moved (the sham's size)."""
 
     def build(self, case: str) -> BuiltCase:
         subject, budget = self.subject, self.budget
@@ -162,10 +163,10 @@ class _Builder:
         try:
             if case == "shallow":
                 built = build_shallow(subject, forget, retain, budget)
-                self.updates.append(built.weights)
+                self.changes += relative_changes(subject, self.original, [built.weights])
             elif case == "deep":
                 built = build_deep(subject, forget, retain, budget)
-                self.updates.append(built.weights)
+                self.changes += relative_changes(subject, self.original, [built.weights])
             elif case == "suppressed":
                 built = build_suppressed(subject, forget, budget)
             else:
@@ -179,11 +180,12 @@ class _Builder:
         shallow one is built to measure when none was)."""
         if self.budget.sham_relative is not None:
             return self.budget.sham_relative
-        if not self.updates:
+        if not self.changes:
             forget, retain = self.items["forget"], self.items["retain"]
-            self.updates.append(build_shallow(self.subject, forget, retain, self.budget).weights)
+            update = build_shallow(self.subject, forget, retain, self.budget).weights
             self.subject.restore(self.original)
-        return sham_size(relative_changes(self.subject, self.original, self.updates))
+            self.changes = relative_changes(self.subject, self.original, [update])
+        return sham_size(self.changes)
 
     def save(self, weights: Snapshot, directory: Path) -> str:
         self.subject.restore(weights)
@@ -248,20 +250,20 @@ def calibrate(
             answer_field=None, text_field=None, chat_template=False,
         )  # fmt: skip
         builder = _Builder(subject, original, data, budget)
-        built: dict[str, tuple[BuiltCase, float]] = {}
+        built: dict[str, tuple[str, float]] = {}  # what was built, in how many seconds
         for case in (case for case in cases if case in BUILT_CASES):
             start = time.perf_counter()
             console.print(f"calibrate: building {case}", highlight=False)
             made = builder.build(case)
-            builder.save(made.weights, work / case)
-            built[case] = (made, time.perf_counter() - start)
-        audits: dict[str, tuple[AuditResults, dict[str, str]]] = {}
+            builder.save(made.weights, work / case)  # the weights are on disk from here on
+            built[case] = (made.built, time.perf_counter() - start)
+        audits: dict[str, tuple[AuditResults, list[str]]] = {}  # each audit, and its cases
         if built:
             given = {case: str(work / case) for case in built}
             audits[KNOWN_AUDIT] = (
                 audit(plain.with_values(unlearned=given), subject=subject, progress=progress,
                       console=console),
-                {case: case for case in built},
+                list(built),
             )  # fmt: skip
         if "never_known" in cases:
             start = time.perf_counter()
@@ -273,16 +275,13 @@ def calibrate(
                 unlearned={"never_known": builder.save(original, work / "never_known")},
             )
             built["never_known"] = (
-                BuiltCase(
-                    original,
-                    f"the original weights, with {half} novel control items as the forget set "
-                    f"(the other {len(control) - half} as the control)",
-                ),
+                f"the original weights, with {half} novel control items as the forget set "
+                f"(the other {len(control) - half} as the control)",
                 time.perf_counter() - start,
             )
             audits[NULL_AUDIT] = (
                 audit(novel, subject=subject, progress=progress, console=console),
-                {"never_known": "never_known"},
+                ["never_known"],
             )
     subject.restore(original)
     for name, (audited, names) in audits.items():
@@ -293,7 +292,7 @@ def calibrate(
             checks = check_case(method, expected[case], config.verdict_metric)
             results.cases[case] = CaseResult(
                 case=case,
-                built=made.built,
+                built=made,
                 found=_found(method),
                 passed=all(check.passed for check in checks),
                 checks=checks,
