@@ -186,6 +186,8 @@ def test_results_and_report_are_written_and_read_back(calibration):
     page = (out / "report.html").read_text()
     assert page.index("Calibration") < page.index("Findings at a glance")
     assert page.count("PASS") == 5
+    assert any((out / "figures" / "built").glob("*.png"))  # the audits' own figures, embedded
+    assert page.count("<img") >= len(results.cases)
 
 
 @pytest.mark.parametrize(

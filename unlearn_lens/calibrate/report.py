@@ -10,8 +10,9 @@ from rich.table import Table as RichTable
 
 from unlearn_lens.atomic import write_bytes_atomic
 from unlearn_lens.calibrate.run import CalibrationResults, CaseResult
+from unlearn_lens.report.audit_figures import headline_figures, write_method_figures
 from unlearn_lens.report.html import Section, Table, render_html
-from unlearn_lens.report.render import REPORT_FILE, html_sections
+from unlearn_lens.report.render import FIGURE_DIR, REPORT_FILE, html_sections
 
 HEADER = ("case", "built", "found", "checks", "result", "time")
 
@@ -65,7 +66,8 @@ def print_calibration(console: Console, results: CalibrationResults) -> None:
 def render_calibration(
     results: CalibrationResults, out: str | Path | None, console: Console
 ) -> None:
-    """Print the table; with `out`, write report.html there: the table on top, then each audit's sections."""
+    """Print the table; with `out`, write report.html and the audits' figures there: the table on
+    top, then each audit's own sections."""
     print_calibration(console, results)
     if out is None:
         return
@@ -80,8 +82,11 @@ def render_calibration(
         )
     ]
     for name, audited in results.audits.items():
+        where = Path(out) / FIGURE_DIR / name
+        figures = {m: write_method_figures(r, where) for m, r in audited.methods.items()}
+        headline = {m: headline_figures(r, where) for m, r in audited.methods.items()}
         sections.append(Section(f"Audit of the {name.replace('_', ' ')} case(s)"))
-        sections.extend(html_sections(audited, {}))
+        sections.extend(html_sections(audited, figures, headline))
     page = render_html(f"unlearn-lens calibrate: {results.config.model}", sections)
     path = write_bytes_atomic(Path(out) / REPORT_FILE, page.encode())
     console.print(f"results: {Path(out) / 'results.json'}  report: {path}")

@@ -51,7 +51,7 @@ CALIBRATION_SCHEMA = "unlearn_lens/calibration"
 DEFAULT_CALIBRATION = StudyConfig(methods=(), max_items=8, relearn_steps=3, attacks=())
 """The audit settings a calibration runs under unless given others: 8 items per split, 3
 relearning steps and no battery beyond same-data relearning. Measured on SmolLM2 (2 CPU cores):
-the five cases take 5 min 36 s, against 4 min 18 s to 4 min 53 s for one default audit method;
+the five cases take 5 min 9 s, against 4 min 18 s to 4 min 53 s for one default audit method;
 with 16 items and 5 steps, 7 min 43 s (docs/howto/calibrate.md has the per-case times)."""
 
 
