@@ -218,3 +218,24 @@ def test_results_validate_against_the_shipped_schema(calibration):
 
     schema = json.loads((shipped_schema_dir() / "calibration.schema.json").read_text())
     jsonschema.validate(json.loads((calibration[1] / "results.json").read_text()), schema)
+
+
+def test_cli_reports_a_failed_case_and_exits_non_zero_only_with_strict(tmp_path, subject, capsys):
+    """At the default lr 1e-4, 10 steps of ascent on two blocks leave this tiny model's answers in
+    place: the shallow case is not forgotten, printed FAILED; only --strict turns that into exit 1."""
+    ul.save_checkpoint(subject, tmp_path / "ck")
+    files = _files(tmp_path)
+    args = [
+        "calibrate", "--model", str(tmp_path / "ck"), "--backend", "nnsight", "--cases", "shallow",
+        "--forget", files["forget"], "--retain", files["retain"], "--control", files["control"],
+        "--relearn-lr", "1e-2",
+    ]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and "not forgotten" in printed
+    results = CalibrationResults.load(tmp_path / "plain")
+    assert not results.cases["shallow"].passed
+    assert (tmp_path / "plain" / "report.html").is_file()
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--out", str(tmp_path / "strict"), "--strict"])
+    assert stopped.value.code == 1
