@@ -1,6 +1,12 @@
 """unlearn_lens: audit whether an unlearned language model really forgot, or only hides what it knows."""
 
 from unlearn_lens.attacks import QuantizationResult, quantization_attack, round_snapshot
+from unlearn_lens.calibrate import (
+    CalibrationResults,
+    CaseBudget,
+    Expectation,
+    calibrate,
+)
 from unlearn_lens.data import (
     BUILTIN_DOMAINS,
     BuiltinSets,
@@ -87,10 +93,13 @@ __all__ = [
     "AttributedLocalization",
     "AuditResults",
     "BuiltinSets",
+    "CalibrationResults",
+    "CaseBudget",
     "Comparison",
     "ConfigError",
     "DataError",
     "DeltaTracker",
+    "Expectation",
     "FieldMap",
     "GivenCheckpoint",
     "GridRun",
@@ -128,6 +137,7 @@ __all__ = [
     "audit_grid",
     "builtin",
     "builtin_predictor",
+    "calibrate",
     "chat_items",
     "classify_regime",
     "collect_activations",

@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn_lens.commands import audit, compare, grid, quantize, relearn, report, unlearn
+from unlearn_lens.commands import (
+    audit,
+    calibrate,
+    compare,
+    grid,
+    quantize,
+    relearn,
+    report,
+    unlearn,
+)
 from unlearn_lens.commands.common import add_model_flags, note
 from unlearn_lens.errors import ConfigError, UnlearnLensError, one_line
 from unlearn_lens.out_dir import open_out
@@ -58,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=5, help="how many predictions to show (default 5)"
     )
     inspect.set_defaults(handler=_cmd_inspect)
-    for command in (audit, report, compare, unlearn, relearn, quantize, grid):
+    for command in (audit, calibrate, report, compare, unlearn, relearn, quantize, grid):
         command.register(sub)
     return parser
 

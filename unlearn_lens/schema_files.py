@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn_lens.atomic import write_bytes_atomic
+from unlearn_lens.calibrate.run import CalibrationResults
 from unlearn_lens.predict.model import ReversibilityPredictor
 from unlearn_lens.reproduction.grid import CellResult
 from unlearn_lens.schema import schema_text
@@ -20,6 +21,7 @@ SCHEMA_FILES: dict[str, tuple[Any, str]] = {
     "results.schema.json": (AuditResults, "unlearn_lens results.json"),
     "grid-cell.schema.json": (CellResult, "unlearn_lens validation grid cell"),
     "predictor.schema.json": (ReversibilityPredictor, "unlearn_lens reversibility predictor"),
+    "calibration.schema.json": (CalibrationResults, "unlearn_lens calibration results.json"),
 }
 """File name → (type, title) of every published schema."""
 DOCS_SCHEMA_DIR = Path("docs/reference/schemas")

@@ -230,7 +230,8 @@ def plot_head_attribution(result: MethodResults, path: Path) -> Path:
     check = localized.check
     table = localized.attribution.single_patches.heads(fraction=True)
     figure, (ax_attr, ax_delta) = new_figure(10.0, 5.0, columns=2)
-    limit = float(np.nanmax(np.abs(table))) or 1.0
+    finite = np.abs(table)[np.isfinite(table)]  # all NaN when the weights equal the original's
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     image = ax_attr.imshow(
         table, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower"
     )
