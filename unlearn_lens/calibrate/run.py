@@ -39,7 +39,7 @@ from unlearn_lens.models.sources import check_device, load
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.out_dir import check_not_foreign, check_out_location
 from unlearn_lens.schema import Real, dump, read
-from unlearn_lens.study.audit import _prepare_data, _read_sets, audit
+from unlearn_lens.study.audit import audit, prepare_data, read_sets
 from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.results import RESULTS_FILE, AuditResults, MethodResults, environment
 
@@ -234,7 +234,7 @@ def calibrate(
             config.model, backend=config.backend, device=config.device,
             device_map=config.device_map, dtype=config.dtype,
         )  # fmt: skip
-    data = _prepare_data(subject, config, _read_sets(config), console).items
+    data = prepare_data(subject, config, read_sets(config), console).items
     expected = {
         **default_expectations(subject.shape.n_layers, budget, config),
         **(expectations or {}),

@@ -73,7 +73,7 @@ class StudyData:
     unrelated: list[Item]
 
 
-def _read_sets(config: StudyConfig) -> tuple[str, StudyData]:
+def read_sets(config: StudyConfig) -> tuple[str, StudyData]:
     """The forget / retain / control / unrelated sets named by the settings (files win over the domain)."""
     if config.domain not in BUILTIN_DOMAINS:
         raise ConfigError(
@@ -130,7 +130,7 @@ def _check_items(
     return StudyData(**fitted)
 
 
-def _prepare_data(
+def prepare_data(
     subject: Subject, config: StudyConfig, sets: tuple[str, StudyData], console: Console
 ) -> DataSummary:
     """Item checks, known filter on forget and retain, novelty filter on the control, then the item cap."""
@@ -182,7 +182,7 @@ def _prepare_data(
 
 
 def _check_methods(config: StudyConfig) -> None:
-    """Unknown methods fail before any model is loaded (the retain set always exists: see `_prepare_data`)."""
+    """Unknown methods fail before any model is loaded (the retain set always exists: see `prepare_data`)."""
     for method in config.methods:
         get_objective(method)
 
@@ -407,7 +407,7 @@ def _open_and_run(
     given = _locate_given(config)
     if results is not None:
         _check_unchanged(results, given)
-    sets = _read_sets(config) if results is None or results.data is None else None
+    sets = read_sets(config) if results is None or results.data is None else None
     if subject is None:
         subject = load(
             config.model,
@@ -441,7 +441,7 @@ def _run_stages(
     try:
         if results.data is None:
             with ctx.stage("data (checks, known filter, original metrics)"):
-                prepared = _prepare_data(subject, config, sets, ctx.console)
+                prepared = prepare_data(subject, config, sets, ctx.console)
                 outcomes = {
                     split: evaluate_outcomes(subject, items)
                     for split, items in prepared.items.items()
