@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-from functools import cache
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
@@ -60,10 +59,14 @@ InMemory = Annotated[
 """`InMemory[X]`: a field held in memory only (weight snapshots): never written, absent when read."""
 
 
-@cache
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
 def adapter(cls: Any) -> TypeAdapter[Any]:
     """The pydantic adapter of a results type, built once."""
-    return TypeAdapter(cls)
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    return _ADAPTERS[cls]
 
 
 def dump(value: Any) -> Any:

@@ -77,7 +77,11 @@ def _grid(weight: Tensor, scheme: str, input_axis: int) -> tuple[Tensor, Tensor,
         rounded, step, level = q * scale, scale.expand_as(rows), q
     else:
         rounded, step, level = _q4_1(rows)
-    return tuple(tensor.movedim(-1, input_axis) for tensor in (rounded, step, level))
+    return (
+        rounded.movedim(-1, input_axis),
+        step.movedim(-1, input_axis),
+        level.movedim(-1, input_axis),
+    )
 
 
 def _q4_1(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -101,7 +105,11 @@ def _q4_1(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     d16 = d.to(torch.float16).to(rows.dtype)
     low16 = low.to(torch.float16).to(rows.dtype)
     rounded = d16 * q + low16
-    return tuple(tensor.reshape(n_rows, -1)[:, :width] for tensor in (rounded, d16.expand_as(q), q))
+
+    def unblocked(tensor: Tensor) -> Tensor:
+        return tensor.reshape(n_rows, -1)[:, :width]
+
+    return unblocked(rounded), unblocked(d16.expand_as(q)), unblocked(q)
 
 
 def round_weight(weight: Tensor, scheme: str, input_axis: int = -1) -> Tensor:
@@ -134,7 +142,7 @@ def input_axes(subject: Subject) -> dict[str, int]:
 def round_snapshot(snapshot: Snapshot, scheme: str, axes: dict[str, int]) -> Snapshot:
     """A copy of `snapshot` with every weight in `axes` (see [`input_axes`][unlearn_lens.attacks.input_axes])
     rounded in `scheme`; every other tensor (norms, biases) is kept in full precision."""
-    rounded: Snapshot = {}
+    rounded: dict[str, Tensor] = {}
     for key, tensor in snapshot.items():
         if key not in axes:
             rounded[key] = tensor.clone()
@@ -325,7 +333,7 @@ def quantization_attack(
             models["unlearned_rounded"] = measure(round_snapshot(unlearned, scheme, axes))
             forget_metrics = RoundedMetrics(**{name: pair[0] for name, pair in models.items()})
             retain_metrics = (
-                RoundedMetrics(**{name: pair[1] for name, pair in models.items()})
+                RoundedMetrics(**{name: m for name, (_, m) in models.items() if m is not None})
                 if retain_items
                 else None
             )

@@ -200,8 +200,12 @@ def split_relearn(
 
 def _pooled_accuracy(halves: list[SplitHalf]) -> float:
     """The original model's token accuracy over the whole forget set, from its two halves."""
-    total = sum(h.held_back_tokens for h in halves)
-    return sum(h.original.accuracy * h.held_back_tokens for h in halves) / total
+    total, weighted = 0, 0.0
+    for half in halves:
+        assert half.original is not None, "pooled only where the original was measured"
+        total += half.held_back_tokens
+        weighted += half.original.accuracy * half.held_back_tokens
+    return weighted / total
 
 
 def _pooled_curve(halves: list[SplitHalf]) -> RecoveryCurve:

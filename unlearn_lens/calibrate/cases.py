@@ -138,14 +138,16 @@ def build_suppressed(subject: Subject, forget: Sequence[Item], budget: CaseBudge
     keeps the tie), so the push reaches the input where an answer token is read as input."""
     direction, tokens = _answer_direction(subject, forget)
     _, head = subject.readout_modules()
-    rows = torch.tensor(tokens, device=head.weight.device)
-    original_rows = head.weight.detach()[rows].clone()
+    weight = head.weight
+    assert isinstance(weight, torch.Tensor), "an unembedding holds one weight matrix"
+    rows = torch.tensor(tokens, device=weight.device)
+    original_rows = weight.detach()[rows].clone()
     before = evaluate(subject, forget).accuracy
     target = budget.suppress_to * before
     scale = float(original_rows.norm(dim=1).mean()) / 64
     for _ in range(MAX_PUSH_DOUBLINGS):
         with torch.no_grad():
-            head.weight[rows] = original_rows - scale * direction.to(original_rows)
+            weight[rows] = original_rows - scale * direction.to(original_rows)
         after = evaluate(subject, forget).accuracy
         if after <= target:
             break

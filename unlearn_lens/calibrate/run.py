@@ -287,12 +287,12 @@ def calibrate(
     for name, (audited, names) in audits.items():
         results.audits[name] = audited
         for case in names:
-            made, seconds = built[case]
+            description, seconds = built[case]
             method = audited.methods[case]
             checks = check_case(method, expected[case], config.verdict_metric)
             results.cases[case] = CaseResult(
                 case=case,
-                built=made,
+                built=description,
                 found=_found(method),
                 passed=all(check.passed for check in checks),
                 checks=checks,

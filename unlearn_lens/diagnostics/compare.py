@@ -17,6 +17,7 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pydantic import SerializerFunctionWrapHandler, model_serializer, model_validator
@@ -239,7 +240,7 @@ def model_pass(
             if hooks is not None:
                 hooks.backward(batch, out.logits, out.residuals[0])
             del out  # frees the logits before the next batch's forward pass
-            if bar is not None:
+            if bar is not None and task is not None:
                 bar.advance(task)
     return ModelPass(
         label=label,
@@ -472,15 +473,16 @@ def compare_models(
     _check_settings(items, pooling, tokens, batch_size)
     _check_enough_items(items, pooling)
     check_compatible(reference, updated, items)
-    options = {
-        "pooling": pooling,
-        "tokens": tokens,
-        "batch_size": batch_size,
-        "fisher": fisher,
-        "progress": progress,
-    }
-    reference_pass = model_pass(reference, items, label=reference.source, **options)
-    updated_pass = model_pass(updated, items, label=updated.source, **options)
+    take_pass = partial(
+        model_pass,
+        pooling=pooling,
+        tokens=tokens,
+        batch_size=batch_size,
+        fisher=fisher,
+        progress=progress,
+    )
+    reference_pass = take_pass(reference, items, label=reference.source)
+    updated_pass = take_pass(updated, items, label=updated.source)
     comparison = compare_passes(
         reference_pass, updated_pass, subspace_k, fisher_components=fisher_components
     )
@@ -526,17 +528,18 @@ def compare_snapshots(
     _check_enough_items(items, pooling)
     _check_snapshot(subject, reference_snapshot, "the reference")
     _check_snapshot(subject, updated_snapshot, "the updated")
-    options = {
-        "pooling": pooling,
-        "tokens": tokens,
-        "batch_size": batch_size,
-        "fisher": fisher,
-        "progress": progress,
-    }
+    take_pass = partial(
+        model_pass,
+        pooling=pooling,
+        tokens=tokens,
+        batch_size=batch_size,
+        fisher=fisher,
+        progress=progress,
+    )
     subject.restore(reference_snapshot)
-    reference_pass = model_pass(subject, items, label=labels[0], **options)
+    reference_pass = take_pass(subject, items, label=labels[0])
     subject.restore(updated_snapshot)
-    updated_pass = model_pass(subject, items, label=labels[1], **options)
+    updated_pass = take_pass(subject, items, label=labels[1])
     return compare_passes(
         reference_pass, updated_pass, subspace_k, fisher_components=fisher_components
     )

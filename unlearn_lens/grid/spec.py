@@ -135,6 +135,7 @@ def _axis_settings(path: Path, text: str, key: str, values: Any) -> list[dict[st
     settings = []
     for index, value in enumerate(values):
         source = f"{where}: [axes] {key}[{index}]"
+        one: dict[str, Any]
         if key in SINGULAR:
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: must be a method name, got {value!r}")

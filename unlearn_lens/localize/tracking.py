@@ -28,11 +28,16 @@ CHUNK_ELEMENTS = 1 << 20
 
 
 class TrainingStepLike(Protocol):
-    """What a tracker needs from a training loop's step callback argument."""
+    """What a tracker needs from a training loop's step callback argument (read only)."""
 
-    phase: str
-    request: int
-    step: int
+    @property
+    def phase(self) -> str: ...
+
+    @property
+    def request(self) -> int: ...
+
+    @property
+    def step(self) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def _check_unswapped(subject: Subject, tensors: dict[str, _Tensor], label: str) 
     for name, param in params.items():
         if id(param) in covered:
             continue
-        stored = stored_name(name, tensors, prefix)
+        stored = _stored_name(name, tensors, prefix, label)
         with safe_open(tensors[stored].file, framework="pt") as handle:
             theirs = handle.get_tensor(stored)
         if not torch.equal(theirs.to(param.device, param.dtype), param.detach()):
@@ -227,6 +227,14 @@ def _check_tensors(subject: Subject, tensors: dict[str, _Tensor], label: str) ->
             )
 
 
+def _stored_name(name: str, tensors: dict[str, _Tensor], prefix: str, where: str) -> str:
+    """The checkpoint's name for a parameter the checks found in it (else one line naming it)."""
+    stored = stored_name(name, tensors, prefix)
+    if stored is None:
+        raise ModelSourceError(f"{where}: tensor {name} is missing from the checkpoint")
+    return stored
+
+
 def _vocabulary(tokenizer) -> dict[int, str]:
     return {index: token for token, index in tokenizer.get_vocab().items()}
 
@@ -263,7 +271,10 @@ def read_snapshot(subject: Subject, directory: Path) -> Snapshot:
     QKV) and dtypes, read file by file. Check the checkpoint first with `check_checkpoint`."""
     tensors, prefix = _tensors(directory), _prefix(subject)
     params = named_parameters(subject.model)
-    stored = {spec.param: stored_name(spec.param, tensors, prefix) for spec in subject.specs}
+    stored = {
+        spec.param: _stored_name(spec.param, tensors, prefix, str(directory))
+        for spec in subject.specs
+    }
     read: dict[str, torch.Tensor] = {}
     for file in sorted({tensors[name].file for name in stored.values()}):
         with safe_open(file, framework="pt") as handle:

@@ -9,7 +9,7 @@ identical whatever the backend; only `run` differs between backends.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,8 +30,9 @@ from unlearn_lens.models.architecture import (
     weight_specs,
 )
 
-Snapshot = dict[str, Tensor]
-"""CPU copies of a subject's trainable weights, keyed by canonical weight key."""
+Snapshot = Mapping[str, Tensor]
+"""A subject's trainable weights by canonical weight key: CPU copies in memory (a dict) or read
+on demand from a safetensors file (`StoredSnapshot`)."""
 
 
 @dataclass

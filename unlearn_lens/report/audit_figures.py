@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from unlearn_lens.localize.reversion import Metric
 from unlearn_lens.report.figures import (
     LAYER_AXIS,
     fisher_histogram_blocks,
@@ -86,6 +87,7 @@ def plot_pc1_curves(result: MethodResults, path: Path) -> Path:
 
 def plot_delta_share(result: MethodResults, path: Path) -> Path:
     """Each block's share of the whole weight update, with its relative size on a second axis."""
+    assert result.deltas is not None, "plotted for a localised method"
     layers = result.deltas.layers
     figure, (ax,) = new_figure(7.0, 4.0)
     ax.bar(
@@ -113,9 +115,11 @@ def plot_reversion(result: MethodResults, path: Path) -> Path:
     """Restoration effect of reverting one block, and of reverting the output head with the
     last k blocks (k = 0: the head alone)."""
     sweep = result.reversion
+    assert sweep is not None, "plotted for the exact sweep"
     figure, (ax_layer, ax_last) = new_figure(10.0, 4.0, columns=2)
     blocks = list(range(sweep.n_layers))
-    for metric, style in (("nll", "-"), ("accuracy", "--")):
+    curves: tuple[tuple[Metric, str], ...] = (("nll", "-"), ("accuracy", "--"))
+    for metric, style in curves:
         ax_layer.plot(
             blocks,
             sweep.layer_effects(metric),
@@ -154,6 +158,7 @@ def plot_reversion(result: MethodResults, path: Path) -> Path:
 def plot_head_heatmap(result: MethodResults, path: Path) -> Path:
     """Layer × query-head weight-delta norms, beside the single-head reversion effects."""
     heads = result.heads
+    assert heads is not None, "plotted for the exact sweep"
     figure, (ax_delta, ax_revert) = new_figure(10.0, 5.0, columns=2)
     image = ax_delta.imshow(heads.matrix("delta"), aspect="auto", cmap="magma", origin="lower")
     figure.colorbar(image, ax=ax_delta, label="‖ΔW‖ of the head (q, k, v, o)")
@@ -175,6 +180,7 @@ def plot_attribution(result: MethodResults, path: Path) -> Path:
     """Attributed share of the forget effect per block (exact reversions of the verified blocks
     beside it), and the attributed head + last-k curve with the exact depth search's points."""
     localized = result.attribution
+    assert localized is not None, "plotted for an attributed localisation"
     forget, check, depth = localized.attribution.forget, localized.check, localized.depth
     figure, (ax_block, ax_last) = new_figure(10.0, 4.0, columns=2)
     ax_block.bar(
@@ -227,6 +233,7 @@ def plot_head_attribution(result: MethodResults, path: Path) -> Path:
     when measured, integrated-gradient shares otherwise), the verified heads marked, beside the
     weight-delta norm of each head."""
     localized = result.attribution
+    assert localized is not None and result.deltas is not None, "plotted when attributed"
     check = localized.check
     table = localized.attribution.single_patches.heads(fraction=True)
     figure, (ax_attr, ax_delta) = new_figure(10.0, 5.0, columns=2)
@@ -269,12 +276,13 @@ def plot_head_attribution(result: MethodResults, path: Path) -> Path:
 def plot_training_curves(result: MethodResults, path: Path) -> Path:
     """Unlearning loss and forget / retain accuracy by step, then relearning vs control losses."""
     figure, (ax_unlearn, ax_relearn) = new_figure(10.0, 4.0, columns=2)
+    assert result.unlearn is not None, "plotted for a method unlearned here"
     history = result.unlearn.run.history
-    evaluated = [step for step in history if step.metrics]
+    evaluated = [(step.step, step.metrics) for step in history if step.metrics]
     for part, colour in (("forget", "tab:red"), ("retain", "tab:green")):
         ax_unlearn.plot(
-            [s.step for s in evaluated],
-            [s.metrics[part].accuracy for s in evaluated if part in s.metrics],
+            [step for step, _ in evaluated],
+            [metrics[part].accuracy for _, metrics in evaluated if part in metrics],
             "-o",
             color=colour,
             markersize=3,
@@ -337,7 +345,8 @@ class PlaceEffects:
 def place_effects(result: MethodResults) -> PlaceEffects:
     """Exact reversion effects (on the depth metric) when the sweep ran, attributed shares otherwise."""
     if result.reversion is not None:
-        sweep, metric = result.reversion, result.reversion.depth_metric
+        sweep = result.reversion
+        metric = sweep.depth_metric
         return PlaceEffects(
             f"reverted alone ({metric})",
             sweep.layer_effects(),
@@ -345,6 +354,7 @@ def place_effects(result: MethodResults) -> PlaceEffects:
             sweep.place("head").effect(metric),
             sweep.last_k_effects(),
         )
+    assert result.attribution is not None, "localised by reversion or by attribution"
     forget = result.attribution.attribution.forget
     return PlaceEffects(
         "attributed (nll)",
@@ -360,6 +370,7 @@ def plot_where(result: MethodResults, path: Path) -> Path:
     output head. Rows: forget effect (depth shaded), share of the update, representational
     change, and the logit-lens answer rank (fixed decoder)."""
     effects, deltas, summary = place_effects(result), result.deltas, result.localization
+    assert deltas is not None and summary is not None, "plotted for a localised method"
     n = len(effects.blocks)
     x_embed, x_head, blocks = -1.5, n + 0.5, np.arange(n)
     figure, axes = new_figure(11.0, 9.0, rows=4)
@@ -438,6 +449,7 @@ def plot_where(result: MethodResults, path: Path) -> Path:
 def plot_recovery_curves(result: MethodResults, path: Path) -> Path:
     """Forget, retain and control accuracy and NLL against epochs of relearning (equal work)."""
     relearn = result.relearn
+    assert relearn is not None, "plotted after relearning"
     figure, (ax_acc, ax_nll) = new_figure(10.0, 4.0, columns=2)
     for name in ("forget", "retain", "control"):
         points = getattr(relearn.curve, name)
@@ -484,6 +496,7 @@ def plot_recovery_curves(result: MethodResults, path: Path) -> Path:
 
 def plot_correlations(result: MethodResults, path: Path) -> Path:
     """Spearman correlations between the per-layer columns, as a small heatmap."""
+    assert result.localization is not None, "plotted for a localised method"
     names, matrix = result.localization.correlation_matrix()
     figure, (ax,) = new_figure(6.0, 5.0)
     image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)

@@ -8,6 +8,7 @@ shows them as a card with the evidence one click away. Everything is read from t
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,17 +66,28 @@ def finding(results: AuditResults, result: MethodResults) -> Finding:
     )
 
 
+def _value(evidence: Mapping[str, float | None], key: str) -> float:
+    """A number the regime's evidence always holds."""
+    value = evidence[key]
+    assert value is not None, f"the regime's evidence holds {key}"
+    return value
+
+
 def _forgotten(result: MethodResults) -> Answer:
     verdict = result.regime
     if verdict is None:
         return Answer("forgotten", MISSING, "not measured yet")
-    e, t = verdict.evidence, verdict.thresholds
-    word = "yes" if e["forgotten"] >= t.min_forgotten else "no"
+    t = verdict.thresholds
+    forgotten, before, after = (
+        _value(verdict.evidence, key)
+        for key in ("forgotten", "forget_original", "forget_unlearned")
+    )
+    word = "yes" if forgotten >= t.min_forgotten else "no"
     return Answer(
         "forgotten",
-        f"{word} (accuracy {_signed(e['forget_unlearned'] - e['forget_original'], '.2f')})",
-        f"forget token accuracy {e['forget_original']:.2f} → {e['forget_unlearned']:.2f}, "
-        f"a drop of {percent(e['forgotten'])} of the original; forgotten means a drop of at least "
+        f"{word} (accuracy {_signed(after - before, '.2f')})",
+        f"forget token accuracy {before:.2f} → {after:.2f}, "
+        f"a drop of {percent(forgotten)} of the original; forgotten means a drop of at least "
         f"{percent(t.min_forgotten)}",
     )
 
@@ -167,6 +179,7 @@ def _where(result: MethodResults) -> Answer:
 
 def _top_places(result: MethodResults) -> list[str]:
     """The largest blocks by forget effect, then the largest heads, each with its share."""
+    assert result.localization is not None, "places are read once localised"
     columns = result.localization.columns
     effect = next((name for name in BLOCK_EFFECTS if name in columns), None)
     places = []
@@ -190,7 +203,7 @@ def _catastrophic(result: MethodResults) -> Answer:
     drop = (
         f"retain accuracy {_signed(-e['retain_drop'], '.0%')}"
         if e["retain_drop"] is not None
-        else f"retain NLL {_signed(e['retain_nll_rise'], '.2f')} nats"
+        else f"retain NLL {_signed(_value(e, 'retain_nll_rise'), '.2f')} nats"
     )
     retain = (
         f"retain accuracy {e['retain_original']:.2f} → {e['retain_unlearned']:.2f}"

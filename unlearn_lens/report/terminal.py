@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
+from unlearn_lens.localize.reversion import Metric
 from unlearn_lens.localize.verification import top_indices
 from unlearn_lens.numbers import share
 from unlearn_lens.report.findings import finding
@@ -84,7 +85,7 @@ def summary_table(results: AuditResults) -> Table:
         title="Audit summary (token accuracy on answer tokens: original → unlearned → relearned)",
         title_justify="left",
     )
-    for header, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("method", "left"),
         ("forget", "right"),
         ("retain", "right"),
@@ -93,7 +94,8 @@ def summary_table(results: AuditResults) -> Table:
         ("gain: forget vs control", "right"),
         ("forgetting depth", "right"),
         ("regime", "left"),
-    ):
+    )
+    for header, justify in columns:
         table.add_column(header, justify=justify)
     for result in results.methods.values():
         table.add_row(*method_row(results, result))
@@ -117,7 +119,7 @@ def battery_rows(result: MethodResults) -> list[tuple[str, ...]]:
 def battery_table(result: MethodResults) -> Table | None:
     """The battery as a rich table, titled with its verdict; None when no battery ran."""
     rows = battery_rows(result)
-    if not rows:
+    if not rows or result.battery is None:
         return None
     verdict = result.battery.verdict
     table = Table(
@@ -221,6 +223,7 @@ def layer_table(result: MethodResults) -> Table | None:
         {label: readout.median_rank() for label, readout in lens.readouts.items()} if lens else {}
     )
     deltas = result.deltas
+    assert deltas is not None, "tabulated once localised"
     cosine = result.directions.cosine if result.directions is not None else None
     tied = " (tied)" if deltas.tied_embeddings else ""
     blank = [""] * 6
@@ -271,7 +274,8 @@ def _place_effects(
         if name == "attribution_nll" and result.attribution is not None:
             values.append(result.attribution.attribution.forget.place(place, fraction=True))
         elif name.startswith("reversion_") and result.reversion is not None:
-            values.append(result.reversion.place(place).effect(name.removeprefix("reversion_")))
+            metric: Metric = "nll" if name == "reversion_nll" else "accuracy"
+            values.append(result.reversion.place(place).effect(metric))
         else:
             values.append(None)
     return values
@@ -335,9 +339,9 @@ def print_report(
             )
         for line in lines:
             console.print(f"  {escape(line)}")
-        for line in (given_line(result), budget_line(result), update_line(result)):
-            if line is not None:
-                console.print(f"[bold]{result.method}[/] {escape(line)}", highlight=False)
+        for extra in (given_line(result), budget_line(result), update_line(result)):
+            if extra is not None:
+                console.print(f"[bold]{result.method}[/] {escape(extra)}", highlight=False)
     if verbose or layer_methods is not None:
         chosen = list(results.methods)[:1] if layer_methods is None else list(layer_methods)
         for method in chosen:

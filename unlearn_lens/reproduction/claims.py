@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from unlearn_lens.localize.reversion import RESTORE_FRACTION
 from unlearn_lens.localize.summary import SHALLOW_FRACTION, shallow_limit, spearman
 from unlearn_lens.numbers import finite_mean, number, percent
 from unlearn_lens.predict.features import TOP_FRACTION
-from unlearn_lens.reproduction.fitting import classified, forgotten, inconclusive
+from unlearn_lens.reproduction.fitting import classified, forgotten, inconclusive, recovery
 from unlearn_lens.reproduction.grid import CellResult, GridSettings
 from unlearn_lens.reproduction.kl_terms import (
     KL_VARIANTS,
@@ -155,7 +156,7 @@ def check_claims(results: Sequence[CellResult], settings: GridSettings) -> list[
 
     depths = [depth_of(r) for r in done]
     shallow = _share(
-        done, lambda r: depth_of(r) is not None and depth_of(r) <= shallow_limit(n_layers_of(r))
+        done, lambda r: (d := depth_of(r)) is not None and d <= shallow_limit(n_layers_of(r))
     )
     n_layers = n_layers_of(done[0]) if done else 0
     top = math.ceil(TOP_FRACTION * n_layers)
@@ -278,7 +279,7 @@ def observations(
         ckas = [lower_cka(r) for r in done]
         judged = classified(done)
         cka_recovery_rank = spearman(
-            [1 - lower_cka(r) for r in judged], [r.recovery for r in judged]
+            [1 - lower_cka(r) for r in judged], [recovery(r) for r in judged]
         )
         lines.append(
             f"Representations below the middle barely move even when everything is destroyed: the lower-half debiased "
@@ -303,7 +304,7 @@ def _span(values: Sequence[float], digits: int = 2) -> str:
     return f"{min(values):.{digits}f} to {max(values):.{digits}f}"
 
 
-def _kl_separations(measurement: KLMeasurement, split: str) -> str:
+def _kl_separations(measurement: KLMeasurement, split: Literal["forget", "retain"]) -> str:
     """At which swept kl_weight each KL variant's `split` accuracy first leaves its plain objective's."""
     return " and ".join(
         f"{method} at kl_weight {weight:g}"

@@ -12,7 +12,7 @@ from unlearn_lens.numbers import number
 from unlearn_lens.predict.model import REVERSIBLE_RECOVERY
 from unlearn_lens.report.figures import new_figure, save_figure
 from unlearn_lens.reproduction.claims import depth_of, lower_cka, n_layers_of
-from unlearn_lens.reproduction.fitting import PredictorFit, classified, forgotten
+from unlearn_lens.reproduction.fitting import PredictorFit, classified, forgotten, recovery
 from unlearn_lens.reproduction.grid import CellResult, GridSettings
 
 
@@ -58,7 +58,7 @@ def figure_cka(results: Sequence[CellResult], settings: GridSettings, path: Path
             ]
             ax.scatter(
                 [lower_cka(r) for r in cells],
-                [r.recovery for r in cells],
+                [recovery(r) for r in cells],
                 color=colours[i % len(colours)],
                 marker=marker,
                 s=18,
@@ -74,7 +74,7 @@ def figure_cka(results: Sequence[CellResult], settings: GridSettings, path: Path
 
 def figure_prediction(fit: PredictorFit, path: Path) -> Path:
     figure, axes = new_figure(9.6, 4.0, 1, 2)
-    measured = [r.recovery for r in fit.cells]
+    measured = [recovery(r) for r in fit.cells]
     for ax, held in zip(axes, fit.held_out, strict=True):
         ax.scatter(held.predictions, measured, s=14, color="#1f77b4")
         low = min(*measured, float(np.min(held.predictions)))
@@ -91,7 +91,7 @@ def figure_depth(results: Sequence[CellResult], path: Path) -> Path:
     figure, (ax,) = new_figure(6.4, 3.6)
     n_layers = n_layers_of(done[0])
     depths = [d if (d := depth_of(r)) is not None else n_layers + 1 for r in done]
-    ax.hist(depths, bins=np.arange(-0.5, n_layers + 2.5), color="#1f77b4")
+    ax.hist(depths, bins=np.arange(-0.5, n_layers + 2.5).tolist(), color="#1f77b4")
     ax.axvline(shallow_limit(n_layers) + 0.5, color="#d62728", linewidth=1, label="shallow limit")
     ax.set_xlabel(
         f"forgetting depth k (output head + last k of {n_layers} blocks reverted; 0 = head alone, "

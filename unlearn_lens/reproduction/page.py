@@ -30,7 +30,13 @@ from unlearn_lens.reproduction.figures import (
     figure_prediction,
     figure_recovery,
 )
-from unlearn_lens.reproduction.fitting import PredictorFit, classified, forgotten, inconclusive
+from unlearn_lens.reproduction.fitting import (
+    PredictorFit,
+    classified,
+    forgotten,
+    inconclusive,
+    recovery,
+)
 from unlearn_lens.reproduction.grid import STUDY_OBJECTIVES, CellResult, GridSettings
 from unlearn_lens.reproduction.kl_terms import (
     KL_FILE,
@@ -163,7 +169,7 @@ def _predictor_section(fit: PredictorFit | None, link: str | None) -> list[str]:
             "Not fitted: held-out validation needs forgotten cells from at least two domains.",
             "",
         ]
-    lr_rank = spearman([r.cell.lr for r in fit.cells], [r.recovery for r in fit.cells])
+    lr_rank = spearman([r.cell.lr for r in fit.cells], [recovery(r) for r in fit.cells])
     lines += [
         f"A ridge regression (features standardised, α = {fit.predictor.alpha:g}) of the measured recovery on features "
         "that cost one forward/backward pass per model, the weight deltas and about six reversions of the output head "

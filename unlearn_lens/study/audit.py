@@ -440,6 +440,7 @@ def _run_stages(
     save = ctx.save_results
     try:
         if results.data is None:
+            assert sets is not None, "read when the results hold no data yet"
             with ctx.stage("data (checks, known filter, original metrics)"):
                 prepared = prepare_data(subject, config, sets, ctx.console)
                 outcomes = {

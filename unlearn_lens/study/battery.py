@@ -8,7 +8,7 @@ unrelated sets, and quantisation, each against its own null, then reads them all
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from unlearn_lens.attacks.battery import AttackReading, BatteryVerdict, battery_verdict, read_attack
@@ -60,7 +60,7 @@ def run_battery(
     subject: Subject,
     original: Snapshot,
     unlearned: Snapshot,
-    sets: dict[str, Sequence[Item]],
+    sets: Mapping[str, Sequence[Item]],
     original_forget: TokenMetrics,
     unlearned_forget: TokenMetrics,
     attacks: Sequence[str],

@@ -7,7 +7,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from unlearn_lens.attacks.battery import BATTERY_ATTACKS
 from unlearn_lens.attacks.quantize import SCHEMES
@@ -70,7 +70,7 @@ class StudyConfig:
     max_tokens: int | None = None
     truncate: bool = False
     known_only: bool = True
-    pooling: str = "mean"
+    pooling: Literal["mean", "last"] = "mean"
     localization: str = "attribution"
     seed: int = 0
     device: str | None = None

@@ -10,8 +10,9 @@ interval), the control read at the forget point's epoch by linear interpolation,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def verdict_intervals(
             )
 
     intervals = {
-        name: bootstrap.interval(lambda totals, name=name: numbers(totals)[name])
+        name: bootstrap.interval(partial(_pick, numbers, name))
         for name in ("forgotten", "recovery", "control_gain", "excess", "peak_excess")
     }
     stability = bootstrap.stability(label)
@@ -164,3 +165,12 @@ def verdict_intervals(
         metric=metric,
         n_items=(len(original), len(control["control0"])),  # type: ignore[arg-type]
     )
+
+
+def _pick(
+    numbers: Callable[[Mapping[str, Totals]], dict[str, np.ndarray]],
+    name: str,
+    totals: Mapping[str, Totals],
+) -> np.ndarray:
+    """One of the statistics `numbers` computes from resampled totals."""
+    return numbers(totals)[name]

@@ -306,10 +306,11 @@ def summarise(result: MethodResults) -> LocalizationSummary:
         for layer in range(n_layers)
     ]
     attribution = result.attribution
-    assert result.deltas is not None
+    evidence = result.reversion if attribution is None else attribution.depth
+    assert result.deltas is not None and evidence is not None, "summarised once localised"
     return summarise_localization(
         result.deltas,
-        result.reversion if attribution is None else attribution.depth,
+        evidence,
         attribution=None
         if attribution is None
         else attribution.attribution.forget.blocks(fraction=True),
@@ -326,6 +327,7 @@ def same_data_regime(ctx: AuditRun, result: MethodResults) -> RegimeVerdict:
     metric = VERDICT_METRICS[config.verdict_metric]
     assert result.relearn is not None
     recovery = result.relearn.recovery[metric]
+    assert recovery.original is not None, "the audit measures the original on the forget set"
     original_retain = ctx.results.original["retain"]
     unlearned_retain = result.comparisons["unlearned/retain"].updated_metrics
     return classify_regime(

@@ -461,7 +461,7 @@ def _schedule(
     return plan[:steps]
 
 
-def _reached(target: float | None, metrics: dict[str, dict[str, float]] | None) -> bool:
+def _reached(target: float | None, metrics: dict[str, TokenMetrics] | None) -> bool:
     """Whether this step's forget exact match is at or below the early-stopping target."""
     return target is not None and metrics is not None and metrics["forget"].exact_match <= target
 

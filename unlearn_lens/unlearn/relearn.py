@@ -14,7 +14,7 @@ match needs all five); for single-token answers the two coincide.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,33 +92,20 @@ class Recovery:
         control_after: TokenMetrics,
     ) -> Recovery:
         """The comparison from the five measurements."""
-        value = {
-            name: getattr(m, metric) if m is not None else None
-            for name, m in (
-                ("original", original),
-                ("unlearned", unlearned),
-                ("relearned", relearned),
-                ("control_before", control_before),
-                ("control_after", control_after),
-            )
-        }
-        forget_gain = value["relearned"] - value["unlearned"]
-        control_gain = value["control_after"] - value["control_before"]
-        recovery = (
-            None
-            if value["original"] is None
-            else recovery_ratio(value["relearned"], value["unlearned"], value["original"])
-        )
+        before, after = getattr(unlearned, metric), getattr(relearned, metric)
+        control_gain = getattr(control_after, metric) - getattr(control_before, metric)
+        forget_gain = after - before
+        first = None if original is None else getattr(original, metric)
         return cls(
             metric,
-            value["original"],
-            value["unlearned"],
-            value["relearned"],
-            value["control_before"],
-            value["control_after"],
+            first,
+            before,
+            after,
+            getattr(control_before, metric),
+            getattr(control_after, metric),
             forget_gain,
             control_gain,
-            recovery,
+            None if first is None else recovery_ratio(after, before, first),
             forget_gain - control_gain,
         )
 
@@ -296,6 +283,7 @@ def budget_steps(steps: int | None, examples: int | None, batch_size: int) -> in
         if steps < 1:
             raise ConfigError(f"relearning steps must be at least 1, got {steps}")
         return steps
+    assert examples is not None
     if examples < 1:
         raise ConfigError(f"relearning examples must be at least 1, got {examples}")
     return math.ceil(examples / batch_size)
@@ -332,7 +320,7 @@ class _CurveRecorder:
     last measurement, which is the model as training left it (so the run's end needs no other)."""
 
     def __init__(
-        self, subject: Subject, sets: dict[str, Sequence[Item]], trained_items: int
+        self, subject: Subject, sets: Mapping[str, Sequence[Item]], trained_items: int
     ) -> None:
         self.subject, self.sets, self.size = subject, sets, trained_items
         self.points: dict[str, list[CurvePoint]] = {name: [] for name in sets}
@@ -385,7 +373,7 @@ def finetune_config(
 def measured_finetune(
     subject: Subject,
     items: Sequence[Item],
-    measured: dict[str, Sequence[Item]],
+    measured: Mapping[str, Sequence[Item]],
     config: TrainConfig,
     start: Snapshot,
     *,
