@@ -216,7 +216,7 @@ def _cell(
             cka_forget=[cka] * n_layers,
             delta_share=[0.08] * n_layers,
             fisher_change=[],
-            depth=depth,
+            depth=int(depth),  # an int, as the measurement gives it (not a numpy integer)
             depth_probes={},
         ),
         head_restore={"nll": head, "accuracy": head / 2},

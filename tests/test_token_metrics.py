@@ -1,11 +1,12 @@
 import math
 
+import jaxtyping
 import pytest
 import torch
+from unchecked import unchecked
 
 from unlearn_lens.metrics import (
     ItemOutcomes,
-    TokenMetrics,
     TokenMetricsAccumulator,
     per_sequence_correct,
     sequence_logprob,
@@ -45,14 +46,10 @@ def test_hand_computed_metrics():
     )
     metrics = token_metrics(logits, labels)
     mean_nll = (math.log(2.0) + math.log(5.0) + third) / 3
-    assert metrics == TokenMetrics(
-        accuracy=pytest.approx(2 / 3),
-        nll=pytest.approx(mean_nll, rel=1e-14),
-        perplexity=pytest.approx(math.exp(mean_nll), rel=1e-14),
-        exact_match=0.5,
-        n_tokens=3,
-        n_sequences=2,
-    )
+    assert metrics.accuracy == pytest.approx(2 / 3)
+    assert metrics.nll == pytest.approx(mean_nll, rel=1e-14)
+    assert metrics.perplexity == pytest.approx(math.exp(mean_nll), rel=1e-14)
+    assert (metrics.exact_match, metrics.n_tokens, metrics.n_sequences) == (0.5, 3, 2)
     assert per_sequence_correct(logits, labels).tolist() == [False, True]
 
 
@@ -88,7 +85,7 @@ def test_target_loss_keeps_input_dtype_and_skips_empty_sequences():
 def test_target_loss_errors():
     logits, labels = tiny_example()
     with pytest.raises(ValueError, match="unknown reduction"):
-        target_loss(logits, labels, "mean")
+        unchecked(target_loss)(logits, labels, "mean")
     with pytest.raises(ValueError, match="no target tokens"):
         target_loss(logits, torch.full_like(labels, IGNORE))
 
@@ -98,7 +95,7 @@ def test_label_and_shape_errors():
     with pytest.raises(ValueError, match=r"token ids in \[0, 3\)"):
         token_nll(logits, torch.tensor([[IGNORE, 3, 0], [IGNORE, 0, 0]]))
     with pytest.raises(ValueError, match="logits must be"):
-        token_metrics(logits, labels[:, :2])
+        unchecked(token_metrics)(logits, labels[:, :2])
     with pytest.raises(ValueError, match="no target tokens seen"):
         token_metrics(logits, torch.full_like(labels, IGNORE))
     with pytest.raises(ValueError, match="no batch was added"):
@@ -242,3 +239,11 @@ def test_exact_match_equals_greedy_decoding():
     assert per_sequence_correct(logits, labels).tolist() == expected
     assert 0 < sum(expected) < n
     assert token_metrics(logits, labels).exact_match == pytest.approx(sum(expected) / n)
+
+
+def test_the_test_run_checks_annotations_and_shapes_at_run_time():
+    # pyproject's addopts install jaxtyping + beartype on unlearn_lens: a labels tensor of
+    # another sequence length than the logits fails the `batch seq` annotation before the body.
+    logits, labels = tiny_example()
+    with pytest.raises(jaxtyping.TypeCheckError, match="labels"):
+        token_metrics(logits, labels[:, :2])

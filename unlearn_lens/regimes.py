@@ -224,8 +224,10 @@ def classify_regime(
         if retain_nll_original is not None and retain_nll_unlearned is not None
         else None
     )
-    catastrophic = (retain_drop is not None and retain_drop > t.retain_drop) or (
-        retain_nll_rise is not None and retain_nll_rise > t.retain_nll_rise
+    # bool(): numpy scalars in give numpy booleans, which are not the verdict's bool.
+    catastrophic = bool(
+        (retain_drop is not None and retain_drop > t.retain_drop)
+        or (retain_nll_rise is not None and retain_nll_rise > t.retain_nll_rise)
     )
 
     lost = forget_original - forget_unlearned
@@ -251,7 +253,7 @@ def classify_regime(
         return RegimeVerdict(None, catastrophic, NOT_FORGOTTEN, evidence, t)
     recovery = (forget_relearned - forget_unlearned) / lost
     evidence["recovery"] = recovery
-    reversible = recovery >= t.recovery
+    reversible = bool(recovery >= t.recovery)
     if control_before is not None and control_after is not None:
         control_gain = (control_after - control_before) / lost
         evidence["control_gain"] = control_gain
@@ -264,5 +266,5 @@ def classify_regime(
         evidence["excess_recovery"] = excess
         if not reversible and control_after - control_before < t.min_control_gain:
             return RegimeVerdict(None, catastrophic, INCONCLUSIVE, evidence, t)
-        reversible = reversible and excess >= t.control_margin
+        reversible = reversible and bool(excess >= t.control_margin)
     return RegimeVerdict(reversible, catastrophic, LABELS[(reversible, catastrophic)], evidence, t)

@@ -62,7 +62,7 @@ InMemory = Annotated[
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
 
 
-def adapter(cls: Any) -> TypeAdapter[Any]:
+def adapter(cls: Any) -> TypeAdapter:  # bare: beartype cannot check a subscripted pydantic generic
     """The pydantic adapter of a results type, built once."""
     if cls not in _ADAPTERS:
         _ADAPTERS[cls] = TypeAdapter(cls)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from pydantic import SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import model_serializer, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
@@ -111,7 +111,7 @@ class FisherGroup:
     # Custom layout, kept from the first results version: the comparison's numbers sit beside
     # `layer` and `component`, and its summaries are named `reference` and `updated`.
     @model_serializer(mode="wrap")
-    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _flat(self, handler: Callable[[Any], Any]) -> dict[str, Any]:
         data = handler(self)
         comparison = data.pop("comparison")
         comparison["reference"] = comparison.pop("original")

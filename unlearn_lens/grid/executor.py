@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from unlearn_lens.errors import ConfigError, one_line
 from unlearn_lens.grid.spec import Resources
@@ -28,6 +28,7 @@ class TaskFailure:
     message: str
 
 
+@runtime_checkable
 class Executor(Protocol):
     """Runs `fn` over tasks, yielding `(index, result or TaskFailure)` in the order they finish."""
 

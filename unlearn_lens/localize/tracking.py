@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ CHUNK_ELEMENTS = 1 << 20
 """Elements per chunk of the difference (4 MiB in float32): small enough to stay in a CPU cache."""
 
 
+@runtime_checkable
 class TrainingStepLike(Protocol):
     """What a tracker needs from a training loop's step callback argument (read only)."""
 

@@ -191,7 +191,12 @@ class Bootstrap:
         return float(np.mean(resampled == point[0]))
 
 
-def forgotten(original: np.ndarray, unlearned: np.ndarray) -> np.ndarray:
+Values = np.ndarray | float
+"""Accuracies of resampled item sets (an array, one value per resample) or a single value: the
+statistics below work element by element on either."""
+
+
+def forgotten(original: Values, unlearned: Values) -> Values:
     """Share of the original accuracy that unlearning removed (0 where the original is 0), as
     [`classify_regime`][unlearn_lens.classify_regime] defines it."""
     original, unlearned = np.asarray(original, float), np.asarray(unlearned, float)
@@ -199,26 +204,24 @@ def forgotten(original: np.ndarray, unlearned: np.ndarray) -> np.ndarray:
         return np.where(original > 0, (original - unlearned) / original, 0.0)
 
 
-def recovery(original: np.ndarray, unlearned: np.ndarray, relearned: np.ndarray) -> np.ndarray:
+def recovery(original: Values, unlearned: Values, relearned: Values) -> Values:
     """Share of the removed accuracy that relearning won back (NaN where unlearning removed
     nothing, or added accuracy)."""
     return _per_loss(np.asarray(relearned, float) - unlearned, original, unlearned)
 
 
-def control_gain(
-    original: np.ndarray, unlearned: np.ndarray, before: np.ndarray, after: np.ndarray
-) -> np.ndarray:
+def control_gain(original: Values, unlearned: Values, before: Values, after: Values) -> Values:
     """The control's accuracy gain on recovery's scale (divided by the forget accuracy lost)."""
     return _per_loss(np.asarray(after, float) - before, original, unlearned)
 
 
 def excess(
-    original: np.ndarray,
-    unlearned: np.ndarray,
-    relearned: np.ndarray,
-    before: np.ndarray,
-    after: np.ndarray,
-) -> np.ndarray:
+    original: Values,
+    unlearned: Values,
+    relearned: Values,
+    before: Values,
+    after: Values,
+) -> Values:
     """Recovery minus the control's gain at the same point of relearning."""
     return recovery(original, unlearned, relearned) - control_gain(
         original, unlearned, before, after
@@ -226,11 +229,11 @@ def excess(
 
 
 def peak_excess(
-    original: np.ndarray,
-    unlearned: np.ndarray,
-    relearned: Sequence[np.ndarray],
-    control: Sequence[np.ndarray],
-) -> np.ndarray:
+    original: Values,
+    unlearned: Values,
+    relearned: Sequence[Values],
+    control: Sequence[Values],
+) -> Values:
     """The largest excess along a relearning curve: `relearned[k]` and `control[k]` are the
     forget and control accuracies at curve point k, at equal work (interpolate the control's
     curve at the forget point's epoch first where they differ; `control[0]` is the control
@@ -251,7 +254,7 @@ def peak_excess(
     )
 
 
-def _per_loss(change: np.ndarray, original: np.ndarray, unlearned: np.ndarray) -> np.ndarray:
+def _per_loss(change: Values, original: Values, unlearned: Values) -> np.ndarray:
     lost = np.asarray(original, float) - np.asarray(unlearned, float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(lost > 0, change / np.where(lost > 0, lost, 1.0), np.nan)
