@@ -224,3 +224,41 @@ def test_a_recovery_much_faster_than_the_control_counts_even_when_both_saturate(
         and along.evidence["excess_recovery"] == 0.7
         and along.label == "suppressed"
     )
+
+
+def test_a_control_that_gained_tokens_but_no_whole_answer_cannot_call_irreversible():
+    # The case: the control's token accuracy 0 → 0.12 (continuation tokens learned
+    # without the facts), no control item answered whole, recovery 0.10.
+    args = {
+        "control_before": 0.0,
+        "control_after": 0.12,
+        "retain_original": 0.9,
+        "retain_unlearned": 0.9,
+    }
+    token_only = classify_regime(0.9, 0.0, 0.09, control_exact_gain=0.0, **args)
+    assert token_only.label == INCONCLUSIVE and token_only.reversible is None
+    assert "exact-match gain 0.00 (needs > 0)" in token_only.describe()
+    assert token_only.evidence["control_exact_gain"] == 0.0
+    # One more control item answered whole: the budget could teach a fact, so it is irreversible.
+    whole = classify_regime(0.9, 0.0, 0.09, control_exact_gain=0.125, **args)
+    assert whole.label == "targeted forgetting" and whole.reversible is False
+    # Without the exact-match gain (older callers) the token rule alone decides, as before.
+    assert classify_regime(0.9, 0.0, 0.09, **args).label == "targeted forgetting"
+
+
+def test_inconclusive_exactly_when_a_low_recovery_meets_a_control_taught_nothing():
+    # Brute force over a grid of recoveries, token gains and exact-match gains: the label is
+    # inconclusive iff recovery < threshold and (token gain < min or exact gain <= 0).
+    t = RegimeThresholds()
+    for relearned in (0.0, 0.2, 0.44, 0.45, 0.9):
+        for token_gain in (0.0, 0.05, 0.1, 0.5):
+            for exact_gain in (-0.1, 0.0, 0.1):
+                verdict = classify_regime(
+                    0.9, 0.0, relearned, control_before=0.0, control_after=token_gain,
+                    retain_original=0.9, retain_unlearned=0.9, control_exact_gain=exact_gain,
+                )  # fmt: skip
+                low = relearned / 0.9 < t.recovery
+                taught_nothing = token_gain < t.min_control_gain or exact_gain <= 0
+                assert (verdict.label == INCONCLUSIVE) == (low and taught_nothing), (
+                    relearned, token_gain, exact_gain, verdict.label,
+                )  # fmt: skip

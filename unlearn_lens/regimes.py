@@ -106,10 +106,17 @@ class RegimeVerdict:
                 f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f})"
             )
         elif self.label == INCONCLUSIVE:
+            exact = e.get("control_exact_gain")
+            gains = (
+                f"control accuracy gain {e['control_gain_absolute']:.2f} (needs ≥ "
+                f"{t.min_control_gain:.2f}), exact-match gain {exact:.2f} (needs > 0)"
+                if exact is not None
+                else f"control accuracy gain {e['control_gain_absolute']:.2f} "
+                f"< {t.min_control_gain:.2f}"
+            )
             forget = (
-                "the relearning budget taught the control nothing: control accuracy gain "
-                f"{e['control_gain_absolute']:.2f} "
-                f"< {t.min_control_gain:.2f} while recovery {e['recovery']:.2f} < {t.recovery:.2f} (forget accuracy "
+                f"the relearning budget taught the control nothing: {gains} while recovery "
+                f"{e['recovery']:.2f} < {t.recovery:.2f} (forget accuracy "
                 f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f} → "
                 f"{e['forget_relearned']:.2f}); give relearning "
                 "more steps or a higher learning rate"
@@ -175,6 +182,7 @@ def classify_regime(
     retain_nll_original: float | None = None,
     retain_nll_unlearned: float | None = None,
     peak_excess: float | None = None,
+    control_exact_gain: float | None = None,
     thresholds: RegimeThresholds | None = None,
 ) -> RegimeVerdict:
     """Reversible or not × catastrophic or not, from accuracies (and retain NLL).
@@ -192,6 +200,11 @@ def classify_regime(
       when given, the larger of it and the end-point excess is compared with
       `control_margin`, so a budget large enough to teach the control everything by the end
       cannot hide a recovery that came much faster.
+    - `control_exact_gain`: the control's gain in exact match (share of control items answered
+      whole) under the same budget. When given, a low recovery counts as irreversible only if
+      the control also gained at least one whole answer: teacher-forced continuation tokens
+      ("sen", "ne" after " Or") are learned without any fact, so a token gain alone does not
+      show that the budget could teach a fact.
     """
     t = thresholds or RegimeThresholds()
     for name, value in (
@@ -240,6 +253,7 @@ def classify_regime(
         "recovery": None,
         "control_gain": None,
         "control_gain_absolute": None,
+        "control_exact_gain": control_exact_gain,
         "excess_recovery": None,
         "peak_excess": peak_excess,
         "retain_original": retain_original,
@@ -264,7 +278,10 @@ def classify_regime(
             else max(peak_excess, recovery - control_gain)
         )
         evidence["excess_recovery"] = excess
-        if not reversible and control_after - control_before < t.min_control_gain:
+        taught_nothing = control_after - control_before < t.min_control_gain or (
+            control_exact_gain is not None and control_exact_gain <= 0
+        )
+        if not reversible and taught_nothing:
             return RegimeVerdict(None, catastrophic, INCONCLUSIVE, evidence, t)
         reversible = reversible and bool(excess >= t.control_margin)
     return RegimeVerdict(reversible, catastrophic, LABELS[(reversible, catastrophic)], evidence, t)

@@ -342,6 +342,7 @@ def same_data_regime(ctx: AuditRun, result: MethodResults) -> RegimeVerdict:
         retain_nll_unlearned=unlearned_retain.nll,
         # The relearning curve records token accuracy only: its peak excess is a token number.
         peak_excess=result.relearn.peak_excess() if metric == "accuracy" else None,
+        control_exact_gain=result.relearn.recovery["exact_match"].control_gain,
         thresholds=config.thresholds(),
     )
 
