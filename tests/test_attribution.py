@@ -16,7 +16,6 @@ from unlearn_lens.atomic import json_safe
 from unlearn_lens.data.items import Item
 from unlearn_lens.localize import (
     COMPLETENESS_TOLERANCE,
-    LOW_AGREEMENT,
     N_VERIFIED_HEADS,
     AttributedLocalization,
     AttributionCheck,
@@ -24,6 +23,7 @@ from unlearn_lens.localize import (
     WeightAttribution,
     attribute_weights,
     bisect_depth,
+    critical_spearman,
     forgetting_depth,
     gauss_legendre,
     input_embedding_patch,
@@ -323,36 +323,69 @@ def test_check_reverts_the_top_attributed_parts_and_round_trips(tiny_tok):
     assert all(torch.equal(subject.weight(k).detach(), unlearned[k]) for k in subject.keys())
 
 
+def _brute_critical(n: int, alpha: float = 0.05) -> float:
+    """The one-sided critical Spearman ρ by counting: every permutation's ρ from the textbook
+    formula 1 − 6 Σd² / (n (n² − 1)), then the smallest value whose upper tail is ≤ alpha."""
+    rhos = [
+        1 - 6 * sum((p - i) ** 2 for i, p in enumerate(perm)) / (n * (n * n - 1))
+        for perm in itertools.permutations(range(n))
+    ]
+    total = len(rhos)
+    significant = [r for r in set(rhos) if sum(x >= r - 1e-12 for x in rhos) / total <= alpha]
+    return min(significant) if significant else math.inf
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6, 7])
+def test_critical_spearman_matches_a_brute_force_permutation_count(n):
+    assert critical_spearman(n) == pytest.approx(_brute_critical(n), abs=1e-9)
+
+
+def test_critical_spearman_tables_and_t_approximation():
+    # Published one-sided 0.05 critical values (Zar 1972): n = 6: 0.829, 8: 0.643 (exact).
+    assert critical_spearman(6) == pytest.approx(0.8286, abs=1e-4)
+    assert critical_spearman(8) == pytest.approx(0.6429, abs=1e-4)
+    assert math.isinf(critical_spearman(3))
+    # Beyond 8 pairs, t_{0.95, n-2}: 1.8125 at 10 degrees of freedom (n = 12); ρ_c = t / √(n − 2 + t²).
+    t = 1.812461
+    assert critical_spearman(12) == pytest.approx(t / math.sqrt(10 + t * t), abs=1e-4)
+    # The t approximation stays within 0.03 of the exact permutation value at n = 9.
+    exact = np.array(list(itertools.permutations(range(9))))
+    rho = 1 - 6 * ((exact - np.arange(9)) ** 2).sum(axis=1) / (9 * 80)
+    values = np.unique(rho.round(12))
+    exact9 = min(v for v in values if (rho >= v - 1e-12).mean() <= 0.05)
+    assert abs(critical_spearman(9) - exact9) < 0.03
+
+
 def test_low_agreement_is_a_warning():
-    heads = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    """A check warns below the ρ its number of pairs needs for significance: 0.83 for 6 blocks,
+    0.64 for 8 heads; a ρ of 0.77 over 6 blocks, once enough by the old fixed 0.7, now warns."""
+    blocks = [5, 0, 1, 2, 3, 4]
+    attributed = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    heads = [(0, h) for h in range(8)]
+    head_attributed = [0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
     agreeing = AttributionCheck(
-        [2, 0, 1],
-        [0.6, 0.3, 0.1],
-        [0.5, 0.4, 0.0],
-        heads,
-        [0.4, 0.3, 0.2, 0.1],
-        [0.3, 0.35, 0.1, 0.0],
-    )
-    assert agreeing.block_agreement == 1.0 and agreeing.head_agreement == pytest.approx(0.8)
+        blocks, attributed, [0.5, 0.45, 0.3, 0.35, 0.1, 0.0],
+        heads, head_attributed, [0.7, 0.8, 0.5, 0.6, 0.3, 0.4, 0.1, 0.2],
+    )  # fmt: skip
+    assert agreeing.block_agreement == pytest.approx(1 - 6 * 2 / 210)
+    assert agreeing.head_agreement == pytest.approx(1 - 6 * 8 / 504)
     assert agreeing.warnings() == []
-    reversed_blocks = AttributionCheck(
-        [2, 0, 1],
-        [0.6, 0.3, 0.1],
-        [0.0, 0.4, 0.5],
-        heads,
-        [0.4, 0.3, 0.2, 0.1],
-        [0.1, 0.2, 0.3, 0.4],
-    )
-    assert (
-        reversed_blocks.block_agreement == -1.0
-        and reversed_blocks.head_agreement == -1.0 < LOW_AGREEMENT
-    )
-    lines = reversed_blocks.warnings()
+    weak = AttributionCheck(
+        blocks, attributed, [0.4, 0.45, 0.5, 0.3, 0.2, 0.1],
+        heads, head_attributed, head_attributed[::-1],
+    )  # fmt: skip
+    assert 0.7 < weak.block_agreement < critical_spearman(6)
+    lines = weak.warnings()
     assert (
         len(lines) == 2
-        and "3 verified blocks (Spearman -1.00" in lines[0]
-        and "4 verified heads" in lines[1]
+        and f"6 verified blocks (Spearman {weak.block_agreement:.2f} < 0.83" in lines[0]
+        and "8 verified heads (Spearman -1.00 < 0.64" in lines[1]
     )
+    few = AttributionCheck([0, 1], [0.5, 0.1], [0.4, 0.2], [], [], [])
+    assert few.warnings() == [
+        "attribution's agreement with exact reversion on the 2 verified blocks cannot be tested "
+        "(Spearman nan; 2 pairs can never reach one-sided p < 0.05)"
+    ]
 
 
 def test_guided_bisection_equals_the_full_scan_from_every_guess():

@@ -68,10 +68,11 @@ from unlearn_lens.localize.summary import (
 )
 from unlearn_lens.localize.tracking import DeltaRecord, DeltaTracker
 from unlearn_lens.localize.verification import (
-    LOW_AGREEMENT,
     N_VERIFIED_BLOCKS,
     N_VERIFIED_HEADS,
+    SIGNIFICANCE,
     AttributionCheck,
+    critical_spearman,
     verify_attribution,
 )
 
@@ -83,12 +84,12 @@ __all__ = [
     "FIRST_POINTS",
     "HEAD_LABEL",
     "INPUT_EMBEDDING_LABEL",
-    "LOW_AGREEMENT",
     "MAX_POINTS",
     "N_VERIFIED_BLOCKS",
     "N_VERIFIED_HEADS",
     "RESTORE_FRACTION",
     "SHALLOW_FRACTION",
+    "SIGNIFICANCE",
     "TOP_LAYERS",
     "AttributedLocalization",
     "AttributionCheck",
@@ -116,6 +117,7 @@ __all__ = [
     "average_ranks",
     "bisect_depth",
     "component_patch",
+    "critical_spearman",
     "first_divergence",
     "forgetting_depth",
     "full_patch",

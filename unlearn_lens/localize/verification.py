@@ -5,12 +5,16 @@ of what reverting that part alone does, since parts interact. The check reverts 
 by their integrated-gradient share) and query heads (ranked by the first-order effect of
 reverting each alone, when the attribution measured it: a head is a small patch, and the
 gradient at the unlearned weights predicts it), one at a time, and reports the Spearman
-correlation between estimated and exact effects; a low agreement is a warning, never hidden.
+correlation between estimated and exact effects; an agreement below the Spearman ρ its number of
+pairs needs for significance (one-sided p < 0.05, `critical_spearman`) is a warning, never hidden.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from pydantic import computed_field
@@ -22,13 +26,62 @@ from unlearn_lens.schema import Real
 
 N_VERIFIED_BLOCKS = 6
 """Blocks reverted exactly, about 2 s each on SmolLM2 with 32 forget items; with 6 pairs a
-Spearman ρ ≥ 0.83 is significant (one-sided p < 0.05)."""
+Spearman ρ ≥ 0.83 is significant (one-sided p < 0.05, `critical_spearman(6)`)."""
 N_VERIFIED_HEADS = 8
 """Query heads reverted exactly; with 8 pairs a Spearman ρ ≥ 0.64 is significant (one-sided
-p < 0.05)."""
-LOW_AGREEMENT = 0.7
-"""Spearman ρ (attributed vs exact effects of the verified patches) below which the attribution's
-ranking is flagged: under it about a quarter of the pairs or more are ordered the wrong way."""
+p < 0.05, `critical_spearman(8)`)."""
+SIGNIFICANCE = 0.05
+"""One-sided level of the agreement test: the attribution's ranking is flagged when its Spearman ρ
+with the exact effects could arise by chance (no association) more often than this."""
+EXACT_PERMUTATIONS = 8
+"""Largest number of pairs whose null distribution of Spearman ρ is enumerated (8! = 40320
+permutations); beyond it the t approximation is used."""
+
+
+def _student_t_sf(t: float, df: int, intervals: int = 4000) -> float:
+    """P(T > t) for Student's t with `df` degrees of freedom, t ≥ 0 (Simpson's rule on the density)."""
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    x = np.linspace(0.0, t, intervals + 1)
+    density = np.exp(log_norm - (df + 1) / 2 * np.log1p(x**2 / df))
+    simpson = density[0] + density[-1] + 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum()
+    return 0.5 - float(simpson) * (t / intervals) / 3
+
+
+def _t_critical(df: int, alpha: float) -> float:
+    """The one-sided critical t: P(T > t) = `alpha`, by bisection."""
+    low, high = 0.0, 1.0
+    while _student_t_sf(high, df) > alpha:
+        low, high = high, 2 * high
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _student_t_sf(middle, df) > alpha else (low, middle)
+    return (low + high) / 2
+
+
+@cache
+def critical_spearman(n: int, alpha: float = SIGNIFICANCE) -> float:
+    """The smallest Spearman ρ significant at one-sided level `alpha` over `n` untied pairs.
+
+    Exact for n ≤ `EXACT_PERMUTATIONS`: the smallest ρ whose upper tail over all n! equally likely
+    rank orders has probability ≤ `alpha` (NaN-free: `inf` when even ρ = 1, of probability 1/n!, is
+    too likely, as for n ≤ 3 at 0.05). Beyond, the t approximation:
+    t = ρ √((n − 2) / (1 − ρ²)) follows Student's t with n − 2 degrees of freedom, so
+    ρ_c = t_c / √(n − 2 + t_c²).
+    """
+    if n < 2:
+        return math.inf
+    if n <= EXACT_PERMUTATIONS:
+        ranks = np.arange(n)
+        d2 = np.array(
+            [int(((np.asarray(p) - ranks) ** 2).sum()) for p in itertools.permutations(ranks)]
+        )
+        rho = 1 - 6 * d2 / (n * (n * n - 1))
+        values, counts = np.unique(np.round(rho, 12), return_counts=True)
+        tail = np.cumsum(counts[::-1])[::-1] / len(rho)  # P(ρ ≥ value)
+        significant = values[tail <= alpha]
+        return float(significant.min()) if significant.size else math.inf
+    t = _t_critical(n - 2, alpha)
+    return t / math.sqrt(n - 2 + t * t)
 
 
 @dataclass(frozen=True)
@@ -64,17 +117,30 @@ class AttributionCheck:
         return spearman(self.head_attributed, self.head_exact)
 
     def warnings(self) -> list[str]:
-        """One line per agreement below `LOW_AGREEMENT`."""
+        """One line per agreement below the Spearman ρ its number of pairs needs for significance
+        (`critical_spearman`), or that too few pairs cannot test."""
         lines = []
         for name, rho, n in (
             ("blocks", self.block_agreement, len(self.blocks)),
             ("heads", self.head_agreement, len(self.heads)),
         ):
-            if rho < LOW_AGREEMENT:
+            if n == 0:
+                continue
+            critical = critical_spearman(n)
+            if math.isinf(critical) or math.isnan(rho):
+                lines.append(
+                    f"attribution's agreement with exact reversion on the {n} verified {name} "
+                    f"cannot be tested (Spearman {rho:.2f}; {n} pairs can never reach one-sided "
+                    f"p < {SIGNIFICANCE})"
+                    if math.isinf(critical)
+                    else f"attribution's agreement with exact reversion on the {n} verified {name} "
+                    "is undefined (constant effects)"
+                )
+            elif rho < critical:
                 lines.append(
                     f"attribution disagrees with exact reversion on the {n} verified {name} "
-                    f"(Spearman {rho:.2f} < {LOW_AGREEMENT}): "
-                    "trust the exact effects over the attributed ranking there"
+                    f"(Spearman {rho:.2f} < {critical:.2f}, the ρ {n} pairs need for one-sided "
+                    f"p < {SIGNIFICANCE}): trust the exact effects over the attributed ranking there"
                 )
         return lines
 
