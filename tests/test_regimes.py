@@ -13,6 +13,7 @@ from unlearn_lens.regimes import (
     RegimeThresholds,
     RegimeVerdict,
     classify_regime,
+    control_taught,
 )
 from unlearn_lens.schema import dump, read
 
@@ -224,3 +225,28 @@ def test_a_recovery_much_faster_than_the_control_counts_even_when_both_saturate(
         and along.evidence["excess_recovery"] == 0.7
         and along.label == "suppressed"
     )
+
+
+def test_a_control_that_gains_tokens_but_no_exact_match_was_not_taught():
+    # Issue 20: control 0 → 0.12 token accuracy with no control item reproduced whole, recovery
+    # 0.10: continuation tokens learned without the facts, not a budget that could teach.
+    numbers = dict(control_before=0.0, control_after=0.12, retain_original=0.9)
+    untaught = classify_regime(
+        1.0, 0.0, 0.10, retain_unlearned=0.9, control_exact_gain=0.0, **numbers
+    )
+    assert untaught.label == INCONCLUSIVE and untaught.label != "targeted forgetting"
+    assert untaught.evidence["control_exact_gain"] == 0.0
+    assert (
+        "control accuracy gain 0.12 ≥ 0.10, exact-match gain 0.00 (needs > 0)"
+        in untaught.describe()
+    )
+    # One more control item exact (1 of 8): the same numbers are a real irreversible call.
+    taught = classify_regime(
+        1.0, 0.0, 0.10, retain_unlearned=0.9, control_exact_gain=1 / 8, **numbers
+    )
+    assert taught.label == "targeted forgetting"
+    # Both conditions hold together: exact gain alone does not pass a token gain below 0.1.
+    assert control_taught(0.12, 0.125, RegimeThresholds())
+    assert not control_taught(0.12, 0.0, RegimeThresholds())
+    assert not control_taught(0.05, 0.5, RegimeThresholds())
+    assert control_taught(0.12, None, RegimeThresholds()), "older results keep the token rule"

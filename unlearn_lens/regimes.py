@@ -49,9 +49,12 @@ class RegimeThresholds:
       divided by original − unlearned), by a quarter of the loss: relearning from scratch
       explains what the control learns, only the excess shows hidden knowledge.
     - `min_control_gain = 0.1`: a low recovery counts as irreversible only when the same
-      budget raised the control's token accuracy by at least 0.1 (about one answer token in
-      ten): an attack that teaches novel items nothing could not have shown recovery either,
-      and the verdict is `"inconclusive"`.
+      budget *taught the control*: raised its accuracy (in the verdict's metric) by at least
+      0.1 (about one answer token in ten) **and** made at least one more control item an exact
+      match than before ([`control_taught`][unlearn_lens.regimes.control_taught]). An attack
+      that teaches novel items nothing could not have shown recovery either, and the verdict is
+      `"inconclusive"`; teacher-forced continuation tokens (" Or|sen|ne": "sen", "ne" after
+      the first piece) are learned without the fact, so token gain alone is not teaching.
     - `retain_drop = 0.2`: catastrophic when retain accuracy fell by more than 20 % of its
       original value, a loss no user would call collateral.
     - `retain_nll_rise = ln 2 ≈ 0.693`: or when retain NLL rose by more than ln 2 nats per
@@ -74,6 +77,14 @@ class RegimeThresholds:
             f"≤ {percent(self.retain_drop)}, "
             f"retain NLL rise ≤ {self.retain_nll_rise:.2f} nats]"
         )
+
+
+def control_taught(gain: float, exact_gain: float | None, thresholds: RegimeThresholds) -> bool:
+    """Did the relearning budget teach the novel control items? Its accuracy gain in the
+    verdict's metric (`gain`) reaches `min_control_gain` and its exact-match share rose
+    (`exact_gain > 0`: at least one more control item reproduced whole). `exact_gain` None
+    (not measured, as in older results) leaves the accuracy rule alone."""
+    return gain >= thresholds.min_control_gain and (exact_gain is None or exact_gain > 0)
 
 
 @dataclass(frozen=True)
@@ -106,10 +117,14 @@ class RegimeVerdict:
                 f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f})"
             )
         elif self.label == INCONCLUSIVE:
+            exact = e.get("control_exact_gain")
+            taught = e["control_gain_absolute"] >= t.min_control_gain  # type: ignore[operator]
             forget = (
                 "the relearning budget taught the control nothing: control accuracy gain "
                 f"{e['control_gain_absolute']:.2f} "
-                f"< {t.min_control_gain:.2f} while recovery {e['recovery']:.2f} < {t.recovery:.2f} (forget accuracy "
+                f"{'≥' if taught else '<'} {t.min_control_gain:.2f}"
+                + ("" if exact is None else f", exact-match gain {exact:.2f} (needs > 0)")
+                + f" while recovery {e['recovery']:.2f} < {t.recovery:.2f} (forget accuracy "
                 f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f} → "
                 f"{e['forget_relearned']:.2f}); give relearning "
                 "more steps or a higher learning rate"
@@ -175,6 +190,7 @@ def classify_regime(
     retain_nll_original: float | None = None,
     retain_nll_unlearned: float | None = None,
     peak_excess: float | None = None,
+    control_exact_gain: float | None = None,
     thresholds: RegimeThresholds | None = None,
 ) -> RegimeVerdict:
     """Reversible or not × catastrophic or not, from accuracies (and retain NLL).
@@ -192,6 +208,9 @@ def classify_regime(
       when given, the larger of it and the end-point excess is compared with
       `control_margin`, so a budget large enough to teach the control everything by the end
       cannot hide a recovery that came much faster.
+    - `control_exact_gain`: the control's exact-match share after minus before; when given, a
+      budget taught the control only if it also rose
+      ([`control_taught`][unlearn_lens.regimes.control_taught]).
     """
     t = thresholds or RegimeThresholds()
     for name, value in (
@@ -239,6 +258,7 @@ def classify_regime(
         "control_gain": None,
         "control_gain_absolute": None,
         "excess_recovery": None,
+        "control_exact_gain": control_exact_gain,
         "peak_excess": peak_excess,
         "retain_original": retain_original,
         "retain_unlearned": retain_unlearned,
@@ -262,7 +282,9 @@ def classify_regime(
             else max(peak_excess, recovery - control_gain)
         )
         evidence["excess_recovery"] = excess
-        if not reversible and control_after - control_before < t.min_control_gain:
+        if not reversible and not control_taught(
+            control_after - control_before, control_exact_gain, t
+        ):
             return RegimeVerdict(None, catastrophic, INCONCLUSIVE, evidence, t)
         reversible = reversible and excess >= t.control_margin
     return RegimeVerdict(reversible, catastrophic, LABELS[(reversible, catastrophic)], evidence, t)

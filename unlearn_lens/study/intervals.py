@@ -115,6 +115,8 @@ def verdict_intervals(
             "recovery": recovery(o, u, score(totals, f"forget{last}")),
             "control_gain": gain,
             "control_gain_absolute": end_control - score(totals, "control0"),
+            "control_exact_gain": totals[f"control{len(curve.control) - 1}"].exact_match
+            - totals["control0"].exact_match,
             "excess": recovery(o, u, score(totals, f"forget{last}")) - gain,
             "peak_excess": peak_excess(o, u, relearned, controls),
         }
@@ -125,7 +127,10 @@ def verdict_intervals(
         excess = np.fmax(n["peak_excess"], n["excess"])
         with np.errstate(invalid="ignore"):
             reversible = (n["recovery"] >= t.recovery) & (excess >= t.control_margin)
-            weak = (n["recovery"] < t.recovery) & (n["control_gain_absolute"] < t.min_control_gain)
+            taught = (n["control_gain_absolute"] >= t.min_control_gain) & (
+                n["control_exact_gain"] > 0
+            )
+            weak = (n["recovery"] < t.recovery) & ~taught
             return np.where(
                 n["forgotten"] < t.min_forgotten,
                 NOT_FORGOTTEN_CODE,

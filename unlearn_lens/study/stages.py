@@ -325,7 +325,7 @@ def same_data_regime(ctx: AuditRun, result: MethodResults) -> RegimeVerdict:
     config = ctx.config
     metric = VERDICT_METRICS[config.verdict_metric]
     assert result.relearn is not None
-    recovery = result.relearn.recovery[metric]
+    recovery, exact = result.relearn.recovery[metric], result.relearn.recovery["exact_match"]
     original_retain = ctx.results.original["retain"]
     unlearned_retain = result.comparisons["unlearned/retain"].updated_metrics
     return classify_regime(
@@ -340,6 +340,7 @@ def same_data_regime(ctx: AuditRun, result: MethodResults) -> RegimeVerdict:
         retain_nll_unlearned=unlearned_retain.nll,
         # The relearning curve records token accuracy only: its peak excess is a token number.
         peak_excess=result.relearn.peak_excess() if metric == "accuracy" else None,
+        control_exact_gain=exact.control_after - exact.control_before,
         thresholds=config.thresholds(),
     )
 
