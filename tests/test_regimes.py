@@ -230,7 +230,7 @@ def test_a_recovery_much_faster_than_the_control_counts_even_when_both_saturate(
 def test_a_control_that_gains_tokens_but_no_exact_match_was_not_taught():
     # Issue 20: control 0 → 0.12 token accuracy with no control item reproduced whole, recovery
     # 0.10: continuation tokens learned without the facts, not a budget that could teach.
-    numbers = dict(control_before=0.0, control_after=0.12, retain_original=0.9)
+    numbers = {"control_before": 0.0, "control_after": 0.12, "retain_original": 0.9}
     untaught = classify_regime(
         1.0, 0.0, 0.10, retain_unlearned=0.9, control_exact_gain=0.0, **numbers
     )
