@@ -10,7 +10,7 @@ interval), the control read at the forget point's epoch by linear interpolation,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +60,7 @@ class VerdictIntervals:
     n_items: tuple[int, int]
 
 
-def _control_weights(curve: RecoveryCurve) -> list[tuple[int, int, float]]:
+def control_weights(curve: RecoveryCurve) -> list[tuple[int, int, float]]:
     """For every forget point the control reaches: the control points around its epoch and the
     interpolation weight of the later one."""
     epochs = [point.epoch for point in curve.control]
@@ -76,6 +76,37 @@ def _control_weights(curve: RecoveryCurve) -> list[tuple[int, int, float]]:
     return weights
 
 
+def _runs(
+    runs: Sequence[Mapping[str, ItemOutcomes]],
+) -> tuple[dict[str, ItemOutcomes], dict[str, list[str]]]:
+    """Every run's tables under `name@run`, and for each name the tables to draw a run from."""
+    tables = {f"{name}@{k}": table for k, run in enumerate(runs) for name, table in run.items()}
+    return tables, {name: [f"{name}@{k}" for k in range(len(runs))] for name in runs[0]}
+
+
+def seeded_bootstrap(
+    fixed: Mapping[str, ItemOutcomes],
+    forget_runs: Sequence[Mapping[str, ItemOutcomes]],
+    control_runs: Sequence[Mapping[str, ItemOutcomes]],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> tuple[Bootstrap, int]:
+    """Resamples of an attack run with one or more seeds: `fixed` forget tables (the same in
+    every run: the original, the unlearned model), and each run's forget and control tables
+    (one mapping per run, the same names in each; `control_runs` may be empty). Every forget
+    table shares one draw of items, every control table another, and each resample reads one
+    run drawn uniformly ([`Bootstrap.draw_seeds`][unlearn_lens.metrics.bootstrap.Bootstrap.draw_seeds]);
+    the point reads the first run. Returns the resamples and the number of runs."""
+    forget, names = _runs(forget_runs)
+    groups: list[Mapping[str, ItemOutcomes]] = [dict(fixed) | forget]
+    if control_runs and control_runs[0]:
+        control, control_names = _runs(control_runs)
+        groups.append(control)
+        names |= control_names
+    bootstrap = Bootstrap(groups, n_resamples=n_resamples, seed=seed)
+    return bootstrap, bootstrap.draw_seeds(names)
+
+
 def verdict_intervals(
     original: ItemOutcomes,
     curve: RecoveryCurve,
@@ -83,16 +114,26 @@ def verdict_intervals(
     metric: str = "token",
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
+    seeds: Sequence[RecoveryCurve] = (),
 ) -> VerdictIntervals | None:
     """Intervals and stability of the same-data verdict, from the original's forget outcomes and
-    the relearning curve's (None when a curve point lacks its outcomes, as in older files)."""
-    points = [p.outcomes for p in curve.forget] + [p.outcomes for p in curve.control]
-    if any(outcomes is None for outcomes in points):
+    the relearning curve's (None when a curve point lacks its outcomes, as in older files).
+    `seeds`: the same attack's curves under further seeds (`--seeds`), resampled with the items;
+    the point estimates stay `curve`'s."""
+    curves = [curve, *seeds]
+    n_forget, n_control = min(len(c.forget) for c in curves), min(len(c.control) for c in curves)
+    runs = [(c.forget[:n_forget], c.control[:n_control]) for c in curves]
+    if any(p.outcomes is None for forget, control in runs for p in (*forget, *control)):
         return None
-    forget = {"original": original} | {f"forget{i}": p.outcomes for i, p in enumerate(curve.forget)}
-    control = {f"control{i}": p.outcomes for i, p in enumerate(curve.control)}
-    bootstrap = Bootstrap([forget, control], n_resamples=n_resamples, seed=seed)  # type: ignore[list-item]
-    weights = _control_weights(curve)
+    bootstrap, _ = seeded_bootstrap(
+        {"original": original},
+        [{f"forget{i}": p.outcomes for i, p in enumerate(forget)} for forget, _ in runs],  # type: ignore[misc]
+        [{f"control{i}": p.outcomes for i, p in enumerate(control)} for _, control in runs],  # type: ignore[misc]
+        n_resamples,
+        seed,
+    )
+    curve = RecoveryCurve(forget=runs[0][0], retain=[], control=runs[0][1])
+    weights = control_weights(curve)
     last = len(curve.forget) - 1
 
     def score(totals: Mapping[str, Totals], name: str) -> np.ndarray:
@@ -167,5 +208,5 @@ def verdict_intervals(
         stability=stability,
         borderline=borderline,
         metric=metric,
-        n_items=(len(original), len(control["control0"])),  # type: ignore[arg-type]
+        n_items=(len(original), len(curve.control[0].outcomes)),  # type: ignore[arg-type]
     )
