@@ -210,3 +210,22 @@ def verdict_intervals(
         metric=metric,
         n_items=(len(original), len(curve.control[0].outcomes)),  # type: ignore[arg-type]
     )
+
+
+def forgotten_interval(
+    original: ItemOutcomes,
+    unlearned: ItemOutcomes,
+    metric: str = "token",
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> BootstrapInterval:
+    """The forgotten share (original − unlearned) / original with its 95 % paired-bootstrap
+    interval, from two models' outcomes on the same items."""
+    bootstrap = Bootstrap(
+        [{"original": original, "unlearned": unlearned}], n_resamples=n_resamples, seed=seed
+    )
+    return bootstrap.interval(
+        lambda totals: forgotten(
+            totals["original"].score(metric), totals["unlearned"].score(metric)
+        )
+    )
