@@ -27,7 +27,7 @@ from unlearn_lens.study.battery_intervals import (
     quantization_intervals,
     split_intervals,
 )
-from unlearn_lens.study.intervals import STABLE
+from unlearn_lens.study.intervals import STABLE, accuracy_band
 from unlearn_lens.study.results import AuditResults
 from unlearn_lens.unlearn.loop import TrainConfig, _Plan
 from unlearn_lens.unlearn.relearn import CurvePoint, RelearnWork
@@ -238,3 +238,22 @@ def test_an_audit_with_two_seeds_stores_every_readings_intervals(tmp_path):
     stability = f"{readings['retain relearning'].intervals.stability:.2f}"
     assert stability in console.export_text()
     assert "stability" in (tmp_path / "run" / REPORT_FILE).read_text()
+
+
+def test_the_accuracy_band_of_a_curve_pools_items_and_seeds():
+    n = 20
+
+    def run(tables):
+        return [CurvePoint(k, float(k), t.metrics().accuracy, 0.0, t) for k, t in enumerate(tables)]
+
+    half = _outcomes([1] * (n // 2) + [0] * (n // 2))
+    low, high = accuracy_band([run([_outcomes([0] * n), half, _outcomes([1] * n)])])
+    assert low[0] == high[0] == 0.0 and low[2] == high[2] == 1.0, "no spread without variation"
+    # A 20-item share of 0.5: the 95 % interval is about ±2.2 binomial sd (0.11 each).
+    assert 0.25 <= low[1] < 0.5 < high[1] <= 0.75
+    # A second seed that learned everything at step 1: its resamples are half the band's.
+    low, high = accuracy_band(
+        [run([_outcomes([0] * n), half]), run([_outcomes([0] * n), _outcomes([1] * n)])]
+    )
+    assert high[1] == 1.0 and low[1] < 0.5
+    assert accuracy_band([[CurvePoint(0, 0.0, 0.5, 0.0, None)]]) is None, "older results"

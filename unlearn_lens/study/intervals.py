@@ -28,7 +28,7 @@ from unlearn_lens.metrics.bootstrap import (
 from unlearn_lens.metrics.token import ItemOutcomes
 from unlearn_lens.regimes import RegimeThresholds
 from unlearn_lens.schema import Real
-from unlearn_lens.unlearn.relearn import EPOCH_TOLERANCE, RecoveryCurve
+from unlearn_lens.unlearn.relearn import EPOCH_TOLERANCE, CurvePoint, RecoveryCurve
 
 STABLE = 0.9
 """Label stability below which a verdict reads "borderline": one resample in ten or more would
@@ -229,3 +229,26 @@ def forgotten_interval(
             totals["original"].score(metric), totals["unlearned"].score(metric)
         )
     )
+
+
+def accuracy_band(
+    runs: Sequence[Sequence[CurvePoint]],
+    metric: str = "token",
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> tuple[list[float], list[float]] | None:
+    """The 95 % paired-bootstrap band of one set's accuracy along a relearning curve: at every
+    point, the interval over items (and over the runs given, one per seed: each resample draws
+    one run); points where the runs differ in length are cut to the shortest. None when a point
+    lacks its outcomes."""
+    length = min(len(points) for points in runs)
+    tables = [
+        {f"p{k}": point.outcomes for k, point in enumerate(points[:length])} for points in runs
+    ]
+    if not length or any(table is None for run in tables for table in run.values()):
+        return None
+    bootstrap, _ = seeded_bootstrap({}, tables, [], n_resamples, seed)  # type: ignore[arg-type]
+    bands = [
+        bootstrap.interval(lambda totals, k=k: totals[f"p{k}"].score(metric)) for k in range(length)
+    ]
+    return [band.low for band in bands], [band.high for band in bands]
