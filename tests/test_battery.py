@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 
+import pytest
 from data.make_results_v2 import stored_config
 from memorised import memorised_subject
 from rich.console import Console
@@ -94,6 +96,16 @@ def test_an_audit_reads_every_attack_and_shows_the_battery(tmp_path):
         "quantisation int8",
         "quantisation q4_1",
     ]
+    # Every reading carries its intervals, whose points are the reading's own token numbers.
+    for reading in battery.readings:
+        intervals = reading.intervals
+        assert intervals is not None and intervals.metric == "token" and intervals.n_seeds == 1
+        if reading.recovery is None:
+            assert not math.isfinite(intervals.recovery.point)
+        else:
+            assert intervals.recovery.point == pytest.approx(reading.recovery)
+            assert intervals.excess.point == pytest.approx(reading.excess)
+        assert intervals.null.point == pytest.approx(reading.null)
     regime = results.methods["ga"].regime
     assert (
         regime.battery == battery.verdict.reason and regime.reversible == battery.verdict.reversible

@@ -404,6 +404,18 @@ def test_cli_predicts_reversibility_and_prints_the_validation(checkpoints, tmp_p
         "leave one setting out: Spearman 0.55, mean abs. error 0.25, reversible call right 70 % (base rate 60 %)"
         in text
     )
+    # The forgotten share with its interval, from the comparison's per-item outcomes.
+    forgotten = written["forgotten"]
+    comparison = json.loads((out / "comparison.json").read_text())
+    reference, updated = (
+        comparison[f"{name}_metrics"]["accuracy"] for name in ("reference", "updated")
+    )
+    assert forgotten["point"] == pytest.approx((reference - updated) / reference)
+    assert forgotten["low"] <= forgotten["point"] <= forgotten["high"]
+    assert (
+        f"forgotten share of token accuracy {forgotten['point']:.2f} [{forgotten['low']:.2f}, "
+        f"{forgotten['high']:.2f}] (95 % paired bootstrap" in text
+    )
     code, _, _ = _run(
         capsys,
         checkpoints / "original",

@@ -13,6 +13,7 @@ from unlearn_lens.regimes import (
     RegimeThresholds,
     RegimeVerdict,
     classify_regime,
+    control_taught,
 )
 from unlearn_lens.schema import dump, read
 
@@ -244,6 +245,11 @@ def test_a_control_that_gained_tokens_but_no_whole_answer_cannot_call_irreversib
     assert whole.label == "targeted forgetting" and whole.reversible is False
     # Without the exact-match gain (older callers) the token rule alone decides, as before.
     assert classify_regime(0.9, 0.0, 0.09, **args).label == "targeted forgetting"
+    # Both conditions hold together: an exact gain alone does not pass a token gain below 0.1.
+    assert control_taught(0.12, 0.125, RegimeThresholds())
+    assert not control_taught(0.12, 0.0, RegimeThresholds())
+    assert not control_taught(0.05, 0.5, RegimeThresholds())
+    assert control_taught(0.12, None, RegimeThresholds()), "older results keep the token rule"
 
 
 def test_inconclusive_exactly_when_a_low_recovery_meets_a_control_taught_nothing():

@@ -64,7 +64,7 @@ from unlearn_lens.predict import (
     builtin_predictor,
     measure_features,
 )
-from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict, classify_regime
+from unlearn_lens.regimes import RegimeThresholds, RegimeVerdict, classify_regime, control_taught
 from unlearn_lens.reproduction import GridSettings, read_study, study_grid
 from unlearn_lens.run_lock import run_lock
 from unlearn_lens.study.audit import audit
@@ -143,6 +143,7 @@ __all__ = [
     "collect_activations",
     "compare",
     "compare_snapshots",
+    "control_taught",
     "evaluate",
     "evaluate_outcomes",
     "filter_known",

@@ -49,9 +49,12 @@ class RegimeThresholds:
       divided by original − unlearned), by a quarter of the loss: relearning from scratch
       explains what the control learns, only the excess shows hidden knowledge.
     - `min_control_gain = 0.1`: a low recovery counts as irreversible only when the same
-      budget raised the control's token accuracy by at least 0.1 (about one answer token in
-      ten): an attack that teaches novel items nothing could not have shown recovery either,
-      and the verdict is `"inconclusive"`.
+      budget *taught the control*: raised its accuracy (in the verdict's metric) by at least
+      0.1 (about one answer token in ten) **and** made at least one more control item an exact
+      match than before ([`control_taught`][unlearn_lens.regimes.control_taught]). An attack
+      that teaches novel items nothing could not have shown recovery either, and the verdict is
+      `"inconclusive"`; teacher-forced continuation tokens (" Or|sen|ne": "sen", "ne" after
+      the first piece) are learned without the fact, so token gain alone is not teaching.
     - `retain_drop = 0.2`: catastrophic when retain accuracy fell by more than 20 % of its
       original value, a loss no user would call collateral.
     - `retain_nll_rise = ln 2 ≈ 0.693`: or when retain NLL rose by more than ln 2 nats per
@@ -74,6 +77,14 @@ class RegimeThresholds:
             f"≤ {percent(self.retain_drop)}, "
             f"retain NLL rise ≤ {self.retain_nll_rise:.2f} nats]"
         )
+
+
+def control_taught(gain: float, exact_gain: float | None, thresholds: RegimeThresholds) -> bool:
+    """Did the relearning budget teach the novel control items? Its accuracy gain in the
+    verdict's metric (`gain`) reaches `min_control_gain` and its exact-match share rose
+    (`exact_gain > 0`: at least one more control item reproduced whole). `exact_gain` None
+    (not measured, as in older results) leaves the accuracy rule alone."""
+    return bool(gain >= thresholds.min_control_gain and (exact_gain is None or exact_gain > 0))
 
 
 @dataclass(frozen=True)
@@ -107,16 +118,13 @@ class RegimeVerdict:
             )
         elif self.label == INCONCLUSIVE:
             exact = e.get("control_exact_gain")
-            gains = (
-                f"control accuracy gain {e['control_gain_absolute']:.2f} (needs ≥ "
-                f"{t.min_control_gain:.2f}), exact-match gain {exact:.2f} (needs > 0)"
-                if exact is not None
-                else f"control accuracy gain {e['control_gain_absolute']:.2f} "
-                f"< {t.min_control_gain:.2f}"
-            )
+            taught = e["control_gain_absolute"] >= t.min_control_gain  # type: ignore[operator]
             forget = (
-                f"the relearning budget taught the control nothing: {gains} while recovery "
-                f"{e['recovery']:.2f} < {t.recovery:.2f} (forget accuracy "
+                "the relearning budget taught the control nothing: control accuracy gain "
+                f"{e['control_gain_absolute']:.2f} "
+                f"{'≥' if taught else '<'} {t.min_control_gain:.2f}"
+                + ("" if exact is None else f", exact-match gain {exact:.2f} (needs > 0)")
+                + f" while recovery {e['recovery']:.2f} < {t.recovery:.2f} (forget accuracy "
                 f"{e['forget_original']:.2f} → {e['forget_unlearned']:.2f} → "
                 f"{e['forget_relearned']:.2f}); give relearning "
                 "more steps or a higher learning rate"
@@ -202,9 +210,10 @@ def classify_regime(
       cannot hide a recovery that came much faster.
     - `control_exact_gain`: the control's gain in exact match (share of control items answered
       whole) under the same budget. When given, a low recovery counts as irreversible only if
-      the control also gained at least one whole answer: teacher-forced continuation tokens
-      ("sen", "ne" after " Or") are learned without any fact, so a token gain alone does not
-      show that the budget could teach a fact.
+      the control also gained at least one whole answer
+      ([`control_taught`][unlearn_lens.regimes.control_taught]): teacher-forced continuation
+      tokens ("sen", "ne" after " Or") are learned without any fact, so a token gain alone does
+      not show that the budget could teach a fact.
     """
     t = thresholds or RegimeThresholds()
     for name, value in (
@@ -278,10 +287,9 @@ def classify_regime(
             else max(peak_excess, recovery - control_gain)
         )
         evidence["excess_recovery"] = excess
-        taught_nothing = control_after - control_before < t.min_control_gain or (
-            control_exact_gain is not None and control_exact_gain <= 0
-        )
-        if not reversible and taught_nothing:
+        if not reversible and not control_taught(
+            control_after - control_before, control_exact_gain, t
+        ):
             return RegimeVerdict(None, catastrophic, INCONCLUSIVE, evidence, t)
         reversible = reversible and bool(excess >= t.control_margin)
     return RegimeVerdict(reversible, catastrophic, LABELS[(reversible, catastrophic)], evidence, t)

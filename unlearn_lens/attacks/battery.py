@@ -23,6 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from unlearn_lens.metrics.bootstrap import BootstrapInterval
 from unlearn_lens.regimes import RegimeThresholds
 from unlearn_lens.schema import Real
 
@@ -34,6 +37,52 @@ HIDDEN, MATCHED, FAILED, POWERLESS = "hidden", "matched", "failed", "powerless"
 """The outcomes of one attack's reading."""
 
 
+OUTCOMES = (HIDDEN, MATCHED, FAILED, POWERLESS)
+"""Every outcome, in the order `reading_codes` numbers them."""
+
+
+@dataclass(frozen=True)
+class ReadingIntervals:
+    """How sure one attack's reading is: 95 % paired-bootstrap intervals over its items (and its
+    seeds, with more than one) of the numbers that decide it, and its label stability.
+
+    **Fields:** `recovery`, `null` and `excess` (as the reading's fields, each with its point
+    estimate); `stability`, the share of resamples whose reading (hidden, matched, failed,
+    powerless) is the point's; `borderline`, when stability is below
+    [`STABLE`][unlearn_lens.study.intervals.STABLE], the threshold an interval straddles (else
+    None); `metric` (`token` or `exact`), `n_items` (forget, control; 0 without a control) and
+    `n_seeds` (runs of the attack pooled: resampled together with the items); `could_work`,
+    whether the point's numbers give the attack the power to show recovery.
+    """
+
+    recovery: BootstrapInterval
+    null: BootstrapInterval
+    excess: BootstrapInterval
+    stability: Real
+    borderline: str | None
+    metric: str
+    n_items: tuple[int, int]
+    n_seeds: int = 1
+    could_work: bool = True
+
+
+def reading_codes(
+    recovery: np.ndarray, excess: np.ndarray, could_work: np.ndarray, thresholds: RegimeThresholds
+) -> np.ndarray:
+    """`read_attack`'s rule on arrays (one entry per resample), as indices into `OUTCOMES`; a
+    recovery that is not finite (nothing lost to measure against) is powerless."""
+    t = thresholds
+    with np.errstate(invalid="ignore"):
+        high = np.isfinite(recovery) & (recovery >= t.recovery)
+        hidden = high & (excess >= t.control_margin)
+        low = np.isfinite(recovery) & (recovery < t.recovery)
+    return np.select(
+        [hidden, high, low & could_work],
+        [OUTCOMES.index(HIDDEN), OUTCOMES.index(MATCHED), OUTCOMES.index(FAILED)],
+        OUTCOMES.index(POWERLESS),
+    )
+
+
 @dataclass(frozen=True)
 class AttackReading:
     """What one recovery attack showed, against its null.
@@ -42,8 +91,9 @@ class AttackReading:
     of the removed forget accuracy back; None when unmeasurable), `null` (the same attack's
     effect where there is nothing to recover, on the same scale), `excess` (`recovery − null`,
     at the curve's peak for attacks with a curve), `could_work` (the attack had the power to show
-    recovery), `outcome` (`hidden`, `matched`, `failed` or `powerless`) and `evidence` (its
-    numbers).
+    recovery), `outcome` (`hidden`, `matched`, `failed` or `powerless`), `evidence` (its
+    numbers) and `intervals` (how sure the reading is; None where the attack's per-item outcomes
+    were not stored, as in older results).
     """
 
     attack: str
@@ -54,6 +104,7 @@ class AttackReading:
     could_work: bool
     outcome: str
     evidence: str
+    intervals: ReadingIntervals | None = None
 
 
 def read_attack(

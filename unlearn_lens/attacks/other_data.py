@@ -9,12 +9,12 @@ beside it: it says how much the attack moved the model on facts it never saw.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from unlearn_lens.data.items import Item
 from unlearn_lens.errors import ConfigError
-from unlearn_lens.evaluation import evaluate
-from unlearn_lens.metrics.token import TokenMetrics
+from unlearn_lens.evaluation import evaluate_outcomes
+from unlearn_lens.metrics.token import ItemOutcomes, TokenMetrics
 from unlearn_lens.models.subject import Subject
 from unlearn_lens.schema import Real
 from unlearn_lens.unlearn.loop import TrainConfig, train
@@ -28,6 +28,8 @@ class OtherDataAttack:
     `recovery` is the share of the forget accuracy unlearning removed that came back (None when
     unlearning removed too little to measure); its null is 0. `control_gain` is the control's
     accuracy gain under the same fine-tune (shown beside the recovery, not subtracted from it).
+    `outcomes` holds the per-item outcomes of the four measurements (`forget_before`,
+    `forget_after`, `control_before`, `control_after`), for intervals; empty in older results.
     """
 
     source: str
@@ -37,6 +39,7 @@ class OtherDataAttack:
     control_before: TokenMetrics
     control_after: TokenMetrics
     recovery: Real | None
+    outcomes: dict[str, ItemOutcomes] = field(default_factory=dict)
 
     @property
     def control_gain(self) -> float:
@@ -55,8 +58,8 @@ def other_data_attack(
     lr: float,
     batch_size: int,
     seed: int,
-    forget_before: TokenMetrics | None = None,
-    control_before: TokenMetrics | None = None,
+    forget_before: ItemOutcomes | None = None,
+    control_before: ItemOutcomes | None = None,
     progress: bool = False,
 ) -> OtherDataAttack:
     """Fine-tune `subject` (the unlearned model) on `source_items` for `steps` and measure the
@@ -64,8 +67,8 @@ def other_data_attack(
     `control_before` may be passed when already measured on these weights."""
     if not source_items:
         raise ConfigError(f"the {source} set is empty: other-data relearning needs items")
-    forget_before = forget_before or evaluate(subject, forget_items)
-    control_before = control_before or evaluate(subject, control_items)
+    forget_before = forget_before or evaluate_outcomes(subject, forget_items)
+    control_before = control_before or evaluate_outcomes(subject, control_items)
     config = TrainConfig(lr=lr, steps=steps, batch_size=batch_size, seed=seed, eval_every=0)
     run = train(
         subject,
@@ -78,13 +81,19 @@ def other_data_attack(
     )
     if run.interrupted:
         raise KeyboardInterrupt
-    forget_after = evaluate(subject, forget_items)
+    outcomes = {
+        "forget_before": forget_before,
+        "forget_after": evaluate_outcomes(subject, forget_items),
+        "control_before": control_before,
+        "control_after": evaluate_outcomes(subject, control_items),
+    }
+    metrics = {name: table.metrics() for name, table in outcomes.items()}
     return OtherDataAttack(
         source=source,
         work=RelearnWork.of(run, len(source_items)),
-        forget_before=forget_before,
-        forget_after=forget_after,
-        control_before=control_before,
-        control_after=evaluate(subject, control_items),
-        recovery=recovery_ratio(forget_after.accuracy, forget_before.accuracy, forget_original),
+        **metrics,
+        recovery=recovery_ratio(
+            metrics["forget_after"].accuracy, metrics["forget_before"].accuracy, forget_original
+        ),
+        outcomes=outcomes,
     )

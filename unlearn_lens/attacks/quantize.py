@@ -29,7 +29,7 @@ maximum shifts its whole grid a little).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -37,8 +37,8 @@ from torch.nn import functional
 from transformers.pytorch_utils import Conv1D
 
 from unlearn_lens.data.loaders import ItemsLike, as_items
-from unlearn_lens.evaluation import evaluate
-from unlearn_lens.metrics.token import TokenMetrics
+from unlearn_lens.evaluation import evaluate, evaluate_outcomes
+from unlearn_lens.metrics.token import ItemOutcomes, TokenMetrics
 from unlearn_lens.models.architecture import WeightSpec, hf_module
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.schema import Real
@@ -208,7 +208,9 @@ class SchemeResult:
     **Fields:** `forget` and `retain` metrics (`retain` None without retain items); `recovery`
     per metric (`accuracy`, `exact_match`) on the forget set; `layers`, one
     [`LayerRounding`][unlearn_lens.attacks.LayerRounding] per block, `non_layer` per matrix
-    outside the blocks (`embed`, `pos_embed`, `unembed`), `total` over every matrix.
+    outside the blocks (`embed`, `pos_embed`, `unembed`), `total` over every matrix;
+    `outcomes`, the forget set's per-item outcomes of the four models (as in `forget`), for
+    intervals (empty in older results).
     """
 
     scheme: str
@@ -218,6 +220,7 @@ class SchemeResult:
     layers: list[LayerRounding]
     non_layer: dict[str, LayerRounding]
     total: LayerRounding
+    outcomes: dict[str, ItemOutcomes] = field(default_factory=dict)
 
 
 @dataclass
@@ -288,7 +291,7 @@ def quantization_attack(
     forget: ItemsLike,
     retain: ItemsLike | None = None,
     schemes: Sequence[str] = SCHEMES,
-    original_measured: dict[str, tuple[TokenMetrics, TokenMetrics | None]] | None = None,
+    original_measured: dict[str, tuple[ItemOutcomes, TokenMetrics | None]] | None = None,
 ) -> QuantizationResult:
     """Round the unlearned model and the original in each scheme and measure both.
 
@@ -298,7 +301,7 @@ def quantization_attack(
       (`subject.snapshot()`); it holds `unlearned` when the call returns.
     - `forget`, `retain`: items measured on each model; recovery is read on `forget`.
     - `schemes`: any of [`SCHEMES`][unlearn_lens.attacks.SCHEMES].
-    - `original_measured`: the original's (forget, retain) metrics already known, by model:
+    - `original_measured`: the original's (forget outcomes, retain metrics) already known, by model:
       `"original"`, `"original_rounded:SCHEME"`; the call adds those it measures, so one dict
       shared by the attacks on several unlearned models of one original (on the same items)
       rounds and measures the original once per scheme.
@@ -314,9 +317,9 @@ def quantization_attack(
 
     known = {} if original_measured is None else original_measured
 
-    def measure(snapshot: Snapshot) -> tuple[TokenMetrics, TokenMetrics | None]:
+    def measure(snapshot: Snapshot) -> tuple[ItemOutcomes, TokenMetrics | None]:
         subject.restore(snapshot)
-        return evaluate(subject, forget_items), (
+        return evaluate_outcomes(subject, forget_items), (
             evaluate(subject, retain_items) if retain_items else None
         )
 
@@ -331,7 +334,9 @@ def quantization_attack(
                 known[name] = measure(round_snapshot(original, scheme, axes))
             models["original_rounded"] = known[name]
             models["unlearned_rounded"] = measure(round_snapshot(unlearned, scheme, axes))
-            forget_metrics = RoundedMetrics(**{name: pair[0] for name, pair in models.items()})
+            forget_metrics = RoundedMetrics(
+                **{name: pair[0].metrics() for name, pair in models.items()}
+            )
             retain_metrics = (
                 RoundedMetrics(**{name: m for name, (_, m) in models.items() if m is not None})
                 if retain_items
@@ -348,6 +353,7 @@ def quantization_attack(
                 layers=layers,
                 non_layer=non_layer,
                 total=total,
+                outcomes={name: pair[0] for name, pair in models.items()},
             )
     finally:
         subject.restore(unlearned)

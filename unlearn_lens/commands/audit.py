@@ -192,6 +192,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="run every relearning attack (same-data, split, other-data) with N seeds, --seed "
+        "to --seed + N - 1 (batch order, split draw); intervals resample seeds and items; "
+        "verdicts read the first (default 1)",
+    )
+    parser.add_argument(
         "--low-memory",
         action="store_true",
         default=None,
@@ -250,6 +258,7 @@ def settings(args: argparse.Namespace) -> StudyConfig:
         "max_tokens": args.max_tokens,
         "truncate": args.truncate,
         "seed": args.seed,
+        "seeds": args.seeds,
         "localization": args.localization,
         "known_only": False if args.keep_unknown else None,
         "low_memory": args.low_memory,

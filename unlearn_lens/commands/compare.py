@@ -265,8 +265,16 @@ def _predict(
     )
     predicted = predictor.predict(features.inputs)
     print_prediction(console, features, predictor, predicted)
+    forgotten = None
+    if reference_pass.outcomes is not None and updated_pass.outcomes is not None:
+        from unlearn_lens.report.prediction_table import print_forgotten
+        from unlearn_lens.study.intervals import forgotten_interval
+
+        forgotten = forgotten_interval(reference_pass.outcomes, updated_pass.outcomes)
+        print_forgotten(console, forgotten, len(items))
     return {
         "predicted_recovery": predicted,
+        "forgotten": None if forgotten is None else dump(forgotten),
         "features": dump(features),
         "predictor": dump(predictor),
     }

@@ -46,7 +46,7 @@ from unlearn_lens.metrics.fisher import (
     shared_value_range,
 )
 from unlearn_lens.metrics.pca import pc1_similarity, pca_distance, pca_shift, subspace_similarity
-from unlearn_lens.metrics.token import TokenMetrics, TokenMetricsAccumulator
+from unlearn_lens.metrics.token import ItemOutcomes, TokenMetrics, TokenMetricsAccumulator
 from unlearn_lens.models.subject import Snapshot, Subject
 from unlearn_lens.schema import Real
 
@@ -184,7 +184,8 @@ class Comparison:
 @dataclass
 class ModelPass:
     """What one model gives on the items: pooled activations of every stream, token metrics
-    and (optionally) its Fisher information."""
+    (and the per-item outcomes they sum, for intervals) and (optionally) its Fisher
+    information."""
 
     label: str
     pooling: str
@@ -193,6 +194,7 @@ class ModelPass:
     activations: dict[int, Tensor]
     token_metrics: TokenMetrics
     fisher: ModelFisher | None
+    outcomes: ItemOutcomes | None = None
 
 
 def _progress_bar() -> Progress:
@@ -250,6 +252,7 @@ def model_pass(
         activations=collector.result(),
         token_metrics=metrics.result(),
         fisher=hooks.result() if hooks is not None else None,
+        outcomes=metrics.outcomes(),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -38,6 +39,10 @@ class Totals:
     n_exact: np.ndarray
     n_items: np.ndarray
     nll_sum: np.ndarray
+
+    def __add__(self, other: Totals) -> Totals:
+        """Two tables' totals pooled (the items of both, e.g. a control measured in two runs)."""
+        return Totals(*(a + b for a, b in zip(_fields(self), _fields(other), strict=True)))
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -103,6 +108,10 @@ def _totals(sums: np.ndarray) -> Totals:
     return Totals(*sums)
 
 
+def _fields(totals: Totals) -> tuple[np.ndarray, ...]:
+    return (totals.n_tokens, totals.n_correct, totals.n_exact, totals.n_items, totals.nll_sum)
+
+
 class Bootstrap:
     """Resamples drawn once for groups of aligned outcome tables; intervals and label stability
     of any statistic computed from them.
@@ -132,6 +141,7 @@ class Bootstrap:
         if len(set(names)) != len(names):
             raise ValueError(f"table names must be unique across groups, got {names}")
         rng = np.random.default_rng(seed)
+        self._rng = rng
         self.n_resamples = n_resamples
         self.indices: list[np.ndarray] = []
         self.point: dict[str, Totals] = {}
@@ -154,8 +164,33 @@ class Bootstrap:
                 self.point[name] = _totals(columns.sum(axis=1, keepdims=True))
                 self.resampled[name] = _totals(columns @ counts.T)
 
+    def draw_seeds(self, tables: Mapping[str, Sequence[str]]) -> int:
+        """Add one table per name that reads, in each resample, the tables of one run drawn
+        uniformly from those listed (one draw per resample, shared by every name of the call,
+        so a run's forget and control tables stay together), and at the point the first run's.
+
+        So intervals combine items and runs (seeds): a resample is "this attack run again with
+        a seed drawn at random, on items drawn at random", and its point is the run the verdict
+        reads. Every name lists the same number of runs; returns that number.
+        """
+        counts = {len(runs) for runs in tables.values()}
+        if len(counts) != 1 or 0 in counts:
+            raise ValueError(f"every name needs the same, positive number of runs, got {counts}")
+        n_runs = counts.pop()
+        drawn = self._rng.integers(0, n_runs, size=self.n_resamples)
+        columns = np.arange(self.n_resamples)
+        for name, runs in tables.items():
+            if name in self.point:
+                raise ValueError(f"table name {name!r} is taken")
+            self.point[name] = self.point[runs[0]]
+            stacked = [np.stack(column) for column in zip(
+                *(_fields(self.resampled[run]) for run in runs), strict=True
+            )]  # fmt: skip
+            self.resampled[name] = Totals(*(column[drawn, columns] for column in stacked))
+        return n_runs
+
     def _evaluate(
-        self, function: Callable[[Mapping[str, Totals]], np.ndarray]
+        self, function: Callable[[Mapping[str, Totals]], Values]
     ) -> tuple[np.ndarray, np.ndarray]:
         point = np.asarray(function(self.point)).reshape(-1)
         resampled = np.asarray(function(self.resampled)).reshape(-1)
@@ -167,7 +202,7 @@ class Bootstrap:
         return point, resampled
 
     def interval(
-        self, statistic: Callable[[Mapping[str, Totals]], np.ndarray], level: float = LEVEL
+        self, statistic: Callable[[Mapping[str, Totals]], Values], level: float = LEVEL
     ) -> BootstrapInterval:
         """The statistic's point estimate and its percentile interval at `level`."""
         if not 0.0 < level < 1.0:
@@ -185,7 +220,16 @@ class Bootstrap:
             n_undefined=int(self.n_resamples - finite.size),
         )
 
-    def stability(self, label: Callable[[Mapping[str, Totals]], np.ndarray]) -> float:
+    def intervals(
+        self,
+        statistics: Callable[[Mapping[str, Totals]], Mapping[str, Values]],
+        names: Sequence[str],
+        level: float = LEVEL,
+    ) -> dict[str, BootstrapInterval]:
+        """The intervals of several statistics that one function computes together, by name."""
+        return {name: self.interval(partial(_named, statistics, name), level) for name in names}
+
+    def stability(self, label: Callable[[Mapping[str, Totals]], Values]) -> float:
         """Share of resamples whose label equals the label of the items as they are."""
         point, resampled = self._evaluate(label)
         return float(np.mean(resampled == point[0]))
@@ -194,6 +238,15 @@ class Bootstrap:
 Values = np.ndarray | float
 """Accuracies of resampled item sets (an array, one value per resample) or a single value: the
 statistics below work element by element on either."""
+
+
+def _named(
+    statistics: Callable[[Mapping[str, Totals]], Mapping[str, Values]],
+    name: str,
+    totals: Mapping[str, Totals],
+) -> Values:
+    """One of the statistics `statistics` computes from resampled totals."""
+    return statistics(totals)[name]
 
 
 def forgotten(original: Values, unlearned: Values) -> Values:

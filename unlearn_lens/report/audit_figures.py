@@ -17,6 +17,7 @@ from unlearn_lens.report.figures import (
     plot_pca_shift,
     save_figure,
 )
+from unlearn_lens.study.intervals import accuracy_band
 from unlearn_lens.study.results import MethodResults
 
 CURVE_STYLES = {
@@ -447,7 +448,9 @@ def plot_where(result: MethodResults, path: Path) -> Path:
 
 
 def plot_recovery_curves(result: MethodResults, path: Path) -> Path:
-    """Forget, retain and control accuracy and NLL against epochs of relearning (equal work)."""
+    """Forget, retain and control accuracy and NLL against epochs of relearning (equal work),
+    each accuracy curve in its 95 % paired-bootstrap band over items (and seeds, with
+    `--seeds`), where the per-item outcomes were stored."""
     relearn = result.relearn
     assert relearn is not None, "plotted after relearning"
     figure, (ax_acc, ax_nll) = new_figure(10.0, 4.0, columns=2)
@@ -455,6 +458,13 @@ def plot_recovery_curves(result: MethodResults, path: Path) -> Path:
         points = getattr(relearn.curve, name)
         if points:
             epochs = [p.epoch for p in points]
+            runs = [points, *(getattr(c, name) for c in result.relearn_seeds)]
+            band = accuracy_band([run for run in runs if run])
+            if band is not None:
+                ax_acc.fill_between(
+                    epochs[: len(band[0])], *band, color=SET_COLOURS[name], alpha=0.15,
+                    linewidth=0,
+                )  # fmt: skip
             ax_acc.plot(
                 epochs,
                 [p.accuracy for p in points],
@@ -484,7 +494,7 @@ def plot_recovery_curves(result: MethodResults, path: Path) -> Path:
     ax_acc.set_title(
         f"Relearning: 50 % recovery {'at step ' + str(half) if half is not None else 'not within budget'}"
     )
-    ax_acc.set_ylabel("token accuracy on answers")
+    ax_acc.set_ylabel("token accuracy on answers (band: 95 % bootstrap)")
     ax_acc.set_ylim(-0.02, 1.02)
     ax_nll.set_ylabel("NLL (nats per answer token)")
     ax_nll.set_title("Relearning: NLL")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from unlearn_lens.metrics.bootstrap import BootstrapInterval
 from unlearn_lens.numbers import number, percent
 from unlearn_lens.predict.features import ReversibilityFeatures
 from unlearn_lens.predict.model import REVERSIBLE_RECOVERY, ReversibilityPredictor
@@ -62,3 +63,14 @@ def print_prediction(
             "[dim]fitted on one model, its item sets and one relearning budget: on another model, trust the ranking "
             "more than the value[/]"
         )
+
+
+def print_forgotten(console: Console, forgotten: BootstrapInterval, n_items: int) -> None:
+    """How much of the reference's token accuracy the updated model lost, with its interval: the
+    prediction reads a model that forgot, and a share whose interval reaches below one half may
+    not have."""
+    console.print(
+        f"forgotten share of token accuracy {forgotten.point:.2f} [{forgotten.low:.2f}, "
+        f"{forgotten.high:.2f}] (95 % paired bootstrap, {forgotten.n_resamples} resamples of "
+        f"{n_items} items)"
+    )

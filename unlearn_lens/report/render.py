@@ -24,6 +24,7 @@ from unlearn_lens.report.terminal import (
     update_line,
 )
 from unlearn_lens.schema import dump
+from unlearn_lens.study.intervals import STABLE
 from unlearn_lens.study.results import AuditResults
 
 REPORT_FILE = "report.html"
@@ -124,7 +125,10 @@ def html_sections(
                     BATTERY_HEADER,
                     battery_rows(result),
                     caption="Recovery attacks, each against its own null: "
-                    + result.battery.verdict.reason,
+                    + result.battery.verdict.reason
+                    + " (numbers with their 95 % paired-bootstrap interval over items and seeds; "
+                    "stability: the share of resamples read the same way, borderline below "
+                    f"{STABLE})",
                 )
             )
         if result.localization is not None:

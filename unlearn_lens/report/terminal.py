@@ -11,6 +11,7 @@ from rich.table import Table
 
 from unlearn_lens.localize.reversion import Metric
 from unlearn_lens.localize.verification import top_indices
+from unlearn_lens.metrics.bootstrap import BootstrapInterval
 from unlearn_lens.numbers import share
 from unlearn_lens.report.findings import finding
 from unlearn_lens.study.results import AuditResults, MethodResults
@@ -102,18 +103,46 @@ def summary_table(results: AuditResults) -> Table:
     return table
 
 
-BATTERY_HEADER = ("attack", "budget", "recovery", "null", "excess", "reading")
-"""Columns of the battery table: each recovery attack against its own null."""
+BATTERY_HEADER = ("attack", "budget", "recovery", "null", "excess", "reading", "stability")
+"""Columns of the battery table: each recovery attack against its own null, each number with its
+95 % interval where the attack's per-item outcomes were stored, and the reading's stability."""
+
+
+def with_interval(value: float | None, interval: BootstrapInterval | None) -> str:
+    """A number and, when known, its interval: `0.62 [0.41, 0.80]`."""
+    if interval is None or value is None:
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(interval.low)}, {fmt(interval.high)}]"
 
 
 def battery_rows(result: MethodResults) -> list[tuple[str, ...]]:
-    """One row per attack of the method's battery (none when no battery ran)."""
+    """One row per attack of the method's battery (none when no battery ran); a reading whose
+    stability is below `STABLE` reads "borderline", naming the threshold it straddles."""
     if result.battery is None:
         return []
-    return [
-        (r.attack, r.budget, fmt(r.recovery), fmt(r.null), fmt(r.excess), r.outcome)
-        for r in result.battery.readings
-    ]
+    rows: list[tuple[str, ...]] = []
+    for r in result.battery.readings:
+        i = r.intervals
+        reading = r.outcome
+        stability = "—"
+        if i is not None:
+            stability = f"{i.stability:.2f}"
+            if i.n_seeds > 1:
+                stability += f" ({i.n_seeds} seeds)"
+            if i.borderline is not None:
+                reading = f"{r.outcome}, borderline: {i.borderline}"
+        rows.append(
+            (
+                r.attack,
+                r.budget,
+                with_interval(r.recovery, i.recovery if i else None),
+                with_interval(r.null, i.null if i else None),
+                with_interval(r.excess, i.excess if i else None),
+                reading,
+                stability,
+            )
+        )
+    return rows
 
 
 def battery_table(result: MethodResults) -> Table | None:
@@ -129,6 +158,13 @@ def battery_table(result: MethodResults) -> Table | None:
     for name in BATTERY_HEADER:
         table.add_column(
             name, justify="left" if name in ("attack", "budget", "reading") else "right"
+        )
+    intervals = [r.intervals for r in result.battery.readings if r.intervals is not None]
+    if intervals:
+        table.caption = (table.caption or "") + escape(
+            f" [95 % paired-bootstrap intervals over items (and seeds), "
+            f"{intervals[0].recovery.n_resamples} resamples; stability: the share of resamples "
+            "read the same way]"
         )
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))

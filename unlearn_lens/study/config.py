@@ -73,6 +73,9 @@ class StudyConfig:
     pooling: Literal["mean", "last"] = "mean"
     localization: str = "attribution"
     seed: int = 0
+    seeds: int = 1
+    """Runs of every relearning attack (same-data, split, other-data), with seeds `seed`,
+    `seed + 1`, …: intervals resample them with the items; verdicts read the first."""
     device: str | None = None
     device_map: str | None = None
     dtype: str = "float32"
@@ -133,7 +136,15 @@ class StudyConfig:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ConfigError(f"{source}: {name} must be a finite number, got {value}")
-        for name in ("lr", "steps", "batch_size", "relearn_steps", "requests", "relearn_lr"):
+        for name in (
+            "lr",
+            "steps",
+            "batch_size",
+            "relearn_steps",
+            "requests",
+            "relearn_lr",
+            "seeds",
+        ):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{source}: {name} must be positive, got {value}")

@@ -33,7 +33,7 @@ from unlearn_lens.study.config import StudyConfig
 from unlearn_lens.study.given import GivenCheckpoint
 from unlearn_lens.study.intervals import VerdictIntervals
 from unlearn_lens.unlearn.api import UnlearnResult
-from unlearn_lens.unlearn.relearn import RelearnResult
+from unlearn_lens.unlearn.relearn import RecoveryCurve, RelearnResult
 
 SCHEMA = "unlearn_lens.results"
 RESULTS_VERSION = 2
@@ -82,6 +82,8 @@ class MethodResults:
 
     For a given checkpoint `method` is its name, `given` says where it is and how it was made,
     and `unlearn` and `tracking` stay empty: the unlearning happened elsewhere.
+    `relearn_seeds` holds the same-data relearning curves of the further seeds (`seeds` > 1;
+    `relearn` is the first seed's), read by the intervals only.
     """
 
     method: str
@@ -89,6 +91,7 @@ class MethodResults:
     unlearn: UnlearnResult | None = None
     tracking: list[DeltaRecord] = field(default_factory=list)
     relearn: RelearnResult | None = None
+    relearn_seeds: list[RecoveryCurve] = field(default_factory=list)
     battery: Battery | None = None
     comparisons: dict[str, Comparison] = field(default_factory=dict)
     deltas: DeltaReport | None = None

@@ -30,7 +30,7 @@ from unlearn_lens.localize.logit_lens import logit_lens
 from unlearn_lens.localize.reversion import Reverter, reversion_sweep
 from unlearn_lens.localize.summary import LocalizationSummary, summarise_localization
 from unlearn_lens.localize.tracking import DeltaTracker
-from unlearn_lens.metrics.token import TokenMetrics
+from unlearn_lens.metrics.token import ItemOutcomes, TokenMetrics
 from unlearn_lens.models.checkpoints import read_snapshot
 from unlearn_lens.models.stored import StoredSnapshot, write_snapshot
 from unlearn_lens.models.subject import Snapshot, Subject
@@ -67,7 +67,7 @@ class AuditRun:
     progress: bool
     console: Console
     original_passes: dict[str, ModelPass] = field(default_factory=dict)
-    rounded_original: dict[str, tuple[TokenMetrics, TokenMetrics | None]] = field(
+    rounded_original: dict[str, tuple[ItemOutcomes, TokenMetrics | None]] = field(
         default_factory=dict
     )
 
@@ -136,7 +136,7 @@ def run_method(ctx: AuditRun, result: MethodResults) -> None:
         if original is not None and result.relearn is not None:
             result.intervals = verdict_intervals(
                 original, result.relearn.curve, ctx.config.thresholds(), ctx.config.verdict_metric,
-                seed=ctx.config.seed,
+                seed=ctx.config.seed, seeds=result.relearn_seeds,
             )  # fmt: skip
         ctx.save_results()
     assert result.localization is not None
@@ -174,15 +174,25 @@ def relearn_stage(ctx: AuditRun, result: MethodResults, unlearned: Snapshot) -> 
         return ctx.stored(result.method, "relearned")
     config, items = ctx.config, ctx.items
     ctx.subject.restore(unlearned)
+    source = relearn_items(config, ctx.results.data, ctx.subject)[0]
     with ctx.stage("relearn", result):
         attack = relearn(
-            ctx.subject, relearn_items(config, ctx.results.data, ctx.subject)[0],
-            items["control"], steps=config.relearn_steps, forget_items=items["forget"],
+            ctx.subject, source, items["control"], steps=config.relearn_steps, forget_items=items["forget"],
             retain_items=items["retain"], original_forget=ctx.results.original["forget"],
             lr=config.relearn_lr or config.lr, batch_size=config.batch_size, seed=config.seed,
             progress=ctx.progress, start=unlearned,
         )  # fmt: skip
-    relearned = ctx.keep(result.method, "relearned")
+        relearned = ctx.keep(result.method, "relearned")
+        # Further seeds (--seeds): the same attack from the same unlearned weights, another
+        # batch order; only their curves are kept, for the intervals.
+        for k in range(1, config.seeds):
+            ctx.subject.restore(unlearned)
+            result.relearn_seeds.append(relearn(
+                ctx.subject, source, items["control"], steps=config.relearn_steps,
+                forget_items=items["forget"], original_forget=ctx.results.original["forget"],
+                lr=config.relearn_lr or config.lr, batch_size=config.batch_size,
+                seed=config.seed + k, progress=ctx.progress, start=unlearned,
+            ).curve)  # fmt: skip
     result.relearn = attack
     ctx.save_results()
     return relearned
@@ -241,12 +251,14 @@ def battery_stage(
     with ctx.stage("battery", result):
         battery = run_battery(
             ctx.subject, ctx.original, unlearned, ctx.items, ctx.results.original["forget"],
-            result.relearn.forget_before, config.attacks, budget, config.quantization_schemes,
-            ctx.rounded_original, ctx.progress,
+            result.relearn.curve.forget[0].outcomes, config.attacks, budget,
+            config.quantization_schemes, ctx.rounded_original, ctx.progress, seeds=config.seeds,
         )  # fmt: skip
         result.battery = read_battery(
-            battery, result.relearn, same_data, budget, config.thresholds()
-        )
+            battery, result.relearn, same_data, budget, config.thresholds(),
+            original=ctx.results.original_outcomes.get("forget"), metric=config.verdict_metric,
+            same_data_seeds=result.relearn_seeds,
+        )  # fmt: skip
     ctx.save_results()
 
 
