@@ -16,6 +16,16 @@ from unlearn_lens.models.sources import BACKENDS
 # for them on this 2-core machine, and the real-model tests lose little.
 torch.set_num_threads(1)
 
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `-n` (pytest-xdist), build the built-in model's cache once in the controlling
+    process, before the workers start, so that no two workers build it at the same time."""
+    is_worker = hasattr(config, "workerinput")
+    if not is_worker and getattr(config.option, "numprocesses", None):
+        ensure_builtin_cache(DEFAULT_MODEL)
+
+
 FACT_WORDS = ("Veltravia", "Orsenne", "Drumlin", "Kessary", "Paris", "France", "Rome", "Italy")
 
 
