@@ -17,13 +17,22 @@ from unlearn_lens.models.sources import BACKENDS
 torch.set_num_threads(1)
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     """Under `-n` (pytest-xdist), build the built-in model's cache once in the controlling
     process, before the workers start, so that no two workers build it at the same time."""
     is_worker = hasattr(config, "workerinput")
     if not is_worker and getattr(config.option, "numprocesses", None):
         ensure_builtin_cache(DEFAULT_MODEL)
+
+
+LONGEST_FIRST = ("test_examples.py", "test_memory.py")
+"""Files of the longest tests (real-model example scripts, tensor accounting), collected first so
+that under `-n` the workers start on them and the short tests fill in around them."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the longest tests first (a stable sort: every other test keeps its order)."""
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
 
 
 FACT_WORDS = ("Veltravia", "Orsenne", "Drumlin", "Kessary", "Paris", "France", "Rome", "Italy")

@@ -18,7 +18,9 @@ EXAMPLES = sorted(
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs(script, tmp_path, smollm_tl):
-    env = {**os.environ, "UNLEARN_LENS_EXAMPLES_FAST": "1", "OMP_NUM_THREADS": "2"}
+    # One torch thread per test process when pytest-xdist runs one process per core.
+    threads = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+    env = {**os.environ, "UNLEARN_LENS_EXAMPLES_FAST": "1", "OMP_NUM_THREADS": threads}
     result = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,

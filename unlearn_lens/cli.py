@@ -25,12 +25,12 @@ from unlearn_lens.commands import (
     report,
     unlearn,
 )
-from unlearn_lens.commands.common import add_model_flags, note
+from unlearn_lens.commands.common import add_model_flags, command_console, note
 from unlearn_lens.errors import ConfigError, UnlearnLensError, one_line
 from unlearn_lens.out_dir import open_out
 from unlearn_lens.quiet import quiet_third_party_bars
 
-console = Console()
+console = command_console()
 error_console = Console(stderr=True)
 
 

@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from unlearn_lens.data.items import Item
     from unlearn_lens.models.subject import Subject
 
+
+def command_console() -> Console:
+    """A command's standard output: lines are never folded at the width (a path stays one piece
+    to copy or to parse when the output is piped), tables still fit the terminal."""
+    return Console(soft_wrap=True)
+
+
 notes = Console(stderr=True)
 """Where `note` prints: stderr, beside warnings and errors, so a command's output stays its own."""
 

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.markup import escape
 
 from unlearn_lens.commands.common import (
@@ -26,6 +25,7 @@ from unlearn_lens.commands.common import (
     add_length_flags,
     add_runtime_flags,
     check_max_tokens,
+    command_console,
     field_map,
     fit_items,
 )
@@ -46,7 +46,7 @@ COMPARISON_FILE = "comparison.json"
 PREDICTION_FILE = "reversibility.json"
 """The features and predicted recovery in `--out`, with `--predict-reversibility`."""
 
-console = Console()
+console = command_console()
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -14,7 +14,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 
 from unlearn_lens.attacks.quantize import SCHEMES
@@ -24,6 +23,7 @@ from unlearn_lens.commands.common import (
     add_length_flags,
     add_runtime_flags,
     check_max_tokens,
+    command_console,
     field_map,
     fit_items,
 )
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 QUANTIZE_FILE = "quantize.json"
 """The record `unlearn-lens quantize` writes in its `--out`."""
 
-console = Console()
+console = command_console()
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.table import Table
 
 from unlearn_lens.commands.common import (
@@ -25,6 +24,7 @@ from unlearn_lens.commands.common import (
     add_length_flags,
     add_runtime_flags,
     check_max_tokens,
+    command_console,
     field_map,
     fit_items,
 )
@@ -41,7 +41,7 @@ DEFAULT_CONTROL = "builtin:text"
 """The control when none is given: the built-in text domain's novel facts (fictional countries,
 books and elements), which no model can know."""
 
-console = Console()
+console = command_console()
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

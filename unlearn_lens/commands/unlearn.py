@@ -15,7 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from unlearn_lens.commands.common import (
@@ -24,6 +23,7 @@ from unlearn_lens.commands.common import (
     add_length_flags,
     add_model_flags,
     check_max_tokens,
+    command_console,
     field_map,
     fit_items,
 )
@@ -32,7 +32,7 @@ from unlearn_lens.out_dir import MODEL_DIR, RUN_FILE, check_out_dir
 from unlearn_lens.schema import dump
 from unlearn_lens.unlearn.loop import DEFAULT_STEPS, TrainConfig
 
-console = Console()
+console = command_console()
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
