@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from unlearn_lens.numbers import percent
 
 LABELS = {
@@ -84,7 +86,17 @@ def control_taught(gain: float, exact_gain: float | None, thresholds: RegimeThre
     verdict's metric (`gain`) reaches `min_control_gain` and its exact-match share rose
     (`exact_gain > 0`: at least one more control item reproduced whole). `exact_gain` None
     (not measured, as in older results) leaves the accuracy rule alone."""
-    return bool(gain >= thresholds.min_control_gain and (exact_gain is None or exact_gain > 0))
+    return bool(taught_where(gain, math.inf if exact_gain is None else exact_gain, thresholds))
+
+
+def taught_where(
+    gain: np.ndarray | float, exact_gain: np.ndarray | float, thresholds: RegimeThresholds
+) -> np.ndarray:
+    """[`control_taught`][unlearn_lens.regimes.control_taught] element by element (one entry
+    per bootstrap resample); a NaN gain is not taught."""
+    with np.errstate(invalid="ignore"):
+        taught = (np.asarray(gain) >= thresholds.min_control_gain) & (np.asarray(exact_gain) > 0)
+    return np.asarray(taught)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from unlearn_lens.metrics.bootstrap import (
     recovery,
 )
 from unlearn_lens.metrics.token import ItemOutcomes
-from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.regimes import RegimeThresholds, taught_where
 from unlearn_lens.study.intervals import STABLE, control_weights, seeded_bootstrap
 from unlearn_lens.unlearn.relearn import RecoveryCurve
 
@@ -87,9 +87,7 @@ def _reading_intervals(
 def _taught(totals: Mapping[str, Totals], before: str, after: str, metric: str, t) -> np.ndarray:
     """`control_taught` on arrays: the control's gain in the metric and its exact-match gain."""
     gain = totals[after].score(metric) - totals[before].score(metric)
-    exact = totals[after].exact_match - totals[before].exact_match
-    with np.errstate(invalid="ignore"):
-        return (gain >= t.min_control_gain) & (exact > 0)
+    return taught_where(gain, totals[after].exact_match - totals[before].exact_match, t)
 
 
 def same_data_intervals(
@@ -199,10 +197,7 @@ def split_intervals(
 
     def pooled(totals: Mapping[str, Totals], k: int) -> Totals:
         parts = [totals[f"control{k}:{h}"] for h in range(n_halves)]
-        total = parts[0]
-        for part in parts[1:]:
-            total = total + part
-        return total
+        return sum(parts[1:], start=parts[0])
 
     def numbers(totals: Mapping[str, Totals]) -> dict[str, Values]:
         o, u = totals["original"].score(metric), totals["forget0"].score(metric)

@@ -28,7 +28,7 @@ from unlearn_lens.metrics.bootstrap import (
     recovery,
 )
 from unlearn_lens.metrics.token import ItemOutcomes
-from unlearn_lens.regimes import RegimeThresholds
+from unlearn_lens.regimes import RegimeThresholds, taught_where
 from unlearn_lens.schema import Real
 from unlearn_lens.unlearn.relearn import EPOCH_TOLERANCE, CurvePoint, RecoveryCurve
 
@@ -170,12 +170,8 @@ def verdict_intervals(
         excess = np.fmax(n["peak_excess"], n["excess"])
         with np.errstate(invalid="ignore"):
             reversible = (n["recovery"] >= t.recovery) & (excess >= t.control_margin)
-            # As classify_regime: the budget taught the control nothing when its token gain is
-            # below min_control_gain or it answered no more control items whole.
-            taught_nothing = (n["control_gain_absolute"] < t.min_control_gain) | (
-                n["control_exact_gain"] <= 0
-            )
-            weak = (n["recovery"] < t.recovery) & taught_nothing
+            taught = taught_where(n["control_gain_absolute"], n["control_exact_gain"], t)
+            weak = (n["recovery"] < t.recovery) & ~taught
             return np.where(
                 n["forgotten"] < t.min_forgotten,
                 NOT_FORGOTTEN_CODE,
