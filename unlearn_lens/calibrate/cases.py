@@ -58,19 +58,26 @@ class BuiltCase:
     built: str
 
 
-def _ascent(
+def _ascent_case(
     subject: Subject,
     forget: Sequence[Item],
     retain: Sequence[Item],
     keys: list[str],
+    where: str,
     budget: CaseBudget,
-) -> None:
-    """Gradient ascent on the forget set, only `keys` trainable (the training loop freezes the rest)."""
+) -> BuiltCase:
+    """Gradient ascent on the forget set with only `keys` trainable (the training loop freezes
+    the rest); `where` names them in the case's description."""
     unlearn(
         subject, forget, retain, "ga", lr=budget.lr, steps=budget.steps,
         batch_size=budget.batch_size, seed=budget.seed, trainable_keys=keys, eval_every=0,
         progress=False, keep_snapshots=False,
     )  # fmt: skip
+    return BuiltCase(
+        subject.snapshot(),
+        f"gradient ascent ({budget.steps} steps at lr {budget.lr:g}) on {where} of "
+        f"{subject.shape.n_layers} blocks only",
+    )
 
 
 def shallow_keys(subject: Subject, blocks: int) -> list[str]:
@@ -89,24 +96,17 @@ def build_shallow(
     subject: Subject, forget: Sequence[Item], retain: Sequence[Item], budget: CaseBudget
 ) -> BuiltCase:
     """Gradient ascent that may change only the output head and the last `budget.blocks` blocks."""
-    _ascent(subject, forget, retain, shallow_keys(subject, budget.blocks), budget)
-    return BuiltCase(
-        subject.snapshot(),
-        f"gradient ascent ({budget.steps} steps at lr {budget.lr:g}) on the output head and the "
-        f"last {budget.blocks} of {subject.shape.n_layers} blocks only",
-    )
+    keys = shallow_keys(subject, budget.blocks)
+    where = f"the output head and the last {budget.blocks}"
+    return _ascent_case(subject, forget, retain, keys, where, budget)
 
 
 def build_deep(
     subject: Subject, forget: Sequence[Item], retain: Sequence[Item], budget: CaseBudget
 ) -> BuiltCase:
     """Gradient ascent that may change only the first `budget.blocks` blocks."""
-    _ascent(subject, forget, retain, deep_keys(subject, budget.blocks), budget)
-    return BuiltCase(
-        subject.snapshot(),
-        f"gradient ascent ({budget.steps} steps at lr {budget.lr:g}) on the first "
-        f"{budget.blocks} of {subject.shape.n_layers} blocks only",
-    )
+    keys = deep_keys(subject, budget.blocks)
+    return _ascent_case(subject, forget, retain, keys, f"the first {budget.blocks}", budget)
 
 
 def _answer_direction(subject: Subject, forget: Sequence[Item]) -> tuple[torch.Tensor, list[int]]:
